@@ -1,0 +1,56 @@
+/* testlib.h: the tiny test harness every C test uses.
+ *
+ *   static void test_something(void) { CHECK(x == 1); CHECK_NEAR(a, b, 1e-6); CHECK_OK(call()); }
+ *   int main(void) { RUN(test_something); return test_summary(); }
+ *
+ * A failing CHECK prints file:line and the expression and marks the test failed; the test
+ * function goes on (so one run shows every failure). test_summary prints "N passed, N failed"
+ * and returns 0 or 1. test_skip(msg) prints why and exits 77 (ctest's SKIP_RETURN_CODE). */
+#ifndef DRDC_TESTLIB_H
+#define DRDC_TESTLIB_H
+
+#include <stdio.h>
+#include "drdc/error.h"
+
+extern int tl_failures;       /* CHECK failures inside the current test */
+
+#define CHECK(cond) \
+    do { if (!(cond)) { tl_failures++; fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); } } while (0)
+
+#define CHECK_NEAR(a, b, tol) \
+    do { double tl_a = (a), tl_b = (b); if (!(tl_a - tl_b <= (tol) && tl_b - tl_a <= (tol))) { tl_failures++; \
+        fprintf(stderr, "%s:%d: CHECK_NEAR failed: %s = %.9g, %s = %.9g, tol %g\n", __FILE__, __LINE__, #a, tl_a, #b, tl_b, (double)(tol)); } } while (0)
+
+/* The call must return DRDC_OK; prints the error message otherwise. */
+#define CHECK_OK(call) \
+    do { drdc_status tl_st = (call); if (tl_st != DRDC_OK) { tl_failures++; \
+        fprintf(stderr, "%s:%d: %s returned %s: %s\n", __FILE__, __LINE__, #call, drdc_status_name(tl_st), drdc_last_error()); } } while (0)
+
+/* The call must fail with status `want` and its message must contain `needle` (NULL: any). */
+#define CHECK_ERR(call, want, needle) \
+    do { drdc_status tl_st = (call); if (tl_st != (want)) { tl_failures++; \
+        fprintf(stderr, "%s:%d: %s returned %s, want %s (%s)\n", __FILE__, __LINE__, #call, drdc_status_name(tl_st), drdc_status_name(want), drdc_last_error()); } \
+        else if (!tl_contains(drdc_last_error(), (needle))) { tl_failures++; \
+        fprintf(stderr, "%s:%d: %s: message \"%s\" lacks \"%s\"\n", __FILE__, __LINE__, #call, drdc_last_error(), (const char *)(needle)); } } while (0)
+
+#define RUN(fn) tl_run(#fn, fn)
+
+void tl_run(const char *name, void (*fn)(void));
+int test_summary(void);
+void test_skip(const char *why);
+int tl_contains(const char *hay, const char *needle);   /* needle NULL -> 1 */
+
+/* A fresh empty folder for this test: $DRDC_TEST_TMP/<name> (or /tmp/drdc-test-<pid>/<name>). */
+const char *test_tmpdir(const char *name);
+/* $DRDC_SHARED (../shared beside the source tree), or NULL when absent. */
+const char *test_shared_dir(void);
+/* $DRDC_SOURCE_DIR, or "." */
+const char *test_source_dir(void);
+/* $DRDC_BIN: the drdc binary, or NULL. */
+const char *test_drdc_bin(void);
+/* Writes `n` bytes to path; returns 0 on success. */
+int test_write_file(const char *path, const void *data, size_t n);
+/* Runs a shell command; returns its exit status (or -1). */
+int test_system(const char *fmt, ...);
+
+#endif
