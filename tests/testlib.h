@@ -31,7 +31,7 @@ extern int tl_failures;       /* CHECK failures inside the current test */
     do { drdc_status tl_st = (call); if (tl_st != (want)) { tl_failures++; \
         fprintf(stderr, "%s:%d: %s returned %s, want %s (%s)\n", __FILE__, __LINE__, #call, drdc_status_name(tl_st), drdc_status_name(want), drdc_last_error()); } \
         else if (!tl_contains(drdc_last_error(), (needle))) { tl_failures++; \
-        fprintf(stderr, "%s:%d: %s: message \"%s\" lacks \"%s\"\n", __FILE__, __LINE__, #call, drdc_last_error(), (const char *)(needle)); } } while (0)
+        fprintf(stderr, "%s:%d: %s: message \"%s\" lacks \"%s\"\n", __FILE__, __LINE__, #call, drdc_last_error(), tl_str(needle)); } } while (0)
 
 #define RUN(fn) tl_run(#fn, fn)
 
@@ -39,6 +39,7 @@ void tl_run(const char *name, void (*fn)(void));
 int test_summary(void);
 void test_skip(const char *why);
 int tl_contains(const char *hay, const char *needle);   /* needle NULL -> 1 */
+static inline const char *tl_str(const char *s) { return s ? s : ""; }
 
 /* A fresh empty folder for this test: $DRDC_TEST_TMP/<name> (or /tmp/drdc-test-<pid>/<name>). */
 const char *test_tmpdir(const char *name);
