@@ -1,0 +1,1168 @@
+// shim.cpp: the C API of include/drdc/shim.h over libtorch (the only C++ in drdc).
+//
+// Each function is a thin wrapper: check arguments, call the at:: function of the same name,
+// wrap the result in a handle. Every body runs inside a try block that turns any C++
+// exception into a drdc_status plus a message (the tch-rs PROTECT pattern). Only APIs present
+// in both libtorch 1.13 and 2.x are used; CUDA-only calls go through torch::cuda::*, which
+// exist (and fail cleanly) in CPU-only builds.
+#include "drdc/shim.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+#include <ATen/autocast_mode.h>
+#include <c10/util/Exception.h>
+#include <torch/cuda.h>
+
+#if __has_include(<torch/version.h>)
+#include <torch/version.h>
+#endif
+#if defined(DRDC_WITH_CUDA) && __has_include(<c10/cuda/CUDACachingAllocator.h>)
+#include <c10/cuda/CUDACachingAllocator.h>
+#define DRDC_HAVE_CUDA_ALLOCATOR 1
+#endif
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace {
+
+struct Scope;
+
+}  // namespace
+
+struct dt_tensor_s {
+    at::Tensor t;
+    Scope *scope = nullptr;  // the scope that records this handle, or none
+    size_t slot = 0;         // index in scope->items
+};
+
+struct dt_generator_s {
+    at::Generator gen;
+};
+
+namespace {
+
+struct Scope {
+    std::vector<dt_tensor_s *> items;
+};
+
+thread_local std::vector<Scope *> tl_scopes;
+std::atomic<long> g_live_handles{0};
+
+// A bad argument detected by the shim itself (-> DRDC_ERR_INPUT).
+struct ShimInputError : std::runtime_error {
+    explicit ShimInputError(const std::string &m) : std::runtime_error(m) {}
+};
+
+// Keeps the first few meaningful lines of a torch message, without the C++ backtrace.
+std::string clean_message(const char *raw) {
+    std::string s(raw ? raw : "");
+    for (const char *cut : {"Exception raised from", "frame #0", "\nException raised"}) {
+        size_t p = s.find(cut);
+        if (p != std::string::npos) s.resize(p);
+    }
+    std::string out;
+    int lines = 0;
+    size_t pos = 0;
+    while (pos < s.size() && lines < 3) {
+        size_t nl = s.find('\n', pos);
+        std::string line = s.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
+        pos = nl == std::string::npos ? s.size() : nl + 1;
+        while (!line.empty() && (line.back() == ' ' || line.back() == '\r' || line.back() == '\t')) line.pop_back();
+        if (line.empty()) continue;
+        if (!out.empty()) out += "; ";
+        out += line;
+        lines++;
+    }
+    if (out.size() > 800) out = out.substr(0, 800) + "...";
+    return out.empty() ? std::string("unknown libtorch error") : out;
+}
+
+bool mentions_oom(const std::string &m) {
+    for (const char *k : {"out of memory", "not enough memory", "can't allocate memory", "Cannot allocate memory"})
+        if (m.find(k) != std::string::npos) return true;
+    return false;
+}
+
+// Called inside a catch block: classifies the exception in flight.
+drdc_status fail_current(const char *fn) {
+    try {
+        try {
+            throw;
+        } catch (const ShimInputError &e) {
+            return drdc_fail(DRDC_ERR_INPUT, "%s: %s", fn, e.what());
+        } catch (const c10::OutOfMemoryError &e) {
+            return drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory: %s", fn,
+                             clean_message(e.what_without_backtrace()).c_str());
+        } catch (const c10::Error &e) {
+            std::string m = clean_message(e.what_without_backtrace());
+            return drdc_fail(mentions_oom(m) ? DRDC_ERR_NOMEM : DRDC_ERR_TORCH, "%s: %s", fn, m.c_str());
+        } catch (const std::bad_alloc &) {
+            return drdc_fail(DRDC_ERR_NOMEM, "%s: out of host memory", fn);
+        } catch (const std::exception &e) {
+            std::string m = clean_message(e.what());
+            return drdc_fail(mentions_oom(m) ? DRDC_ERR_NOMEM : DRDC_ERR_TORCH, "%s: %s", fn, m.c_str());
+        } catch (...) {
+            return drdc_fail(DRDC_ERR_TORCH, "%s: unknown C++ exception", fn);
+        }
+    } catch (...) {  // building the message itself failed (memory)
+        return drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory while reporting an error", fn);
+    }
+}
+
+[[noreturn]] void input_error(const std::string &m) { throw ShimInputError(m); }
+
+const at::Tensor &arg(dt_tensor h, const char *name) {
+    if (!h) input_error(std::string("tensor argument '") + name + "' is NULL");
+    return h->t;
+}
+#define T(h) arg((h), #h)
+
+c10::optional<at::Tensor> opt(dt_tensor h) {
+    if (!h) return c10::nullopt;
+    return c10::optional<at::Tensor>(h->t);
+}
+
+at::IntArrayRef ints(const int64_t *p, int n, const char *what) {
+    if (n < 0) input_error(std::string(what) + ": negative count " + std::to_string(n));
+    if (n > 0 && !p) input_error(std::string(what) + " is NULL with count " + std::to_string(n));
+    return at::IntArrayRef(p, static_cast<size_t>(n));
+}
+
+// Wraps a tensor in a new handle, recorded in the innermost scope of this thread.
+dt_tensor wrap(at::Tensor t) {
+    dt_tensor h = new dt_tensor_s;
+    h->t = std::move(t);
+    if (!tl_scopes.empty()) {
+        Scope *s = tl_scopes.back();
+        try {
+            s->items.push_back(h);
+        } catch (...) {
+            delete h;
+            throw;
+        }
+        h->scope = s;
+        h->slot = s->items.size() - 1;
+    }
+    g_live_handles.fetch_add(1, std::memory_order_relaxed);
+    return h;
+}
+
+void unscope(dt_tensor h) {
+    Scope *s = h->scope;
+    if (!s) return;
+    std::vector<dt_tensor_s *> &v = s->items;
+    size_t i = h->slot;
+    v[i] = v.back();
+    v[i]->slot = i;
+    v.pop_back();
+    h->scope = nullptr;
+}
+
+void destroy(dt_tensor h) {
+    delete h;
+    g_live_handles.fetch_sub(1, std::memory_order_relaxed);
+}
+
+at::ScalarType to_scalar(dt_dtype d) {
+    switch (d) {
+        case DT_F32:
+            return at::kFloat;
+        case DT_F16:
+            return at::kHalf;
+        case DT_BF16:
+            return at::kBFloat16;
+        case DT_F64:
+            return at::kDouble;
+        case DT_I64:
+            return at::kLong;
+        case DT_I32:
+            return at::kInt;
+        case DT_U8:
+            return at::kByte;
+        case DT_BOOL:
+            return at::kBool;
+    }
+    input_error("unknown dtype value " + std::to_string(static_cast<int>(d)));
+}
+
+dt_dtype from_scalar(at::ScalarType s) {
+    switch (s) {
+        case at::kFloat:
+            return DT_F32;
+        case at::kHalf:
+            return DT_F16;
+        case at::kBFloat16:
+            return DT_BF16;
+        case at::kDouble:
+            return DT_F64;
+        case at::kLong:
+            return DT_I64;
+        case at::kInt:
+            return DT_I32;
+        case at::kByte:
+            return DT_U8;
+        case at::kBool:
+            return DT_BOOL;
+        default:
+            return static_cast<dt_dtype>(-1);
+    }
+}
+
+at::Device to_device(dt_device d) {
+    if (d.type == DT_CPU) return at::Device(at::kCPU);
+    if (d.type == DT_CUDA) {
+        if (d.index < 0 || d.index > 127) input_error("bad CUDA device index " + std::to_string(d.index));
+        int count = dt_cuda_device_count();
+        if (d.index >= count)
+            input_error("device cuda:" + std::to_string(d.index) + " requested but libtorch sees " +
+                        std::to_string(count) + " CUDA device(s)");
+        return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(d.index));
+    }
+    input_error("unknown device type " + std::to_string(d.type));
+}
+
+at::TensorOptions options(dt_dtype dtype, dt_device dev) {
+    return at::TensorOptions().dtype(to_scalar(dtype)).device(to_device(dev));
+}
+
+at::Generator gen_of(dt_generator g) { return g ? g->gen : at::detail::getDefaultCPUGenerator(); }
+
+// Random floats are drawn in f32 (f64 for f64 targets) on the CPU, then cast and moved.
+at::ScalarType draw_dtype(dt_dtype d) {
+    switch (d) {
+        case DT_F64:
+            return at::kDouble;
+        case DT_F32:
+        case DT_F16:
+        case DT_BF16:
+            return at::kFloat;
+        default:
+            input_error(std::string("random floats need a float dtype, got ") + dt_dtype_name(d));
+    }
+}
+
+std::string shape_str(const at::Tensor &t) {
+    std::string s = "[";
+    for (int64_t i = 0; i < t.dim(); i++) s += (i ? ", " : "") + std::to_string(t.size(i));
+    return s + "]";
+}
+
+}  // namespace
+
+// Runs `body` (which sets the outputs) and converts exceptions; for functions returning status.
+#define PROTECT(...)                   \
+    try {                              \
+        __VA_ARGS__                    \
+    } catch (...) {                    \
+        return fail_current(__func__); \
+    }                                  \
+    return DRDC_OK;
+
+// SHIM_TRY { body } SHIM_CATCH: the same for longer bodies.
+#define SHIM_TRY try
+#define SHIM_CATCH                     \
+    catch (...) {                      \
+        return fail_current(__func__); \
+    }                                  \
+    return DRDC_OK;
+
+// One-result tensor op: *out = wrap(expr).
+#define TENSOR_OP(...)                                                       \
+    if (!out) return drdc_fail(DRDC_ERR_INPUT, "%s: out is NULL", __func__); \
+    *out = nullptr;                                                          \
+    PROTECT(at::Tensor r_ = (__VA_ARGS__); *out = wrap(std::move(r_));)
+
+// ---- handles, scopes, counters --------------------------------------------------------
+
+extern "C" void dt_free(dt_tensor t) {
+    if (!t) return;
+    unscope(t);
+    destroy(t);
+}
+
+extern "C" long dt_live_handles(void) { return g_live_handles.load(std::memory_order_relaxed); }
+
+extern "C" drdc_status dt_scope_begin(void) {
+    SHIM_TRY {
+        Scope *s = new Scope;
+        try {
+            tl_scopes.push_back(s);
+        } catch (...) {
+            delete s;
+            throw;
+        }
+    }
+    SHIM_CATCH
+}
+
+extern "C" drdc_status dt_scope_keep(dt_tensor t) {
+    if (!t) return drdc_fail(DRDC_ERR_INPUT, "dt_scope_keep: handle is NULL");
+    if (!t->scope) return DRDC_OK;
+    auto it = std::find(tl_scopes.begin(), tl_scopes.end(), t->scope);
+    if (it == tl_scopes.end())
+        return drdc_fail(DRDC_ERR_STATE, "dt_scope_keep: the handle belongs to a scope of another thread");
+    SHIM_TRY {
+        Scope *parent = it == tl_scopes.begin() ? nullptr : *(it - 1);
+        if (parent) parent->items.reserve(parent->items.size() + 1);
+        unscope(t);
+        if (parent) {
+            parent->items.push_back(t);
+            t->scope = parent;
+            t->slot = parent->items.size() - 1;
+        }
+    }
+    SHIM_CATCH
+}
+
+extern "C" drdc_status dt_scope_end(void) {
+    if (tl_scopes.empty()) return drdc_fail(DRDC_ERR_STATE, "dt_scope_end: no open scope (missing dt_scope_begin)");
+    Scope *s = tl_scopes.back();
+    tl_scopes.pop_back();
+    for (dt_tensor_s *h : s->items) {
+        h->scope = nullptr;
+        destroy(h);
+    }
+    delete s;
+    return DRDC_OK;
+}
+
+extern "C" int dt_scope_depth(void) { return static_cast<int>(tl_scopes.size()); }
+
+// ---- dtypes and devices ---------------------------------------------------------------
+
+extern "C" size_t dt_dtype_size(dt_dtype d) {
+    switch (d) {
+        case DT_F32:
+            return 4;
+        case DT_F16:
+            return 2;
+        case DT_BF16:
+            return 2;
+        case DT_F64:
+            return 8;
+        case DT_I64:
+            return 8;
+        case DT_I32:
+            return 4;
+        case DT_U8:
+            return 1;
+        case DT_BOOL:
+            return 1;
+    }
+    return 0;
+}
+
+extern "C" const char *dt_dtype_name(dt_dtype d) {
+    switch (d) {
+        case DT_F32:
+            return "f32";
+        case DT_F16:
+            return "f16";
+        case DT_BF16:
+            return "bf16";
+        case DT_F64:
+            return "f64";
+        case DT_I64:
+            return "i64";
+        case DT_I32:
+            return "i32";
+        case DT_U8:
+            return "u8";
+        case DT_BOOL:
+            return "bool";
+    }
+    return "unknown";
+}
+
+extern "C" int dt_cuda_available(void) {
+    try {
+        return torch::cuda::is_available() ? 1 : 0;
+    } catch (...) {
+        return 0;
+    }
+}
+
+extern "C" int dt_cuda_device_count(void) {
+    try {
+        return static_cast<int>(torch::cuda::device_count());
+    } catch (...) {
+        return 0;
+    }
+}
+
+extern "C" drdc_status dt_device_parse(dt_device *out, const char *s) {
+    if (!out || !s) return drdc_fail(DRDC_ERR_INPUT, "dt_device_parse: NULL argument");
+    out->type = DT_CPU;
+    out->index = 0;
+    if (strcmp(s, "cpu") == 0) return DRDC_OK;
+    int count = dt_cuda_device_count();
+    if (strcmp(s, "auto") == 0) {
+        if (count > 0) out->type = DT_CUDA;
+        return DRDC_OK;
+    }
+    long index = 0;
+    if (strcmp(s, "cuda") == 0) {
+        index = 0;
+    } else if (strncmp(s, "cuda:", 5) == 0 && s[5] >= '0' && s[5] <= '9') {
+        char *end = nullptr;
+        index = strtol(s + 5, &end, 10);
+        if (*end != '\0' || index > 127)
+            return drdc_fail(DRDC_ERR_INPUT, "device '%s': expected cpu, cuda, cuda:N or auto", s);
+    } else {
+        return drdc_fail(DRDC_ERR_INPUT, "device '%s': expected cpu, cuda, cuda:N or auto", s);
+    }
+    if (count == 0)
+        return drdc_fail(DRDC_ERR_INPUT,
+                         "device '%s' requested but no CUDA device is available (libtorch %s sees 0 CUDA "
+                         "devices); use --device cpu",
+                         s, dt_torch_version());
+    if (index >= count)
+        return drdc_fail(DRDC_ERR_INPUT, "device '%s' requested but only %d CUDA device(s) are available", s, count);
+    out->type = DT_CUDA;
+    out->index = static_cast<int>(index);
+    return DRDC_OK;
+}
+
+extern "C" void dt_device_format(char *buf, size_t cap, dt_device d) {
+    if (!buf || cap == 0) return;
+    if (d.type == DT_CUDA)
+        snprintf(buf, cap, "cuda:%d", d.index);
+    else if (d.type == DT_CPU)
+        snprintf(buf, cap, "cpu");
+    else
+        snprintf(buf, cap, "unknown(%d)", d.type);
+}
+
+// ---- creation -------------------------------------------------------------------------
+
+extern "C" drdc_status dt_from_host(dt_tensor *out, const void *data, dt_dtype dtype, const int64_t *shape, int ndim,
+                                    dt_device dev) {
+    TENSOR_OP(([&] {
+        at::IntArrayRef sz = ints(shape, ndim, "shape");
+        int64_t n = 1;
+        for (int64_t v : sz) {
+            if (v < 0) input_error("negative size in shape");
+            n *= v;
+        }
+        at::ScalarType st = to_scalar(dtype);
+        at::Device d = to_device(dev);
+        if (n == 0) return at::empty(sz, at::TensorOptions().dtype(st).device(d));
+        if (!data) input_error("data is NULL");
+        at::Tensor view = at::from_blob(const_cast<void *>(data), sz, at::TensorOptions().dtype(st));
+        return view.to(d, st, /*non_blocking=*/false, /*copy=*/true);
+    }()))
+}
+
+extern "C" drdc_status dt_zeros(dt_tensor *out, const int64_t *shape, int ndim, dt_dtype dtype, dt_device dev) {
+    TENSOR_OP(at::zeros(ints(shape, ndim, "shape"), options(dtype, dev)))
+}
+
+extern "C" drdc_status dt_ones(dt_tensor *out, const int64_t *shape, int ndim, dt_dtype dtype, dt_device dev) {
+    TENSOR_OP(at::ones(ints(shape, ndim, "shape"), options(dtype, dev)))
+}
+
+extern "C" drdc_status dt_full(dt_tensor *out, const int64_t *shape, int ndim, double value, dt_dtype dtype,
+                               dt_device dev) {
+    TENSOR_OP(at::full(ints(shape, ndim, "shape"), at::Scalar(value), options(dtype, dev)))
+}
+
+extern "C" drdc_status dt_arange(dt_tensor *out, double start, double end, double step, dt_dtype dtype, dt_device dev) {
+    TENSOR_OP(at::arange(at::Scalar(start), at::Scalar(end), at::Scalar(step), options(dtype, dev)))
+}
+
+extern "C" drdc_status dt_zeros_like(dt_tensor *out, dt_tensor t) { TENSOR_OP(at::zeros_like(T(t))) }
+extern "C" drdc_status dt_ones_like(dt_tensor *out, dt_tensor t) { TENSOR_OP(at::ones_like(T(t))) }
+
+extern "C" drdc_status dt_generator_new(dt_generator *out, uint64_t seed) {
+    if (!out) return drdc_fail(DRDC_ERR_INPUT, "dt_generator_new: out is NULL");
+    *out = nullptr;
+    PROTECT(dt_generator g = new dt_generator_s; g->gen = at::detail::createCPUGenerator(seed); *out = g;)
+}
+
+extern "C" void dt_generator_free(dt_generator g) { delete g; }
+
+extern "C" drdc_status dt_generator_get_state(dt_tensor *out, dt_generator g) {
+    TENSOR_OP(([&] {
+        if (!g) input_error("generator is NULL");
+        std::lock_guard<std::mutex> lock(g->gen.mutex());
+        return g->gen.get_state();
+    }()))
+}
+
+extern "C" drdc_status dt_generator_set_state(dt_generator g, dt_tensor state) {
+    SHIM_TRY {
+        if (!g) input_error("generator is NULL");
+        const at::Tensor &s = T(state);
+        if (s.scalar_type() != at::kByte || !s.device().is_cpu())
+            input_error("state must be a CPU u8 tensor from dt_generator_get_state");
+        std::lock_guard<std::mutex> lock(g->gen.mutex());
+        g->gen.set_state(s.contiguous());
+    }
+    SHIM_CATCH
+}
+
+extern "C" drdc_status dt_randn(dt_tensor *out, const int64_t *shape, int ndim, dt_dtype dtype, dt_device dev,
+                                dt_generator g) {
+    TENSOR_OP(at::randn(ints(shape, ndim, "shape"), gen_of(g), at::TensorOptions().dtype(draw_dtype(dtype)))
+                  .to(to_device(dev), to_scalar(dtype)))
+}
+
+extern "C" drdc_status dt_rand(dt_tensor *out, const int64_t *shape, int ndim, dt_dtype dtype, dt_device dev,
+                               dt_generator g) {
+    TENSOR_OP(at::rand(ints(shape, ndim, "shape"), gen_of(g), at::TensorOptions().dtype(draw_dtype(dtype)))
+                  .to(to_device(dev), to_scalar(dtype)))
+}
+
+extern "C" drdc_status dt_randint(dt_tensor *out, int64_t low, int64_t high, const int64_t *shape, int ndim,
+                                  dt_device dev, dt_generator g) {
+    TENSOR_OP(at::randint(low, high, ints(shape, ndim, "shape"), gen_of(g), at::TensorOptions().dtype(at::kLong))
+                  .to(to_device(dev)))
+}
+
+extern "C" drdc_status dt_randperm(dt_tensor *out, int64_t n, dt_device dev, dt_generator g) {
+    TENSOR_OP(at::randperm(n, gen_of(g), at::TensorOptions().dtype(at::kLong)).to(to_device(dev)))
+}
+
+extern "C" drdc_status dt_copy_to_host(dt_tensor t, void *dst, size_t nbytes) {
+    SHIM_TRY {
+        at::Tensor c = T(t).detach().to(at::kCPU).contiguous();
+        size_t need = static_cast<size_t>(c.numel()) * c.element_size();
+        if (need != nbytes)
+            input_error("tensor " + shape_str(c) + " " + dt_dtype_name(from_scalar(c.scalar_type())) + " has " +
+                        std::to_string(need) + " bytes but the buffer has " + std::to_string(nbytes));
+        if (need > 0) {
+            if (!dst) input_error("dst is NULL");
+            memcpy(dst, c.data_ptr(), need);
+        }
+    }
+    SHIM_CATCH
+}
+
+extern "C" drdc_status dt_item(double *out, dt_tensor t) {
+    if (!out) return drdc_fail(DRDC_ERR_INPUT, "dt_item: out is NULL");
+    PROTECT(*out = T(t).item<double>();)
+}
+
+// ---- info -----------------------------------------------------------------------------
+
+extern "C" int dt_ndim(dt_tensor t) { return t ? static_cast<int>(t->t.dim()) : 0; }
+extern "C" int64_t dt_numel(dt_tensor t) { return t ? t->t.numel() : 0; }
+extern "C" dt_dtype dt_dtype_of(dt_tensor t) { return t ? from_scalar(t->t.scalar_type()) : static_cast<dt_dtype>(-1); }
+
+extern "C" dt_device dt_device_of(dt_tensor t) {
+    dt_device d = {DT_CPU, 0};
+    if (t && t->t.device().is_cuda()) {
+        d.type = DT_CUDA;
+        d.index = t->t.device().has_index() ? t->t.device().index() : 0;
+    }
+    return d;
+}
+
+extern "C" int dt_requires_grad(dt_tensor t) { return t && t->t.requires_grad() ? 1 : 0; }
+
+extern "C" drdc_status dt_size(int64_t *out, dt_tensor t, int dim) {
+    if (!out) return drdc_fail(DRDC_ERR_INPUT, "dt_size: out is NULL");
+    PROTECT(*out = T(t).size(dim);)
+}
+
+extern "C" drdc_status dt_shape(int64_t *out, int cap, dt_tensor t) {
+    SHIM_TRY {
+        const at::Tensor &x = T(t);
+        if (x.dim() > cap)
+            input_error("tensor has " + std::to_string(x.dim()) + " dims but cap is " + std::to_string(cap));
+        if (x.dim() > 0 && !out) input_error("out is NULL");
+        for (int64_t i = 0; i < x.dim(); i++) out[i] = x.size(i);
+    }
+    SHIM_CATCH
+}
+
+// ---- moves ----------------------------------------------------------------------------
+
+extern "C" drdc_status dt_to_device(dt_tensor *out, dt_tensor t, dt_device dev) { TENSOR_OP(T(t).to(to_device(dev))) }
+extern "C" drdc_status dt_to_dtype(dt_tensor *out, dt_tensor t, dt_dtype dtype) { TENSOR_OP(T(t).to(to_scalar(dtype))) }
+extern "C" drdc_status dt_contiguous(dt_tensor *out, dt_tensor t) { TENSOR_OP(T(t).contiguous()) }
+extern "C" drdc_status dt_clone(dt_tensor *out, dt_tensor t) { TENSOR_OP(T(t).clone()) }
+extern "C" drdc_status dt_detach(dt_tensor *out, dt_tensor t) { TENSOR_OP(T(t).detach()) }
+extern "C" drdc_status dt_copy_(dt_tensor dst, dt_tensor src) { PROTECT(T(dst).copy_(T(src));) }
+
+// ---- arithmetic -----------------------------------------------------------------------
+
+extern "C" drdc_status dt_add(dt_tensor *out, dt_tensor a, dt_tensor b) { TENSOR_OP(at::add(T(a), T(b))) }
+extern "C" drdc_status dt_sub(dt_tensor *out, dt_tensor a, dt_tensor b) { TENSOR_OP(at::sub(T(a), T(b))) }
+extern "C" drdc_status dt_mul(dt_tensor *out, dt_tensor a, dt_tensor b) { TENSOR_OP(at::mul(T(a), T(b))) }
+extern "C" drdc_status dt_div(dt_tensor *out, dt_tensor a, dt_tensor b) { TENSOR_OP(at::div(T(a), T(b))) }
+extern "C" drdc_status dt_add_scalar(dt_tensor *out, dt_tensor a, double s) { TENSOR_OP(at::add(T(a), at::Scalar(s))) }
+extern "C" drdc_status dt_mul_scalar(dt_tensor *out, dt_tensor a, double s) { TENSOR_OP(at::mul(T(a), at::Scalar(s))) }
+extern "C" drdc_status dt_pow_scalar(dt_tensor *out, dt_tensor a, double e) { TENSOR_OP(at::pow(T(a), at::Scalar(e))) }
+extern "C" drdc_status dt_sqrt(dt_tensor *out, dt_tensor a) { TENSOR_OP(at::sqrt(T(a))) }
+extern "C" drdc_status dt_rsqrt(dt_tensor *out, dt_tensor a) { TENSOR_OP(at::rsqrt(T(a))) }
+extern "C" drdc_status dt_exp(dt_tensor *out, dt_tensor a) { TENSOR_OP(at::exp(T(a))) }
+extern "C" drdc_status dt_log(dt_tensor *out, dt_tensor a) { TENSOR_OP(at::log(T(a))) }
+extern "C" drdc_status dt_neg(dt_tensor *out, dt_tensor a) { TENSOR_OP(at::neg(T(a))) }
+extern "C" drdc_status dt_abs(dt_tensor *out, dt_tensor a) { TENSOR_OP(at::abs(T(a))) }
+extern "C" drdc_status dt_square(dt_tensor *out, dt_tensor a) { TENSOR_OP(at::square(T(a))) }
+
+extern "C" drdc_status dt_clamp(dt_tensor *out, dt_tensor a, double min, double max) {
+    TENSOR_OP(([&] {
+        c10::optional<at::Scalar> lo, hi;
+        if (!std::isinf(min) || min > 0) lo = at::Scalar(min);
+        if (!std::isinf(max) || max < 0) hi = at::Scalar(max);
+        if (!lo && !hi) return T(a).clone();
+        return at::clamp(T(a), lo, hi);
+    }()))
+}
+
+extern "C" drdc_status dt_maximum(dt_tensor *out, dt_tensor a, dt_tensor b) { TENSOR_OP(at::maximum(T(a), T(b))) }
+extern "C" drdc_status dt_minimum(dt_tensor *out, dt_tensor a, dt_tensor b) { TENSOR_OP(at::minimum(T(a), T(b))) }
+extern "C" drdc_status dt_where(dt_tensor *out, dt_tensor cond, dt_tensor a, dt_tensor b) {
+    TENSOR_OP(at::where(T(cond), T(a), T(b)))
+}
+extern "C" drdc_status dt_lt_scalar(dt_tensor *out, dt_tensor a, double s) { TENSOR_OP(at::lt(T(a), at::Scalar(s))) }
+extern "C" drdc_status dt_gt_scalar(dt_tensor *out, dt_tensor a, double s) { TENSOR_OP(at::gt(T(a), at::Scalar(s))) }
+extern "C" drdc_status dt_add_(dt_tensor dst, dt_tensor src, double alpha) {
+    PROTECT(T(dst).add_(T(src), at::Scalar(alpha));)
+}
+extern "C" drdc_status dt_mul_scalar_(dt_tensor dst, double s) { PROTECT(T(dst).mul_(at::Scalar(s));) }
+extern "C" drdc_status dt_lerp_(dt_tensor dst, dt_tensor end, double weight) {
+    PROTECT(T(dst).lerp_(T(end), at::Scalar(weight));)
+}
+extern "C" drdc_status dt_fill_(dt_tensor dst, double value) { PROTECT(T(dst).fill_(at::Scalar(value));) }
+
+// ---- reductions -----------------------------------------------------------------------
+
+namespace {
+at::IntArrayRef dims_arg(const int64_t *dims, int n) {
+    if (n < 1) input_error("need at least one dim (use the *_all variant to reduce everything)");
+    return ints(dims, n, "dims");
+}
+}  // namespace
+
+extern "C" drdc_status dt_sum(dt_tensor *out, dt_tensor x, const int64_t *dims, int ndims, int keepdim) {
+    TENSOR_OP(at::sum(T(x), dims_arg(dims, ndims), keepdim != 0))
+}
+extern "C" drdc_status dt_mean(dt_tensor *out, dt_tensor x, const int64_t *dims, int ndims, int keepdim) {
+    TENSOR_OP(at::mean(T(x), dims_arg(dims, ndims), keepdim != 0))
+}
+extern "C" drdc_status dt_sum_all(dt_tensor *out, dt_tensor x) { TENSOR_OP(at::sum(T(x))) }
+extern "C" drdc_status dt_mean_all(dt_tensor *out, dt_tensor x) { TENSOR_OP(at::mean(T(x))) }
+extern "C" drdc_status dt_max_all(dt_tensor *out, dt_tensor x) { TENSOR_OP(at::max(T(x))) }
+extern "C" drdc_status dt_min_all(dt_tensor *out, dt_tensor x) { TENSOR_OP(at::min(T(x))) }
+extern "C" drdc_status dt_amax(dt_tensor *out, dt_tensor x, const int64_t *dims, int ndims, int keepdim) {
+    TENSOR_OP(at::amax(T(x), dims_arg(dims, ndims), keepdim != 0))
+}
+extern "C" drdc_status dt_norm2(dt_tensor *out, dt_tensor x, int64_t dim, int keepdim) {
+    TENSOR_OP(at::linalg_vector_norm(T(x), at::Scalar(2.0), at::IntArrayRef(&dim, 1), keepdim != 0, c10::nullopt))
+}
+extern "C" drdc_status dt_var(dt_tensor *out, dt_tensor x, const int64_t *dims, int ndims, int unbiased, int keepdim) {
+    TENSOR_OP(at::var(T(x), dims_arg(dims, ndims), static_cast<bool>(unbiased), static_cast<bool>(keepdim)))
+}
+extern "C" drdc_status dt_std(dt_tensor *out, dt_tensor x, const int64_t *dims, int ndims, int unbiased, int keepdim) {
+    TENSOR_OP(at::std(T(x), dims_arg(dims, ndims), static_cast<bool>(unbiased), static_cast<bool>(keepdim)))
+}
+
+// ---- nn -------------------------------------------------------------------------------
+
+extern "C" drdc_status dt_conv2d(dt_tensor *out, dt_tensor x, dt_tensor w, dt_tensor b, int64_t stride_h,
+                                 int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dil_h, int64_t dil_w,
+                                 int64_t groups) {
+    const int64_t stride[2] = {stride_h, stride_w}, pad[2] = {pad_h, pad_w}, dil[2] = {dil_h, dil_w};
+    TENSOR_OP(at::conv2d(T(x), T(w), opt(b), at::IntArrayRef(stride, 2), at::IntArrayRef(pad, 2),
+                         at::IntArrayRef(dil, 2), groups))
+}
+
+extern "C" drdc_status dt_constant_pad_nd(dt_tensor *out, dt_tensor x, int64_t left, int64_t right, int64_t top,
+                                          int64_t bottom, double value) {
+    const int64_t pad[4] = {left, right, top, bottom};
+    TENSOR_OP(at::constant_pad_nd(T(x), at::IntArrayRef(pad, 4), at::Scalar(value)))
+}
+
+extern "C" drdc_status dt_linear(dt_tensor *out, dt_tensor x, dt_tensor w, dt_tensor b) {
+    TENSOR_OP(at::linear(T(x), T(w), opt(b)))
+}
+extern "C" drdc_status dt_matmul(dt_tensor *out, dt_tensor a, dt_tensor b) { TENSOR_OP(at::matmul(T(a), T(b))) }
+extern "C" drdc_status dt_bmm(dt_tensor *out, dt_tensor a, dt_tensor b) { TENSOR_OP(at::bmm(T(a), T(b))) }
+extern "C" drdc_status dt_softmax(dt_tensor *out, dt_tensor x, int64_t dim) {
+    TENSOR_OP(at::softmax(T(x), dim, c10::nullopt))
+}
+extern "C" drdc_status dt_log_softmax(dt_tensor *out, dt_tensor x, int64_t dim) {
+    TENSOR_OP(at::log_softmax(T(x), dim, c10::nullopt))
+}
+
+extern "C" drdc_status dt_layer_norm(dt_tensor *out, dt_tensor x, int n_norm_dims, dt_tensor w, dt_tensor b,
+                                     double eps) {
+    TENSOR_OP(([&] {
+        const at::Tensor &xt = T(x);
+        if (n_norm_dims < 1 || n_norm_dims > xt.dim())
+            input_error("n_norm_dims " + std::to_string(n_norm_dims) + " out of range for input " + shape_str(xt));
+        at::IntArrayRef shape = xt.sizes().slice(static_cast<size_t>(xt.dim() - n_norm_dims));
+        return at::layer_norm(xt, shape, opt(w), opt(b), eps, true);
+    }()))
+}
+
+extern "C" drdc_status dt_group_norm(dt_tensor *out, dt_tensor x, int64_t groups, dt_tensor w, dt_tensor b,
+                                     double eps) {
+    TENSOR_OP(at::group_norm(T(x), groups, opt(w), opt(b), eps, true))
+}
+
+extern "C" drdc_status dt_batch_norm_eval(dt_tensor *out, dt_tensor x, dt_tensor running_mean, dt_tensor running_var,
+                                          dt_tensor w, dt_tensor b, double eps) {
+    TENSOR_OP(at::batch_norm(T(x), opt(w), opt(b), c10::optional<at::Tensor>(T(running_mean)),
+                             c10::optional<at::Tensor>(T(running_var)), /*training=*/false, /*momentum=*/0.1, eps,
+                             true))
+}
+
+extern "C" drdc_status dt_relu(dt_tensor *out, dt_tensor x) { TENSOR_OP(at::relu(T(x))) }
+extern "C" drdc_status dt_relu6(dt_tensor *out, dt_tensor x) {
+    TENSOR_OP(at::hardtanh(T(x), at::Scalar(0.0), at::Scalar(6.0)))
+}
+extern "C" drdc_status dt_silu(dt_tensor *out, dt_tensor x) { TENSOR_OP(at::silu(T(x))) }
+extern "C" drdc_status dt_gelu(dt_tensor *out, dt_tensor x) { TENSOR_OP(at::gelu(T(x))) }
+extern "C" drdc_status dt_sigmoid(dt_tensor *out, dt_tensor x) { TENSOR_OP(at::sigmoid(T(x))) }
+extern "C" drdc_status dt_tanh(dt_tensor *out, dt_tensor x) { TENSOR_OP(at::tanh(T(x))) }
+
+extern "C" drdc_status dt_dropout(dt_tensor *out, dt_tensor x, double p, int training, dt_generator g) {
+    TENSOR_OP(([&] {
+        const at::Tensor &xt = T(x);
+        if (!(p >= 0.0 && p <= 1.0)) input_error("dropout probability " + std::to_string(p) + " not in [0, 1]");
+        if (!training || p == 0.0) return xt;
+        if (p == 1.0) return xt * at::zeros({}, xt.options());
+        // as torch's native dropout: noise = bernoulli(1 - p) / (1 - p); out = x * noise
+        at::Tensor noise = at::empty(xt.sizes(), at::TensorOptions().dtype(at::kFloat));
+        noise.bernoulli_(1.0 - p, gen_of(g));
+        noise.div_(1.0 - p);
+        return xt * noise.to(xt.device(), xt.scalar_type());
+    }()))
+}
+
+extern "C" drdc_status dt_avg_pool2d(dt_tensor *out, dt_tensor x, int64_t kernel, int64_t stride, int64_t pad,
+                                     int count_include_pad) {
+    const int64_t k[2] = {kernel, kernel}, s[2] = {stride, stride}, p[2] = {pad, pad};
+    TENSOR_OP(at::avg_pool2d(T(x), at::IntArrayRef(k, 2), at::IntArrayRef(s, 2), at::IntArrayRef(p, 2), false,
+                             count_include_pad != 0, c10::nullopt))
+}
+
+extern "C" drdc_status dt_max_pool2d(dt_tensor *out, dt_tensor x, int64_t kernel, int64_t stride, int64_t pad) {
+    const int64_t k[2] = {kernel, kernel}, s[2] = {stride, stride}, p[2] = {pad, pad}, d[2] = {1, 1};
+    TENSOR_OP(at::max_pool2d(T(x), at::IntArrayRef(k, 2), at::IntArrayRef(s, 2), at::IntArrayRef(p, 2),
+                             at::IntArrayRef(d, 2), false))
+}
+
+extern "C" drdc_status dt_adaptive_avg_pool2d(dt_tensor *out, dt_tensor x, int64_t out_h, int64_t out_w) {
+    const int64_t o[2] = {out_h, out_w};
+    TENSOR_OP(at::adaptive_avg_pool2d(T(x), at::IntArrayRef(o, 2)))
+}
+
+// As F.interpolate(x, size=(out_h, out_w), mode=...) with no scale_factor: scales come from sizes.
+extern "C" drdc_status dt_interpolate(dt_tensor *out, dt_tensor x, int64_t out_h, int64_t out_w, dt_interp_mode mode) {
+    const int64_t o[2] = {out_h, out_w};
+    TENSOR_OP(([&] {
+        const at::Tensor &xt = T(x);
+        if (xt.dim() != 4) input_error("expected a 4-D input [N,C,H,W], got " + shape_str(xt));
+        at::IntArrayRef size(o, 2);
+        switch (mode) {
+            case DT_INTERP_NEAREST:
+                return at::upsample_nearest2d(xt, size);
+            case DT_INTERP_BILINEAR:
+                return at::upsample_bilinear2d(xt, size, false);
+            case DT_INTERP_BILINEAR_AC:
+                return at::upsample_bilinear2d(xt, size, true);
+            case DT_INTERP_AREA:
+                return at::adaptive_avg_pool2d(xt, size);
+        }
+        input_error("unknown interpolation mode " + std::to_string(static_cast<int>(mode)));
+    }()))
+}
+
+extern "C" drdc_status dt_mse_loss(dt_tensor *out, dt_tensor a, dt_tensor b) {
+    TENSOR_OP(at::mse_loss(T(a), T(b), at::Reduction::Mean))
+}
+
+// ---- shape ----------------------------------------------------------------------------
+
+namespace {
+std::vector<at::Tensor> tensor_list(const dt_tensor *ts, int n) {
+    if (n < 1 || !ts) input_error("need a non-empty tensor list");
+    std::vector<at::Tensor> v;
+    v.reserve(static_cast<size_t>(n));
+    for (int i = 0; i < n; i++) {
+        if (!ts[i]) input_error("tensor list entry " + std::to_string(i) + " is NULL");
+        v.push_back(ts[i]->t);
+    }
+    return v;
+}
+}  // namespace
+
+extern "C" drdc_status dt_cat(dt_tensor *out, const dt_tensor *ts, int n, int64_t dim) {
+    TENSOR_OP(([&] {
+        std::vector<at::Tensor> v = tensor_list(ts, n);
+        return at::cat(at::TensorList(v), dim);
+    }()))
+}
+extern "C" drdc_status dt_stack(dt_tensor *out, const dt_tensor *ts, int n, int64_t dim) {
+    TENSOR_OP(([&] {
+        std::vector<at::Tensor> v = tensor_list(ts, n);
+        return at::stack(at::TensorList(v), dim);
+    }()))
+}
+extern "C" drdc_status dt_slice(dt_tensor *out, dt_tensor x, int64_t dim, int64_t start, int64_t end, int64_t step) {
+    TENSOR_OP(T(x).slice(dim, start, end, step))
+}
+extern "C" drdc_status dt_narrow(dt_tensor *out, dt_tensor x, int64_t dim, int64_t start, int64_t length) {
+    TENSOR_OP(T(x).narrow(dim, start, length))
+}
+extern "C" drdc_status dt_index_select(dt_tensor *out, dt_tensor x, int64_t dim, dt_tensor index) {
+    TENSOR_OP(at::index_select(T(x), dim, T(index)))
+}
+extern "C" drdc_status dt_gather(dt_tensor *out, dt_tensor x, int64_t dim, dt_tensor index) {
+    TENSOR_OP(at::gather(T(x), dim, T(index), false))
+}
+extern "C" drdc_status dt_reshape(dt_tensor *out, dt_tensor x, const int64_t *shape, int ndim) {
+    TENSOR_OP(T(x).reshape(ints(shape, ndim, "shape")))
+}
+extern "C" drdc_status dt_view(dt_tensor *out, dt_tensor x, const int64_t *shape, int ndim) {
+    TENSOR_OP(T(x).view(ints(shape, ndim, "shape")))
+}
+extern "C" drdc_status dt_permute(dt_tensor *out, dt_tensor x, const int64_t *dims, int ndim) {
+    TENSOR_OP(T(x).permute(ints(dims, ndim, "dims")))
+}
+extern "C" drdc_status dt_transpose(dt_tensor *out, dt_tensor x, int64_t dim0, int64_t dim1) {
+    TENSOR_OP(T(x).transpose(dim0, dim1))
+}
+extern "C" drdc_status dt_flatten(dt_tensor *out, dt_tensor x, int64_t start_dim, int64_t end_dim) {
+    TENSOR_OP(T(x).flatten(start_dim, end_dim))
+}
+extern "C" drdc_status dt_unsqueeze(dt_tensor *out, dt_tensor x, int64_t dim) { TENSOR_OP(T(x).unsqueeze(dim)) }
+extern "C" drdc_status dt_squeeze(dt_tensor *out, dt_tensor x, int64_t dim) { TENSOR_OP(T(x).squeeze(dim)) }
+extern "C" drdc_status dt_expand(dt_tensor *out, dt_tensor x, const int64_t *shape, int ndim) {
+    TENSOR_OP(T(x).expand(ints(shape, ndim, "shape")))
+}
+extern "C" drdc_status dt_repeat(dt_tensor *out, dt_tensor x, const int64_t *repeats, int n) {
+    TENSOR_OP(T(x).repeat(ints(repeats, n, "repeats")))
+}
+extern "C" drdc_status dt_masked_fill(dt_tensor *out, dt_tensor x, dt_tensor mask, double value) {
+    TENSOR_OP(at::masked_fill(T(x), T(mask), at::Scalar(value)))
+}
+
+namespace {
+// Writes up to two results; on failure nothing is left allocated.
+void set_pair(dt_tensor *a_out, at::Tensor a, dt_tensor *b_out, at::Tensor b) {
+    dt_tensor ha = nullptr;
+    if (a_out) ha = wrap(std::move(a));
+    if (b_out) {
+        try {
+            *b_out = wrap(std::move(b));
+        } catch (...) {
+            dt_free(ha);
+            throw;
+        }
+    }
+    if (a_out) *a_out = ha;
+}
+}  // namespace
+
+extern "C" drdc_status dt_sort(dt_tensor *values, dt_tensor *indices, dt_tensor x, int64_t dim, int descending) {
+    if (values) *values = nullptr;
+    if (indices) *indices = nullptr;
+    SHIM_TRY {
+        auto r = at::sort(T(x), dim, descending != 0);
+        set_pair(values, std::get<0>(r), indices, std::get<1>(r));
+    }
+    SHIM_CATCH
+}
+extern "C" drdc_status dt_argsort(dt_tensor *out, dt_tensor x, int64_t dim, int descending) {
+    TENSOR_OP(at::argsort(T(x), dim, descending != 0))
+}
+extern "C" drdc_status dt_topk(dt_tensor *values, dt_tensor *indices, dt_tensor x, int64_t k, int64_t dim,
+                               int largest) {
+    if (values) *values = nullptr;
+    if (indices) *indices = nullptr;
+    SHIM_TRY {
+        auto r = at::topk(T(x), k, dim, largest != 0, true);
+        set_pair(values, std::get<0>(r), indices, std::get<1>(r));
+    }
+    SHIM_CATCH
+}
+
+// ---- autograd -------------------------------------------------------------------------
+
+extern "C" drdc_status dt_set_requires_grad(dt_tensor t, int requires_grad) {
+    PROTECT(T(t).set_requires_grad(requires_grad != 0);)
+}
+extern "C" drdc_status dt_backward(dt_tensor loss) { PROTECT(T(loss).backward();) }
+
+extern "C" drdc_status dt_grad(dt_tensor *out, dt_tensor t) {
+    if (!out) return drdc_fail(DRDC_ERR_INPUT, "dt_grad: out is NULL");
+    *out = nullptr;
+    PROTECT(const at::Tensor &g = T(t).grad(); if (g.defined()) *out = wrap(g);)
+}
+
+extern "C" drdc_status dt_zero_grad(const dt_tensor *params, int n) {
+    SHIM_TRY {
+        if (n > 0 && !params) input_error("params is NULL");
+        for (int i = 0; i < n; i++) {
+            if (!params[i]) input_error("param " + std::to_string(i) + " is NULL");
+            params[i]->t.mutable_grad().reset();
+        }
+    }
+    SHIM_CATCH
+}
+
+extern "C" int dt_set_grad_enabled(int enabled) {
+    bool prev = at::GradMode::is_enabled();
+    at::GradMode::set_enabled(enabled != 0);
+    return prev ? 1 : 0;
+}
+extern "C" int dt_is_grad_enabled(void) { return at::GradMode::is_enabled() ? 1 : 0; }
+
+// ---- optimizer ------------------------------------------------------------------------
+
+namespace {
+struct AdamGroup {
+    double lr, weight_decay;
+};
+struct AdamParam {
+    at::Tensor param;  // shares the TensorImpl of the caller's handle
+    int group;
+    at::Tensor exp_avg, exp_avg_sq;  // undefined until the first update
+    int64_t step = 0;
+};
+}  // namespace
+
+struct dt_optimizer_s {
+    double beta1, beta2, eps;
+    std::vector<AdamGroup> groups;
+    std::vector<AdamParam> params;
+};
+
+extern "C" drdc_status dt_adamw_new(dt_optimizer *out, double beta1, double beta2, double eps) {
+    if (!out) return drdc_fail(DRDC_ERR_INPUT, "dt_adamw_new: out is NULL");
+    *out = nullptr;
+    if (!(beta1 >= 0 && beta1 < 1) || !(beta2 >= 0 && beta2 < 1) || !(eps >= 0))
+        return drdc_fail(DRDC_ERR_INPUT, "dt_adamw_new: bad hyper-parameters beta1 %g, beta2 %g, eps %g", beta1, beta2,
+                         eps);
+    PROTECT(dt_optimizer o = new dt_optimizer_s; o->beta1 = beta1; o->beta2 = beta2; o->eps = eps; *out = o;)
+}
+
+extern "C" drdc_status dt_adamw_add_group(dt_optimizer opt, const dt_tensor *params, int n, double lr,
+                                          double weight_decay) {
+    if (!opt) return drdc_fail(DRDC_ERR_INPUT, "dt_adamw_add_group: optimizer is NULL");
+    if (!(lr >= 0) || !(weight_decay >= 0))
+        return drdc_fail(DRDC_ERR_INPUT, "dt_adamw_add_group: bad lr %g or weight_decay %g", lr, weight_decay);
+    SHIM_TRY {
+        std::vector<at::Tensor> v = tensor_list(params, n);
+        int g = static_cast<int>(opt->groups.size());
+        opt->params.reserve(opt->params.size() + v.size());
+        opt->groups.push_back({lr, weight_decay});
+        for (size_t i = 0; i < v.size(); i++)
+            for (size_t j = 0; j < opt->params.size() + i; j++)
+                if ((j < opt->params.size() ? opt->params[j].param : v[j - opt->params.size()]).is_same(v[i]))
+                    input_error("parameter " + std::to_string(i) + " of the new group is already in the optimizer");
+        for (at::Tensor &p : v) {
+            AdamParam ap;
+            ap.param = p;
+            ap.group = g;
+            opt->params.push_back(std::move(ap));
+        }
+    }
+    SHIM_CATCH
+}
+
+// torch.optim.AdamW (1.13 single-tensor path), per parameter with a grad.
+extern "C" drdc_status dt_adamw_step(dt_optimizer opt) {
+    if (!opt) return drdc_fail(DRDC_ERR_INPUT, "dt_adamw_step: optimizer is NULL");
+    SHIM_TRY {
+        at::NoGradGuard no_grad;
+        const double b1 = opt->beta1, b2 = opt->beta2;
+        for (AdamParam &ap : opt->params) {
+            const at::Tensor &grad = ap.param.grad();
+            if (!grad.defined()) continue;
+            const AdamGroup &grp = opt->groups[static_cast<size_t>(ap.group)];
+            if (!ap.exp_avg.defined()) {
+                ap.exp_avg = at::zeros_like(ap.param);
+                ap.exp_avg_sq = at::zeros_like(ap.param);
+            }
+            ap.step += 1;
+            ap.param.mul_(1.0 - grp.lr * grp.weight_decay);
+            ap.exp_avg.mul_(b1).add_(grad, 1.0 - b1);
+            ap.exp_avg_sq.mul_(b2).addcmul_(grad, grad, 1.0 - b2);
+            const double bias_correction1 = 1.0 - std::pow(b1, static_cast<double>(ap.step));
+            const double bias_correction2 = 1.0 - std::pow(b2, static_cast<double>(ap.step));
+            const double step_size = grp.lr / bias_correction1;
+            const double bias_correction2_sqrt = std::sqrt(bias_correction2);
+            at::Tensor denom = (ap.exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(opt->eps);
+            ap.param.addcdiv_(ap.exp_avg, denom, -step_size);
+        }
+    }
+    SHIM_CATCH
+}
+
+extern "C" drdc_status dt_adamw_set_lr(dt_optimizer opt, int group, double lr) {
+    if (!opt) return drdc_fail(DRDC_ERR_INPUT, "dt_adamw_set_lr: optimizer is NULL");
+    if (group < 0 || group >= static_cast<int>(opt->groups.size()))
+        return drdc_fail(DRDC_ERR_INPUT, "dt_adamw_set_lr: group %d out of range (%d groups)", group,
+                         static_cast<int>(opt->groups.size()));
+    if (!(lr >= 0)) return drdc_fail(DRDC_ERR_INPUT, "dt_adamw_set_lr: bad lr %g", lr);
+    opt->groups[static_cast<size_t>(group)].lr = lr;
+    return DRDC_OK;
+}
+
+extern "C" drdc_status dt_adamw_get_lr(double *out, dt_optimizer opt, int group) {
+    if (!out || !opt) return drdc_fail(DRDC_ERR_INPUT, "dt_adamw_get_lr: NULL argument");
+    if (group < 0 || group >= static_cast<int>(opt->groups.size()))
+        return drdc_fail(DRDC_ERR_INPUT, "dt_adamw_get_lr: group %d out of range (%d groups)", group,
+                         static_cast<int>(opt->groups.size()));
+    *out = opt->groups[static_cast<size_t>(group)].lr;
+    return DRDC_OK;
+}
+
+extern "C" int dt_adamw_num_params(dt_optimizer opt) { return opt ? static_cast<int>(opt->params.size()) : 0; }
+
+extern "C" drdc_status dt_adamw_state_get(dt_tensor *exp_avg, dt_tensor *exp_avg_sq, int64_t *step, dt_optimizer opt,
+                                          int param) {
+    if (!exp_avg || !exp_avg_sq || !step || !opt) return drdc_fail(DRDC_ERR_INPUT, "dt_adamw_state_get: NULL argument");
+    *exp_avg = *exp_avg_sq = nullptr;
+    *step = 0;
+    if (param < 0 || param >= static_cast<int>(opt->params.size()))
+        return drdc_fail(DRDC_ERR_INPUT, "dt_adamw_state_get: param %d out of range (%d params)", param,
+                         static_cast<int>(opt->params.size()));
+    const AdamParam &ap = opt->params[static_cast<size_t>(param)];
+    SHIM_TRY {
+        if (ap.exp_avg.defined()) {
+            at::NoGradGuard no_grad;
+            set_pair(exp_avg, ap.exp_avg.clone(), exp_avg_sq, ap.exp_avg_sq.clone());
+        }
+        *step = ap.step;
+    }
+    SHIM_CATCH
+}
+
+extern "C" drdc_status dt_adamw_state_set(dt_optimizer opt, int param, dt_tensor exp_avg, dt_tensor exp_avg_sq,
+                                          int64_t step) {
+    if (!opt) return drdc_fail(DRDC_ERR_INPUT, "dt_adamw_state_set: optimizer is NULL");
+    if (param < 0 || param >= static_cast<int>(opt->params.size()))
+        return drdc_fail(DRDC_ERR_INPUT, "dt_adamw_state_set: param %d out of range (%d params)", param,
+                         static_cast<int>(opt->params.size()));
+    AdamParam &ap = opt->params[static_cast<size_t>(param)];
+    SHIM_TRY {
+        if (!exp_avg && !exp_avg_sq && step == 0) {
+            ap.exp_avg = at::Tensor();
+            ap.exp_avg_sq = at::Tensor();
+            ap.step = 0;
+        } else {
+            if (step < 1) input_error("param " + std::to_string(param) + ": step must be >= 1 with moments");
+            const at::Tensor &m = T(exp_avg);
+            const at::Tensor &v = T(exp_avg_sq);
+            for (const at::Tensor *t : {&m, &v})
+                if (t->sizes() != ap.param.sizes())
+                    input_error("param " + std::to_string(param) + ": moment shape " + shape_str(*t) +
+                                " does not match the parameter shape " + shape_str(ap.param));
+            at::NoGradGuard no_grad;
+            at::Tensor nm = m.detach().to(ap.param.device(), ap.param.scalar_type()).clone();
+            at::Tensor nv = v.detach().to(ap.param.device(), ap.param.scalar_type()).clone();
+            ap.exp_avg = std::move(nm);
+            ap.exp_avg_sq = std::move(nv);
+            ap.step = step;
+        }
+    }
+    SHIM_CATCH
+}
+
+extern "C" void dt_optimizer_free(dt_optimizer opt) { delete opt; }
+
+// torch.nn.utils.clip_grad_norm_ (1.13), norm_type 2, error_if_nonfinite false.
+extern "C" drdc_status dt_clip_grad_norm(const dt_tensor *params, int n, double max_norm, double *total_norm) {
+    if (total_norm) *total_norm = 0.0;
+    SHIM_TRY {
+        if (n > 0 && !params) input_error("params is NULL");
+        at::NoGradGuard no_grad;
+        std::vector<at::Tensor> grads;
+        for (int i = 0; i < n; i++) {
+            if (!params[i]) input_error("param " + std::to_string(i) + " is NULL");
+            const at::Tensor &g = params[i]->t.grad();
+            if (g.defined()) grads.push_back(g);
+        }
+        if (grads.empty()) return DRDC_OK;
+        const at::Device device = grads[0].device();
+        std::vector<at::Tensor> norms;
+        for (const at::Tensor &g : grads)
+            norms.push_back(at::linalg_vector_norm(g, at::Scalar(2.0), c10::nullopt, false, c10::nullopt).to(device));
+        at::Tensor total = at::linalg_vector_norm(at::stack(at::TensorList(norms)), at::Scalar(2.0), c10::nullopt,
+                                                  false, c10::nullopt);
+        at::Tensor coef = at::clamp_max(at::reciprocal(total + 1e-6) * max_norm, at::Scalar(1.0));
+        for (at::Tensor &g : grads) g.mul_(coef.to(g.device()));
+        if (total_norm) *total_norm = total.item<double>();
+    }
+    SHIM_CATCH
+}
+
+// ---- system ---------------------------------------------------------------------------
+
+extern "C" drdc_status dt_set_num_threads(int n) {
+    if (n < 1) return drdc_fail(DRDC_ERR_INPUT, "dt_set_num_threads: need n >= 1, got %d", n);
+    PROTECT(at::set_num_threads(n);)
+}
+extern "C" int dt_get_num_threads(void) { return at::get_num_threads(); }
+
+extern "C" drdc_status dt_synchronize(dt_device dev) {
+    SHIM_TRY {
+        if (dev.type == DT_CUDA)
+            torch::cuda::synchronize(to_device(dev).index());
+        else if (dev.type != DT_CPU)
+            input_error("unknown device type " + std::to_string(dev.type));
+    }
+    SHIM_CATCH
+}
+
+extern "C" const char *dt_torch_version(void) {
+#if defined(TORCH_VERSION)
+    return TORCH_VERSION;
+#elif defined(TORCH_VERSION_MAJOR)
+#define DT_STR2(x) #x
+#define DT_STR(x) DT_STR2(x)
+    return DT_STR(TORCH_VERSION_MAJOR) "." DT_STR(TORCH_VERSION_MINOR) "." DT_STR(TORCH_VERSION_PATCH);
+#else
+    return "unknown";
+#endif
+}
+
+extern "C" drdc_status dt_manual_seed(uint64_t seed) { PROTECT(at::manual_seed(seed);) }
+
+extern "C" drdc_status dt_cuda_memory(int64_t *peak_bytes, dt_device dev) {
+    if (!peak_bytes) return drdc_fail(DRDC_ERR_INPUT, "dt_cuda_memory: out is NULL");
+    *peak_bytes = 0;
+    if (dev.type != DT_CUDA) return DRDC_OK;
+#ifdef DRDC_HAVE_CUDA_ALLOCATOR
+    SHIM_TRY {
+        auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(to_device(dev).index());
+        *peak_bytes = static_cast<int64_t>(stats.allocated_bytes[0].peak);
+    }
+    SHIM_CATCH  // [0] = StatType::AGGREGATE
+#else
+    return DRDC_OK;
+#endif
+}
+
+extern "C" drdc_status dt_autocast_bf16(int on) {
+    SHIM_TRY {
+#if defined(TORCH_VERSION_MAJOR) && (TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4))
+        at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+        at::autocast::set_autocast_enabled(at::kCUDA, on != 0);
+#else
+        at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+        at::autocast::set_enabled(on != 0);
+#endif
+        at::autocast::set_autocast_cache_enabled(false);
+        if (!on) at::autocast::clear_cache();
+    }
+    SHIM_CATCH
+}
