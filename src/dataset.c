@@ -532,7 +532,7 @@ static drdc_status visa_header(const drdc_csv *csv, const char *path, visa_cols 
 }
 
 static drdc_status visa_available(const drdc_csv *csv, const char *path, strvec *out) {
-    visa_cols c;
+    visa_cols c = {0};
     drdc_status st = visa_header(csv, path, &c);
     if (st) return st;
     int ncol = drdc_csv_row_fields(csv, 0);
@@ -555,7 +555,7 @@ static int cmp_sample_path(const void *a, const void *b) {
 }
 
 static drdc_status visa_build(drdc_dataset *ds, const drdc_csv *csv, const char *path) {
-    visa_cols c;
+    visa_cols c = {0};
     drdc_status st = visa_header(csv, path, &c);
     if (st) return st;
     /* capacities of each category's train and test arrays */
@@ -785,7 +785,7 @@ drdc_status drdc_dataset_split(const drdc_dataset *ds, double val_fraction, uint
         uint64_t state = seed ^ fnv1a(cat->name);
         (void)drdc_splitmix64(&state);
         for (int i = 0; i < n; i++) perm[i] = i;
-        memset(held, 0, (size_t)(n ? n : 1));
+        memset(held, 0, (size_t)(n > 0 ? n : 1));
         for (int i = 0; i < n_val; i++) {
             int j = i + (int)(drdc_splitmix64(&state) % (uint64_t)(n - i));
             int t = perm[i];

@@ -24,7 +24,13 @@ drdc_status drdc_error_context(drdc_status st, const char *fmt, ...) {
     vsnprintf(ctx, sizeof ctx, fmt, ap);
     va_end(ap);
     memcpy(old, g_msg, sizeof old);
-    snprintf(g_msg, sizeof g_msg, "%s: %s", ctx, old);
+    /* ctx + ": " + old, cut to the buffer (written by hand: snprintf would warn of truncation) */
+    size_t n = strlen(ctx), cap = sizeof g_msg - 1;
+    if (n > cap) n = cap;
+    memcpy(g_msg, ctx, n);
+    for (const char *p = ": "; *p && n < cap; p++) g_msg[n++] = *p;
+    for (const char *p = old; *p && n < cap; p++) g_msg[n++] = *p;
+    g_msg[n] = '\0';
     return st;
 }
 

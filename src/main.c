@@ -1,3 +1,39 @@
-#include "drdc/error.h"
+/* main.c: `drdc`: dispatches to a subcommand (see commands.h). */
+#include "drdc/commands.h"
+
 #include <stdio.h>
-int main(void) { printf("drdc\n"); return 0; }
+#include <string.h>
+
+static void print_usage(FILE *f) {
+    int n;
+    const drdc_command_entry *cmds = drdc_commands(&n);
+    fprintf(f,
+            "usage: drdc <command> [options]\n\n"
+            "DRDC: multi-class industrial anomaly detection with diffusion refinement (ECCV 2024).\n"
+            "One model for every product category, trained on defect-free images only.\n\ncommands:\n");
+    for (int i = 0; i < n; i++) fprintf(f, "  %-8s %s\n", cmds[i].name, cmds[i].summary);
+    fprintf(f, "\n  drdc <command> --help   options of one command\n  drdc --version          "
+               "versions and devices\n\nexit codes: 0 ok, 1 runtime error, 2 usage or input error\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        print_usage(stderr);
+        return 2;
+    }
+    const char *name = argv[1];
+    if (!strcmp(name, "--help") || !strcmp(name, "-h") || !strcmp(name, "help")) {
+        print_usage(stdout);
+        return 0;
+    }
+    if (!strcmp(name, "--version") || !strcmp(name, "version")) {
+        drdc_print_version(stdout);
+        return 0;
+    }
+    int n;
+    const drdc_command_entry *cmds = drdc_commands(&n);
+    for (int i = 0; i < n; i++)
+        if (!strcmp(name, cmds[i].name)) return cmds[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "drdc: unknown command '%s' (see 'drdc --help')\n", name);
+    return 2;
+}

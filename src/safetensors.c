@@ -412,7 +412,7 @@ static drdc_status new_file(drdc_st_file **out, const char *source_name) {
 
 drdc_status drdc_st_parse(drdc_st_file **out, const void *data, size_t size, const char *source_name) {
     *out = NULL;
-    drdc_st_file *f;
+    drdc_st_file *f = NULL;
     drdc_status st = new_file(&f, source_name ? source_name : "<memory>");
     if (st) return st;
     f->bytes = data;
@@ -461,7 +461,7 @@ drdc_status drdc_st_open(drdc_st_file **out, const char *path) {
         got += (size_t)r;
     }
     close(fd);
-    drdc_st_file *f;
+    drdc_st_file *f = NULL;
     drdc_status st = new_file(&f, path);
     if (st) {
         free(buf);
