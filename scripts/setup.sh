@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(build-essential cmake pkg-config libtorch-dev libstb-dev libcjson-dev libopenblas0-pthread
-          python3 python3-torch python3-numpy python3-scipy python3-sklearn)
+          python3 python3-pip python3-torch python3-numpy python3-scipy python3-sklearn python3-pil)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -25,4 +25,6 @@ BUILD="${DRDC_BUILD_DIR:-build}"
 # shellcheck disable=SC2086
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release ${DRDC_CMAKE_ARGS:-} >/dev/null
 cmake --build "$BUILD" -j"$(nproc)"
+# The EfficientNet reference ports (pure Python, from PyPI) that the backbone twin tests use.
+bash scripts/fetch_pydeps.sh "$BUILD/pydeps" || true
 echo "setup: built $BUILD/drdc"

@@ -2,11 +2,17 @@
  * and trains the base model then the refiner. */
 #include "drdc/commands.h"
 #include "drdc/config.h"
+#include "drdc/dataset.h"
+#include "drdc/fsutil.h"
+#include "drdc/model.h"
 #include "drdc/runtime.h"
+#include "drdc/progress.h"
+#include "drdc/train.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static struct {
     const char *config, *data_root, *out, *device, *stage;
@@ -53,6 +59,91 @@ static drdc_status resolve_config(drdc_config *cfg) {
     return drdc_config_validate(cfg);
 }
 
+/* Points runs/latest at the run folder (a relative symlink when the run is inside runs/),
+ * replacing the old link atomically. */
+static drdc_status update_latest(const char *out_dir) {
+    if (drdc_mkdirs("runs")) return drdc_error_context(DRDC_ERR_IO, "updating runs/latest");
+    char target[2 * DRDC_PATH_CAP + 8], tmp[64];
+    if (strncmp(out_dir, "runs/", 5) == 0 && !strchr(out_dir + 5, '/'))
+        snprintf(target, sizeof target, "%s", out_dir + 5);
+    else if (out_dir[0] == '/')
+        snprintf(target, sizeof target, "%s", out_dir);
+    else {
+        char cwd[DRDC_PATH_CAP];
+        if (!getcwd(cwd, sizeof cwd)) return drdc_fail(DRDC_ERR_IO, "updating runs/latest: cannot read the current folder");
+        snprintf(target, sizeof target, "%s/%s", cwd, out_dir);
+    }
+    snprintf(tmp, sizeof tmp, "runs/.latest.%d", (int)getpid());
+    unlink(tmp);
+    if (symlink(target, tmp) != 0 || rename(tmp, "runs/latest") != 0) {
+        unlink(tmp);
+        return drdc_fail(DRDC_ERR_IO, "cannot update runs/latest to point at %s", out_dir);
+    }
+    return DRDC_OK;
+}
+
+static drdc_status run_training(drdc_config *cfg, const drdc_runtime *rt) {
+    char out_dir[DRDC_PATH_CAP], path[DRDC_PATH_CAP + 64];
+    if (!cfg->train.out[0]) snprintf(cfg->train.out, sizeof cfg->train.out, "runs/%.*s", DRDC_NAME_CAP, cfg->name);
+    memcpy(out_dir, cfg->train.out, sizeof out_dir);
+    char *json = drdc_config_to_json(cfg);
+    if (!json) return drdc_fail(DRDC_ERR_NOMEM, "serialising the config");
+    printf("drdc train: device %s, %d threads, run folder %s\nresolved config:\n%s\n", rt->device_name, rt->threads,
+           out_dir, json);
+    fflush(stdout);
+    drdc_status st = drdc_mkdirs(out_dir);
+    snprintf(path, sizeof path, "%s/config.json", out_dir);
+    if (!st) st = drdc_write_file_atomic(path, json, strlen(json));
+    free(json);
+    if (st) return st;
+
+    drdc_dataset ds;
+    st = drdc_dataset_open_config(&ds, &cfg->data);
+    if (st) return st;
+    drdc_sample_list train = {0}, val = {0};
+    drdc_model m = {0};
+    st = drdc_dataset_split(&ds, cfg->data.val_fraction, (uint64_t)cfg->train.seed, &train, &val);
+    if (st) goto done;
+    printf("data: %s layout at %s: %d categories, %d training and %d validation images\n", ds.layout, ds.root,
+           ds.n_categories, train.n, val.n);
+    for (int c = 0; c < ds.n_categories; c++)
+        printf("  %-24s %5d train/good, %4d test\n", ds.categories[c].name, ds.categories[c].n_train,
+               ds.categories[c].n_test);
+    fflush(stdout);
+    if (ds.n_skipped)
+        fprintf(stderr, "warning: skipped %d files that are not PNG/JPEG/BMP images, e.g. %s\n", ds.n_skipped,
+                ds.first_skipped);
+    if (A.resume)
+        st = drdc_checkpoint_load_model(&m, out_dir, cfg, rt->device);
+    else
+        st = drdc_model_build(&m, cfg, rt->device);
+    if (st) goto done;
+    if (!m.backbone_pretrained)
+        fprintf(stderr, "WARNING: backbone.weights is empty: the %s backbone is RANDOM, not ImageNet-trained. Results "
+                "will be far below the paper. Give weights with --set backbone.weights=FILE.safetensors\n",
+                cfg->backbone.arch);
+    drdc_train_options o = {out_dir, A.resume, 0};
+    double t0 = drdc_now_seconds();
+    st = drdc_train_base(&m, &train, &o);
+    if (st) goto done;
+    printf("base model: %d epochs, %.1f s this run\n", m.base_epochs, drdc_now_seconds() - t0);
+    st = drdc_calibrate(&m, &val, 0);
+    if (st) goto done;
+    printf("calibrated on %d validation images: base map mean %.4g, std %.4g; image-score threshold %.4g "
+           "(%.3g quantile)\n", m.stats.n_val_images, m.stats.base_mean, m.stats.base_std, m.stats.base_threshold,
+           cfg->infer.threshold_quantile);
+    snprintf(path, sizeof path, "%s/model.safetensors", out_dir);
+    st = drdc_model_save(&m, path);
+    if (!st) st = update_latest(out_dir);
+    if (!st) printf("model written to %s (runs/latest points at it)\n", path);
+done:
+    drdc_model_free(&m);
+    drdc_sample_list_free(&train);
+    drdc_sample_list_free(&val);
+    drdc_dataset_free(&ds);
+    return st;
+}
+
 int drdc_cmd_train(int argc, char **argv) {
     memset(&A, 0, sizeof A);
     int help = 0;
@@ -72,9 +163,7 @@ int drdc_cmd_train(int argc, char **argv) {
     drdc_runtime rt;
     st = drdc_runtime_init(&rt, A.device, A.threads);
     if (st) return drdc_cli_report("train", st);
-    char *json = drdc_config_to_json(&cfg);
-    if (!json) return drdc_cli_report("train", drdc_fail(DRDC_ERR_NOMEM, "serialising the config"));
-    printf("drdc train: device %s, %d threads\nresolved config:\n%s\n", rt.device_name, rt.threads, json);
-    free(json);
-    return drdc_cli_report("train", drdc_fail(DRDC_ERR_STATE, "training is not built yet"));
+    if (A.stage && strcmp(A.stage, "refiner") == 0)
+        return drdc_cli_report("train", drdc_fail(DRDC_ERR_STATE, "the diffusion refiner stage is not built yet"));
+    return drdc_cli_report("train", run_training(&cfg, &rt));
 }

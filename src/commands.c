@@ -7,6 +7,8 @@ static const drdc_command_entry COMMANDS[] = {
     {"infer", "score images and write full-resolution heatmaps", drdc_cmd_infer, drdc_infer_spec},
     {"eval", "exact per-category metrics on a labelled test set", drdc_cmd_eval, drdc_eval_spec},
     {"synth", "write the built-in synthetic demo dataset", drdc_cmd_synth, drdc_synth_spec},
+    {"backbone", "check pretrained backbone weights: ImageNet top-k of an image", drdc_cmd_backbone, drdc_backbone_spec},
+    {"convert", "convert a PyTorch .pth state dict to safetensors", drdc_cmd_convert, drdc_convert_spec},
 };
 
 const drdc_command_entry *drdc_commands(int *n) {
