@@ -3,6 +3,9 @@
 #include "drdc/commands.h"
 #include "drdc/dataset.h"
 #include "drdc/eval.h"
+#include "drdc/fsutil.h"
+#include "drdc/loader.h"
+#include "drdc/model.h"
 #include "drdc/npy.h"
 #include "drdc/runtime.h"
 
@@ -75,23 +78,28 @@ static int split_list(char *buf, const char **names, int cap) {
     return n;
 }
 
-static drdc_status eval_maps(void) {
-    if (!A.dataset) return drdc_fail(DRDC_ERR_USAGE, "--maps needs --dataset KIND");
-    if (!A.data_root) return drdc_fail(DRDC_ERR_USAGE, "--maps needs --data-root DIR");
+/* Opens the dataset (kind, root, categories from the options, else the defaults given), runs
+ * the evaluation and writes the tables, JSON and CSV. */
+static drdc_status run_eval(const char *kind, const char *root, const drdc_data_config *model_data, int n_methods,
+                            const char *const *methods, drdc_map_source source, void *ctx) {
     char cats_buf[4096];
     const char *cats[256];
     int n_cats = 0;
     if (A.categories) {
         snprintf(cats_buf, sizeof cats_buf, "%s", A.categories);
         n_cats = split_list(cats_buf, cats, 256);
+    } else if (model_data) {
+        for (int i = 0; i < model_data->n_categories && i < 256; i++) cats[n_cats++] = model_data->categories[i];
     }
     drdc_dataset ds;
-    drdc_status st = drdc_dataset_open(&ds, A.dataset, A.data_root, n_cats, n_cats ? cats : NULL);
+    drdc_status st = drdc_dataset_open(&ds, kind, root, n_cats, n_cats ? cats : NULL);
     if (st) return st;
-    const char *methods[] = {"maps"};
+    printf("evaluating %s on %s (%s layout), %d categories, maps compared at %s\n", n_methods > 1 ? "base and drdc" : methods[0],
+           ds.root, ds.layout, ds.n_categories, A.eval_size ? "--eval-size" : "each image's original size");
+    fflush(stdout);
     drdc_eval_options o = {A.eval_size, A.dump_maps, A.vis, 0};
     drdc_eval_result r;
-    st = drdc_evaluate(&ds, 1, methods, maps_source, (void *)A.maps, &o, &r);
+    st = drdc_evaluate(&ds, n_methods, methods, source, ctx, &o, &r);
     if (!st) {
         drdc_eval_print_tables(stdout, &r);
         if (A.json) st = drdc_eval_write_json(&r, A.json);
@@ -99,6 +107,100 @@ static drdc_status eval_maps(void) {
         drdc_eval_result_free(&r);
     }
     drdc_dataset_free(&ds);
+    return st;
+}
+
+static drdc_status eval_maps(void) {
+    if (!A.dataset) return drdc_fail(DRDC_ERR_USAGE, "--maps needs --dataset KIND");
+    if (!A.data_root) return drdc_fail(DRDC_ERR_USAGE, "--maps needs --data-root DIR");
+    const char *methods[] = {"maps"};
+    return run_eval(A.dataset, A.data_root, NULL, 1, methods, maps_source, (void *)A.maps);
+}
+
+/* --model: the maps of one category's test images are computed in batches the first time one of
+ * them is asked for, and kept (S x S each) until the next category. */
+typedef struct model_source {
+    const drdc_model *m;
+    int category;       /* category cached, -1 none */
+    int n;              /* its test images */
+    float *maps;        /* [n][S*S] base maps */
+    float *scores;      /* [n] base image scores */
+} model_source;
+
+static drdc_status fill_category(model_source *ms, const drdc_dataset *ds, int c) {
+    const drdc_category *cat = &ds->categories[c];
+    int S = ms->m->cfg.data.image_size;
+    free(ms->maps);
+    free(ms->scores);
+    ms->category = -1;
+    ms->n = cat->n_test;
+    ms->maps = malloc(sizeof(float) * (size_t)ms->n * S * S);
+    ms->scores = malloc(sizeof(float) * (size_t)ms->n);
+    if (!ms->maps || !ms->scores) return drdc_fail(DRDC_ERR_NOMEM, "out of memory for %d maps", ms->n);
+    drdc_loader_options lo;
+    drdc_loader_options_default(&lo);
+    lo.image_size = S;
+    lo.batch_size = ms->m->cfg.infer.batch;
+    lo.workers = ms->m->cfg.data.workers;
+    drdc_loader *ld = NULL;
+    drdc_status st = drdc_loader_create(&ld, cat->test, cat->n_test, &lo);
+    if (!st) st = drdc_loader_start_epoch(ld, 0);
+    const drdc_batch *b;
+    while (!st && !(st = drdc_loader_next(ld, &b)) && b) {
+        const int64_t shape[4] = {b->n, 3, S, S};
+        dt_tensor host = NULL, images = NULL, map = NULL, score = NULL;
+        st = dt_from_host(&host, b->images, DT_F32, shape, 4, (dt_device){DT_CPU, 0});
+        if (!st) st = dt_to_device(&images, host, ms->m->dev);
+        if (!st) st = drdc_model_base(&map, &score, ms->m, images);
+        int first = b->index[0];   /* unshuffled: the batch holds samples first .. first + n - 1 */
+        if (!st) st = dt_copy_to_host(map, ms->maps + (size_t)first * S * S, sizeof(float) * (size_t)b->n * S * S);
+        if (!st) st = dt_copy_to_host(score, ms->scores + first, sizeof(float) * (size_t)b->n);
+        dt_free(host);
+        dt_free(images);
+        dt_free(map);
+        dt_free(score);
+    }
+    drdc_loader_free(ld);
+    if (!st) ms->category = c;
+    return st;
+}
+
+static drdc_status model_source_fn(void *ctx, const drdc_dataset *ds, const drdc_sample *s, drdc_image *maps,
+                                   float *scores) {
+    model_source *ms = ctx;
+    int S = ms->m->cfg.data.image_size;
+    if (ms->category != s->category) {
+        drdc_status st = fill_category(ms, ds, s->category);
+        if (st) return st;
+    }
+    int i = (int)(s - ds->categories[s->category].test);
+    drdc_status st = drdc_image_alloc(&maps[0], S, S, 1);
+    if (st) return st;
+    memcpy(maps[0].data, ms->maps + (size_t)i * S * S, sizeof(float) * (size_t)S * S);
+    scores[0] = ms->scores[i];
+    return DRDC_OK;
+}
+
+static drdc_status eval_model(const drdc_runtime *rt) {
+    const char *path = A.model ? A.model : "runs/latest/model.safetensors";
+    if (!A.model && !drdc_is_file(path))
+        return drdc_fail(DRDC_ERR_INPUT, "no --model given and no %s: train one first (drdc train --config FILE) or "
+                         "give --model FILE", path);
+    if (A.method && strcmp(A.method, "base") != 0)
+        return drdc_fail(DRDC_ERR_STATE, "--method %s needs the diffusion refiner, which is not built yet; use "
+                         "--method base", A.method);
+    drdc_model m;
+    drdc_status st = drdc_model_load(&m, path, rt->device);
+    if (st) return st;
+    printf("model %s: %s backbone (%s), base trained %d epochs\n", path, m.cfg.backbone.arch,
+           m.backbone_pretrained ? "pretrained" : "RANDOM", m.base_epochs);
+    model_source ms = {&m, -1, 0, NULL, NULL};
+    const char *methods[] = {"base"};
+    st = run_eval(A.dataset ? A.dataset : m.cfg.data.dataset, A.data_root ? A.data_root : m.cfg.data.root, &m.cfg.data,
+                  1, methods, model_source_fn, &ms);
+    free(ms.maps);
+    free(ms.scores);
+    drdc_model_free(&m);
     return st;
 }
 
@@ -120,5 +222,5 @@ int drdc_cmd_eval(int argc, char **argv) {
     drdc_runtime rt;
     st = drdc_runtime_init(&rt, A.device, A.threads);
     if (st) return drdc_cli_report("eval", st);
-    return drdc_cli_report("eval", drdc_fail(DRDC_ERR_STATE, "evaluating a model is not built yet: use --maps DIR"));
+    return drdc_cli_report("eval", eval_model(&rt));
 }

@@ -51,8 +51,8 @@ static drdc_status resolve_config(drdc_config *cfg) {
     st = drdc_config_load(cfg, path);
     if (st) return st;
     for (int i = 0; i < A.set.n; i++) {
-        st = drdc_config_set(cfg, A.set.values[i]);
-        if (st) return drdc_error_context(st, "--set %s", A.set.values[i]);
+        st = drdc_config_set(cfg, A.set.values[i]);   /* its message names the key and value */
+        if (st) return st;
     }
     if (A.data_root) snprintf(cfg->data.root, sizeof cfg->data.root, "%s", A.data_root);
     if (A.out) snprintf(cfg->train.out, sizeof cfg->train.out, "%s", A.out);
