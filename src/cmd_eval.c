@@ -118,25 +118,30 @@ static drdc_status eval_maps(void) {
 }
 
 /* --model: the maps of one category's test images are computed in batches the first time one of
- * them is asked for, and kept (S x S each) until the next category. */
+ * them is asked for, and kept until the next category. Methods: "base" (UniAD's map at
+ * data.image_size) and/or "drdc" (the fused map at refiner.image_size). */
 typedef struct model_source {
     const drdc_model *m;
+    int want_base, want_drdc;
+    int size;           /* maps are size x size */
     int category;       /* category cached, -1 none */
-    int n;              /* its test images */
-    float *maps;        /* [n][S*S] base maps */
-    float *scores;      /* [n] base image scores */
+    float *maps[2];     /* [n][size*size] per method (base, drdc) */
+    float *scores[2];   /* [n] */
+    dt_generator gen;   /* inpainting draws: one stream over the whole evaluation */
 } model_source;
 
 static drdc_status fill_category(model_source *ms, const drdc_dataset *ds, int c) {
     const drdc_category *cat = &ds->categories[c];
-    int S = ms->m->cfg.data.image_size;
-    free(ms->maps);
-    free(ms->scores);
+    int S = ms->size, n = cat->n_test;
+    size_t plane = (size_t)S * S;
     ms->category = -1;
-    ms->n = cat->n_test;
-    ms->maps = malloc(sizeof(float) * (size_t)ms->n * S * S);
-    ms->scores = malloc(sizeof(float) * (size_t)ms->n);
-    if (!ms->maps || !ms->scores) return drdc_fail(DRDC_ERR_NOMEM, "out of memory for %d maps", ms->n);
+    for (int k = 0; k < 2; k++) {
+        free(ms->maps[k]);
+        free(ms->scores[k]);
+        ms->maps[k] = malloc(sizeof(float) * (size_t)n * plane);
+        ms->scores[k] = malloc(sizeof(float) * (size_t)n);
+        if (!ms->maps[k] || !ms->scores[k]) return drdc_fail(DRDC_ERR_NOMEM, "out of memory for %d maps", n);
+    }
     drdc_loader_options lo;
     drdc_loader_options_default(&lo);
     lo.image_size = S;
@@ -148,17 +153,22 @@ static drdc_status fill_category(model_source *ms, const drdc_dataset *ds, int c
     const drdc_batch *b;
     while (!st && !(st = drdc_loader_next(ld, &b)) && b) {
         const int64_t shape[4] = {b->n, 3, S, S};
-        dt_tensor host = NULL, images = NULL, map = NULL, score = NULL;
+        dt_tensor host = NULL, images = NULL, out[4] = {NULL, NULL, NULL, NULL};   /* base map, score, drdc map, score */
         st = dt_from_host(&host, b->images, DT_F32, shape, 4, (dt_device){DT_CPU, 0});
         if (!st) st = dt_to_device(&images, host, ms->m->dev);
-        if (!st) st = drdc_model_base(&map, &score, ms->m, images);
+        if (!st && ms->want_drdc)
+            st = drdc_model_drdc(&out[2], &out[3], &out[0], &out[1], NULL, ms->m, images, 0, ms->gen, NULL);
+        else if (!st)
+            st = drdc_model_base(&out[0], &out[1], ms->m, images);
         int first = b->index[0];   /* unshuffled: the batch holds samples first .. first + n - 1 */
-        if (!st) st = dt_copy_to_host(map, ms->maps + (size_t)first * S * S, sizeof(float) * (size_t)b->n * S * S);
-        if (!st) st = dt_copy_to_host(score, ms->scores + first, sizeof(float) * (size_t)b->n);
+        for (int k = 0; !st && k < 2; k++) {
+            if (!out[2 * k]) continue;
+            st = dt_copy_to_host(out[2 * k], ms->maps[k] + (size_t)first * plane, sizeof(float) * b->n * plane);
+            if (!st) st = dt_copy_to_host(out[2 * k + 1], ms->scores[k] + first, sizeof(float) * (size_t)b->n);
+        }
         dt_free(host);
         dt_free(images);
-        dt_free(map);
-        dt_free(score);
+        for (int k = 0; k < 4; k++) dt_free(out[k]);
     }
     drdc_loader_free(ld);
     if (!st) ms->category = c;
@@ -168,16 +178,19 @@ static drdc_status fill_category(model_source *ms, const drdc_dataset *ds, int c
 static drdc_status model_source_fn(void *ctx, const drdc_dataset *ds, const drdc_sample *s, drdc_image *maps,
                                    float *scores) {
     model_source *ms = ctx;
-    int S = ms->m->cfg.data.image_size;
+    int S = ms->size;
     if (ms->category != s->category) {
         drdc_status st = fill_category(ms, ds, s->category);
         if (st) return st;
     }
-    int i = (int)(s - ds->categories[s->category].test);
-    drdc_status st = drdc_image_alloc(&maps[0], S, S, 1);
-    if (st) return st;
-    memcpy(maps[0].data, ms->maps + (size_t)i * S * S, sizeof(float) * (size_t)S * S);
-    scores[0] = ms->scores[i];
+    int i = (int)(s - ds->categories[s->category].test), m = 0;
+    for (int k = 0; k < 2; k++) {
+        if (!(k == 0 ? ms->want_base : ms->want_drdc)) continue;
+        drdc_status st = drdc_image_alloc(&maps[m], S, S, 1);
+        if (st) return st;
+        memcpy(maps[m].data, ms->maps[k] + (size_t)i * S * S, sizeof(float) * (size_t)S * S);
+        scores[m++] = ms->scores[k][i];
+    }
     return DRDC_OK;
 }
 
@@ -186,20 +199,33 @@ static drdc_status eval_model(const drdc_runtime *rt) {
     if (!A.model && !drdc_is_file(path))
         return drdc_fail(DRDC_ERR_INPUT, "no --model given and no %s: train one first (drdc train --config FILE) or "
                          "give --model FILE", path);
-    if (A.method && strcmp(A.method, "base") != 0)
-        return drdc_fail(DRDC_ERR_STATE, "--method %s needs the diffusion refiner, which is not built yet; use "
-                         "--method base", A.method);
     drdc_model m;
     drdc_status st = drdc_model_load(&m, path, rt->device);
     if (st) return st;
-    printf("model %s: %s backbone (%s), base trained %d epochs\n", path, m.cfg.backbone.arch,
-           m.backbone_pretrained ? "pretrained" : "RANDOM", m.base_epochs);
-    model_source ms = {&m, -1, 0, NULL, NULL};
-    const char *methods[] = {"base"};
-    st = run_eval(A.dataset ? A.dataset : m.cfg.data.dataset, A.data_root ? A.data_root : m.cfg.data.root, &m.cfg.data,
-                  1, methods, model_source_fn, &ms);
-    free(ms.maps);
-    free(ms.scores);
+    const char *method = A.method ? A.method : (m.refiner_steps > 0 ? "both" : "base");
+    printf("model %s: %s backbone (%s), base %d epochs, refiner %d steps\n", path, m.cfg.backbone.arch,
+           m.backbone_pretrained ? "pretrained" : "RANDOM", m.base_epochs, m.refiner_steps);
+    model_source ms = {&m, strcmp(method, "drdc") != 0, strcmp(method, "base") != 0, 0, -1, {NULL, NULL},
+                       {NULL, NULL}, NULL};
+    if (ms.want_drdc && m.refiner_steps <= 0) {
+        drdc_model_free(&m);
+        return drdc_fail(DRDC_ERR_INPUT, "--method %s needs the diffusion refiner, and %s has none (train stage 2, or "
+                         "use --method base)", method, path);
+    }
+    ms.size = ms.want_drdc ? m.cfg.refiner.image_size : m.cfg.data.image_size;
+    st = dt_generator_new(&ms.gen, (uint64_t)m.cfg.train.seed + 7);
+    const char *methods[2];
+    int n_methods = 0;
+    if (ms.want_base) methods[n_methods++] = "base";
+    if (ms.want_drdc) methods[n_methods++] = "drdc";
+    if (!st)
+        st = run_eval(A.dataset ? A.dataset : m.cfg.data.dataset, A.data_root ? A.data_root : m.cfg.data.root,
+                      &m.cfg.data, n_methods, methods, model_source_fn, &ms);
+    for (int k = 0; k < 2; k++) {
+        free(ms.maps[k]);
+        free(ms.scores[k]);
+    }
+    dt_generator_free(ms.gen);
     drdc_model_free(&m);
     return st;
 }

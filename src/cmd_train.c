@@ -2,6 +2,7 @@
  * and trains the base model then the refiner. */
 #include "drdc/commands.h"
 #include "drdc/config.h"
+#include "drdc/checkpoint.h"
 #include "drdc/dataset.h"
 #include "drdc/fsutil.h"
 #include "drdc/model.h"
@@ -113,7 +114,9 @@ static drdc_status run_training(drdc_config *cfg, const drdc_runtime *rt) {
     if (ds.n_skipped)
         fprintf(stderr, "warning: skipped %d files that are not PNG/JPEG/BMP images, e.g. %s\n", ds.n_skipped,
                 ds.first_skipped);
-    if (A.resume)
+    const char *stage = A.stage ? A.stage : "all";
+    int resume = A.resume || strcmp(stage, "refiner") == 0;   /* stage 2 alone continues a run */
+    if (resume)
         st = drdc_checkpoint_load_model(&m, out_dir, cfg, rt->device);
     else
         st = drdc_model_build(&m, cfg, rt->device);
@@ -122,19 +125,41 @@ static drdc_status run_training(drdc_config *cfg, const drdc_runtime *rt) {
         fprintf(stderr, "WARNING: backbone.weights is empty: the %s backbone is RANDOM, not ImageNet-trained. Results "
                 "will be far below the paper. Give weights with --set backbone.weights=FILE.safetensors\n",
                 cfg->backbone.arch);
-    drdc_train_options o = {out_dir, A.resume, 0};
-    double t0 = drdc_now_seconds();
-    st = drdc_train_base(&m, &train, &o);
-    if (st) goto done;
-    printf("base model: %d epochs, %.1f s this run\n", m.base_epochs, drdc_now_seconds() - t0);
-    st = drdc_calibrate(&m, &val, 0);
-    if (st) goto done;
-    printf("calibrated on %d validation images: base map mean %.4g, std %.4g; image-score threshold %.4g "
-           "(%.3g quantile)\n", m.stats.n_val_images, m.stats.base_mean, m.stats.base_std, m.stats.base_threshold,
-           cfg->infer.threshold_quantile);
+    drdc_train_options o = {out_dir, resume, 0};
     snprintf(path, sizeof path, "%s/model.safetensors", out_dir);
-    st = drdc_model_save(&m, path);
-    if (!st) st = update_latest(out_dir);
+    if (strcmp(stage, "refiner") != 0) {
+        double t0 = drdc_now_seconds();
+        st = drdc_train_base(&m, &train, &o);
+        if (st) goto done;
+        printf("base model: %d epochs, %.1f s this run\n", m.base_epochs, drdc_now_seconds() - t0);
+        if (m.refiner_steps == 0) {   /* a usable base-only model while stage 2 trains */
+            m.stats.drdc_ready = 0;
+            st = drdc_calibrate(&m, &val, 0);
+            if (!st) st = drdc_model_save(&m, path);
+            if (st) goto done;
+            printf("calibrated on %d validation images: base map mean %.4g, std %.4g; base image-score threshold "
+                   "%.4g (%.3g quantile); base model written to %s\n", m.stats.n_val_images, m.stats.base_mean,
+                   m.stats.base_std, m.stats.base_threshold, cfg->infer.threshold_quantile, path);
+            fflush(stdout);
+        }
+    }
+    if (strcmp(stage, "base") != 0) {
+        if (m.base_epochs < cfg->base.epochs) {
+            st = drdc_fail(DRDC_ERR_INPUT, "the base model has %d of %d epochs: train it first (--stage base or all)",
+                           m.base_epochs, cfg->base.epochs);
+            goto done;
+        }
+        double t0 = drdc_now_seconds();
+        st = drdc_train_refiner(&m, &train, &o);
+        if (st) goto done;
+        printf("refiner: %d steps, %.1f s this run\n", m.refiner_steps, drdc_now_seconds() - t0);
+        st = drdc_calibrate(&m, &val, 0);
+        if (!st) st = drdc_model_save(&m, path);
+        if (st) goto done;
+        printf("calibrated on %d validation images: DRDC map mean %.4g, std %.4g; image-score threshold %.4g\n",
+               m.stats.n_val_images, m.stats.drdc_mean, m.stats.drdc_std, m.stats.drdc_threshold);
+    }
+    st = update_latest(out_dir);
     if (!st) printf("model written to %s (runs/latest points at it)\n", path);
 done:
     drdc_model_free(&m);
@@ -163,7 +188,5 @@ int drdc_cmd_train(int argc, char **argv) {
     drdc_runtime rt;
     st = drdc_runtime_init(&rt, A.device, A.threads);
     if (st) return drdc_cli_report("train", st);
-    if (A.stage && strcmp(A.stage, "refiner") == 0)
-        return drdc_cli_report("train", drdc_fail(DRDC_ERR_STATE, "the diffusion refiner stage is not built yet"));
     return drdc_cli_report("train", run_training(&cfg, &rt));
 }

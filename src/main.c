@@ -25,8 +25,11 @@ static void print_usage(FILE *f) {
  * chose a policy, drdc re-executes itself once with OMP_WAIT_POLICY=PASSIVE. */
 static void ensure_passive_openmp(char **argv) {
     if (getenv("OMP_WAIT_POLICY")) return;
-    if (setenv("OMP_WAIT_POLICY", "PASSIVE", 1) != 0) return;
-    execv("/proc/self/exe", argv);   /* returns only on failure: then go on as we are */
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);   /* the real path keeps the process name */
+    if (n <= 0 || setenv("OMP_WAIT_POLICY", "PASSIVE", 1) != 0) return;
+    self[n] = '\0';
+    execv(self, argv);   /* returns only on failure: then go on as we are */
 }
 
 int main(int argc, char **argv) {

@@ -1,7 +1,10 @@
 /* model.c: DRDC composed from its stages; model files (see model.h). */
 #include "drdc/model.h"
+#include "drdc/fusion.h"
+#include "drdc/progress.h"
 
 #include <cjson/cJSON.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,24 +32,44 @@ drdc_status drdc_model_build(drdc_model *m, const drdc_config *cfg, dt_device de
         drdc_model_free(m);
         return drdc_error_context(st, "building the base transformer");
     }
+    st = drdc_unet_build(&m->refiner, &cfg->refiner, dev, (uint64_t)cfg->train.seed + 3);
+    if (!st) st = drdc_schedule_from_config(&m->schedule, &cfg->refiner, dev);
+    if (st) {
+        drdc_model_free(m);
+        return drdc_error_context(st, "building the diffusion refiner");
+    }
     return DRDC_OK;
 }
 
 void drdc_model_free(drdc_model *m) {
     drdc_backbone_free(&m->backbone);
     drdc_uniad_free(&m->base);
+    drdc_unet_free(&m->refiner);
+    drdc_schedule_free(&m->schedule);
     memset(m, 0, sizeof *m);
 }
 
+/* The stats fields stored in the model file, one table for writing and reading. */
+#define STAT(field) {#field, offsetof(drdc_model_stats, field)}
+static const struct {
+    const char *key;
+    size_t offset;
+} STATS_FIELDS[] = {
+    STAT(base_mean), STAT(base_std), STAT(base_threshold), STAT(score_lo), STAT(score_hi),
+    STAT(fuse_base_mean), STAT(fuse_base_std), STAT(diff_mean), STAT(diff_std), STAT(drdc_mean),
+    STAT(drdc_std), STAT(drdc_threshold), STAT(drdc_lo), STAT(drdc_hi),
+};
+#define N_STATS ((int)(sizeof STATS_FIELDS / sizeof STATS_FIELDS[0]))
+
+static double *stat_at(drdc_model_stats *st, int i) { return (double *)((char *)st + STATS_FIELDS[i].offset); }
+
 static char *stats_json(const drdc_model *m) {
+    drdc_model_stats copy = m->stats;
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddBoolToObject(o, "ready", m->stats.ready);
-    cJSON_AddNumberToObject(o, "n_val_images", m->stats.n_val_images);
-    cJSON_AddNumberToObject(o, "base_mean", m->stats.base_mean);
-    cJSON_AddNumberToObject(o, "base_std", m->stats.base_std);
-    cJSON_AddNumberToObject(o, "base_threshold", m->stats.base_threshold);
-    cJSON_AddNumberToObject(o, "score_lo", m->stats.score_lo);
-    cJSON_AddNumberToObject(o, "score_hi", m->stats.score_hi);
+    cJSON_AddBoolToObject(o, "ready", copy.ready);
+    cJSON_AddBoolToObject(o, "drdc_ready", copy.drdc_ready);
+    cJSON_AddNumberToObject(o, "n_val_images", copy.n_val_images);
+    for (int i = 0; i < N_STATS; i++) cJSON_AddNumberToObject(o, STATS_FIELDS[i].key, *stat_at(&copy, i));
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return s;
@@ -58,23 +81,22 @@ static drdc_status parse_stats(drdc_model *m, const char *text, const char *path
         cJSON_Delete(o);
         return drdc_fail(DRDC_ERR_FORMAT, "%s: metadata 'stats' is not a JSON object", path);
     }
-    const char *keys[] = {"n_val_images", "base_mean", "base_std", "base_threshold", "score_lo", "score_hi"};
-    double vals[6];
-    for (int i = 0; i < 6; i++) {
-        cJSON *v = cJSON_GetObjectItem(o, keys[i]);
+    drdc_model_stats st = {0};
+    for (int i = -1; i < N_STATS; i++) {
+        const char *key = i < 0 ? "n_val_images" : STATS_FIELDS[i].key;
+        cJSON *v = cJSON_GetObjectItem(o, key);
         if (!cJSON_IsNumber(v)) {
             cJSON_Delete(o);
-            return drdc_fail(DRDC_ERR_FORMAT, "%s: metadata 'stats' lacks the number '%s'", path, keys[i]);
+            return drdc_fail(DRDC_ERR_FORMAT, "%s: metadata 'stats' lacks the number '%s'", path, key);
         }
-        vals[i] = v->valuedouble;
+        if (i < 0)
+            st.n_val_images = v->valueint;
+        else
+            *stat_at(&st, i) = v->valuedouble;
     }
-    m->stats.ready = cJSON_IsTrue(cJSON_GetObjectItem(o, "ready"));
-    m->stats.n_val_images = (int)vals[0];
-    m->stats.base_mean = vals[1];
-    m->stats.base_std = vals[2];
-    m->stats.base_threshold = vals[3];
-    m->stats.score_lo = vals[4];
-    m->stats.score_hi = vals[5];
+    st.ready = cJSON_IsTrue(cJSON_GetObjectItem(o, "ready"));
+    st.drdc_ready = cJSON_IsTrue(cJSON_GetObjectItem(o, "drdc_ready"));
+    m->stats = st;
     cJSON_Delete(o);
     return DRDC_OK;
 }
@@ -93,9 +115,12 @@ drdc_status drdc_model_write(const drdc_model *m, drdc_st_writer *w) {
     TRY(drdc_st_writer_set_meta(w, "stats", stats));
     snprintf(num, sizeof num, "%d", m->base_epochs);
     TRY(drdc_st_writer_set_meta(w, "base_epochs", num));
+    snprintf(num, sizeof num, "%d", m->refiner_steps);
+    TRY(drdc_st_writer_set_meta(w, "refiner_steps", num));
     TRY(drdc_st_writer_set_meta(w, "backbone_pretrained", m->backbone_pretrained ? "1" : "0"));
     TRY(drdc_params_save(&m->backbone.params, w, "backbone."));
     TRY(drdc_params_save(&m->base.params, w, "base."));
+    if (m->refiner_steps > 0) TRY(drdc_params_save(&m->refiner.params, w, "refiner."));
 done:
     free(config);
     free(stats);
@@ -135,7 +160,10 @@ drdc_status drdc_model_load_st(drdc_model *m, const drdc_st_file *f, dt_device d
     TRY(drdc_params_load(&m->base.params, f, "base.", 1));
     TRY(parse_stats(m, stats, path));
     const char *epochs = drdc_st_meta(f, "base_epochs"), *pre = drdc_st_meta(f, "backbone_pretrained");
+    const char *rsteps = drdc_st_meta(f, "refiner_steps");
     m->base_epochs = epochs ? atoi(epochs) : 0;
+    m->refiner_steps = rsteps ? atoi(rsteps) : 0;
+    if (m->refiner_steps > 0) TRY(drdc_params_load(&m->refiner.params, f, "refiner.", 1));
     m->backbone_pretrained = pre && strcmp(pre, "1") == 0;
 done:
     if (st) drdc_model_free(m);
@@ -149,27 +177,6 @@ drdc_status drdc_model_load(drdc_model *m, const char *path, dt_device dev) {
     if (st) return st;
     st = drdc_model_load_st(m, f, dev);
     drdc_st_close(f);
-    return st;
-}
-
-drdc_status drdc_image_score(dt_tensor *score, dt_tensor map, int pool) {
-    int64_t shape[4];
-    *score = NULL;
-    drdc_status st = dt_shape(shape, 4, map);
-    if (st) return st;
-    int64_t p = pool;
-    if (p > shape[2]) p = shape[2];
-    if (p > shape[3]) p = shape[3];
-    if (p < 1) p = 1;
-    TRY(dt_scope_begin());
-    dt_tensor pooled, flat;
-    const int64_t dims[1] = {1};
-    TRY(dt_avg_pool2d(&pooled, map, p, 1, 0, 1));            /* [B,1,H-p+1,W-p+1] */
-    TRY(dt_flatten(&flat, pooled, 1, 3));                    /* [B,(H-p+1)(W-p+1)] */
-    TRY(dt_amax(score, flat, dims, 1, 0));                   /* [B] */
-    TRY(dt_scope_keep(*score));
-done:
-    if (dt_scope_depth() > 0) dt_scope_end();
     return st;
 }
 
@@ -187,7 +194,7 @@ drdc_status drdc_model_base(dt_tensor *map, dt_tensor *score, const drdc_model *
     TRY(drdc_uniad_forward(&rec, &m->base, feats, 0, NULL));       /* [B,C,S/16,S/16] */
     TRY(drdc_uniad_anomaly_map(&low, rec, feats));                 /* [B,1,S/16,S/16] */
     TRY(dt_interpolate(map, low, S, S, DT_INTERP_BILINEAR_AC));    /* [B,1,S,S] */
-    TRY(drdc_image_score(score, *map, m->cfg.infer.pool));         /* [B] */
+    TRY(drdc_fusion_image_score(score, *map, m->cfg.infer.pool));  /* [B] */
     TRY(dt_scope_keep(*map));
     TRY(dt_scope_keep(*score));
 done:
@@ -198,5 +205,86 @@ done:
         dt_free(*score);
         *map = *score = NULL;
     }
+    return st;
+}
+
+/* images [B,3,R,R] -> [B,3,size,size]: area when shrinking, bilinear when enlarging (a new
+ * handle on the same tensor when the size is already right). */
+static drdc_status resize_images(dt_tensor *out, dt_tensor images, int size) {
+    int64_t shape[4];
+    drdc_status st = dt_shape(shape, 4, images);
+    if (st) return st;
+    if (shape[2] == size && shape[3] == size) return dt_detach(out, images);
+    return dt_interpolate(out, images, size, size, shape[2] > size ? DT_INTERP_AREA : DT_INTERP_BILINEAR);
+}
+
+drdc_status drdc_model_drdc(dt_tensor *heat, dt_tensor *score, dt_tensor *base_map, dt_tensor *base_score,
+                            dt_tensor *h_diff, const drdc_model *m, dt_tensor images, int calibrating,
+                            dt_generator g, drdc_stage_times *times) {
+    dt_tensor *outs[5] = {heat, score, base_map, base_score, h_diff};
+    for (int i = 0; i < 5; i++)
+        if (outs[i]) *outs[i] = NULL;
+    if (m->refiner_steps <= 0)
+        return drdc_fail(DRDC_ERR_INPUT, "this model has no trained diffusion refiner (train stage 2, or use "
+                         "--method base)");
+    drdc_fusion_opts fo;
+    drdc_status st = drdc_fusion_opts_from_config(&fo, &m->cfg.infer);
+    if (st) return st;
+    if (fo.standardize && !calibrating && !m->stats.drdc_ready)
+        return drdc_fail(DRDC_ERR_INPUT, "the model is not calibrated for DRDC (normal statistics missing); "
+                         "finish 'drdc train' or set infer.standardize=none");
+    fo.base_stats = (drdc_norm_stats){m->stats.fuse_base_mean, m->stats.fuse_base_std};
+    fo.diff_stats = (drdc_norm_stats){m->stats.diff_mean, m->stats.diff_std};
+    int R = m->cfg.refiner.image_size, S = m->cfg.data.image_size;
+    drdc_refine_opts ro;
+    drdc_refine_opts_from_config(&ro, &m->cfg.infer);
+    dt_generator own = NULL;
+    if (!g) {
+        st = dt_generator_new(&own, (uint64_t)m->cfg.train.seed + 7);
+        if (st) return st;
+        g = own;
+    }
+    ro.sampler.gen = g;
+    int prev = dt_set_grad_enabled(0);
+    st = dt_scope_begin();
+    if (st) goto out;
+    dt_tensor img_s, bmap, bscore, bmap_r, x2, x, x_hat, hd, ht = NULL, sc = NULL;
+    double t0 = drdc_now_seconds(), t1, t2;
+    TRY(resize_images(&img_s, images, S));                          /* [B,3,S,S] */
+    TRY(drdc_model_base(&bmap, &bscore, m, img_s));                 /* [B,1,S,S], [B] */
+    TRY(resize_images(&bmap_r, bmap, R));                           /* [B,1,R,R] */
+    if (times) TRY(dt_synchronize(m->dev));
+    t1 = drdc_now_seconds();
+    TRY(dt_mul_scalar(&x2, images, 2.0));
+    TRY(dt_add_scalar(&x, x2, -1.0));                               /* [B,3,R,R] in [-1,1] */
+    TRY(drdc_diffusion_refine(&x_hat, NULL, NULL, &m->schedule, drdc_unet_eps, (void *)&m->refiner, x, &ro));
+                                                                    /* [B,G,steps,3,R,R] */
+    if (times) TRY(dt_synchronize(m->dev));
+    t2 = drdc_now_seconds();
+    TRY(drdc_fusion_diffusion_heat(&hd, x, x_hat, &fo));            /* [B,1,R,R] eqs. 14-16 */
+    if (!calibrating) TRY(drdc_fusion_final(&ht, &sc, hd, bmap_r, &fo));  /* eq. 17, [B,1,R,R], [B] */
+    if (times) {
+        TRY(dt_synchronize(m->dev));
+        times->base_s = t1 - t0;
+        times->refine_s = t2 - t1;
+        times->fusion_s = drdc_now_seconds() - t2;
+    }
+    dt_tensor keep[5] = {ht, sc, bmap_r, bscore, hd};
+    for (int i = 0; i < 5; i++)
+        if (outs[i] && keep[i]) {
+            TRY(dt_scope_keep(keep[i]));
+            *outs[i] = keep[i];
+        }
+done:
+    dt_scope_end();
+out:
+    dt_set_grad_enabled(prev);
+    dt_generator_free(own);
+    if (st)
+        for (int i = 0; i < 5; i++)
+            if (outs[i]) {
+                dt_free(*outs[i]);
+                *outs[i] = NULL;
+            }
     return st;
 }

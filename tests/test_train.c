@@ -13,7 +13,7 @@ static char g_tmp[1024], g_data[1200];
 
 static const char *SETS =
     "--set data.categories=weave,disc --set base.epochs=2 --set base.batch=4 --set data.val_fraction=0.25 "
-    "--set train.checkpoint_every=1 --set infer.batch=4";
+    "--set train.checkpoint_every=1 --set infer.batch=4 --stage base";
 
 /* Trains into runs/<name>; the output goes to <name>.log. */
 static int train(const char *name, const char *extra) {

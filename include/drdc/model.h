@@ -10,10 +10,12 @@
 
 #include "drdc/backbone.h"
 #include "drdc/config.h"
+#include "drdc/diffusion.h"
 #include "drdc/error.h"
 #include "drdc/safetensors.h"
 #include "drdc/shim.h"
 #include "drdc/transformer.h"
+#include "drdc/unet.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -22,12 +24,21 @@ extern "C" {
 #define DRDC_MODEL_FORMAT "drdc-model"
 #define DRDC_MODEL_FORMAT_VERSION 1
 
+/* Calibration on the normal validation images (never test images). The heatmap colour range
+ * [lo, hi] of a method is [mean of its normal map pixels, mean + 2 * (threshold - mean)] when
+ * the threshold lies above the mean (so the threshold sits mid-scale), else [mean, mean + 6 std]. */
 typedef struct drdc_model_stats {
-    int ready;              /* 1 once calibrated on the validation split */
+    int ready;              /* 1 once the base model is calibrated */
     int n_val_images;       /* images it was calibrated on */
-    double base_mean, base_std;        /* pixels of H_base on normal validation images */
+    double base_mean, base_std;        /* pixels of H_base (at data.image_size) */
     double base_threshold;             /* threshold of the base image score */
-    double score_lo, score_hi;         /* heatmap colour range of the base map (0.5th / 99.9th pct-ish) */
+    double score_lo, score_hi;         /* colour range of the base map */
+    int drdc_ready;                    /* 1 once the full model (with refiner) is calibrated */
+    double fuse_base_mean, fuse_base_std;  /* pixels of H_base at refiner size, for eq. (17) */
+    double diff_mean, diff_std;        /* pixels of H'_diff (eq. 16), for eq. (17) */
+    double drdc_mean, drdc_std;        /* pixels of the fused map H */
+    double drdc_threshold;             /* threshold of the DRDC image score */
+    double drdc_lo, drdc_hi;           /* colour range of the fused map */
 } drdc_model_stats;
 
 typedef struct drdc_model {
@@ -35,8 +46,11 @@ typedef struct drdc_model {
     dt_device dev;
     drdc_backbone backbone; /* frozen */
     drdc_uniad base;        /* trained in stage 1 */
+    drdc_unet refiner;      /* stage 2, the EMA weights (what inference uses) */
+    drdc_schedule schedule; /* linear betas of the refiner */
     drdc_model_stats stats;
     int base_epochs;        /* epochs of stage 1 done */
+    int refiner_steps;      /* optimisation steps of stage 2 done (0: no refiner yet) */
     int backbone_pretrained;/* 1 when backbone weights were loaded from a file */
 } drdc_model;
 
@@ -60,9 +74,19 @@ drdc_status drdc_model_load_st(drdc_model *m, const drdc_st_file *f, dt_device d
  * bilinear align_corners = true up to S as UniAD) and score [B] (max of the p x p average pool). */
 drdc_status drdc_model_base(dt_tensor *map, dt_tensor *score, const drdc_model *m, dt_tensor images);
 
-/* Image score of maps [B,1,H,W]: max over the map of an average pool p x p, stride 1 (UniAD);
- * p is clamped to the map size. */
-drdc_status drdc_image_score(dt_tensor *score, dt_tensor map, int pool);
+/* Full DRDC on a batch: images [B,3,R,R] in [0,1] on m->dev with R = refiner.image_size ->
+ * heat [B,1,R,R] (eq. 17) and score [B]; base_map/base_score (may be NULL) get the base stage's
+ * map at R x R and score. h_diff (may be NULL) gets H'_diff (eq. 16). With standardize "normal"
+ * the model must be calibrated for DRDC (stats.drdc_ready) unless `calibrating` is 1, in which
+ * case heat and score are not computed (NULL) and only the maps are returned. g draws the
+ * inpainting partitions and noise (NULL: a generator seeded from train.seed). times (may be NULL)
+ * gets the seconds spent in each stage. */
+typedef struct drdc_stage_times {
+    double base_s, refine_s, fusion_s;   /* wall seconds of each stage (device synchronised) */
+} drdc_stage_times;
+drdc_status drdc_model_drdc(dt_tensor *heat, dt_tensor *score, dt_tensor *base_map, dt_tensor *base_score,
+                            dt_tensor *h_diff, const drdc_model *m, dt_tensor images, int calibrating,
+                            dt_generator g, drdc_stage_times *times);
 
 void drdc_model_free(drdc_model *m);   /* safe on a zeroed struct */
 

@@ -23,18 +23,19 @@ typedef struct drdc_train_options {
     int quiet;             /* no progress lines */
 } drdc_train_options;
 
-/* Path of the checkpoint in a run folder. */
-void drdc_checkpoint_path(char *out, size_t cap, const char *out_dir);
-
-/* Loads a checkpoint: the model (built from the checkpoint's config) and how far stage 1 got.
- * `cfg` is the config the user asked for now: it must equal the checkpoint's except for the
- * length of training (base.epochs, refiner.steps), else an error says so. */
-drdc_status drdc_checkpoint_load_model(drdc_model *m, const char *out_dir, const drdc_config *cfg, dt_device dev);
-
 /* Stage 1 on the training list; m is freshly built, or loaded from the checkpoint with resume. */
 drdc_status drdc_train_base(drdc_model *m, const drdc_sample_list *train, const drdc_train_options *o);
 
-/* Runs the validation list through the base model and stores statistics and threshold in m. */
+/* Stage 2 (refiner): the inpainting U-Net learns eq. (10) on the same normal images: random
+ * grid size, partition and hidden set per image, random t < refiner.max_train_t, MSE on the
+ * noise; AdamW with clipping; an EMA copy of the weights (refiner.ema_decay) becomes the model's
+ * refiner. Runs until refiner.steps optimisation steps; checkpoints every
+ * train.checkpoint_every steps (mid-epoch too: resume replays the epoch's order and skips the
+ * batches already done). */
+drdc_status drdc_train_refiner(drdc_model *m, const drdc_sample_list *train, const drdc_train_options *o);
+
+/* Runs the validation list through the model (base, and the refiner when trained) and stores
+ * the normal statistics, thresholds and colour ranges in m->stats. */
 drdc_status drdc_calibrate(drdc_model *m, const drdc_sample_list *val, int quiet);
 
 #ifdef __cplusplus
