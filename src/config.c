@@ -755,6 +755,10 @@ drdc_status drdc_config_validate(const drdc_config *cfg) {
             FAIL("refiner.head_channels %d does not divide the %d channels at resolution %d", r->head_channels, ch,
                  r->attention_res[a]);
     }
+    int mid = r->channels * r->channel_mult[levels - 1];   /* the middle block always has attention */
+    if (mid % r->head_channels != 0)
+        FAIL("refiner.head_channels %d does not divide the %d channels of the U-Net's middle block", r->head_channels,
+             mid);
     if (!(r->beta_start < r->beta_end))
         FAIL("refiner.beta_start %g must be below refiner.beta_end %g", r->beta_start, r->beta_end);
     if (r->max_train_t > r->timesteps)

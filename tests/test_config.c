@@ -53,8 +53,8 @@ static void test_shipped_configs_load(void) {
     CHECK(c.data.image_size == 224 && c.base.epochs == 1000 && c.refiner.channels == 128);
     load_shipped("tiny.json", &c);
     CHECK(strcmp(c.name, "tiny") == 0);
-    CHECK(c.data.image_size == 64 && c.refiner.image_size == 64 && c.refiner.n_mult == 2);
-    CHECK(strcmp(c.backbone.weights, "") == 0 && c.infer.steps == 5);
+    CHECK(c.data.image_size == 64 && c.refiner.image_size == 64 && c.refiner.n_mult == 3);
+    CHECK(strcmp(c.backbone.weights, "") == 0 && c.infer.steps == 3);
 }
 
 static void test_mvtec_json_lists_every_key(void) {
@@ -207,6 +207,14 @@ static void test_cross_grid(void) {
     CHECK_ERR(drdc_config_set(&c, "infer.grids=8,12"), DRDC_ERR_CONFIG, "12 does not divide refiner.image_size 224");
 }
 
+static void test_cross_middle_heads(void) {
+    /* attention at 64 px (64 channels) is fine, but the middle block (3 x 32 = 96 channels) always has it */
+    drdc_config c;
+    CHECK_ERR(parse_text(&c, "{\"refiner\": {\"channels\": 32, \"channel_mult\": [2, 3], \"image_size\": 64, "
+                             "\"attention_res\": [64], \"head_channels\": 64}}"),
+              DRDC_ERR_CONFIG, "does not divide the 96 channels of the U-Net's middle block");
+}
+
 static void test_cross_tau(void) {
     drdc_config c;
     drdc_config_defaults(&c);
@@ -310,6 +318,7 @@ int main(void) {
     RUN(test_cross_image_size);
     RUN(test_cross_heads);
     RUN(test_cross_grid);
+    RUN(test_cross_middle_heads);
     RUN(test_cross_tau);
     RUN(test_cross_other_rules);
     RUN(test_max_train_t_follows_timesteps);
