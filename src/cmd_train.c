@@ -125,6 +125,15 @@ static drdc_status run_training(drdc_config *cfg, const drdc_runtime *rt) {
         fprintf(stderr, "WARNING: backbone.weights is empty: the %s backbone is RANDOM, not ImageNet-trained. Results "
                 "will be far below the paper. Give weights with --set backbone.weights=FILE.safetensors\n",
                 cfg->backbone.arch);
+    if (cfg->train.bf16) {
+        if (rt->device.type == DT_CUDA) {
+            st = dt_autocast_bf16(1);   /* this thread runs every training step */
+            if (st) goto done;
+            printf("bf16 autocast on %s\n", rt->device_name);
+        } else {
+            fprintf(stderr, "note: train.bf16 applies to CUDA only; training in float32 on %s\n", rt->device_name);
+        }
+    }
     drdc_train_options o = {out_dir, resume, 0};
     snprintf(path, sizeof path, "%s/model.safetensors", out_dir);
     if (strcmp(stage, "refiner") != 0) {
