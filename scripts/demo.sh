@@ -5,7 +5,7 @@
 # DRDC side by side, and heatmaps for a folder of test images. Takes a few minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh drdc
 BIN="${DRDC_BUILD_DIR:-build}/drdc"
 "$BIN" --version
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # setup.sh: installs what drdc needs on Debian 12 (apt-get) and builds it into ./build.
+# Usage: bash scripts/setup.sh [TARGET...]   (default: everything, tests included; demo.sh builds only drdc)
 # Safe to run again: packages already present are not reinstalled; the build is incremental.
 #   DRDC_BUILD_DIR   build folder (default: build)
 #   DRDC_CMAKE_ARGS  extra CMake arguments (e.g. -DCMAKE_PREFIX_PATH=/path/to/libtorch)
@@ -24,7 +25,9 @@ fi
 BUILD="${DRDC_BUILD_DIR:-build}"
 # shellcheck disable=SC2086
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release ${DRDC_CMAKE_ARGS:-} >/dev/null
-cmake --build "$BUILD" -j"$(nproc)"
+TARGETS=()
+for t in "$@"; do TARGETS+=(--target "$t"); done
+cmake --build "$BUILD" -j"$(nproc)" "${TARGETS[@]}"
 # The EfficientNet reference ports (pure Python, from PyPI) that the backbone twin tests use.
-bash scripts/fetch_pydeps.sh "$BUILD/pydeps" || true
+[ $# -eq 0 ] && { bash scripts/fetch_pydeps.sh "$BUILD/pydeps" || true; }
 echo "setup: built $BUILD/drdc"
