@@ -136,6 +136,26 @@ static void test_missing_and_misshapen_maps(void) {
     CHECK(test_system("grep -q \"original size\" '%s/out.txt'", tmp) == 0);
 }
 
+static void test_dump_maps_and_vis(void) {
+    /* --dump-maps writes the --maps layout: evaluating the dumped maps gives the same numbers */
+    const char *tmp = test_tmpdir("eval_dump");
+    char maps[1200];
+    snprintf(maps, sizeof maps, "%s/maps", tmp);
+    CHECK_OK(write_maps(maps, 1, 11));
+    CHECK(test_system("'%s' eval --maps '%s' --dataset mvtec --data-root '%s' --json '%s/a.json' --dump-maps '%s/dump' "
+                      "--vis '%s/vis' >/dev/null 2>&1", test_drdc_bin(), maps, g_data, tmp, tmp, tmp) == 0);
+    CHECK(test_system("'%s' eval --maps '%s/dump' --dataset mvtec --data-root '%s' --json '%s/b.json' >/dev/null 2>&1",
+                      test_drdc_bin(), tmp, g_data, tmp) == 0);
+    CHECK(test_system("cmp -s '%s/a.json' '%s/b.json'", tmp, tmp) == 0);
+    /* one panel per test image: image | truth | map, 256 px high */
+    char panel[1400];
+    snprintf(panel, sizeof panel, "%s/vis/weave/good/000.png", tmp);
+    int w = 0, h = 0;
+    CHECK_OK(drdc_image_probe(panel, &w, &h));
+    CHECK(h == 256 && w == 3 * 256 + 2 * 4);
+    CHECK(test_system("test $(find '%s/vis' -name '*.png' | wc -l) -eq 24", tmp) == 0);
+}
+
 int main(void) {
     if (!test_drdc_bin()) test_skip("DRDC_BIN not set (run under ctest)");
     snprintf(g_data, sizeof g_data, "%s/data", test_tmpdir("eval_data"));
@@ -147,5 +167,6 @@ int main(void) {
     RUN(test_truth_maps_score_one);
     RUN(test_random_maps_near_chance);
     RUN(test_missing_and_misshapen_maps);
+    RUN(test_dump_maps_and_vis);
     return test_summary();
 }
