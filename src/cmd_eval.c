@@ -81,7 +81,8 @@ static int split_list(char *buf, const char **names, int cap) {
 /* Opens the dataset (kind, root, categories from the options, else the defaults given), runs
  * the evaluation and writes the tables, JSON and CSV. */
 static drdc_status run_eval(const char *kind, const char *root, const drdc_data_config *model_data, int n_methods,
-                            const char *const *methods, drdc_map_source source, void *ctx) {
+                            const char *const *methods, drdc_map_source source, void *ctx, const double *vis_lo,
+                            const double *vis_hi) {
     char cats_buf[4096];
     const char *cats[256];
     int n_cats = 0;
@@ -97,7 +98,7 @@ static drdc_status run_eval(const char *kind, const char *root, const drdc_data_
     printf("evaluating %s on %s (%s layout), %d categories, maps compared at %s\n", n_methods > 1 ? "base and drdc" : methods[0],
            ds.root, ds.layout, ds.n_categories, A.eval_size ? "--eval-size" : "each image's original size");
     fflush(stdout);
-    drdc_eval_options o = {A.eval_size, A.dump_maps, A.vis, 0};
+    drdc_eval_options o = {A.eval_size, A.dump_maps, A.vis, vis_lo, vis_hi, 0};
     drdc_eval_result r;
     st = drdc_evaluate(&ds, n_methods, methods, source, ctx, &o, &r);
     if (!st) {
@@ -114,7 +115,7 @@ static drdc_status eval_maps(void) {
     if (!A.dataset) return drdc_fail(DRDC_ERR_USAGE, "--maps needs --dataset KIND");
     if (!A.data_root) return drdc_fail(DRDC_ERR_USAGE, "--maps needs --data-root DIR");
     const char *methods[] = {"maps"};
-    return run_eval(A.dataset, A.data_root, NULL, 1, methods, maps_source, (void *)A.maps);
+    return run_eval(A.dataset, A.data_root, NULL, 1, methods, maps_source, (void *)A.maps, NULL, NULL);
 }
 
 /* --model: the maps of one category's test images are computed in batches the first time one of
@@ -215,12 +216,22 @@ static drdc_status eval_model(const drdc_runtime *rt) {
     ms.size = ms.want_drdc ? m.cfg.refiner.image_size : m.cfg.data.image_size;
     st = dt_generator_new(&ms.gen, (uint64_t)m.cfg.train.seed + 7);
     const char *methods[2];
+    double lo[2], hi[2];   /* the calibrated colour range of each method's maps */
     int n_methods = 0;
-    if (ms.want_base) methods[n_methods++] = "base";
-    if (ms.want_drdc) methods[n_methods++] = "drdc";
+    if (ms.want_base) {
+        lo[n_methods] = m.stats.score_lo;
+        hi[n_methods] = m.stats.score_hi;
+        methods[n_methods++] = "base";
+    }
+    if (ms.want_drdc) {
+        lo[n_methods] = m.stats.drdc_lo;
+        hi[n_methods] = m.stats.drdc_hi;
+        methods[n_methods++] = "drdc";
+    }
     if (!st)
         st = run_eval(A.dataset ? A.dataset : m.cfg.data.dataset, A.data_root ? A.data_root : m.cfg.data.root,
-                      &m.cfg.data, n_methods, methods, model_source_fn, &ms);
+                      &m.cfg.data, n_methods, methods, model_source_fn, &ms, m.stats.ready ? lo : NULL,
+                      m.stats.ready ? hi : NULL);
     for (int k = 0; k < 2; k++) {
         free(ms.maps[k]);
         free(ms.scores[k]);

@@ -143,7 +143,8 @@ static drdc_status dump_map(const drdc_eval_options *o, int several, const char 
     return drdc_npy_write(path, DRDC_NPY_F32, 2, shape, map->data);
 }
 
-/* One PNG: image | truth | each method's map, 256 px high, maps on one colour scale per image. */
+/* One PNG: image | truth | each method's map, 256 px high; each method's map on its fixed colour
+ * range when the options give one, else on its own min..max. */
 static drdc_status write_vis(const drdc_eval_options *o, const char *category, const drdc_sample *s,
                              const uint8_t *mask, int mw, int mh, const drdc_image *maps, int n_methods) {
     const int H = 256;
@@ -158,13 +159,6 @@ static drdc_status write_vis(const drdc_eval_options *o, const char *category, c
         drdc_image_free(&img);
         st = drdc_image_resize(&truth, pw, H, &img);   /* img reused as the resized truth */
     }
-    float lo = INFINITY, hi = -INFINITY;
-    for (int m = 0; !st && m < n_methods; m++)
-        for (size_t i = 0; i < (size_t)maps[m].w * maps[m].h; i++) {
-            lo = fminf(lo, maps[m].data[i]);
-            hi = fmaxf(hi, maps[m].data[i]);
-        }
-    if (!(hi > lo)) hi = lo + 1.0f;
     int gap = 4, width = (2 + n_methods) * pw + (1 + n_methods) * gap;
     if (!st) st = drdc_image_alloc(&canvas, width, H, 3);
     for (int p = 0; !st && p < 2 + n_methods; p++) {
@@ -176,7 +170,19 @@ static drdc_status write_vis(const drdc_eval_options *o, const char *category, c
         } else {
             drdc_image_free(&panel);
             drdc_image_free(&colour);
-            st = drdc_image_resize(&maps[p - 2], pw, H, &panel);
+            const drdc_image *mp = &maps[p - 2];
+            float lo = INFINITY, hi = -INFINITY;
+            if (o->vis_lo && o->vis_hi) {
+                lo = (float)o->vis_lo[p - 2];
+                hi = (float)o->vis_hi[p - 2];
+            } else {
+                for (size_t i = 0; i < (size_t)mp->w * mp->h; i++) {
+                    lo = fminf(lo, mp->data[i]);
+                    hi = fmaxf(hi, mp->data[i]);
+                }
+            }
+            if (!(hi > lo)) hi = lo + 1.0f;
+            st = drdc_image_resize(mp, pw, H, &panel);
             if (!st) st = drdc_heatmap_colorize(&panel, lo, hi, &colour);
             src = &colour;
         }

@@ -15,6 +15,17 @@
 #define MAX_PARAMS 4096
 
 
+drdc_status drdc_optimise(double *loss_value, dt_tensor loss, const dt_tensor *params, int n_params, double clip,
+                          dt_optimizer opt) {
+    drdc_status st = dt_item(loss_value, loss);
+    if (st) return st;
+    if (!isfinite(*loss_value))
+        return drdc_fail(DRDC_ERR_NUMERIC, "the loss became %g; stopping, the last checkpoint is kept", *loss_value);
+    if ((st = dt_zero_grad(params, n_params)) || (st = dt_backward(loss))) return st;
+    if (clip > 0 && (st = dt_clip_grad_norm(params, n_params, clip, NULL))) return st;
+    return dt_adamw_step(opt);
+}
+
 /* ---- stage 1 -------------------------------------------------------------------------------- */
 
 static drdc_status base_step(const drdc_model *m, dt_optimizer opt, dt_generator gen, const dt_tensor *params,
@@ -32,18 +43,11 @@ static drdc_status base_step(const drdc_model *m, dt_optimizer opt, dt_generator
     if (st) goto done;
     TRY(drdc_uniad_forward(&rec, &m->base, feats, 1, gen));         /* [B,C,S/16,S/16], jittered input */
     TRY(drdc_uniad_loss(&loss, rec, feats));                        /* MSE against clean features */
-    TRY(dt_item(loss_out, loss));
-    if (!isfinite(*loss_out)) {
-        st = drdc_fail(DRDC_ERR_NUMERIC, "the base loss became %g at epoch %d, batch %d; stopping, the last "
-                       "checkpoint is kept (lower base.lr or check the input images)", *loss_out, b->epoch,
-                       b->batch_index);
-        goto done;
-    }
-    TRY(dt_zero_grad(params, n_params));
-    TRY(dt_backward(loss));
-    if (m->cfg.base.clip > 0) TRY(dt_clip_grad_norm(params, n_params, m->cfg.base.clip, NULL));
-    TRY(dt_adamw_step(opt));
+    TRY(drdc_optimise(loss_out, loss, params, n_params, m->cfg.base.clip, opt));
 done:
+    if (st == DRDC_ERR_NUMERIC)
+        st = drdc_error_context(st, "base stage, epoch %d, batch %d (lower base.lr or check the input images)",
+                                b->epoch, b->batch_index);
     dt_scope_end();
     return st;
 }

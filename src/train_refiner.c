@@ -32,17 +32,10 @@ static drdc_status refiner_step(const drdc_model *m, const drdc_unet *live, dt_o
     TRY(drdc_diffusion_train_batch(&tb, &m->schedule, x0, ic->grids, ic->n_grids, ic->K, rc->max_train_t, gen));
     TRY(drdc_unet_forward(&eps, live, tb.x_t, tb.t, tb.cond, 1, gen));   /* [B,3,R,R] */
     TRY(dt_mse_loss(&loss, eps, tb.eps));                          /* eq. (10) */
-    TRY(dt_item(loss_out, loss));
-    if (!isfinite(*loss_out)) {
-        st = drdc_fail(DRDC_ERR_NUMERIC, "the refiner loss became %g at epoch %d, batch %d; stopping, the last "
-                       "checkpoint is kept (lower refiner.lr)", *loss_out, b->epoch, b->batch_index);
-        goto done;
-    }
-    TRY(dt_zero_grad(params, n_params));
-    TRY(dt_backward(loss));
-    if (rc->clip > 0) TRY(dt_clip_grad_norm(params, n_params, rc->clip, NULL));
-    TRY(dt_adamw_step(opt));
+    TRY(drdc_optimise(loss_out, loss, params, n_params, rc->clip, opt));
 done:
+    if (st == DRDC_ERR_NUMERIC)
+        st = drdc_error_context(st, "refiner stage, epoch %d, batch %d (lower refiner.lr)", b->epoch, b->batch_index);
     drdc_train_batch_free(&tb);
     dt_scope_end();
     return st;

@@ -36,6 +36,8 @@ typedef struct drdc_eval_options {
     int eval_size;           /* 0: compare at each image's original size */
     const char *dump_maps;   /* folder for .npy maps (original size), NULL: none */
     const char *vis;         /* folder for one PNG panel per test image, NULL: none */
+    const double *vis_lo, *vis_hi; /* per method: fixed colour range of its maps (a model's calibrated
+                                      range); NULL: each panel's own min..max */
     int quiet;               /* 0: a progress line on stderr */
 } drdc_eval_options;
 

@@ -23,6 +23,11 @@ typedef struct drdc_train_options {
     int quiet;             /* no progress lines */
 } drdc_train_options;
 
+/* One optimisation step: the loss value (a non-finite loss is DRDC_ERR_NUMERIC and changes
+ * nothing), zero grads, backward, gradient clipping to `clip` (0: none), AdamW step. */
+drdc_status drdc_optimise(double *loss_value, dt_tensor loss, const dt_tensor *params, int n_params, double clip,
+                          dt_optimizer opt);
+
 /* Stage 1 on the training list; m is freshly built, or loaded from the checkpoint with resume. */
 drdc_status drdc_train_base(drdc_model *m, const drdc_sample_list *train, const drdc_train_options *o);
 
