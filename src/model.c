@@ -60,6 +60,7 @@ static const struct {
     STAT(drdc_std), STAT(drdc_threshold), STAT(drdc_lo), STAT(drdc_hi),
 };
 #define N_STATS ((int)(sizeof STATS_FIELDS / sizeof STATS_FIELDS[0]))
+#define FIRST_DRDC_STAT 5   /* STATS_FIELDS from fuse_base_mean on belong to the full model */
 
 static double *stat_at(drdc_model_stats *st, int i) { return (double *)((char *)st + STATS_FIELDS[i].offset); }
 
@@ -82,9 +83,12 @@ static drdc_status parse_stats(drdc_model *m, const char *text, const char *path
         return drdc_fail(DRDC_ERR_FORMAT, "%s: metadata 'stats' is not a JSON object", path);
     }
     drdc_model_stats st = {0};
+    st.ready = cJSON_IsTrue(cJSON_GetObjectItem(o, "ready"));
+    st.drdc_ready = cJSON_IsTrue(cJSON_GetObjectItem(o, "drdc_ready"));
     for (int i = -1; i < N_STATS; i++) {
         const char *key = i < 0 ? "n_val_images" : STATS_FIELDS[i].key;
         cJSON *v = cJSON_GetObjectItem(o, key);
+        if (!v && !st.drdc_ready && i >= FIRST_DRDC_STAT) continue;   /* a base-only model needs no DRDC stats */
         if (!cJSON_IsNumber(v)) {
             cJSON_Delete(o);
             return drdc_fail(DRDC_ERR_FORMAT, "%s: metadata 'stats' lacks the number '%s'", path, key);
@@ -94,8 +98,6 @@ static drdc_status parse_stats(drdc_model *m, const char *text, const char *path
         else
             *stat_at(&st, i) = v->valuedouble;
     }
-    st.ready = cJSON_IsTrue(cJSON_GetObjectItem(o, "ready"));
-    st.drdc_ready = cJSON_IsTrue(cJSON_GetObjectItem(o, "drdc_ready"));
     m->stats = st;
     cJSON_Delete(o);
     return DRDC_OK;
