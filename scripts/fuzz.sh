@@ -33,9 +33,10 @@ fi
 
 if [ "${FUZZ_NO_BUILD:-0}" != 1 ]; then
     # Debug keeps assert() on; -O1 as libFuzzer recommends (the fuzz flags add -g).
+    mkdir -p "$BUILD"
     CC=clang cmake -S "$ROOT" -B "$BUILD" -DDRDC_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug \
-        -DCMAKE_C_FLAGS_DEBUG="-O1" >"$BUILD.configure.log" 2>&1 ||
-        { cat "$BUILD.configure.log"; echo "fuzz.sh: configure failed" >&2; exit 2; }
+        -DCMAKE_C_FLAGS_DEBUG="-O1" >"$BUILD/fuzz-configure.log" 2>&1 ||
+        { cat "$BUILD/fuzz-configure.log"; echo "fuzz.sh: configure failed" >&2; exit 2; }
     build_targets=""
     for t in $TARGETS; do build_targets="$build_targets --target fuzz_$t"; done
     # shellcheck disable=SC2086

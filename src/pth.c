@@ -519,7 +519,7 @@ static drdc_status pk_run(ctx *c, size_t start, size_t end, const char *what, pv
             break;
         case 't': /* TUPLE */
             TRY(pop_mark(c, &base, "TUPLE"));
-            TRY(make_tuple(c, c->stack + base, c->sp - base, &v));
+            TRY(make_tuple(c, c->sp > base ? c->stack + base : NULL, c->sp - base, &v));
             c->sp = base;
             TRY(push(c, v));
             break;

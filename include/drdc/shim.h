@@ -182,7 +182,7 @@ drdc_status dt_dropout(dt_tensor *out, dt_tensor x, double p, int training, dt_g
 drdc_status dt_avg_pool2d(dt_tensor *out, dt_tensor x, int64_t kernel, int64_t stride, int64_t pad, int count_include_pad);
 drdc_status dt_max_pool2d(dt_tensor *out, dt_tensor x, int64_t kernel, int64_t stride, int64_t pad);
 drdc_status dt_adaptive_avg_pool2d(dt_tensor *out, dt_tensor x, int64_t out_h, int64_t out_w);
-drdc_status dt_interpolate(dt_tensor *out, dt_tensor x, int64_t out_h, int64_t out_w, dt_interp_mode mode); /* x [N,C,H,W] */
+drdc_status dt_interpolate(dt_tensor *out, dt_tensor x, int64_t out_h, int64_t out_w, int mode); /* x [N,C,H,W]; mode: a dt_interp_mode (an int, so a bad value is an error, not UB) */
 drdc_status dt_mse_loss(dt_tensor *out, dt_tensor a, dt_tensor b);  /* mean of (a-b)^2, 0-dim */
 
 /* ---- shape ---------------------------------------------------------------------------- */

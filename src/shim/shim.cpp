@@ -763,7 +763,7 @@ extern "C" drdc_status dt_adaptive_avg_pool2d(dt_tensor *out, dt_tensor x, int64
 }
 
 // As F.interpolate(x, size=(out_h, out_w), mode=...) with no scale_factor: scales come from sizes.
-extern "C" drdc_status dt_interpolate(dt_tensor *out, dt_tensor x, int64_t out_h, int64_t out_w, dt_interp_mode mode) {
+extern "C" drdc_status dt_interpolate(dt_tensor *out, dt_tensor x, int64_t out_h, int64_t out_w, int mode) {
     const int64_t o[2] = {out_h, out_w};
     TENSOR_OP(([&] {
         const at::Tensor &xt = T(x);
@@ -779,7 +779,7 @@ extern "C" drdc_status dt_interpolate(dt_tensor *out, dt_tensor x, int64_t out_h
             case DT_INTERP_AREA:
                 return at::adaptive_avg_pool2d(xt, size);
         }
-        input_error("unknown interpolation mode " + std::to_string(static_cast<int>(mode)));
+        input_error("unknown interpolation mode " + std::to_string(mode));
     }()))
 }
 
