@@ -2,6 +2,7 @@
 #include "drdc/checkpoint.h"
 #include "drdc/fsutil.h"
 
+#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -147,6 +148,32 @@ static void resumable_from(drdc_config *dst, const drdc_config *src) {
     memcpy(dst->backbone.weights, src->backbone.weights, sizeof dst->backbone.weights);
 }
 
+/* The first "section.key" whose value differs between two config JSON texts, with both values. */
+static void first_difference(const char *a, const char *b, char *out, size_t cap) {
+    cJSON *ja = cJSON_Parse(a), *jb = cJSON_Parse(b);
+    snprintf(out, cap, "?");
+    for (cJSON *s = ja ? ja->child : NULL; s; s = s->next) {
+        cJSON *t = cJSON_GetObjectItemCaseSensitive(jb, s->string);
+        cJSON *keys = cJSON_IsObject(s) ? s->child : s;
+        for (cJSON *k = keys; k; k = cJSON_IsObject(s) ? k->next : NULL) {
+            cJSON *o = cJSON_IsObject(s) ? cJSON_GetObjectItemCaseSensitive(t, k->string) : t;
+            if (o && cJSON_Compare(k, o, 1)) continue;
+            char *va = cJSON_PrintUnformatted(k), *vb = o ? cJSON_PrintUnformatted(o) : NULL;
+            if (cJSON_IsObject(s))
+                snprintf(out, cap, "%s.%s is %s now but %s in the checkpoint", s->string, k->string, vb ? vb : "absent",
+                         va ? va : "?");
+            else
+                snprintf(out, cap, "%s is %s now but %s in the checkpoint", s->string, vb ? vb : "absent", va ? va : "?");
+            free(va);
+            free(vb);
+            goto done;
+        }
+    }
+done:
+    cJSON_Delete(ja);
+    cJSON_Delete(jb);
+}
+
 drdc_status drdc_checkpoint_load_model(drdc_model *m, const char *out_dir, const drdc_config *cfg, dt_device dev) {
     char path[4096];
     drdc_checkpoint_path(path, sizeof path, out_dir);
@@ -159,15 +186,21 @@ drdc_status drdc_checkpoint_load_model(drdc_model *m, const char *out_dir, const
     drdc_st_close(f);
     if (st) return st;
     resumable_from(&m->cfg, cfg);
-    char *a = drdc_config_to_json(&m->cfg), *b = drdc_config_to_json(cfg);
+    char *a = drdc_config_to_json(&m->cfg), *b = drdc_config_to_json(cfg), diff[512] = "?";
     int same = a && b && strcmp(a, b) == 0;
+    if (!same && a && b) first_difference(a, b, diff, sizeof diff);
     free(a);
     free(b);
     if (!same) {
         drdc_model_free(m);
-        return drdc_fail(DRDC_ERR_INPUT, "%s: this checkpoint was trained with another config (see its metadata "
-                         "'config'); resume with the same --config and --set options, or train into a new --out",
-                         path);
+        return drdc_fail(DRDC_ERR_INPUT, "%s: this checkpoint was trained with another config (%s); resume with the "
+                         "same --config and --set options, or train into a new --out", path, diff);
+    }
+    if (cfg->backbone.weights[0] && !m->backbone_pretrained) {
+        drdc_model_free(m);
+        return drdc_fail(DRDC_ERR_INPUT, "%s: this run was trained on a random backbone, but backbone.weights = %s "
+                         "is given now; a resumed run keeps its checkpoint's backbone: resume without "
+                         "backbone.weights, or train into a new --out", path, cfg->backbone.weights);
     }
     return DRDC_OK;
 }

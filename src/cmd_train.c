@@ -10,6 +10,9 @@
 #include "drdc/progress.h"
 #include "drdc/train.h"
 
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,6 +86,26 @@ static drdc_status update_latest(const char *out_dir) {
     return DRDC_OK;
 }
 
+/* Removes "<name>.tmp.<pid>[.<n>]" files of the run folder whose writer process is gone (a run
+ * killed while writing leaves them; nothing else can). */
+static void remove_stale_tmp(const char *out_dir) {
+    DIR *d = opendir(out_dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        const char *t = strstr(e->d_name, ".tmp.");
+        if (!t) continue;
+        char *end;
+        long pid = strtol(t + 5, &end, 10);
+        if (end == t + 5 || (*end && *end != '.') || pid <= 0) continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;   /* its writer may still be running */
+        char path[2 * DRDC_PATH_CAP];
+        snprintf(path, sizeof path, "%s/%s", out_dir, e->d_name);
+        if (unlink(path) == 0) fprintf(stderr, "note: removed %s, left by a run that was killed while writing it\n", path);
+    }
+    closedir(d);
+}
+
 static drdc_status run_training(drdc_config *cfg, const drdc_runtime *rt) {
     char out_dir[DRDC_PATH_CAP], path[DRDC_PATH_CAP + 64];
     if (!cfg->train.out[0]) snprintf(cfg->train.out, sizeof cfg->train.out, "runs/%.*s", DRDC_NAME_CAP, cfg->name);
@@ -93,14 +116,18 @@ static drdc_status run_training(drdc_config *cfg, const drdc_runtime *rt) {
            out_dir, json);
     fflush(stdout);
     drdc_status st = drdc_mkdirs(out_dir);
-    snprintf(path, sizeof path, "%s/config.json", out_dir);
-    if (!st) st = drdc_write_file_atomic(path, json, strlen(json));
-    free(json);
-    if (st) return st;
+    if (st) {
+        free(json);
+        return st;
+    }
+    remove_stale_tmp(out_dir);
 
     drdc_dataset ds;
     st = drdc_dataset_open_config(&ds, &cfg->data);
-    if (st) return st;
+    if (st) {
+        free(json);
+        return st;
+    }
     drdc_sample_list train = {0}, val = {0};
     drdc_model m = {0};
     st = drdc_dataset_split(&ds, cfg->data.val_fraction, (uint64_t)cfg->train.seed, &train, &val);
@@ -120,6 +147,10 @@ static drdc_status run_training(drdc_config *cfg, const drdc_runtime *rt) {
         st = drdc_checkpoint_load_model(&m, out_dir, cfg, rt->device);
     else
         st = drdc_model_build(&m, cfg, rt->device);
+    if (st) goto done;
+    /* written once the run is known to go on: a refused --resume leaves the folder's config.json */
+    snprintf(path, sizeof path, "%s/config.json", out_dir);
+    st = drdc_write_file_atomic(path, json, strlen(json));
     if (st) goto done;
     if (!m.backbone_pretrained)
         fprintf(stderr, "WARNING: backbone.weights is empty: the %s backbone is RANDOM, not ImageNet-trained. Results "
@@ -171,6 +202,7 @@ static drdc_status run_training(drdc_config *cfg, const drdc_runtime *rt) {
     st = update_latest(out_dir);
     if (!st) printf("model written to %s (runs/latest points at it)\n", path);
 done:
+    free(json);
     drdc_model_free(&m);
     drdc_sample_list_free(&train);
     drdc_sample_list_free(&val);

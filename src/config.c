@@ -457,12 +457,16 @@ drdc_status drdc_config_parse(drdc_config *cfg, const char *json_text, const cha
         if (!at || at < json_text || at > json_text + len) at = json_text + len;
         int line, col;
         line_col(json_text, at, &line, &col);
-        char near[24];
-        size_t k = 0;
-        for (const char *p = at; *p && *p != '\n' && k < sizeof near - 1; p++) near[k++] = *p;
-        near[k] = '\0';
-        if (k == 0)
+        if (*at == '\0')
             return drdc_fail(DRDC_ERR_CONFIG, "%s:%d:%d: JSON syntax error at the end of the text", src, line, col);
+        /* up to 12 characters of the line on each side of the error (the error often sits at a
+         * line end: "64,}" shows the stray comma that cJSON reports one character later) */
+        const char *from = at;
+        while (from > json_text && from[-1] != '\n' && at - from < 12) from--;
+        char near[32];
+        size_t k = 0;
+        for (const char *p = from; *p && *p != '\n' && p < at + 12 && k < sizeof near - 1; p++) near[k++] = *p;
+        near[k] = '\0';
         return drdc_fail(DRDC_ERR_CONFIG, "%s:%d:%d: JSON syntax error near '%s'", src, line, col, near);
     }
     drdc_status st = DRDC_OK;

@@ -91,8 +91,16 @@ static drdc_status load_truth(const drdc_sample *s, int eval_size, uint8_t **mas
     drdc_image m = {0}, r = {0};
     drdc_status st;
     if (s->mask_path) {
+        int iw, ih;
         st = drdc_image_load_mask(s->mask_path, &m);
-        if (st) return st;
+        if (!st) st = drdc_image_probe(s->image_path, &iw, &ih);
+        if (!st && (iw != m.w || ih != m.h))
+            st = drdc_fail(DRDC_ERR_INPUT, "mask %s is %dx%d but its image %s is %dx%d", s->mask_path, m.w, m.h,
+                           s->image_path, iw, ih);
+        if (st) {
+            drdc_image_free(&m);
+            return st;
+        }
     } else {
         int iw, ih;
         st = drdc_image_probe(s->image_path, &iw, &ih);

@@ -1,6 +1,7 @@
 /* params.c: the named tensor store behind every model (see params.h). */
 #include "drdc/params.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -162,6 +163,10 @@ drdc_status drdc_params_save(const drdc_params *p, drdc_st_writer *w, const char
         if (!st && !buf) st = drdc_fail(DRDC_ERR_NOMEM, "out of memory saving %s", p->names[i]);
         if (!st) st = dt_copy_to_host(f32, buf, nbytes);
         snprintf(full, sizeof full, "%s%s", prefix, p->names[i]);
+        for (size_t k = 0; !st && k < nbytes / sizeof(float); k++)
+            if (!isfinite(buf[k]))
+                st = drdc_fail(DRDC_ERR_NUMERIC, "it holds %g at index %zu: the training diverged (lower the "
+                               "learning rate); nothing is written, the file on disk is kept", buf[k], k);
         if (!st) st = drdc_st_writer_add(w, full, DRDC_ST_F32, nd, shape, buf, nbytes);
         free(buf);
         dt_free(f32);

@@ -289,7 +289,8 @@ static drdc_status parse_entry(const drdc_st_file *f, const cJSON *e, size_t dat
                          name, (long long)begin, (long long)end);
     if ((uint64_t)end > (uint64_t)data_size)
         return drdc_fail(DRDC_ERR_FORMAT, "%s: tensor '%.200s': data_offsets [%lld, %lld] lie outside the "
-                         "data area of %zu bytes", src, name, (long long)begin, (long long)end, data_size);
+                         "data area of %zu bytes (the file is truncated or corrupt)", src, name, (long long)begin,
+                         (long long)end, data_size);
     /* numel * element size, with overflow checks (a zero dim makes everything 0) */
     uint64_t numel = 1;
     if (any_zero) {
@@ -324,7 +325,8 @@ static drdc_status parse_file(drdc_st_file *f) {
         return drdc_fail(DRDC_ERR_FORMAT, "%s: header length %llu is absurd (limit %u bytes); not a "
                          "safetensors file?", src, (unsigned long long)hlen, DRDC_ST_MAX_HEADER);
     if (hlen > f->size - 8)
-        return drdc_fail(DRDC_ERR_FORMAT, "%s: header length %llu runs past the end of the file (%zu bytes)",
+        return drdc_fail(DRDC_ERR_FORMAT, "%s: header length %llu runs past the end of the file (%zu bytes): "
+                         "truncated or not a safetensors file",
                          src, (unsigned long long)hlen, f->size);
     const char *htext = (const char *)f->bytes + 8;
     const char *end = NULL;
