@@ -95,6 +95,9 @@ static drdc_status run_eval(const char *kind, const char *root, const drdc_data_
     drdc_dataset ds;
     drdc_status st = drdc_dataset_open(&ds, kind, root, n_cats, n_cats ? cats : NULL);
     if (st) return st;
+    if (ds.n_skipped)
+        fprintf(stderr, "warning: skipped %d files that are not PNG/JPEG/BMP images, e.g. %s\n", ds.n_skipped,
+                ds.first_skipped);
     printf("evaluating %s on %s (%s layout), %d categories, maps compared at %s\n", n_methods > 1 ? "base and drdc" : methods[0],
            ds.root, ds.layout, ds.n_categories, A.eval_size ? "--eval-size" : "each image's original size");
     fflush(stdout);

@@ -236,7 +236,24 @@ static drdc_status infer_folder(infer_ctx *c) {
     return st;
 }
 
+/* The folder of an output file must exist before any work, so a failure leaves nothing half-done. */
+static drdc_status check_output(const char *flag, const char *path) {
+    if (!path) return DRDC_OK;
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash) return DRDC_OK;
+    *slash = '\0';
+    if (dir[0] && !drdc_is_dir(dir))
+        return drdc_fail(DRDC_ERR_INPUT, "%s %s: folder %s does not exist", flag, path, dir);
+    return DRDC_OK;
+}
+
 static drdc_status run_infer(const drdc_runtime *rt) {
+    drdc_status st0 = check_output("--out", A.out);
+    if (!st0) st0 = check_output("--overlay", A.overlay);
+    if (!st0) st0 = check_output("--json", A.json);
+    if (st0) return st0;
     const char *path = A.model ? A.model : "runs/latest/model.safetensors";
     if (!A.model && !drdc_is_file(path))
         return drdc_fail(DRDC_ERR_INPUT, "no --model given and no %s: train one first (drdc train --config FILE) or "

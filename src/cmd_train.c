@@ -51,13 +51,8 @@ static drdc_status resolve_config(drdc_config *cfg) {
     char path[DRDC_PATH_CAP];
     drdc_status st = drdc_config_find(A.config, path, sizeof path);
     if (st) return st;
-    drdc_config_defaults(cfg);
-    st = drdc_config_load(cfg, path);
+    st = drdc_config_resolve(cfg, path, A.set.values, A.set.n);
     if (st) return st;
-    for (int i = 0; i < A.set.n; i++) {
-        st = drdc_config_set(cfg, A.set.values[i]);   /* its message names the key and value */
-        if (st) return st;
-    }
     if (A.data_root) snprintf(cfg->data.root, sizeof cfg->data.root, "%s", A.data_root);
     if (A.out) snprintf(cfg->train.out, sizeof cfg->train.out, "%s", A.out);
     return drdc_config_validate(cfg);

@@ -447,7 +447,8 @@ static void line_col(const char *text, const char *at, int *line, int *col) {
     }
 }
 
-drdc_status drdc_config_parse(drdc_config *cfg, const char *json_text, const char *source_name) {
+/* validate = 0 defers the checks to the caller (drdc_config_resolve validates once at the end). */
+static drdc_status parse_impl(drdc_config *cfg, const char *json_text, const char *source_name, int validate) {
     const char *src = source_name ? source_name : "<config>";
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithOpts(json_text, &end, 1);
@@ -488,7 +489,7 @@ drdc_status drdc_config_parse(drdc_config *cfg, const char *json_text, const cha
     if (!st) {
         const key_def *kt = find_key("refiner.timesteps"), *km = find_key("refiner.max_train_t");
         follow_timesteps(tmp, cfg, seen[kt - k_keys], seen[km - k_keys]);
-        st = drdc_config_validate(tmp);
+        if (validate) st = drdc_config_validate(tmp);
     }
     if (st) {
         free(tmp);
@@ -499,7 +500,11 @@ drdc_status drdc_config_parse(drdc_config *cfg, const char *json_text, const cha
     return DRDC_OK;
 }
 
-drdc_status drdc_config_load(drdc_config *cfg, const char *path) {
+drdc_status drdc_config_parse(drdc_config *cfg, const char *json_text, const char *source_name) {
+    return parse_impl(cfg, json_text, source_name, 1);
+}
+
+static drdc_status load_impl(drdc_config *cfg, const char *path, int validate) {
     FILE *fp = fopen(path, "rb");
     if (!fp) return drdc_fail(DRDC_ERR_IO, "%s: cannot open config: %s", path, strerror(errno));
     size_t cap = 4096, len = 0;
@@ -553,12 +558,14 @@ drdc_status drdc_config_load(drdc_config *cfg, const char *path) {
         memset(tmp->name, 0, sizeof tmp->name);
         memcpy(tmp->name, base, blen);
     }
-    drdc_status st = drdc_config_parse(tmp, text, path);
+    drdc_status st = parse_impl(tmp, text, path, validate);
     free(text);
     if (!st) memcpy(cfg, tmp, sizeof *cfg);
     free(tmp);
     return st;
 }
+
+drdc_status drdc_config_load(drdc_config *cfg, const char *path) { return load_impl(cfg, path, 1); }
 
 /* --set value text -> JSON value for key k (NULL on OOM). */
 static cJSON *set_value_json(const key_def *k, const char *text) {
@@ -601,7 +608,7 @@ static cJSON *set_value_json(const key_def *k, const char *text) {
     return v;
 }
 
-drdc_status drdc_config_set(drdc_config *cfg, const char *assignment) {
+static drdc_status set_impl(drdc_config *cfg, const char *assignment, int validate) {
     const char *eq = strchr(assignment, '=');
     if (!eq || eq == assignment)
         return drdc_fail(DRDC_ERR_CONFIG, "--set '%s': expected section.key=value", assignment);
@@ -628,11 +635,23 @@ drdc_status drdc_config_set(drdc_config *cfg, const char *assignment) {
     cJSON_Delete(v);
     if (!st) {
         follow_timesteps(tmp, cfg, strcmp(k->path, "refiner.timesteps") == 0, 0);
-        st = drdc_config_validate(tmp);
+        if (validate) st = drdc_config_validate(tmp);
     }
     if (!st) memcpy(cfg, tmp, sizeof *cfg);
     free(tmp);
     if (st) return drdc_error_context(st, "--set %s", assignment);
+    return DRDC_OK;
+}
+
+drdc_status drdc_config_set(drdc_config *cfg, const char *assignment) { return set_impl(cfg, assignment, 1); }
+
+drdc_status drdc_config_resolve(drdc_config *cfg, const char *path, const char *const *sets, int n_sets) {
+    drdc_config_defaults(cfg);
+    drdc_status st = load_impl(cfg, path, 0);
+    for (int i = 0; !st && i < n_sets; i++) st = set_impl(cfg, sets[i], 0);
+    if (st) return st;
+    st = drdc_config_validate(cfg);
+    if (st) return drdc_error_context(st, n_sets ? "%s with the --set options" : "%s", path);
     return DRDC_OK;
 }
 

@@ -215,6 +215,20 @@ static void test_cross_middle_heads(void) {
               DRDC_ERR_CONFIG, "does not divide the 96 channels of the U-Net's middle block");
 }
 
+static void test_resolve_validates_once(void) {
+    /* keys that must change together can change together: each --set alone would be invalid */
+    char path[2048];
+    snprintf(path, sizeof path, "%s/configs/tiny.json", test_source_dir());
+    drdc_config c;
+    const char *together[] = {"refiner.image_size=48", "refiner.attention_res=12"};
+    CHECK_OK(drdc_config_resolve(&c, path, together, 2));
+    CHECK(c.refiner.image_size == 48 && c.refiner.attention_res[0] == 12);
+    const char *alone[] = {"refiner.image_size=48"};
+    CHECK_ERR(drdc_config_resolve(&c, path, alone, 1), DRDC_ERR_CONFIG, "tiny.json with the --set options");
+    const char *unknown[] = {"refiner.nope=1"};
+    CHECK_ERR(drdc_config_resolve(&c, path, unknown, 1), DRDC_ERR_CONFIG, "refiner.nope");
+}
+
 static void test_cross_tau(void) {
     drdc_config c;
     drdc_config_defaults(&c);
@@ -319,6 +333,7 @@ int main(void) {
     RUN(test_cross_heads);
     RUN(test_cross_grid);
     RUN(test_cross_middle_heads);
+    RUN(test_resolve_validates_once);
     RUN(test_cross_tau);
     RUN(test_cross_other_rules);
     RUN(test_max_train_t_follows_timesteps);

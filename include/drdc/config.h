@@ -117,6 +117,11 @@ drdc_status drdc_config_parse(drdc_config *cfg, const char *json_text, const cha
  * lists as JSON arrays or comma-separated "8,16"), then validates. */
 drdc_status drdc_config_set(drdc_config *cfg, const char *assignment);
 
+/* Defaults, then the file at path, then every "section.key=value" of sets, then ONE validation of
+ * the result: keys that must change together (refiner.image_size and refiner.attention_res)
+ * can be changed together with --set. Type and unknown-key errors still name the file or --set. */
+drdc_status drdc_config_resolve(drdc_config *cfg, const char *path, const char *const *sets, int n_sets);
+
 /* Checks ranges and cross-key rules (image_size % 16, heads | hidden, grids divide refiner size,
  * tau < timesteps, ...). Errors name the key. */
 drdc_status drdc_config_validate(const drdc_config *cfg);
