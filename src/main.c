@@ -1,6 +1,7 @@
 /* main.c: `drdc`: dispatches to a subcommand (see commands.h). */
 #include "drdc/commands.h"
 
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,13 @@ static void ensure_passive_openmp(char **argv) {
 
 int main(int argc, char **argv) {
     ensure_passive_openmp(argv);
+#ifdef __GLIBC__
+    /* Large activations (a U-Net batch is tens of MB) would otherwise be mmap'd and unmapped on
+     * every call and fault their pages back in each time: measured 25-40 % of a U-Net pass. Keep
+     * freed memory in the process instead (peak memory is unchanged). */
+    mallopt(M_MMAP_THRESHOLD, 1 << 30);
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
+#endif
     if (argc < 2) {
         print_usage(stderr);
         return 2;

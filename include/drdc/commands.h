@@ -26,12 +26,14 @@ int drdc_cmd_infer(int argc, char **argv);
 int drdc_cmd_eval(int argc, char **argv);
 int drdc_cmd_convert(int argc, char **argv);
 int drdc_cmd_backbone(int argc, char **argv);
+int drdc_cmd_bench(int argc, char **argv);
 const drdc_command *drdc_synth_spec(void);
 const drdc_command *drdc_train_spec(void);
 const drdc_command *drdc_infer_spec(void);
 const drdc_command *drdc_eval_spec(void);
 const drdc_command *drdc_convert_spec(void);
 const drdc_command *drdc_backbone_spec(void);
+const drdc_command *drdc_bench_spec(void);
 
 /* `drdc --version` text: drdc version, libtorch version, devices seen. */
 void drdc_print_version(FILE *f);
