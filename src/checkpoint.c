@@ -139,7 +139,11 @@ done:
 }
 
 /* What a run may change on resume: how long it trains and where the data and run are. */
-static void resumable_from(drdc_config *dst, const drdc_config *src) {
+static void resumable_from(drdc_config *dst, const drdc_config *src, int refiner_untrained) {
+    /* inference settings never change the weights (the model is recalibrated after training) */
+    dst->infer = src->infer;
+    /* the refiner's design is free until it has trained a step */
+    if (refiner_untrained) dst->refiner = src->refiner;
     dst->base.epochs = src->base.epochs;
     dst->refiner.steps = src->refiner.steps;
     dst->data.workers = src->data.workers;
@@ -185,7 +189,8 @@ drdc_status drdc_checkpoint_load_model(drdc_model *m, const char *out_dir, const
     st = drdc_model_load_st(m, f, dev);
     drdc_st_close(f);
     if (st) return st;
-    resumable_from(&m->cfg, cfg);
+    int rebuild_refiner = m->refiner_steps == 0;
+    resumable_from(&m->cfg, cfg, rebuild_refiner);
     char *a = drdc_config_to_json(&m->cfg), *b = drdc_config_to_json(cfg), diff[512] = "?";
     int same = a && b && strcmp(a, b) == 0;
     if (!same && a && b) first_difference(a, b, diff, sizeof diff);
@@ -195,6 +200,16 @@ drdc_status drdc_checkpoint_load_model(drdc_model *m, const char *out_dir, const
         drdc_model_free(m);
         return drdc_fail(DRDC_ERR_INPUT, "%s: this checkpoint was trained with another config (%s); resume with the "
                          "same --config and --set options, or train into a new --out", path, diff);
+    }
+    if (rebuild_refiner) {   /* the requested (possibly different) refiner, freshly initialised */
+        drdc_unet_free(&m->refiner);
+        drdc_schedule_free(&m->schedule);
+        drdc_status st2 = drdc_unet_build(&m->refiner, &m->cfg.refiner, dev, (uint64_t)m->cfg.train.seed + 3);
+        if (!st2) st2 = drdc_schedule_from_config(&m->schedule, &m->cfg.refiner, dev);
+        if (st2) {
+            drdc_model_free(m);
+            return drdc_error_context(st2, "%s: building the refiner", path);
+        }
     }
     if (cfg->backbone.weights[0] && !m->backbone_pretrained) {
         drdc_model_free(m);

@@ -126,6 +126,22 @@ static void test_refiner_resume_matches(void) {
     drdc_st_close(fb);
 }
 
+static void test_refiner_design_free_until_trained(void) {
+    /* base first, then the refiner with another design: accepted while the refiner has no steps */
+    CHECK(train("later", "--stage base --set refiner.steps=2") == 0);
+    CHECK(train("later", "--stage refiner --set refiner.steps=2 --set refiner.res_blocks=2") == 0);
+    char path[1400];
+    snprintf(path, sizeof path, "%s/runs/later/model.safetensors", g_tmp);
+    drdc_st_file *f = NULL;
+    CHECK_OK(drdc_st_open(&f, path));
+    /* with 2 res blocks per level, input block 2 is a ResBlock (with 1 it would be a downsample) */
+    CHECK(f && drdc_st_find(f, "refiner.input_blocks.2.0.in_layers.0.weight") != NULL);
+    drdc_st_close(f);
+    /* once trained, the design is fixed: a resume that changes it is refused, naming the key */
+    CHECK(train("full", "--resume --set refiner.steps=5 --set refiner.res_blocks=2") == 2);
+    CHECK(test_system("grep -q 'refiner.res_blocks' '%s/full.log'", g_tmp) == 0);
+}
+
 int main(void) {
     if (!test_drdc_bin()) test_skip("DRDC_BIN not set (run under ctest)");
     snprintf(g_tmp, sizeof g_tmp, "%s", test_tmpdir("drdc"));
@@ -142,5 +158,6 @@ int main(void) {
     RUN(test_infer_heatmap_has_image_size);
     RUN(test_infer_folder_writes_scores);
     RUN(test_refiner_resume_matches);
+    RUN(test_refiner_design_free_until_trained);
     return test_summary();
 }
