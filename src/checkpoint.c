@@ -147,6 +147,8 @@ static void resumable_from(drdc_config *dst, const drdc_config *src, int refiner
     dst->base.epochs = src->base.epochs;
     dst->refiner.steps = src->refiner.steps;
     dst->data.workers = src->data.workers;
+    dst->train.checkpoint_every = src->train.checkpoint_every;
+    dst->train.log_every = src->train.log_every;
     memcpy(dst->train.out, src->train.out, sizeof dst->train.out);
     memcpy(dst->data.root, src->data.root, sizeof dst->data.root);
     memcpy(dst->backbone.weights, src->backbone.weights, sizeof dst->backbone.weights);

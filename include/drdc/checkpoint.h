@@ -36,7 +36,7 @@ drdc_status drdc_checkpoint_restore(drdc_stage_state *s, drdc_params *extra, con
 
 /* Loads the model of a run folder's checkpoint. `cfg` is the config asked for now: it must equal
  * the checkpoint's except for the length of training (base.epochs, refiner.steps), where the
- * data and run are (data.root, data.workers, train.out), the inference settings (infer.*), and,
+ * data and run are (data.root, data.workers, train.out), how often it logs and saves, the inference settings (infer.*), and,
  * while the refiner has not trained a step, the refiner's design (refiner.*: it is rebuilt);
  * else an error names the first key that differs. */
 drdc_status drdc_checkpoint_load_model(drdc_model *m, const char *out_dir, const drdc_config *cfg, dt_device dev);
