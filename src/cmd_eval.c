@@ -262,5 +262,8 @@ int drdc_cmd_eval(int argc, char **argv) {
     drdc_runtime rt;
     st = drdc_runtime_init(&rt, A.device, A.threads);
     if (st) return drdc_cli_report("eval", st);
-    return drdc_cli_report("eval", eval_model(&rt));
+    st = eval_model(&rt);
+    if (st == DRDC_ERR_NOMEM)
+        drdc_error_hint(st, "out of memory: try --method base, or --device cpu");
+    return drdc_cli_report("eval", st);
 }

@@ -313,5 +313,8 @@ int drdc_cmd_infer(int argc, char **argv) {
     drdc_runtime rt;
     st = drdc_runtime_init(&rt, A.device, A.threads);
     if (st) return drdc_cli_report("infer", st);
-    return drdc_cli_report("infer", run_infer(&rt));
+    st = run_infer(&rt);
+    if (st == DRDC_ERR_NOMEM)
+        drdc_error_hint(st, "out of memory: try fewer --steps or --grids, --method base, or --device cpu");
+    return drdc_cli_report("infer", st);
 }

@@ -224,5 +224,9 @@ int drdc_cmd_train(int argc, char **argv) {
     drdc_runtime rt;
     st = drdc_runtime_init(&rt, A.device, A.threads);
     if (st) return drdc_cli_report("train", st);
-    return drdc_cli_report("train", run_training(&cfg, &rt));
+    st = run_training(&cfg, &rt);
+    if (st == DRDC_ERR_NOMEM)
+        drdc_error_hint(st, "out of memory: lower base.batch or refiner.batch, or refiner.image_size / "
+                        "refiner.channels; the last checkpoint is kept and --resume continues from it");
+    return drdc_cli_report("train", st);
 }

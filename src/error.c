@@ -34,6 +34,20 @@ drdc_status drdc_error_context(drdc_status st, const char *fmt, ...) {
     return st;
 }
 
+drdc_status drdc_error_hint(drdc_status st, const char *fmt, ...) {
+    char hint[DRDC_ERROR_CAP];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(hint, sizeof hint, fmt, ap);
+    va_end(ap);
+    size_t n = strlen(g_msg), cap = sizeof g_msg - 1;
+    for (const char *p = " ("; *p && n < cap; p++) g_msg[n++] = *p;
+    for (const char *p = hint; *p && n < cap; p++) g_msg[n++] = *p;
+    if (n < cap) g_msg[n++] = ')';
+    g_msg[n] = '\0';
+    return st;
+}
+
 const char *drdc_last_error(void) { return g_msg; }
 
 void drdc_clear_error(void) { g_msg[0] = '\0'; }

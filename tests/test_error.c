@@ -10,6 +10,12 @@ static void test_fail_and_context(void) {
     CHECK(strcmp(drdc_last_error(), "loading dataset demo: a.png: cannot open") == 0);
 }
 
+static void test_hint(void) {
+    drdc_fail(DRDC_ERR_NOMEM, "dt_conv2d: out of memory");
+    CHECK(drdc_error_hint(DRDC_ERR_NOMEM, "lower %s", "base.batch") == DRDC_ERR_NOMEM);
+    CHECK(strcmp(drdc_last_error(), "dt_conv2d: out of memory (lower base.batch)") == 0);
+}
+
 static void test_exit_codes(void) {
     CHECK(drdc_exit_code(DRDC_OK) == 0);
     CHECK(drdc_exit_code(DRDC_ERR_USAGE) == 2);
@@ -21,6 +27,7 @@ static void test_exit_codes(void) {
 
 int main(void) {
     RUN(test_fail_and_context);
+    RUN(test_hint);
     RUN(test_exit_codes);
     return test_summary();
 }

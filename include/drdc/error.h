@@ -41,6 +41,13 @@ drdc_status drdc_error_context(drdc_status st, const char *fmt, ...)
 #endif
     ;
 
+/* Appends " (hint)" to the current message. Returns st unchanged. */
+drdc_status drdc_error_hint(drdc_status st, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
 /* The last message set on this thread ("" if none). Valid until the next drdc_fail. */
 const char *drdc_last_error(void);
 void drdc_clear_error(void);
