@@ -10,13 +10,13 @@
 # Environment:
 #   SANITIZE_BUILD    build folder (default <repo>/build-asan)
 #   SANITIZE_EXCLUDE  ctest -E regex of tests left out (default: the slow ones and the Python
-#                     twins: '^(test_train|test_backbone|py_.*)$'; set to '^$' to run all)
+#                     twins: '^(test_train|test_backbone|test_drdc|test_robustness|test_killresume|py_.*)$'; set to '^$' to run all)
 #   SANITIZE_JOBS     parallel build and test jobs (default 2)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="${SANITIZE_BUILD:-$ROOT/build-asan}"
-EXCLUDE="${SANITIZE_EXCLUDE:-^(test_train|test_backbone|py_.*)$}"
+EXCLUDE="${SANITIZE_EXCLUDE:-^(test_train|test_backbone|test_drdc|test_robustness|test_killresume|py_.*)$}"
 JOBS="${SANITIZE_JOBS:-2}"
 
 # RelWithDebInfo: optimised enough for the model tests, with line numbers in the stacks.
