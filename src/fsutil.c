@@ -13,9 +13,11 @@ drdc_status drdc_atomic_open(drdc_atomic_file *af, const char *path) {
     memset(af, 0, sizeof *af);
     if (strlen(path) >= sizeof af->path) return drdc_fail(DRDC_ERR_INPUT, "%.200s...: path too long", path);
     snprintf(af->path, sizeof af->path, "%s", path);
-    snprintf(af->tmp, sizeof af->tmp, "%s.tmp.%d", path, (int)getpid());
-    af->f = fopen(af->tmp, "wb");
-    if (!af->f) return drdc_fail(DRDC_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
+    static _Atomic unsigned counter;
+    snprintf(af->tmp, sizeof af->tmp, "%s.tmp.%d.%u", path, (int)getpid(), counter++);
+    af->f = fopen(af->tmp, "wbx");   /* x: never reuse an existing file */
+    if (!af->f)
+        return drdc_fail(DRDC_ERR_IO, "%s: cannot create temporary file %s: %s", path, af->tmp, strerror(errno));
     return DRDC_OK;
 }
 

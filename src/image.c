@@ -5,6 +5,7 @@
  * Heatmap colouring lives in heatmap.c. */
 #define _POSIX_C_SOURCE 200809L
 #include "drdc/image.h"
+#include "drdc/fsutil.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -439,27 +440,6 @@ static void png_sink_write(void *ctx, void *data, int size) {
     if (fwrite(data, 1, (size_t)size, s->f) != (size_t)size) s->failed = errno ? errno : EIO;
 }
 
-/* fsyncs the folder holding `path` so that the rename itself is durable; best effort. */
-static void sync_parent_dir(const char *path) {
-    char dir[4096];
-    const char *slash = strrchr(path, '/');
-    if (!slash) {
-        strcpy(dir, ".");
-    } else if (slash == path) {
-        strcpy(dir, "/");
-    } else {
-        size_t n = (size_t)(slash - path);
-        if (n >= sizeof dir) return;
-        memcpy(dir, path, n);
-        dir[n] = '\0';
-    }
-    int fd = open(dir, O_RDONLY);
-    if (fd >= 0) {
-        (void)fsync(fd);
-        close(fd);
-    }
-}
-
 drdc_status drdc_image_write_png(const char *path, const drdc_image *img) {
     if (!path) return drdc_fail(DRDC_ERR_INPUT, "write png: NULL path");
     if (!img || !img->data || img->w <= 0 || img->h <= 0)
@@ -482,55 +462,21 @@ drdc_status drdc_image_write_png(const char *path, const drdc_image *img) {
         px[i] = (unsigned char)lrintf(v * 255.0f);
     }
 
-    static _Thread_local unsigned counter;
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 64);
-    if (!tmp) {
-        free(px);
-        return drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory", path);
-    }
-    snprintf(tmp, plen + 64, "%s.tmp.%ld.%u", path, (long)getpid(), counter++);
-    drdc_status st = DRDC_OK;
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        st = drdc_fail(DRDC_ERR_IO, "%s: cannot create temporary file %s: %s", path, tmp,
-                       strerror(errno));
-        goto done;
-    }
-    png_sink sink = {f, 0};
+    drdc_atomic_file af;
+    drdc_status st = drdc_atomic_open(&af, path);
+    if (st) goto done;
+    png_sink sink = {af.f, 0};
     errno = 0;
-    int ok = stbi_write_png_to_func(png_sink_write, &sink, img->w, img->h, img->c, px,
-                                    img->w * img->c);
+    int ok = stbi_write_png_to_func(png_sink_write, &sink, img->w, img->h, img->c, px, img->w * img->c);
     if (!ok || sink.failed) {
         int e = sink.failed;
-        fclose(f);
-        remove(tmp);
+        drdc_atomic_abort(&af);
         st = ok ? drdc_fail(DRDC_ERR_IO, "%s: write failed: %s", path, strerror(e))
                 : drdc_fail(DRDC_ERR_NOMEM, "%s: PNG encoder failed (out of memory?)", path);
         goto done;
     }
-    if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
-        int e = errno;
-        fclose(f);
-        remove(tmp);
-        st = drdc_fail(DRDC_ERR_IO, "%s: flush failed: %s", path, strerror(e));
-        goto done;
-    }
-    if (fclose(f) != 0) {
-        int e = errno;
-        remove(tmp);
-        st = drdc_fail(DRDC_ERR_IO, "%s: close failed: %s", path, strerror(e));
-        goto done;
-    }
-    if (rename(tmp, path) != 0) {
-        int e = errno;
-        remove(tmp);
-        st = drdc_fail(DRDC_ERR_IO, "%s: cannot rename %s into place: %s", path, tmp, strerror(e));
-        goto done;
-    }
-    sync_parent_dir(path);
+    st = drdc_atomic_commit(&af);
 done:
-    free(tmp);
     free(px);
     return st;
 }

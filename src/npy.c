@@ -6,6 +6,7 @@
  * the raw little-endian data in C order. */
 #define _POSIX_C_SOURCE 200809L
 #include "drdc/npy.h"
+#include "drdc/fsutil.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -315,41 +316,6 @@ drdc_status drdc_npy_read_map(const char *path, float **data, int *height, int *
 
 /* ---- writing ----------------------------------------------------------------------------- */
 
-static drdc_status write_all(int fd, const void *buf, size_t n, const char *path) {
-    const char *p = buf;
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return drdc_fail(DRDC_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return DRDC_OK;
-}
-
-/* fsyncs the folder holding path, so the rename itself is durable. Best effort. */
-static void sync_parent_dir(const char *path) {
-    char dir[4096];
-    const char *slash = strrchr(path, '/');
-    if (!slash) {
-        strcpy(dir, ".");
-    } else if (slash == path) {
-        strcpy(dir, "/");
-    } else {
-        size_t n = (size_t)(slash - path);
-        if (n >= sizeof dir) return;
-        memcpy(dir, path, n);
-        dir[n] = '\0';
-    }
-    int fd = open(dir, O_RDONLY);
-    if (fd >= 0) {
-        (void)fsync(fd);
-        close(fd);
-    }
-}
-
 drdc_status drdc_npy_write(const char *path, drdc_npy_dtype dtype, int rank,
                            const int64_t *shape, const void *data) {
     if (!path) return drdc_fail(DRDC_ERR_INPUT, "npy write: NULL path");
@@ -392,30 +358,13 @@ drdc_status drdc_npy_write(const char *path, drdc_npy_dtype dtype, int rank,
     memset(head + prefix + n, ' ', padded - prefix - (size_t)n - 1);
     head[padded - 1] = '\n';
 
-    static atomic_uint counter;
-    char tmp[4200];
-    int fd = -1;
-    for (int attempt = 0; attempt < 100 && fd < 0; attempt++) {
-        if (snprintf(tmp, sizeof tmp, "%s.tmp.%d.%u", path, (int)getpid(),
-                     atomic_fetch_add(&counter, 1u)) >= (int)sizeof tmp)
-            return drdc_fail(DRDC_ERR_INPUT, "%s: path too long", path);
-        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0666); /* mode 0666 & ~umask, as numpy */
-        if (fd < 0 && errno != EEXIST) break;
+    drdc_atomic_file af;
+    drdc_status st = drdc_atomic_open(&af, path);
+    if (st) return st;
+    if (fwrite(head, 1, padded, af.f) != padded || (numel && fwrite(data, esize, numel, af.f) != numel)) {
+        int e = errno;
+        drdc_atomic_abort(&af);
+        return drdc_fail(DRDC_ERR_IO, "%s: write failed: %s", path, strerror(e));
     }
-    if (fd < 0) return drdc_fail(DRDC_ERR_IO, "%s: cannot create %s: %s", path, tmp, strerror(errno));
-    drdc_status st = write_all(fd, head, padded, path);
-    if (st == DRDC_OK) st = write_all(fd, data, numel * esize, path);
-    if (st == DRDC_OK && fsync(fd) != 0)
-        st = drdc_fail(DRDC_ERR_IO, "%s: fsync failed: %s", path, strerror(errno));
-    if (close(fd) != 0 && st == DRDC_OK)
-        st = drdc_fail(DRDC_ERR_IO, "%s: close failed: %s", path, strerror(errno));
-    if (st == DRDC_OK && rename(tmp, path) != 0)
-        st = drdc_fail(DRDC_ERR_IO, "%s: cannot rename %s into place: %s", path, tmp,
-                       strerror(errno));
-    if (st != DRDC_OK) {
-        unlink(tmp);
-        return st;
-    }
-    sync_parent_dir(path);
-    return DRDC_OK;
+    return drdc_atomic_commit(&af);
 }

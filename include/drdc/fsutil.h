@@ -11,7 +11,7 @@
 extern "C" {
 #endif
 
-/* An atomic writer: opens "<path>.tmp.<pid>" in the same folder; commit flushes, fsyncs,
+/* An atomic writer: opens "<path>.tmp.<pid>.<n>" in the same folder; commit flushes, fsyncs,
  * renames over path and fsyncs the folder; abort (or a failed commit) removes the temporary
  * file and leaves any old file at path untouched. */
 typedef struct drdc_atomic_file {
