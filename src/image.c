@@ -143,6 +143,49 @@ static drdc_status precheck_header(const char *path, const unsigned char *head, 
     return DRDC_OK;
 }
 
+/* Debian's stb_image (0.0~git20220908) writes one byte past a Huffman table when a JPEG DHT
+ * segment declares more than 256 codes (found by fuzzing: tests/fuzz/regressions/image-1.bin).
+ * So the DHT segments are checked here before stb sees them: every table's 16 code counts must
+ * sum to at most 256 and fit in its segment. Only segments wholly inside `len` bytes are checked
+ * when `whole` is 0 (a prefix is enough for a probe); in a whole file a DHT segment that runs
+ * past the end is refused too, since stb would read its missing bytes as zeros. */
+static drdc_status check_jpeg_dht(const char *path, const unsigned char *buf, size_t len, int whole) {
+    if (len < 4 || buf[0] != 0xFF || buf[1] != 0xD8) return DRDC_OK;
+    size_t pos = 2;
+    while (pos + 4 <= len) {
+        if (buf[pos] != 0xFF) return DRDC_OK;   /* not a marker: leave it to stb */
+        unsigned m = buf[pos + 1];
+        if (m == 0xFF) {                        /* fill byte */
+            pos++;
+            continue;
+        }
+        if (m == 0xD8 || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) {   /* markers without a length */
+            pos += 2;
+            continue;
+        }
+        if (m == 0xDA || m == 0xD9) return DRDC_OK;   /* start of scan / end of image */
+        size_t seg = ((size_t)buf[pos + 2] << 8) | buf[pos + 3];
+        if (seg < 2) return DRDC_OK;
+        if (pos + 2 + seg > len) {   /* a segment past the end: corrupt if this is the whole file */
+            if (whole && m == 0xC4) return drdc_fail(DRDC_ERR_FORMAT, "%s: corrupt JPEG (Huffman table cut short)", path);
+            return DRDC_OK;
+        }
+        if (m == 0xC4) {
+            size_t q = pos + 4, end = pos + 2 + seg;
+            while (q < end) {
+                if (q + 17 > end) return drdc_fail(DRDC_ERR_FORMAT, "%s: corrupt JPEG (Huffman table cut short)", path);
+                size_t codes = 0;
+                for (int i = 1; i <= 16; i++) codes += buf[q + i];
+                if (codes > 256 || q + 17 + codes > end)
+                    return drdc_fail(DRDC_ERR_FORMAT, "%s: corrupt JPEG (Huffman table with %zu codes)", path, codes);
+                q += 17 + codes;
+            }
+        }
+        pos += 2 + seg;
+    }
+    return DRDC_OK;
+}
+
 /* After stbi_info gave (w, h): the size limits, and a truncated uncompressed BMP (which
  * stb_image would decode without complaint, reading missing rows as 0). */
 static drdc_status postcheck_header(const char *path, const unsigned char *head, size_t head_len,
@@ -180,10 +223,11 @@ drdc_status drdc_image_probe(const char *path, int *w, int *h) {
     long long size;
     drdc_status st = open_image_file(path, &f, &size);
     if (st) return st;
-    unsigned char head[64];
+    static _Thread_local unsigned char head[1 << 16];   /* JPEG Huffman tables sit in the first KBs */
     size_t head_len = fread(head, 1, sizeof head, f);
     int iw = 0, ih = 0, n = 0;
     st = precheck_header(path, head, head_len);
+    if (!st) st = check_jpeg_dht(path, head, head_len, (long long)head_len == size);
     if (!st) {
         rewind(f);
         if (!stbi_info_from_file(f, &iw, &ih, &n))
@@ -219,6 +263,7 @@ static drdc_status decode(const char *path, int req_comp, raw_pixels *r) {
     drdc_status st = read_file(path, &buf, &len);
     if (st) return st;
     st = precheck_header(path, buf, (size_t)len);
+    if (!st) st = check_jpeg_dht(path, buf, (size_t)len, 1);
     if (!st) st = stbi_info_from_memory(buf, len, &w, &h, &n) ? DRDC_OK : info_failed(path);
     if (!st) st = postcheck_header(path, buf, (size_t)len, len, w, h);
     if (st) {
