@@ -127,6 +127,15 @@ static uint32_t le32(const unsigned char *p) {
  * very large PNG headers without saying the size. `head` is the file's first bytes. */
 static drdc_status precheck_header(const char *path, const unsigned char *head, size_t head_len) {
     static const unsigned char png_sig[8] = {0x89, 'P', 'N', 'G', 0x0d, 0x0a, 0x1a, 0x0a};
+    /* Only the formats drdc documents reach stb_image (it also decodes TGA, PSD, GIF, HDR, PIC and
+     * PNM, whose headerless or run-length data let a few bytes claim huge images: found slow by
+     * fuzzing). */
+    int is_png = head_len >= 8 && memcmp(head, png_sig, 8) == 0;
+    int is_jpeg = head_len >= 3 && head[0] == 0xFF && head[1] == 0xD8 && head[2] == 0xFF;
+    int is_bmp = head_len >= 2 && head[0] == 'B' && head[1] == 'M';
+    if (!is_png && !is_jpeg && !is_bmp)
+        return drdc_fail(DRDC_ERR_FORMAT, "%s: not a readable image: %s, not PNG, JPEG or BMP", path,
+                         head_len == 0 ? "empty file" : "unknown file signature");
     if (head_len < 24 || memcmp(head, png_sig, 8) != 0 || memcmp(head + 12, "IHDR", 4) != 0)
         return DRDC_OK;
     uint32_t pw = be32(head + 16), ph = be32(head + 20);
@@ -145,25 +154,30 @@ static drdc_status precheck_header(const char *path, const unsigned char *head, 
 
 /* Debian's stb_image (0.0~git20220908) writes one byte past a Huffman table when a JPEG DHT
  * segment declares more than 256 codes (found by fuzzing: tests/fuzz/regressions/image-1.bin).
- * So the DHT segments are checked here before stb sees them: every table's 16 code counts must
- * sum to at most 256 and fit in its segment. Only segments wholly inside `len` bytes are checked
+ * So the DHT segments are checked here before stb sees them (walking the markers as stb does:
+ * padding skipped, entropy-coded scans skipped, so DHT segments between progressive scans are
+ * seen too): every table's 16 code counts must sum to at most 256 and fit in its segment.
+ * Only segments wholly inside `len` bytes are checked
  * when `whole` is 0 (a prefix is enough for a probe); in a whole file a DHT segment that runs
  * past the end is refused too, since stb would read its missing bytes as zeros. */
 static drdc_status check_jpeg_dht(const char *path, const unsigned char *buf, size_t len, int whole) {
     if (len < 4 || buf[0] != 0xFF || buf[1] != 0xD8) return DRDC_OK;
     size_t pos = 2;
     while (pos + 4 <= len) {
-        if (buf[pos] != 0xFF) return DRDC_OK;   /* not a marker: leave it to stb */
-        unsigned m = buf[pos + 1];
-        if (m == 0xFF) {                        /* fill byte */
+        if (buf[pos] != 0xFF) {   /* padding between segments: stb scans on to the next 0xFF too */
             pos++;
             continue;
         }
-        if (m == 0xD8 || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) {   /* markers without a length */
+        unsigned m = buf[pos + 1];
+        if (m == 0xFF) {          /* fill byte */
+            pos++;
+            continue;
+        }
+        if (m == 0xD9) return DRDC_OK;   /* end of image */
+        if (m == 0xD8 || m == 0x01 || m == 0x00 || (m >= 0xD0 && m <= 0xD7)) {   /* no length */
             pos += 2;
             continue;
         }
-        if (m == 0xDA || m == 0xD9) return DRDC_OK;   /* start of scan / end of image */
         size_t seg = ((size_t)buf[pos + 2] << 8) | buf[pos + 3];
         if (seg < 2) return DRDC_OK;
         if (pos + 2 + seg > len) {   /* a segment past the end: corrupt if this is the whole file */
@@ -182,6 +196,9 @@ static drdc_status check_jpeg_dht(const char *path, const unsigned char *buf, si
             }
         }
         pos += 2 + seg;
+        if (m == 0xDA)   /* start of scan: skip the entropy-coded data to the next real marker */
+            while (pos + 1 < len && !(buf[pos] == 0xFF && buf[pos + 1] != 0x00 && !(buf[pos + 1] >= 0xD0 && buf[pos + 1] <= 0xD7)))
+                pos++;
     }
     return DRDC_OK;
 }
