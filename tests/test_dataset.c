@@ -44,10 +44,6 @@ static void put_text(const char *root, const char *rel, const char *text) {
     CHECK(test_write_file(path, text, strlen(text)) == 0);
 }
 
-static int ends_with(const char *s, const char *suffix) {
-    size_t a = s ? strlen(s) : 0, b = strlen(suffix);
-    return s && a >= b && !strcmp(s + a - b, suffix);
-}
 
 /* Two MVTec categories: bottle (3 train, 1 good + 2 broken + 1 crack test), cable (2 train, no
  * test folder). Crack's mask uses the plain <stem>.png naming. Plus distractors at the root. */
@@ -81,9 +77,9 @@ static void test_mvtec_listing(void) {
     CHECK(!strcmp(ds.categories[1].name, "cable"));
     const drdc_category *b = &ds.categories[0];
     CHECK(b->n_train == 3);
-    CHECK(ends_with(b->train[0].image_path, "/train/good/000.png"));
-    CHECK(ends_with(b->train[1].image_path, "/train/good/001.jpg"));
-    CHECK(ends_with(b->train[2].image_path, "/train/good/002.png"));
+    CHECK(test_ends_with(b->train[0].image_path, "/train/good/000.png"));
+    CHECK(test_ends_with(b->train[1].image_path, "/train/good/001.jpg"));
+    CHECK(test_ends_with(b->train[2].image_path, "/train/good/002.png"));
     CHECK(b->n_test == 4 && b->n_test_good == 1 && b->n_test_defect == 3);
     CHECK(b->n_defect_types == 2);
     if (b->n_defect_types == 2) {
@@ -94,12 +90,12 @@ static void test_mvtec_listing(void) {
     if (b->n_test == 4) {
         CHECK(!strcmp(b->test[0].defect, "good") && b->test[0].label == 0 && b->test[0].mask_path == NULL);
         CHECK(!strcmp(b->test[1].defect, "broken") && b->test[1].label == 1);
-        CHECK(ends_with(b->test[1].image_path, "broken/000.PNG"));
-        CHECK(ends_with(b->test[1].mask_path, "ground_truth/broken/000_mask.png"));
-        CHECK(ends_with(b->test[2].image_path, "broken/001.png"));
-        CHECK(ends_with(b->test[2].mask_path, "ground_truth/broken/001_mask.png"));
+        CHECK(test_ends_with(b->test[1].image_path, "broken/000.PNG"));
+        CHECK(test_ends_with(b->test[1].mask_path, "ground_truth/broken/000_mask.png"));
+        CHECK(test_ends_with(b->test[2].image_path, "broken/001.png"));
+        CHECK(test_ends_with(b->test[2].mask_path, "ground_truth/broken/001_mask.png"));
         CHECK(!strcmp(b->test[3].defect, "crack") && b->test[3].label == 1);
-        CHECK(ends_with(b->test[3].mask_path, "ground_truth/crack/000.png"));
+        CHECK(test_ends_with(b->test[3].mask_path, "ground_truth/crack/000.png"));
         for (int i = 0; i < 4; i++) CHECK(b->test[i].category == 0);
     }
     const drdc_category *c = &ds.categories[1];
@@ -195,8 +191,8 @@ static void test_skipped_files(void) {
     CHECK(ds.n_skipped_tif == 1);
     CHECK(ds.first_skipped != NULL);
     if (ds.first_skipped)
-        CHECK(ends_with(ds.first_skipped, "notes.txt") || ends_with(ds.first_skipped, ".DS_Store") ||
-              ends_with(ds.first_skipped, "003.tif") || ends_with(ds.first_skipped, "/sub"));
+        CHECK(test_ends_with(ds.first_skipped, "notes.txt") || test_ends_with(ds.first_skipped, ".DS_Store") ||
+              test_ends_with(ds.first_skipped, "003.tif") || test_ends_with(ds.first_skipped, "/sub"));
     CHECK(ds.n_categories == 2 && ds.categories[0].n_train == 3 && ds.categories[0].n_test == 4);
     drdc_dataset_free(&ds);
 }
@@ -241,8 +237,8 @@ static void test_btad(void) {
         CHECK(c->n_defect_types == 1 && !strcmp(c->defect_types[0], "ko"));
         if (c->n_test == 3) {
             CHECK(!strcmp(c->test[0].defect, "good") && c->test[0].label == 0 && !c->test[0].mask_path);
-            CHECK(c->test[1].label == 1 && ends_with(c->test[1].mask_path, "ground_truth/ko/0000.png"));
-            CHECK(c->test[2].label == 1 && ends_with(c->test[2].mask_path, "ground_truth/ko/0001.bmp"));
+            CHECK(c->test[1].label == 1 && test_ends_with(c->test[1].mask_path, "ground_truth/ko/0000.png"));
+            CHECK(c->test[2].label == 1 && test_ends_with(c->test[2].mask_path, "ground_truth/ko/0001.bmp"));
         }
         CHECK(!strcmp(ds.categories[1].name, "02") && ds.categories[1].n_train == 1);
     }
@@ -273,7 +269,7 @@ static void test_folder_layout(void) {
     CHECK_OK(drdc_dataset_open(&ds, "folder", root, 0, NULL));
     if (ds.n_categories == 1 && ds.categories[0].n_test == 2) {
         CHECK(ds.categories[0].has_masks == 1);
-        CHECK(ends_with(ds.categories[0].test[1].mask_path, "ground_truth/scratch/d_mask.png"));
+        CHECK(test_ends_with(ds.categories[0].test[1].mask_path, "ground_truth/scratch/d_mask.png"));
     }
     drdc_dataset_free(&ds);
     put_png(root, "test/scratch/e.png", 8, 8);
@@ -362,16 +358,16 @@ static void test_visa(void) {
     if (ds.n_categories == 2) {
         const drdc_category *c = &ds.categories[0];
         CHECK(!strcmp(c->name, "candle") && c->n_train == 2 && c->n_test == 2);
-        CHECK(c->n_train == 2 && ends_with(c->train[0].image_path, "Normal/000.JPG"));
+        CHECK(c->n_train == 2 && test_ends_with(c->train[0].image_path, "Normal/000.JPG"));
         CHECK(c->n_test_good == 1 && c->n_test_defect == 1);
         if (c->n_test == 2) {
             CHECK(c->test[0].label == 0 && !c->test[0].mask_path && !strcmp(c->test[0].defect, "good"));
-            CHECK(c->test[1].label == 1 && ends_with(c->test[1].mask_path, "Masks/Anomaly/000.png"));
+            CHECK(c->test[1].label == 1 && test_ends_with(c->test[1].mask_path, "Masks/Anomaly/000.png"));
             CHECK(!strcmp(c->test[1].defect, "anomaly") && c->test[1].category == 0);
         }
         CHECK(c->n_defect_types == 1 && !strcmp(c->defect_types[0], "anomaly"));
         const drdc_category *p = &ds.categories[1];
-        CHECK(!strcmp(p->name, "pcb 1") && p->n_train == 1 && ends_with(p->train[0].image_path, "a,b.JPG"));
+        CHECK(!strcmp(p->name, "pcb 1") && p->n_train == 1 && test_ends_with(p->train[0].image_path, "a,b.JPG"));
     }
     drdc_dataset_free(&ds);
 

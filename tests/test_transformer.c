@@ -43,45 +43,9 @@ static drdc_base_config tiny_config(double dropout) {
     return c;
 }
 
-static int ends_with(const char *s, const char *suffix) {
-    size_t a = strlen(s), b = strlen(suffix);
-    return a >= b && strcmp(s + a - b, suffix) == 0;
-}
 
-/* A float32 host copy of any tensor (caller frees); NULL on failure (CHECK marks it). */
-static float *host_copy(dt_tensor t) {
-    dt_tensor f = NULL;
-    float *buf = malloc(sizeof(float) * (size_t)(dt_numel(t) ? dt_numel(t) : 1));
-    CHECK_OK(dt_to_dtype(&f, t, DT_F32));
-    if (!f || !buf || dt_copy_to_host(f, buf, sizeof(float) * (size_t)dt_numel(t)) != DRDC_OK) {
-        CHECK(!"host copy failed");
-        free(buf);
-        buf = NULL;
-    }
-    dt_free(f);
-    return buf;
-}
 
-static float *st_floats(const drdc_st_tensor *t) {
-    float *buf = malloc(sizeof(float) * (size_t)(t->numel ? t->numel : 1));
-    if (buf && drdc_st_to_f32(t, buf, (size_t)t->numel) != DRDC_OK) {
-        free(buf);
-        buf = NULL;
-    }
-    return buf;
-}
 
-/* A CPU tensor holding the file's tensor. */
-static dt_tensor st_tensor(const drdc_st_file *f, const char *name) {
-    const drdc_st_tensor *t = NULL;
-    CHECK_OK(drdc_st_get(f, name, &t));
-    if (!t) return NULL;
-    float *buf = st_floats(t);
-    dt_tensor out = NULL;
-    if (buf) CHECK_OK(dt_from_host(&out, buf, DT_F32, t->shape, t->ndim, CPU));
-    free(buf);
-    return out;
-}
 
 /* Relative error max|got - want| / max|want| over n values, printed; CHECKed against tol. */
 static double compare_arrays(const char *label, const float *got, const float *want, int64_t n, double tol) {
@@ -114,7 +78,7 @@ static double compare_tensor(const char *label, dt_tensor got, const drdc_st_fil
     }
     CHECK_OK(dt_shape(shape, 8, got));
     for (int d = 0; d < want->ndim; d++) CHECK(shape[d] == want->shape[d]);
-    float *g = host_copy(got), *w = st_floats(want);
+    float *g = test_host_copy(got), *w = test_st_floats(want);
     double rel = INFINITY;
     if (g && w) rel = compare_arrays(label, g, w, want->numel, tol);
     free(g);
@@ -152,7 +116,7 @@ static void test_mask_matches_twin(void) {
     CHECK(m.attn_mask != NULL);
     if (want && m.attn_mask) {
         CHECK(dt_numel(m.attn_mask) == want->numel);
-        float *g = host_copy(m.attn_mask), *w = st_floats(want);
+        float *g = test_host_copy(m.attn_mask), *w = test_st_floats(want);
         int64_t mismatches = 0, blocked = 0;
         for (int64_t i = 0; g && w && i < want->numel; i++) {
             if (!(g[i] == w[i])) mismatches++;      /* -inf == -inf holds */
@@ -173,7 +137,7 @@ static void test_eval_forward_matches_twin(void) {
     drdc_uniad m;
     drdc_st_file *f;
     if (load_twin_model(&m, &f)) return;
-    dt_tensor x = st_tensor(f, "input.features"), rec = NULL, map = NULL;
+    dt_tensor x = test_st_tensor(f, "input.features"), rec = NULL, map = NULL;
     int prev = dt_set_grad_enabled(0);
     CHECK_OK(drdc_uniad_forward(&rec, &m, x, 0, NULL));
     if (rec) CHECK_OK(drdc_uniad_anomaly_map(&map, rec, x));
@@ -189,7 +153,7 @@ static void test_eval_forward_matches_twin(void) {
 
 /* Training forward with the twin's jitter draws (dropout 0), loss, backward. */
 static dt_tensor train_step_loss(const drdc_uniad *m, const drdc_st_file *f, dt_tensor *rec_out) {
-    dt_tensor x = st_tensor(f, "input.features"), noise = st_tensor(f, "input.jitter"), rec = NULL, loss = NULL;
+    dt_tensor x = test_st_tensor(f, "input.features"), noise = test_st_tensor(f, "input.jitter"), rec = NULL, loss = NULL;
     CHECK_OK(drdc_uniad_forward_ex(&rec, m, x, 1, NULL, noise));
     if (rec) CHECK_OK(drdc_uniad_loss(&loss, rec, x));
     if (loss) CHECK_OK(dt_backward(loss));
@@ -265,12 +229,12 @@ static void test_adamw_step_matches_twin(void) {
         const drdc_st_tensor *a = drdc_st_find(f, before), *b = drdc_st_find(f, name);
         CHECK(a && b);
         if (!a || !b) continue;
-        float *old = st_floats(a), *want = st_floats(b), *got = host_copy(m.params.tensors[i]);
+        float *old = test_st_floats(a), *want = test_st_floats(b), *got = test_host_copy(m.params.tensors[i]);
         /* The key third of in_proj_bias has a zero gradient in exact arithmetic (adding a constant
          * to every logit of a softmax row changes nothing), so its "gradient" is rounding noise on
          * both sides, which Adam's g/sqrt(v) blows up to +-lr: not comparable, skipped. */
         int64_t skip_lo = -1, skip_hi = -1;
-        if (ends_with(m.params.names[i], "in_proj_bias")) {
+        if (test_ends_with(m.params.names[i], "in_proj_bias")) {
             skip_lo = a->numel / 3;
             skip_hi = 2 * a->numel / 3;
         }
@@ -314,7 +278,7 @@ static dt_tensor random_features(uint64_t seed) {
 }
 
 static double max_abs_diff(dt_tensor a, dt_tensor b) {
-    float *x = host_copy(a), *y = host_copy(b);
+    float *x = test_host_copy(a), *y = test_host_copy(b);
     double d = 0.0;
     for (int64_t i = 0; x && y && i < dt_numel(a); i++)
         if (fabs((double)x[i] - y[i]) > d) d = fabs((double)x[i] - y[i]);
@@ -429,7 +393,7 @@ static void test_init_follows_uniad(void) {
         dt_tensor t = m.params.tensors[i];
         int64_t shape[2] = {0, 0};
         CHECK_OK(dt_shape(shape, 2, t));
-        float *v = host_copy(t);
+        float *v = test_host_copy(t);
         if (!v) continue;
         int64_t n = dt_numel(t);
         double mn = INFINITY, mx = -INFINITY, sum = 0, sq = 0;
@@ -440,8 +404,8 @@ static void test_init_follows_uniad(void) {
             sq += (double)v[k] * v[k];
         }
         double sd = sqrt(sq / n - (sum / n) * (sum / n));
-        int is_bias = ends_with(name, "bias");
-        int is_norm_w = strstr(name, "norm") && ends_with(name, ".weight");
+        int is_bias = test_ends_with(name, "bias");
+        int is_norm_w = strstr(name, "norm") && test_ends_with(name, ".weight");
         if (strstr(name, "pos_embed")) {
             CHECK(mn >= 0.0 && mx < 1.0 && mx - mn > 0.5);
         } else if (strstr(name, "learned_embed")) {

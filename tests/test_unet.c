@@ -42,52 +42,16 @@ static drdc_refiner_config twin_config(double dropout) {
     return c;
 }
 
-static int ends_with(const char *s, const char *suffix) {
-    size_t a = strlen(s), b = strlen(suffix);
-    return a >= b && strcmp(s + a - b, suffix) == 0;
-}
 
-/* A float32 host copy of any tensor (caller frees); NULL on failure (CHECK marks it). */
-static float *host_copy(dt_tensor t) {
-    dt_tensor f = NULL;
-    float *buf = malloc(sizeof(float) * (size_t)(dt_numel(t) ? dt_numel(t) : 1));
-    CHECK_OK(dt_to_dtype(&f, t, DT_F32));
-    if (!f || !buf || dt_copy_to_host(f, buf, sizeof(float) * (size_t)dt_numel(t)) != DRDC_OK) {
-        CHECK(!"host copy failed");
-        free(buf);
-        buf = NULL;
-    }
-    dt_free(f);
-    return buf;
-}
 
-static float *st_floats(const drdc_st_tensor *t) {
-    float *buf = malloc(sizeof(float) * (size_t)(t->numel ? t->numel : 1));
-    if (buf && drdc_st_to_f32(t, buf, (size_t)t->numel) != DRDC_OK) {
-        free(buf);
-        buf = NULL;
-    }
-    return buf;
-}
 
-/* A CPU f32 tensor holding the file's tensor. */
-static dt_tensor st_tensor(const drdc_st_file *f, const char *name) {
-    const drdc_st_tensor *t = NULL;
-    CHECK_OK(drdc_st_get(f, name, &t));
-    if (!t) return NULL;
-    float *buf = st_floats(t);
-    dt_tensor out = NULL;
-    if (buf) CHECK_OK(dt_from_host(&out, buf, DT_F32, t->shape, t->ndim, CPU));
-    free(buf);
-    return out;
-}
 
 /* The twin's timesteps (stored as exact float values) as an i64 [B] tensor. */
 static dt_tensor twin_timesteps_i64(const drdc_st_file *f) {
     const drdc_st_tensor *t = NULL;
     CHECK_OK(drdc_st_get(f, "input.t", &t));
     if (!t) return NULL;
-    float *v = st_floats(t);
+    float *v = test_st_floats(t);
     int64_t *iv = malloc(sizeof(int64_t) * (size_t)t->numel);
     dt_tensor out = NULL;
     if (v && iv) {
@@ -131,7 +95,7 @@ static double compare_tensor(const char *label, dt_tensor got, const drdc_st_fil
     }
     CHECK_OK(dt_shape(shape, 8, got));
     for (int d = 0; d < want->ndim; d++) CHECK(shape[d] == want->shape[d]);
-    float *g = host_copy(got), *w = st_floats(want);
+    float *g = test_host_copy(got), *w = test_st_floats(want);
     double rel = INFINITY;
     if (g && w) {
         double maxref = 0.0;
@@ -145,7 +109,7 @@ static double compare_tensor(const char *label, dt_tensor got, const drdc_st_fil
 }
 
 static double max_abs_diff(dt_tensor a, dt_tensor b) {
-    float *x = host_copy(a), *y = host_copy(b);
+    float *x = test_host_copy(a), *y = test_host_copy(b);
     double d = 0.0;
     for (int64_t i = 0; x && y && i < dt_numel(a); i++)
         if (fabs((double)x[i] - y[i]) > d || isnan((double)x[i] - y[i])) d = fabs((double)x[i] - y[i]);
@@ -155,7 +119,7 @@ static double max_abs_diff(dt_tensor a, dt_tensor b) {
 }
 
 static double max_abs(dt_tensor a) {
-    float *x = host_copy(a);
+    float *x = test_host_copy(a);
     double m = 0.0;
     for (int64_t i = 0; x && i < dt_numel(a); i++) m = fmax(m, fabs((double)x[i]));
     free(x);
@@ -195,7 +159,7 @@ static void test_timestep_embedding_matches_twin(void) {
     int64_t s[2] = {0};
     CHECK_OK(dt_shape(s, 2, odd));
     CHECK(s[0] == TW_B && s[1] == 7);
-    float *v = host_copy(odd);
+    float *v = test_host_copy(odd);
     for (int i = 0; v && i < TW_B; i++) {
         CHECK(v[i * 7 + 6] == 0.0f);
         CHECK(fabsf(v[i * 7 + 0] * v[i * 7 + 0] + v[i * 7 + 3] * v[i * 7 + 3] - 1.0f) < 1e-5f); /* cos^2 + sin^2 */
@@ -211,7 +175,7 @@ static void test_forward_loss_and_grads_match_twin(void) {
     drdc_unet u;
     drdc_st_file *f;
     if (load_twin_model(&u, &f, 0.0)) return;
-    dt_tensor x_t = st_tensor(f, "input.x_t"), cond = st_tensor(f, "input.cond"), target = st_tensor(f, "input.target");
+    dt_tensor x_t = test_st_tensor(f, "input.x_t"), cond = test_st_tensor(f, "input.cond"), target = test_st_tensor(f, "input.target");
     dt_tensor t = twin_timesteps_i64(f), eps = NULL, loss = NULL;
     dt_generator g = NULL;
     CHECK_OK(dt_generator_new(&g, 1));
@@ -228,7 +192,7 @@ static void test_forward_loss_and_grads_match_twin(void) {
     for (int i = 0; i < drdc_st_count(f); i++) {
         const drdc_st_tensor *e = drdc_st_at(f, i);
         if (!e || strncmp(e->name, "grad.", 5) != 0) continue;
-        float *w = st_floats(e);
+        float *w = test_st_floats(e);
         for (int64_t k = 0; w && k < e->numel; k++) gmax = fmax(gmax, fabs((double)w[k]));
         free(w);
     }
@@ -243,14 +207,14 @@ static void test_forward_loss_and_grads_match_twin(void) {
         CHECK(gr != NULL);
         const drdc_st_tensor *want = drdc_st_find(f, name);
         CHECK(want != NULL);
-        float *w = want ? st_floats(want) : NULL, *g = gr ? host_copy(gr) : NULL;
+        float *w = want ? test_st_floats(want) : NULL, *g = gr ? test_host_copy(gr) : NULL;
         if (w && g && dt_numel(gr) == want->numel) {
             double maxref = 0.0, maxdiff = 0.0;
             for (int64_t k = 0; k < want->numel; k++) {
                 maxref = fmax(maxref, fabs((double)w[k]));
                 maxdiff = fmax(maxdiff, fabs((double)g[k] - (double)w[k]));
             }
-            if (maxref < 1e-6 * gmax && ends_with(u.params.names[i], ".bias")) {
+            if (maxref < 1e-6 * gmax && test_ends_with(u.params.names[i], ".bias")) {
                 printf("  d/d %-54s max|diff| %.3e  max|ref| %.3e  (exactly 0 in exact arithmetic: |diff| vs "
                        "%.1e)\n", u.params.names[i], maxdiff, maxref, 1e-6 * gmax);
                 CHECK(maxdiff < 1e-6 * gmax);
@@ -294,8 +258,8 @@ static void test_timestep_dtypes_and_callback(void) {
     drdc_unet u;
     drdc_st_file *f;
     if (load_twin_model(&u, &f, 0.0)) return;
-    dt_tensor x_t = st_tensor(f, "input.x_t"), cond = st_tensor(f, "input.cond");
-    dt_tensor ti = twin_timesteps_i64(f), tf = st_tensor(f, "input.t"), td = NULL;
+    dt_tensor x_t = test_st_tensor(f, "input.x_t"), cond = test_st_tensor(f, "input.cond");
+    dt_tensor ti = twin_timesteps_i64(f), tf = test_st_tensor(f, "input.t"), td = NULL;
     dt_tensor a = NULL, b = NULL, c = NULL, d = NULL, e = NULL;
     CHECK_OK(dt_to_dtype(&td, ti, DT_F64));
     int prev = dt_set_grad_enabled(0);
@@ -345,7 +309,7 @@ static void test_dropout_draws_from_generator(void) {
     drdc_unet u;
     drdc_st_file *f;
     if (load_twin_model(&u, &f, 0.3)) return;
-    dt_tensor x_t = st_tensor(f, "input.x_t"), cond = st_tensor(f, "input.cond"), t = twin_timesteps_i64(f);
+    dt_tensor x_t = test_st_tensor(f, "input.x_t"), cond = test_st_tensor(f, "input.cond"), t = twin_timesteps_i64(f);
     dt_tensor e1 = NULL, e2 = NULL, t1 = NULL, t2 = NULL, t3 = NULL;
     dt_generator g1 = NULL, g2 = NULL;
     CHECK_OK(dt_generator_new(&g1, 11));
@@ -384,7 +348,7 @@ static void test_init_follows_guided_diffusion(void) {
         const char *name = u.params.names[i];
         dt_tensor p = u.params.tensors[i];
         CHECK(u.params.trainable[i] && dt_requires_grad(p));
-        float *v = host_copy(p);
+        float *v = test_host_copy(p);
         if (!v) continue;
         const int64_t n = dt_numel(p);
         double mn = INFINITY, mx = -INFINITY;
@@ -397,7 +361,7 @@ static void test_init_follows_guided_diffusion(void) {
                             strncmp(name, "out.0.", 6) == 0;
         const int is_zero = strstr(name, "out_layers.3.") || strstr(name, "proj_out.") || strncmp(name, "out.2.", 6) == 0;
         if (is_norm) {
-            const double want = ends_with(name, ".weight") ? 1.0 : 0.0;
+            const double want = test_ends_with(name, ".weight") ? 1.0 : 0.0;
             CHECK(mn == want && mx == want);
             norms++;
         } else if (is_zero) {
@@ -406,7 +370,7 @@ static void test_init_follows_guided_diffusion(void) {
         } else {
             /* the weight's fan_in: numel / out for the weight; the bias shares its layer's bound */
             char wname[600];
-            snprintf(wname, sizeof wname, "%.*s.weight", (int)(strlen(name) - (ends_with(name, ".bias") ? 5 : 7)), name);
+            snprintf(wname, sizeof wname, "%.*s.weight", (int)(strlen(name) - (test_ends_with(name, ".bias") ? 5 : 7)), name);
             dt_tensor w = drdc_params_get(&u.params, wname);
             int64_t out_ch = 0;
             CHECK(w != NULL);

@@ -2,6 +2,7 @@
 #include "testlib.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -88,4 +89,42 @@ int test_system(const char *fmt, ...) {
     int rc = system(cmd);
     if (rc == -1) return -1;
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+int test_ends_with(const char *s, const char *suffix) {
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+float *test_host_copy(dt_tensor t) {
+    dt_tensor f = NULL;
+    float *buf = malloc(sizeof(float) * (size_t)(dt_numel(t) ? dt_numel(t) : 1));
+    CHECK_OK(dt_to_dtype(&f, t, DT_F32));
+    if (!f || !buf || dt_copy_to_host(f, buf, sizeof(float) * (size_t)dt_numel(t)) != DRDC_OK) {
+        CHECK(!"host copy failed");
+        free(buf);
+        buf = NULL;
+    }
+    dt_free(f);
+    return buf;
+}
+
+float *test_st_floats(const drdc_st_tensor *t) {
+    float *buf = malloc(sizeof(float) * (size_t)(t->numel ? t->numel : 1));
+    if (buf && drdc_st_to_f32(t, buf, (size_t)t->numel) != DRDC_OK) {
+        free(buf);
+        buf = NULL;
+    }
+    return buf;
+}
+
+dt_tensor test_st_tensor(const drdc_st_file *f, const char *name) {
+    const drdc_st_tensor *t = NULL;
+    CHECK_OK(drdc_st_get(f, name, &t));
+    if (!t) return NULL;
+    float *buf = test_st_floats(t);
+    dt_tensor out = NULL;
+    if (buf) CHECK_OK(dt_from_host(&out, buf, DT_F32, t->shape, t->ndim, (dt_device){DT_CPU, 0}));
+    free(buf);
+    return out;
 }

@@ -51,6 +51,18 @@ const char *test_source_dir(void);
 const char *test_drdc_bin(void);
 /* Writes `n` bytes to path; returns 0 on success. */
 int test_write_file(const char *path, const void *data, size_t n);
+/* ---- golden tests against the PyTorch twins (tensors via the shim, files via safetensors) ---- */
+#include "drdc/safetensors.h"
+#include "drdc/shim.h"
+/* 1 when s ends with suffix. */
+int test_ends_with(const char *s, const char *suffix);
+/* A float32 host copy of any tensor (caller frees); NULL on failure (a CHECK marks it). */
+float *test_host_copy(dt_tensor t);
+/* A file tensor converted to float32 (caller frees); NULL on failure. */
+float *test_st_floats(const drdc_st_tensor *t);
+/* A CPU f32 tensor holding the file's tensor `name` (a CHECK marks a missing one). */
+dt_tensor test_st_tensor(const drdc_st_file *f, const char *name);
+
 /* Runs a shell command; returns its exit status (or -1). */
 int test_system(const char *fmt, ...);
 
