@@ -34,12 +34,8 @@ int drdc_cmd_convert(int argc, char **argv) {
     }
     if (!A.in || !A.out)
         return drdc_cli_report("convert", drdc_fail(DRDC_ERR_USAGE, "--in FILE.pth and --out FILE.safetensors are required"));
-    drdc_pth_file *f = NULL;
-    st = drdc_pth_load(&f, A.in);
-    if (st) return drdc_cli_report("convert", st);
-    int n = drdc_pth_count(f), skipped = drdc_pth_skipped(f);
-    drdc_pth_free(f);
-    st = drdc_pth_to_safetensors(A.in, A.out);
+    int n = 0, skipped = 0;
+    st = drdc_pth_to_safetensors(A.in, A.out, &n, &skipped);
     if (st) return drdc_cli_report("convert", st);
     printf("wrote %d tensors to %s", n, A.out);
     if (skipped) printf(" (%d non-tensor entries skipped)", skipped);

@@ -1242,10 +1242,12 @@ int drdc_pth_skipped(const drdc_pth_file *f) { return f ? f->skipped : 0; }
 drdc_pth_format drdc_pth_get_format(const drdc_pth_file *f) { return f ? f->format : DRDC_PTH_ZIP; }
 const char *drdc_pth_source(const drdc_pth_file *f) { return f ? f->source : ""; }
 
-drdc_status drdc_pth_to_safetensors(const char *in_path, const char *out_path) {
+drdc_status drdc_pth_to_safetensors(const char *in_path, const char *out_path, int *n_tensors, int *n_skipped) {
     drdc_pth_file *f = NULL;
     drdc_status st = drdc_pth_load(&f, in_path);
     if (st) return st;
+    if (n_tensors) *n_tensors = f->count;
+    if (n_skipped) *n_skipped = f->skipped;
     if (f->count == 0) {
         st = drdc_fail(DRDC_ERR_FORMAT, "%s: no tensors to convert (%d non-tensor values skipped)", in_path, f->skipped);
         drdc_pth_free(f);

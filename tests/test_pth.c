@@ -140,7 +140,7 @@ static void test_views_share_storage(void) {
 static void test_to_safetensors(void) {
     char out[1300];
     snprintf(out, sizeof out, "%s/legacy.safetensors", g_dir);
-    CHECK_OK(drdc_pth_to_safetensors(path_of("legacy.pth"), out));
+    CHECK_OK(drdc_pth_to_safetensors(path_of("legacy.pth"), out, NULL, NULL));
     drdc_st_file *sf = NULL;
     CHECK_OK(drdc_st_open(&sf, out));
     if (!sf) return;
@@ -435,7 +435,7 @@ static void test_empty_state_dict(void) {
     snprintf(in, sizeof in, "%s/empty-dict.pth", g_dir);
     snprintf(out, sizeof out, "%s/empty-dict.safetensors", g_dir);
     CHECK(test_write_file(in, f.b, f.n) == 0);
-    CHECK_ERR(drdc_pth_to_safetensors(in, out), DRDC_ERR_FORMAT, "no tensors");
+    CHECK_ERR(drdc_pth_to_safetensors(in, out, NULL, NULL), DRDC_ERR_FORMAT, "no tensors");
 }
 
 int main(void) {

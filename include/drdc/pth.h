@@ -95,8 +95,9 @@ const char *drdc_pth_source(const drdc_pth_file *f);
 /* Converts a .pth file into a safetensors file (written atomically through drdc_st_writer),
  * every tensor under its flattened name, with __metadata__ {"format": "pt",
  * "converted_from": <file name of in_path>, "pth_format": "zip"|"legacy"}. A file without any
- * tensor is DRDC_ERR_FORMAT. */
-drdc_status drdc_pth_to_safetensors(const char *in_path, const char *out_path);
+ * tensor is DRDC_ERR_FORMAT. n_tensors and n_skipped (either may be NULL) get the number of
+ * tensors written and of non-tensor values skipped. */
+drdc_status drdc_pth_to_safetensors(const char *in_path, const char *out_path, int *n_tensors, int *n_skipped);
 
 #ifdef __cplusplus
 }
