@@ -275,9 +275,10 @@ class UNetModel(nn.Module):
         return self.out(h)
 
 
-def drdc_eps(model, x_t, t, cond):
-    """DRDC's model conditioning (eq. 10): the U-Net sees concat(x_t, cond) on channels."""
-    return model(th.cat([x_t, cond], dim=1), t)
+def drdc_eps(model, x_t, t, cond, conditioned=True):
+    """DRDC's model conditioning (eq. 10): the U-Net sees concat(x_t, cond) on channels; without it
+    (the paper's ablation) the U-Net sees x_t alone."""
+    return model(th.cat([x_t, cond], dim=1) if conditioned else x_t, t)
 
 
 # ---- safetensors writer (numpy + struct + json) ------------------------------------------
@@ -323,6 +324,8 @@ def main():
     ap.add_argument("--head-channels", type=int, default=16)
     ap.add_argument("--batch", type=int, default=3)
     ap.add_argument("--seed", type=int, default=133)
+    ap.add_argument("--no-model-conditioning", action="store_true",
+                    help="3 input channels (x_t only) instead of concat(x_t, cond)")
     a = ap.parse_args()
 
     th.manual_seed(a.seed)
@@ -330,7 +333,7 @@ def main():
     mult = tuple(int(v) for v in a.mult.split(","))
     att = [int(v) for v in a.attention_res.split(",") if v]
     ds_list = [a.image_size // r for r in att]
-    model = UNetModel(a.image_size, 6, a.channels, 3, a.res_blocks, ds_list, dropout=0.0, channel_mult=mult,
+    model = UNetModel(a.image_size, 3 if a.no_model_conditioning else 6, a.channels, 3, a.res_blocks, ds_list, dropout=0.0, channel_mult=mult,
                       num_head_channels=a.head_channels, use_scale_shift_norm=True)
     randomise(model)
     out = {}
@@ -352,7 +355,7 @@ def main():
     out["out.temb"] = timestep_embedding(t, a.channels)
 
     model.train()
-    eps = drdc_eps(model, x_t, t, cond)
+    eps = drdc_eps(model, x_t, t, cond, not a.no_model_conditioning)
     loss = F.mse_loss(eps, target)
     loss.backward()
     out["out.eps"] = eps

@@ -105,6 +105,7 @@ static const key_def k_keys[] = {
     K_INT("refiner.steps", refiner.steps, 1, BIG, "100000"),
     K_INT("refiner.batch", refiner.batch, 1, 65536, "8"),
     K_DBL("refiner.ema_decay", refiner.ema_decay, 0, 1, KF_MAX_OPEN, "0.999"),
+    K_BOOL("refiner.model_conditioning", refiner.model_conditioning, "true"),
 
     K_INT("infer.tau", infer.tau, 1, 100000, "250"),
     K_INT("infer.steps", infer.steps, 1, 100000, "10"),

@@ -190,7 +190,7 @@ static drdc_status build_layers(drdc_unet *u, dt_generator g) {
     int ch = C * c->channel_mult[0];
     const int ch0 = ch;
     int bi = 0;
-    if ((st = add_block_conv(&u->in[bi], p, "input_blocks.0.0", DRDC_UNET_CONV_INPUT, ch, DRDC_UNET_IN_CHANNELS,
+    if ((st = add_block_conv(&u->in[bi], p, "input_blocks.0.0", DRDC_UNET_CONV_INPUT, ch, drdc_unet_in_channels(c),
                              dev, g)))
         return st;
     chans[n_chans++] = ch;
@@ -536,7 +536,8 @@ drdc_status drdc_unet_forward(dt_tensor *eps, const drdc_unet *unet, dt_tensor x
     drdc_status st;
     if ((st = check_image(x_t, "x_t", -1, unet, &H, &W))) return st;
     if ((st = dt_size(&N, x_t, 0))) return st;
-    if ((st = check_image(cond, "cond", N, unet, &H, &W))) return st;
+    const int conditioned = unet->cfg.model_conditioning;
+    if (conditioned && (st = check_image(cond, "cond", N, unet, &H, &W))) return st;
     if (!t || dt_ndim(t) != 1 || dt_numel(t) != N)
         return drdc_fail(DRDC_ERR_INPUT, "unet forward: t must be [N] = [%lld] (got %d dims, %lld values)",
                          (long long)N, t ? dt_ndim(t) : -1, t ? (long long)dt_numel(t) : -1LL);
@@ -551,8 +552,12 @@ drdc_status drdc_unet_forward(dt_tensor *eps, const drdc_unet *unet, dt_tensor x
         st = drdc_fail(DRDC_ERR_NOMEM, "unet forward: out of memory");
         goto done;
     }
-    const dt_tensor in2[2] = {x_t, cond};
-    TRY(dt_cat(&x, in2, 2, 1));                                           /* [N,6,H,W] */
+    if (conditioned) {
+        const dt_tensor in2[2] = {x_t, cond};
+        TRY(dt_cat(&x, in2, 2, 1));                                       /* [N,6,H,W] */
+    } else {
+        x = x_t;                                                          /* [N,3,H,W] (borrowed) */
+    }
     TRY(drdc_unet_timestep_embedding(&temb, t, unet->model_channels, unet->dev)); /* [N,C] */
     TRY(dt_linear(&e0, temb, unet->temb0_w, unet->temb0_b));              /* [N,4C] */
     TRY(dt_silu(&e1, e0));                                                /* [N,4C] */

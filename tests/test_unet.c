@@ -23,7 +23,7 @@ enum { TW_SIZE = 16, TW_CH = 32, TW_RES_BLOCKS = 2, TW_ATT = 8, TW_HEAD_CH = 16,
 #define REL_TOL 1e-4
 
 static const dt_device CPU = {DT_CPU, 0};
-static char twin_path[1200];
+static char twin_path[1200], twin_uncond_path[1200];
 
 static drdc_refiner_config twin_config(double dropout) {
     drdc_config all;
@@ -145,6 +145,43 @@ static int load_twin_model(drdc_unet *u, drdc_st_file **f, double dropout) {
 }
 
 /* ---- golden tests -------------------------------------------------------------------------- */
+
+/* Without model conditioning (the paper's ablation) the U-Net sees x_t alone: 3 input channels,
+ * the condition is ignored, and the network is the twin's UNetModel(in_channels = 3). */
+static void test_unconditioned_matches_twin(void) {
+    drdc_refiner_config cfg = twin_config(0.0);
+    cfg.model_conditioning = 0;
+    drdc_unet u;
+    drdc_st_file *f = NULL;
+    CHECK_OK(drdc_unet_build(&u, &cfg, CPU, 7));
+    int64_t s[4] = {0};
+    CHECK_OK(dt_shape(s, 4, drdc_params_get(&u.params, "input_blocks.0.0.weight")));
+    CHECK(s[0] == TW_CH && s[1] == 3 && s[2] == 3 && s[3] == 3);
+    CHECK_OK(drdc_st_open(&f, twin_uncond_path));
+    if (!f) {
+        drdc_unet_free(&u);
+        return;
+    }
+    CHECK_OK(drdc_params_load(&u.params, f, "param.", 1));   /* strict: the 3-channel shapes agree */
+    dt_tensor x_t = test_st_tensor(f, "input.x_t"), cond = test_st_tensor(f, "input.cond");
+    dt_tensor target = test_st_tensor(f, "input.target"), t = twin_timesteps_i64(f);
+    dt_tensor eps = NULL, eps_c = NULL, loss = NULL, gr = NULL;
+    const long before = dt_live_handles();
+    CHECK_OK(drdc_unet_forward(&eps, &u, x_t, t, NULL, 1, NULL));   /* cond may be NULL */
+    if (eps) CHECK_OK(dt_mse_loss(&loss, eps, target));
+    if (loss) CHECK_OK(dt_backward(loss));
+    compare_tensor("eps, no model conditioning [B,3,16,16]", eps, f, "out.eps", REL_TOL);
+    compare_tensor("MSE loss, no model conditioning", loss, f, "out.loss", REL_TOL);
+    CHECK_OK(dt_grad(&gr, drdc_params_get(&u.params, "input_blocks.0.0.weight")));
+    compare_tensor("d/d input_blocks.0.0.weight [32,3,3,3]", gr, f, "grad.input_blocks.0.0.weight", REL_TOL);
+    CHECK_OK(drdc_unet_eps(&eps_c, &u, x_t, t, cond));             /* a condition changes nothing */
+    if (eps && eps_c) CHECK(max_abs_diff(eps, eps_c) == 0.0);
+    dt_free(eps); dt_free(eps_c); dt_free(loss); dt_free(gr);
+    CHECK(dt_live_handles() == before);
+    dt_free(x_t); dt_free(cond); dt_free(target); dt_free(t);
+    drdc_st_close(f);
+    drdc_unet_free(&u);
+}
 
 static void test_timestep_embedding_matches_twin(void) {
     drdc_st_file *f = NULL;
@@ -570,12 +607,19 @@ int main(void) {
     int rc = test_system("'%s' '%s/scripts/twin_unet.py' --out '%s' --image-size %d --channels %d --mult 1,2 "
                          "--res-blocks %d --attention-res %d --head-channels %d --batch %d",
                          py, test_source_dir(), twin_path, TW_SIZE, TW_CH, TW_RES_BLOCKS, TW_ATT, TW_HEAD_CH, TW_B);
+    snprintf(twin_uncond_path, sizeof twin_uncond_path, "%s/twin_uncond.safetensors", dir);
+    if (rc == 0)
+        rc = test_system("'%s' '%s/scripts/twin_unet.py' --out '%s' --image-size %d --channels %d --mult 1,2 "
+                         "--res-blocks %d --attention-res %d --head-channels %d --batch %d --no-model-conditioning",
+                         py, test_source_dir(), twin_uncond_path, TW_SIZE, TW_CH, TW_RES_BLOCKS, TW_ATT, TW_HEAD_CH,
+                         TW_B);
     if (rc != 0) {
         fprintf(stderr, "the twin (scripts/twin_unet.py) failed with status %d\n", rc);
         return 1;
     }
     RUN(test_timestep_embedding_matches_twin);
     RUN(test_forward_loss_and_grads_match_twin);
+    RUN(test_unconditioned_matches_twin);
     RUN(test_timestep_dtypes_and_callback);
     RUN(test_dropout_draws_from_generator);
     RUN(test_init_follows_guided_diffusion);

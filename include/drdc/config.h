@@ -68,6 +68,8 @@ typedef struct drdc_refiner_config {  /* inpainting U-Net (paper 4.5), trained b
     int steps;                        /* optimisation steps; default 100000 */
     int batch;                        /* default 8 */
     double ema_decay;                 /* default 0.999 */
+    int model_conditioning;           /* eq. (10): U-Net input concat(x_t, x~_k) (6 channels); 0 = x_t only
+                                       * (3 channels; test-time conditioning alone, the ablation); default 1 */
 } drdc_refiner_config;
 
 typedef struct drdc_infer_config {    /* test-time conditioning and fusion (paper 4.3-4.4) */

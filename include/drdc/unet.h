@@ -3,7 +3,8 @@
  * (guided_diffusion/unet.py, nn.py), written in C over the libtorch shim.
  *
  * The subset built (guided-diffusion's flags in brackets):
- *   6 input channels = concat(x_t, cond) on channels (x_t first), 3 output channels (eps);
+ *   6 input channels = concat(x_t, cond) on channels (x_t first) with model conditioning (eq. 10), or 3
+ *   (x_t alone, cond ignored) when cfg->model_conditioning is 0 (the paper's ablation); 3 output channels (eps);
  *   use_scale_shift_norm = True, conv_resample = True, resblock_updown = False,
  *   num_head_channels = cfg->head_channels (heads = channels / head_channels),
  *   use_new_attention_order = False: QKVAttentionLegacy (heads split BEFORE q,k,v: the qkv conv's
@@ -58,8 +59,10 @@
 extern "C" {
 #endif
 
-#define DRDC_UNET_IN_CHANNELS 6    /* concat(x_t, cond) */
 #define DRDC_UNET_OUT_CHANNELS 3   /* eps */
+
+/* Input channels: 6 = concat(x_t, cond) with model conditioning (eq. 10), else 3 (x_t only). */
+static inline int drdc_unet_in_channels(const drdc_refiner_config *cfg) { return cfg->model_conditioning ? 6 : 3; }
 
 /* One ResBlock (borrowed handles into the model's params). */
 typedef struct drdc_unet_resblock {
@@ -133,7 +136,7 @@ drdc_status drdc_unet_build(drdc_unet *unet, const drdc_refiner_config *cfg, dt_
  *   *eps   [N,3,H,W] f32, a new handle owned by the caller
  *   x_t    [N,3,H,W] f32 noisy image, on the model's device
  *   t      [N] timesteps, any integer or float dtype (fractional values allowed, as guided-diffusion)
- *   cond   [N,3,H,W] f32 condition x~_k
+ *   cond   [N,3,H,W] f32 condition x~_k (ignored, and may be NULL, without model conditioning)
  * H and W must be multiples of 2^(levels-1) (normally both cfg.image_size); attention sits on the
  * levels chosen at build time. training = 1 applies dropout (p = cfg.dropout, masks drawn from g;
  * NULL g: libtorch's default generator); training = 0 applies none. Autograd follows the caller's
