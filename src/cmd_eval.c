@@ -8,6 +8,7 @@
 #include "drdc/model.h"
 #include "drdc/npy.h"
 #include "drdc/runtime.h"
+#include "drdc/train.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,7 +16,8 @@
 
 static struct {
     const char *model, *dataset, *data_root, *categories, *method, *json, *csv, *dump_maps, *vis, *maps, *device;
-    int eval_size, threads;
+    int eval_size, threads, every, calib_images;
+    drdc_opt_multi set;
 } A;
 
 static const drdc_option OPTIONS[] = {
@@ -32,6 +34,14 @@ static const drdc_option OPTIONS[] = {
     {"--csv", "FILE", DRDC_OPT_STRING, &A.csv, "write one row per method and category", NULL, 0, 0},
     {"--dump-maps", "DIR", DRDC_OPT_STRING, &A.dump_maps, "save every map as .npy (the --maps layout)", NULL, 0, 0},
     {"--vis", "DIR", DRDC_OPT_STRING, &A.vis, "one PNG per test image: image, truth, each method's map", NULL, 0, 0},
+    {"--set", "KEY=VALUE", DRDC_OPT_MULTI, &A.set,
+     "override an inference key of the model, e.g. --set infer.steps=5 (repeatable; infer.* only); the model's "
+     "normal statistics are then recomputed on its validation images with the new settings",
+     NULL, 0, 0},
+    {"--calib-images", "N", DRDC_OPT_INT, &A.calib_images,
+     "with --set: recalibrate on N evenly spaced validation images", "all", 1, 1000000},
+    {"--every", "K", DRDC_OPT_INT, &A.every,
+     "evaluate only every K-th test image of each category (quick sweeps; the output says so)", "1", 1, 1000000},
     {"--device", "D", DRDC_OPT_STRING, &A.device, "cpu | cuda | cuda:N | auto", "auto", 0, 0},
     {"--threads", "N", DRDC_OPT_INT, &A.threads, "CPU threads (0 = all cores)", "0", 0, 4096},
 };
@@ -95,6 +105,10 @@ static drdc_status run_eval(const char *kind, const char *root, const drdc_data_
     drdc_dataset ds;
     drdc_status st = drdc_dataset_open(&ds, kind, root, n_cats, n_cats ? cats : NULL);
     if (st) return st;
+    if (A.every > 1) {
+        drdc_dataset_keep_every(&ds, A.every);
+        printf("--every %d: a subset, test images 0, %d, %d, ... of each category\n", A.every, A.every, 2 * A.every);
+    }
     if (ds.n_skipped)
         fprintf(stderr, "warning: skipped %d files that are not PNG/JPEG/BMP images, e.g. %s\n", ds.n_skipped,
                 ds.first_skipped);
@@ -198,6 +212,37 @@ static drdc_status model_source_fn(void *ctx, const drdc_dataset *ds, const drdc
     return DRDC_OK;
 }
 
+/* --set: applies the infer.* overrides to the loaded model and recomputes its normal statistics
+ * (standardisation, thresholds, colour ranges) on its validation images, which the stored ones
+ * no longer describe. */
+static drdc_status apply_overrides(drdc_model *m, const char *path) {
+    for (int i = 0; i < A.set.n; i++)
+        if (strncmp(A.set.values[i], "infer.", 6) != 0)
+            return drdc_fail(DRDC_ERR_USAGE, "--set %s: only infer.* keys can change after training (the other keys "
+                             "describe the trained networks of %s)", A.set.values[i], path);
+    drdc_status st = DRDC_OK;
+    for (int i = 0; i < A.set.n && !st; i++) st = drdc_config_set(&m->cfg, A.set.values[i]);
+    if (!st) st = drdc_config_validate(&m->cfg);
+    if (st) return drdc_error_context(st, "--set");
+    drdc_data_config dc = m->cfg.data;
+    if (A.data_root) snprintf(dc.root, sizeof dc.root, "%s", A.data_root);
+    drdc_dataset ds;
+    if ((st = drdc_dataset_open_config(&ds, &dc))) return drdc_error_context(st, "recalibration after --set");
+    drdc_sample_list train = {0}, val = {0};
+    st = drdc_dataset_split(&ds, dc.val_fraction, (uint64_t)m->cfg.train.seed, &train, &val);
+    if (!st && A.calib_images > 0 && A.calib_images < val.n) {   /* evenly spaced, so every category counts */
+        for (int i = 0; i < A.calib_images; i++) val.items[i] = val.items[(int64_t)i * val.n / A.calib_images];
+        val.n = A.calib_images;
+    }
+    if (!st) st = drdc_calibrate(m, &val, 0);
+    if (!st)
+        printf("recalibrated with the --set values on %d validation images (of the model's data split)\n", val.n);
+    drdc_sample_list_free(&train);
+    drdc_sample_list_free(&val);
+    drdc_dataset_free(&ds);
+    return st ? drdc_error_context(st, "recalibration after --set") : DRDC_OK;
+}
+
 static drdc_status eval_model(const drdc_runtime *rt) {
     const char *path = A.model ? A.model : "runs/latest/model.safetensors";
     if (!A.model && !drdc_is_file(path))
@@ -206,6 +251,10 @@ static drdc_status eval_model(const drdc_runtime *rt) {
     drdc_model m;
     drdc_status st = drdc_model_load(&m, path, rt->device);
     if (st) return st;
+    if (A.set.n && (st = apply_overrides(&m, path))) {
+        drdc_model_free(&m);
+        return st;
+    }
     const char *method = A.method ? A.method : (m.refiner_steps > 0 ? "both" : "base");
     printf("model %s: %s backbone (%s), base %d epochs, refiner %d steps\n", path, m.cfg.backbone.arch,
            m.backbone_pretrained ? "pretrained" : "RANDOM", m.base_epochs, m.refiner_steps);
@@ -258,6 +307,8 @@ int drdc_cmd_eval(int argc, char **argv) {
                                                  A.method));
     if (A.maps && A.model)
         return drdc_cli_report("eval", drdc_fail(DRDC_ERR_USAGE, "give --model or --maps, not both"));
+    if (A.maps && (A.set.n || A.calib_images))
+        return drdc_cli_report("eval", drdc_fail(DRDC_ERR_USAGE, "--set and --calib-images need --model, not --maps"));
     if (A.maps) return drdc_cli_report("eval", eval_maps());
     drdc_runtime rt;
     st = drdc_runtime_init(&rt, A.device, A.threads);

@@ -41,7 +41,9 @@ static const drdc_option OPTIONS[] = {
 static const drdc_command SPEC = {
     "infer", "drdc infer [--model FILE] (--image FILE --out heat.png | --images DIR --out-dir DIR) [options]",
     "Score images with a trained model: an anomaly score, a verdict against the calibrated\n"
-    "threshold, and a heatmap at the image's original size on a fixed colour scale.",
+    "threshold, and a heatmap at the image's original size on a fixed colour scale. --steps, --tau\n"
+    "and --alpha keep the statistics and threshold calibrated with the trained settings (drdc eval\n"
+    "--set recalibrates).",
     OPTIONS, (int)(sizeof OPTIONS / sizeof OPTIONS[0])};
 
 const drdc_command *drdc_infer_spec(void) { return &SPEC; }

@@ -112,6 +112,7 @@ static const key_def k_keys[] = {
     K_INT("infer.K", infer.K, 1, 65536, "2"),
     K_ILIST("infer.grids", infer.grids, infer.n_grids, 1, 4096, KF_NONEMPTY, "[8, 16]"),
     K_DLIST("infer.scales", infer.scales, infer.n_scales, 0, 1, KF_MIN_OPEN | KF_NONEMPTY, "[1, 0.5, 0.25]"),
+    K_DLIST("infer.base_scales", infer.base_scales, infer.n_base_scales, 0, 1, KF_MIN_OPEN | KF_NONEMPTY, "[1]"),
     K_INT("infer.filter", infer.filter, 1, 255, "7"),
     K_DBL("infer.alpha", infer.alpha, 0, 1, 0, "0.9"),
     K_INT("infer.pool", infer.pool, 1, 4096, "16"),

@@ -207,6 +207,27 @@ void drdc_dataset_free(drdc_dataset *ds) {
     memset(ds, 0, sizeof *ds);
 }
 
+void drdc_dataset_keep_every(drdc_dataset *ds, int k) {
+    if (k <= 1) return;
+    for (int c = 0; c < ds->n_categories; c++) {
+        drdc_category *cat = &ds->categories[c];
+        int n = 0;
+        cat->n_test_good = cat->n_test_defect = 0;
+        for (int i = 0; i < cat->n_test; i++) {
+            drdc_sample s = cat->test[i];
+            if (i % k != 0) {
+                free((void *)s.image_path);
+                free((void *)s.mask_path);
+                continue;
+            }
+            cat->test[n++] = s;
+            if (s.label) cat->n_test_defect++;
+            else cat->n_test_good++;
+        }
+        cat->n_test = n;
+    }
+}
+
 int drdc_dataset_find_category(const drdc_dataset *ds, const char *name) {
     for (int i = 0; i < ds->n_categories; i++)
         if (!strcmp(ds->categories[i].name, name)) return i;

@@ -182,6 +182,42 @@ drdc_status drdc_model_load(drdc_model *m, const char *path, dt_device dev) {
     return st;
 }
 
+/* H_base at S x S: for each scale s of infer.base_scales, Up(||Down_s(f) - Down_s(f^)||_2 over
+ * channels) with Down = area to floor(h*s) x floor(w*s) (at least 1) and Up = bilinear,
+ * align_corners true (UniAD); the mean over the scales. Scale 1 is UniAD's map. */
+static drdc_status base_map_scales(dt_tensor *map, dt_tensor rec, dt_tensor feats, const drdc_infer_config *ic, int S) {
+    int64_t shape[4];
+    drdc_status st = dt_shape(shape, 4, feats);
+    if (st) return st;
+    if ((st = dt_scope_begin())) return st;
+    dt_tensor sum = NULL, res = NULL;
+    for (int i = 0; i < ic->n_base_scales; i++) {
+        dt_tensor r = rec, f = feats, low, up;
+        if (ic->base_scales[i] != 1.0) {
+            int64_t h = (int64_t)(shape[2] * ic->base_scales[i]), w = (int64_t)(shape[3] * ic->base_scales[i]);
+            h = h < 1 ? 1 : h;
+            w = w < 1 ? 1 : w;
+            TRY(dt_interpolate(&r, rec, h, w, DT_INTERP_AREA));               /* [B,C,h',w'] */
+            TRY(dt_interpolate(&f, feats, h, w, DT_INTERP_AREA));
+        }
+        TRY(drdc_uniad_anomaly_map(&low, r, f));                              /* [B,1,h',w'] */
+        TRY(dt_interpolate(&up, low, S, S, DT_INTERP_BILINEAR_AC));           /* [B,1,S,S] */
+        if (sum) {
+            dt_tensor next;
+            TRY(dt_add(&next, sum, up));
+            sum = next;
+        } else {
+            sum = up;
+        }
+    }
+    TRY(dt_mul_scalar(&res, sum, 1.0 / ic->n_base_scales));
+    TRY(dt_scope_keep(res));
+done:
+    dt_scope_end();   /* frees every temporary, and res unless the keep (the last step) succeeded */
+    *map = st ? NULL : res;
+    return st;
+}
+
 drdc_status drdc_model_base(dt_tensor *map, dt_tensor *score, const drdc_model *m, dt_tensor images) {
     *map = *score = NULL;
     int S = m->cfg.data.image_size;
@@ -191,11 +227,10 @@ drdc_status drdc_model_base(dt_tensor *map, dt_tensor *score, const drdc_model *
         dt_set_grad_enabled(prev);
         return st;
     }
-    dt_tensor feats, rec, low;
+    dt_tensor feats, rec;
     TRY(drdc_backbone_features(&feats, &m->backbone, images));     /* [B,C,S/16,S/16] */
     TRY(drdc_uniad_forward(&rec, &m->base, feats, 0, NULL));       /* [B,C,S/16,S/16] */
-    TRY(drdc_uniad_anomaly_map(&low, rec, feats));                 /* [B,1,S/16,S/16] */
-    TRY(dt_interpolate(map, low, S, S, DT_INTERP_BILINEAR_AC));    /* [B,1,S,S] */
+    TRY(base_map_scales(map, rec, feats, &m->cfg.infer, S));       /* [B,1,S,S] */
     TRY(drdc_fusion_image_score(score, *map, m->cfg.infer.pool));  /* [B] */
     TRY(dt_scope_keep(*map));
     TRY(dt_scope_keep(*score));

@@ -114,6 +114,26 @@ static void test_mvtec_listing(void) {
     drdc_dataset_free(&ds);   /* twice is fine */
 }
 
+/* --every K: test images 0, K, 2K, ... of each category stay, with counts to match */
+static void test_keep_every(void) {
+    const char *root = make_mvtec("mvtec_every");
+    drdc_dataset ds;
+    CHECK_OK(drdc_dataset_open(&ds, "mvtec", root, 0, NULL));
+    if (ds.n_categories != 2) { drdc_dataset_free(&ds); return; }
+    drdc_dataset_keep_every(&ds, 1);   /* no change */
+    CHECK(ds.categories[0].n_test == 4);
+    drdc_dataset_keep_every(&ds, 2);
+    const drdc_category *b = &ds.categories[0];
+    CHECK(b->n_test == 2 && b->n_test_good == 1 && b->n_test_defect == 1);
+    if (b->n_test == 2) {
+        CHECK(!strcmp(b->test[0].defect, "good"));
+        CHECK(test_ends_with(b->test[1].image_path, "broken/001.png"));
+        CHECK(test_ends_with(b->test[1].mask_path, "ground_truth/broken/001_mask.png"));
+    }
+    CHECK(ds.categories[1].n_test == 0 && ds.categories[0].n_train == 3);
+    drdc_dataset_free(&ds);   /* frees what is left, once (ASan checks the dropped ones) */
+}
+
 static void test_mpdd_is_mvtec_layout(void) {
     const char *root = make_mvtec("mpdd_layout");
     drdc_dataset ds;
@@ -528,6 +548,7 @@ static void test_shared_data(void) {
 
 int main(void) {
     RUN(test_mvtec_listing);
+    RUN(test_keep_every);
     RUN(test_mpdd_is_mvtec_layout);
     RUN(test_chosen_categories);
     RUN(test_open_config);

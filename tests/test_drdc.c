@@ -5,9 +5,11 @@
 #include "testlib.h"
 #include "drdc/fsutil.h"
 #include "drdc/image.h"
+#include "drdc/model.h"
 #include "drdc/safetensors.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,12 +34,18 @@ static cJSON *read_json(const char *fmt, const char *arg) {
     return j;
 }
 
-static void test_train_both_stages(void) {
-    CHECK(train("full", "--set refiner.steps=4") == 0);
+/* Opens runs/<run>/model.safetensors of the test folder (NULL on failure, CHECKed). */
+static drdc_st_file *open_run_model(const char *run) {
     char path[1400];
-    snprintf(path, sizeof path, "%s/runs/full/model.safetensors", g_tmp);
+    snprintf(path, sizeof path, "%s/runs/%s/model.safetensors", g_tmp, run);
     drdc_st_file *f = NULL;
     CHECK_OK(drdc_st_open(&f, path));
+    return f;
+}
+
+static void test_train_both_stages(void) {
+    CHECK(train("full", "--set refiner.steps=4") == 0);
+    drdc_st_file *f = open_run_model("full");
     if (!f) return;
     CHECK(strcmp(drdc_st_meta(f, "refiner_steps"), "4") == 0);
     CHECK(drdc_st_find(f, "refiner.input_blocks.0.0.weight") != NULL);
@@ -130,16 +138,116 @@ static void test_refiner_design_free_until_trained(void) {
     /* base first, then the refiner with another design: accepted while the refiner has no steps */
     CHECK(train("later", "--stage base --set refiner.steps=2") == 0);
     CHECK(train("later", "--stage refiner --set refiner.steps=2 --set refiner.res_blocks=2") == 0);
-    char path[1400];
-    snprintf(path, sizeof path, "%s/runs/later/model.safetensors", g_tmp);
-    drdc_st_file *f = NULL;
-    CHECK_OK(drdc_st_open(&f, path));
+    drdc_st_file *f = open_run_model("later");
     /* with 2 res blocks per level, input block 2 is a ResBlock (with 1 it would be a downsample) */
     CHECK(f && drdc_st_find(f, "refiner.input_blocks.2.0.in_layers.0.weight") != NULL);
     drdc_st_close(f);
     /* once trained, the design is fixed: a resume that changes it is refused, naming the key */
     CHECK(train("full", "--resume --set refiner.steps=5 --set refiner.res_blocks=2") == 2);
     CHECK(test_system("grep -q 'refiner.res_blocks' '%s/full.log'", g_tmp) == 0);
+}
+
+/* The ablation without model conditioning: the U-Net takes x_t alone (3 input channels), trains,
+ * and its model evaluates with DRDC. */
+static void test_unconditioned_refiner(void) {
+    CHECK(train("uncond", "--set refiner.steps=2 --set refiner.model_conditioning=false") == 0);
+    drdc_st_file *f = open_run_model("uncond");
+    const drdc_st_tensor *w = f ? drdc_st_find(f, "refiner.input_blocks.0.0.weight") : NULL;
+    CHECK(w && w->ndim == 4 && w->shape[1] == 3);
+    drdc_st_close(f);
+    int rc = test_system("cd '%s' && '%s' eval --model runs/uncond/model.safetensors --data-root '%s' --method drdc "
+                         ">uncond_eval.log 2>&1", g_tmp, test_drdc_bin(), g_data);
+    CHECK(rc == 0);
+    if (rc) test_system("cat '%s/uncond_eval.log'", g_tmp);
+}
+
+/* eval --set changes inference keys and recalibrates; --every evaluates a subset; keys that
+ * describe the trained networks, and invalid values, are usage errors naming the key. */
+static void test_eval_overrides(void) {
+    int rc = test_system("cd '%s' && '%s' eval --data-root '%s' --method drdc --set infer.steps=1 --set infer.alpha=0.5 "
+                         "--set infer.base_scales=1,0.5 --calib-images 2 --every 2 >set.log 2>&1", g_tmp,
+                         test_drdc_bin(), g_data);
+    CHECK(rc == 0);
+    if (rc) test_system("cat '%s/set.log'", g_tmp);
+    CHECK(test_system("grep -q 'recalibrated with the --set values on 2 validation images' '%s/set.log'", g_tmp) == 0);
+    CHECK(test_system("grep -q -- '--every 2: a subset' '%s/set.log'", g_tmp) == 0);
+    rc = test_system("cd '%s' && '%s' eval --data-root '%s' --set base.hidden=8 >bad1.log 2>&1", g_tmp, test_drdc_bin(),
+                     g_data);
+    CHECK(rc == 2);
+    CHECK(test_system("grep -q 'base.hidden=8: only infer' '%s/bad1.log'", g_tmp) == 0);
+    rc = test_system("cd '%s' && '%s' eval --data-root '%s' --set infer.filter=4 >bad2.log 2>&1", g_tmp, test_drdc_bin(),
+                     g_data);
+    CHECK(rc == 2);
+    CHECK(test_system("grep -q 'infer.filter 4 must be odd' '%s/bad2.log'", g_tmp) == 0);
+}
+
+/* infer.base_scales (Table 5's multi-scale base map): [1] is UniAD's map; [0.5] is
+ * Up(||Down(f) - Down(f^)||) with Down = 2x2 area, checked against a host computation; [1, 0.5]
+ * is their mean. */
+static void test_base_scales(void) {
+    char path[1400];
+    snprintf(path, sizeof path, "%s/runs/full/model.safetensors", g_tmp);
+    drdc_model m;
+    const dt_device cpu = {DT_CPU, 0};
+    if (drdc_model_load(&m, path, cpu)) {
+        CHECK(!"model loads");
+        return;
+    }
+    const int S = m.cfg.data.image_size, B = 2;
+    float *px = malloc(sizeof(float) * B * 3 * S * S);
+    for (int i = 0; px && i < B * 3 * S * S; i++) px[i] = (float)((i * 7919) % 1000) / 999.0f;
+    dt_tensor img = NULL, maps[3] = {NULL, NULL, NULL}, scores[3] = {NULL, NULL, NULL};
+    CHECK_OK(dt_from_host(&img, px, DT_F32, (const int64_t[4]){B, 3, S, S}, 4, cpu));
+    const long before = dt_live_handles();
+    const char *sets[3] = {"infer.base_scales=1", "infer.base_scales=0.5", "infer.base_scales=1,0.5"};
+    for (int k = 0; k < 3; k++) {
+        CHECK_OK(drdc_config_set(&m.cfg, sets[k]));
+        CHECK_OK(drdc_model_base(&maps[k], &scores[k], &m, img));
+    }
+    CHECK(dt_live_handles() == before + 6);
+    /* host reference for scale 0.5 */
+    dt_tensor feats = NULL, rec = NULL, low = NULL, up = NULL;
+    CHECK_OK(drdc_backbone_features(&feats, &m.backbone, img));
+    CHECK_OK(drdc_uniad_forward(&rec, &m.base, feats, 0, NULL));
+    int64_t fs[4] = {0};
+    CHECK_OK(dt_shape(fs, 4, feats));
+    const int64_t C = fs[1], h = fs[2], w = fs[3], h2 = h / 2, w2 = w / 2;
+    float *f = test_host_copy(feats), *r = test_host_copy(rec), *l = malloc(sizeof(float) * B * h2 * w2);
+    for (int64_t b = 0; f && r && l && b < B; b++)
+        for (int64_t y = 0; y < h2; y++)
+            for (int64_t x = 0; x < w2; x++) {
+                double ss = 0;
+                for (int64_t c = 0; c < C; c++) {
+                    double d = 0;
+                    for (int dy = 0; dy < 2; dy++)
+                        for (int dx = 0; dx < 2; dx++) {
+                            size_t o = (size_t)(((b * C + c) * h + 2 * y + dy) * w + 2 * x + dx);
+                            d += (double)f[o] - r[o];
+                        }
+                    ss += (d / 4) * (d / 4);
+                }
+                l[(b * h2 + y) * w2 + x] = (float)sqrt(ss);
+            }
+    CHECK_OK(dt_from_host(&low, l, DT_F32, (const int64_t[4]){B, 1, h2, w2}, 4, cpu));
+    CHECK_OK(dt_interpolate(&up, low, S, S, DT_INTERP_BILINEAR_AC));
+    float *m1 = test_host_copy(maps[0]), *m05 = test_host_copy(maps[1]), *mm = test_host_copy(maps[2]);
+    float *ref = test_host_copy(up);
+    double d_ref = 0, d_mean = 0, d_scales = 0;
+    for (int64_t i = 0; m1 && m05 && mm && ref && i < (int64_t)B * S * S; i++) {
+        d_ref = fmax(d_ref, fabs((double)m05[i] - ref[i]));
+        d_mean = fmax(d_mean, fabs((double)mm[i] - 0.5 * ((double)m1[i] + m05[i])));
+        d_scales = fmax(d_scales, fabs((double)m1[i] - m05[i]));
+    }
+    printf("  base_scales: |[0.5] - host| %.3e, |[1,0.5] - mean| %.3e, |[1] - [0.5]| %.3e (features %lldx%lld)\n",
+           d_ref, d_mean, d_scales, (long long)h, (long long)w);
+    CHECK(d_ref < 1e-4 && d_mean < 1e-5 && d_scales > 1e-3);
+    free(px); free(f); free(r); free(l); free(m1); free(m05); free(mm); free(ref);
+    dt_free(feats); dt_free(rec); dt_free(low); dt_free(up); dt_free(img);
+    for (int k = 0; k < 3; k++) {
+        dt_free(maps[k]);
+        dt_free(scores[k]);
+    }
+    drdc_model_free(&m);
 }
 
 int main(void) {
@@ -159,5 +267,8 @@ int main(void) {
     RUN(test_infer_folder_writes_scores);
     RUN(test_refiner_resume_matches);
     RUN(test_refiner_design_free_until_trained);
+    RUN(test_unconditioned_refiner);
+    RUN(test_eval_overrides);
+    RUN(test_base_scales);
     return test_summary();
 }

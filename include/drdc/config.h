@@ -80,6 +80,9 @@ typedef struct drdc_infer_config {    /* test-time conditioning and fusion (pape
     int grids[DRDC_MAX_LIST];         /* cell sizes n in pixels; default 8,16 */
     int n_scales;
     double scales[DRDC_MAX_LIST];     /* default 1,0.5,0.25; each in (0,1] */
+    int n_base_scales;
+    double base_scales[DRDC_MAX_LIST]; /* scales of the base map (Table 5's "multi-scale in the base map"):
+                                        * mean of Up(||Down_s(f) - Down_s(f^)||_2); default [1] = UniAD's map */
     int filter;                       /* mean filter f; default 7; odd */
     double alpha;                     /* weight of the diffusion map; default 0.9, in [0,1] */
     int pool;                         /* image-score average pool p; default 16 */

@@ -86,6 +86,10 @@ drdc_status drdc_dataset_open_config(drdc_dataset *ds, const drdc_data_config *c
 
 void drdc_dataset_free(drdc_dataset *ds);   /* safe on a zeroed struct; leaves it zeroed */
 
+/* Keeps only test images 0, k, 2k, ... of each category (in dataset order: good first, then each
+ * defect type, so both shares are kept about evenly); updates the counts. k >= 1 (1: no change). */
+void drdc_dataset_keep_every(drdc_dataset *ds, int k);
+
 /* Index of the category called `name`, or -1. */
 int drdc_dataset_find_category(const drdc_dataset *ds, const char *name);
 

@@ -71,7 +71,9 @@ drdc_status drdc_model_load(drdc_model *m, const char *path, dt_device dev);
 drdc_status drdc_model_load_st(drdc_model *m, const drdc_st_file *f, dt_device dev);
 
 /* Base stage on a batch: images [B,3,S,S] in [0,1] on m->dev -> map [B,1,S,S] (H_base, eq. 2,
- * bilinear align_corners = true up to S as UniAD) and score [B] (max of the p x p average pool). */
+ * bilinear align_corners = true up to S as UniAD; with infer.base_scales other than [1], the mean
+ * over the scales s of Up(||Down_s(f) - Down_s(f^)||_2), Down = area) and score [B] (max of the
+ * p x p average pool). */
 drdc_status drdc_model_base(dt_tensor *map, dt_tensor *score, const drdc_model *m, dt_tensor images);
 
 /* Full DRDC on a batch: images [B,3,R,R] in [0,1] on m->dev with R = refiner.image_size ->
