@@ -4,6 +4,7 @@
 #include "drdc/dataset.h"
 #include "drdc/eval.h"
 #include "drdc/fsutil.h"
+#include "drdc/fusion.h"
 #include "drdc/loader.h"
 #include "drdc/model.h"
 #include "drdc/npy.h"
@@ -25,7 +26,8 @@ static const drdc_option OPTIONS[] = {
     {"--dataset", "KIND", DRDC_OPT_STRING, &A.dataset, "mvtec | mpdd | btad | visa | folder", "the model's", 0, 0},
     {"--data-root", "DIR", DRDC_OPT_STRING, &A.data_root, "dataset root", "the model's data.root", 0, 0},
     {"--categories", "LIST", DRDC_OPT_STRING, &A.categories, "comma-separated categories", "all", 0, 0},
-    {"--method", "M", DRDC_OPT_STRING, &A.method, "base | drdc | both", "both", 0, 0},
+    {"--method", "M", DRDC_OPT_STRING, &A.method,
+     "base | drdc | both | all (all: base, the diffusion map alone (eqs. 14-16) and drdc)", "both", 0, 0},
     {"--maps", "DIR", DRDC_OPT_STRING, &A.maps,
      "score maps made elsewhere: DIR/<category>/<defect>/<image stem>.npy (float32, original size)", NULL, 0, 0},
     {"--eval-size", "N", DRDC_OPT_INT, &A.eval_size,
@@ -112,8 +114,12 @@ static drdc_status run_eval(const char *kind, const char *root, const drdc_data_
     if (ds.n_skipped)
         fprintf(stderr, "warning: skipped %d files that are not PNG/JPEG/BMP images, e.g. %s\n", ds.n_skipped,
                 ds.first_skipped);
-    printf("evaluating %s on %s (%s layout), %d categories, maps compared at %s\n", n_methods > 1 ? "base and drdc" : methods[0],
-           ds.root, ds.layout, ds.n_categories, A.eval_size ? "--eval-size" : "each image's original size");
+    char names[256] = "";
+    for (int k = 0; k < n_methods; k++)
+        snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", k ? (k + 1 < n_methods ? ", " : " and ") : "",
+                 methods[k]);
+    printf("evaluating %s on %s (%s layout), %d categories, maps compared at %s\n", names, ds.root, ds.layout,
+           ds.n_categories, A.eval_size ? "--eval-size" : "each image's original size");
     fflush(stdout);
     drdc_eval_options o = {A.eval_size, A.dump_maps, A.vis, vis_lo, vis_hi, 0};
     drdc_eval_result r;
@@ -137,15 +143,19 @@ static drdc_status eval_maps(void) {
 
 /* --model: the maps of one category's test images are computed in batches the first time one of
  * them is asked for, and kept until the next category. Methods: "base" (UniAD's map at
- * data.image_size) and/or "drdc" (the fused map at refiner.image_size). */
+ * data.image_size), "diffusion" (the diffusion map of eqs. 14-16 alone; its image score is the
+ * same pooled maximum) and "drdc" (the fused map), the last two at refiner.image_size. */
+enum { SRC_BASE, SRC_DIFF, SRC_DRDC, N_SRC };
+static const char *const SRC_NAMES[N_SRC] = {"base", "diffusion", "drdc"};
+
 typedef struct model_source {
     const drdc_model *m;
-    int want_base, want_drdc;
-    int size;           /* maps are size x size */
-    int category;       /* category cached, -1 none */
-    float *maps[2];     /* [n][size*size] per method (base, drdc) */
-    float *scores[2];   /* [n] */
-    dt_generator gen;   /* inpainting draws: one stream over the whole evaluation */
+    int want[N_SRC];
+    int size;              /* maps are size x size */
+    int category;          /* category cached, -1 none */
+    float *maps[N_SRC];    /* [n][size*size] per method */
+    float *scores[N_SRC];  /* [n] */
+    dt_generator gen;      /* inpainting draws: one stream over the whole evaluation */
 } model_source;
 
 static drdc_status fill_category(model_source *ms, const drdc_dataset *ds, int c) {
@@ -153,9 +163,11 @@ static drdc_status fill_category(model_source *ms, const drdc_dataset *ds, int c
     int S = ms->size, n = cat->n_test;
     size_t plane = (size_t)S * S;
     ms->category = -1;
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < N_SRC; k++) {
         free(ms->maps[k]);
         free(ms->scores[k]);
+        ms->maps[k] = ms->scores[k] = NULL;
+        if (!ms->want[k]) continue;
         ms->maps[k] = malloc(sizeof(float) * (size_t)n * plane);
         ms->scores[k] = malloc(sizeof(float) * (size_t)n);
         if (!ms->maps[k] || !ms->scores[k]) return drdc_fail(DRDC_ERR_NOMEM, "out of memory for %d maps", n);
@@ -171,22 +183,25 @@ static drdc_status fill_category(model_source *ms, const drdc_dataset *ds, int c
     const drdc_batch *b;
     while (!st && !(st = drdc_loader_next(ld, &b)) && b) {
         const int64_t shape[4] = {b->n, 3, S, S};
-        dt_tensor host = NULL, images = NULL, out[4] = {NULL, NULL, NULL, NULL};   /* base map, score, drdc map, score */
+        dt_tensor host = NULL, images = NULL, out[2 * N_SRC] = {NULL};   /* map, score per method */
         st = dt_from_host(&host, b->images, DT_F32, shape, 4, (dt_device){DT_CPU, 0});
         if (!st) st = dt_to_device(&images, host, ms->m->dev);
-        if (!st && ms->want_drdc)
-            st = drdc_model_drdc(&out[2], &out[3], &out[0], &out[1], NULL, ms->m, images, 0, ms->gen, NULL);
-        else if (!st)
-            st = drdc_model_base(&out[0], &out[1], ms->m, images);
+        if (!st && (ms->want[SRC_DRDC] || ms->want[SRC_DIFF])) {
+            st = drdc_model_drdc(&out[2 * SRC_DRDC], &out[2 * SRC_DRDC + 1], &out[2 * SRC_BASE], &out[2 * SRC_BASE + 1],
+                                 &out[2 * SRC_DIFF], ms->m, images, 0, ms->gen, NULL);
+            if (!st) st = drdc_fusion_image_score(&out[2 * SRC_DIFF + 1], out[2 * SRC_DIFF], ms->m->cfg.infer.pool);
+        } else if (!st) {
+            st = drdc_model_base(&out[2 * SRC_BASE], &out[2 * SRC_BASE + 1], ms->m, images);
+        }
         int first = b->index[0];   /* unshuffled: the batch holds samples first .. first + n - 1 */
-        for (int k = 0; !st && k < 2; k++) {
-            if (!out[2 * k]) continue;
+        for (int k = 0; !st && k < N_SRC; k++) {
+            if (!ms->want[k] || !out[2 * k]) continue;
             st = dt_copy_to_host(out[2 * k], ms->maps[k] + (size_t)first * plane, sizeof(float) * b->n * plane);
             if (!st) st = dt_copy_to_host(out[2 * k + 1], ms->scores[k] + first, sizeof(float) * (size_t)b->n);
         }
         dt_free(host);
         dt_free(images);
-        for (int k = 0; k < 4; k++) dt_free(out[k]);
+        for (int k = 0; k < 2 * N_SRC; k++) dt_free(out[k]);
     }
     drdc_loader_free(ld);
     if (!st) ms->category = c;
@@ -202,8 +217,8 @@ static drdc_status model_source_fn(void *ctx, const drdc_dataset *ds, const drdc
         if (st) return st;
     }
     int i = (int)(s - ds->categories[s->category].test), m = 0;
-    for (int k = 0; k < 2; k++) {
-        if (!(k == 0 ? ms->want_base : ms->want_drdc)) continue;
+    for (int k = 0; k < N_SRC; k++) {
+        if (!ms->want[k]) continue;
         drdc_status st = drdc_image_alloc(&maps[m], S, S, 1);
         if (st) return st;
         memcpy(maps[m].data, ms->maps[k] + (size_t)i * S * S, sizeof(float) * (size_t)S * S);
@@ -258,33 +273,36 @@ static drdc_status eval_model(const drdc_runtime *rt) {
     const char *method = A.method ? A.method : (m.refiner_steps > 0 ? "both" : "base");
     printf("model %s: %s backbone (%s), base %d epochs, refiner %d steps\n", path, m.cfg.backbone.arch,
            m.backbone_pretrained ? "pretrained" : "RANDOM", m.base_epochs, m.refiner_steps);
-    model_source ms = {&m, strcmp(method, "drdc") != 0, strcmp(method, "base") != 0, 0, -1, {NULL, NULL},
-                       {NULL, NULL}, NULL};
-    if (ms.want_drdc && m.refiner_steps <= 0) {
+    model_source ms = {&m, {0}, 0, -1, {NULL}, {NULL}, NULL};
+    int all = strcmp(method, "all") == 0;
+    ms.want[SRC_BASE] = all || strcmp(method, "drdc") != 0;
+    ms.want[SRC_DIFF] = all;
+    ms.want[SRC_DRDC] = all || strcmp(method, "base") != 0;
+    if (ms.want[SRC_DRDC] && m.refiner_steps <= 0) {
         drdc_model_free(&m);
         return drdc_fail(DRDC_ERR_INPUT, "--method %s needs the diffusion refiner, and %s has none (train stage 2, or "
                          "use --method base)", method, path);
     }
-    ms.size = ms.want_drdc ? m.cfg.refiner.image_size : m.cfg.data.image_size;
+    ms.size = ms.want[SRC_DRDC] ? m.cfg.refiner.image_size : m.cfg.data.image_size;
     st = dt_generator_new(&ms.gen, (uint64_t)m.cfg.train.seed + 7);
-    const char *methods[2];
-    double lo[2], hi[2];   /* the calibrated colour range of each method's maps */
+    /* the calibrated colour range of each method's maps; the diffusion map has no threshold of its
+     * own: its mean to mean + 6 std over the validation images (train.c's rule without one) */
+    const double src_lo[N_SRC] = {m.stats.score_lo, m.stats.diff_mean, m.stats.drdc_lo};
+    const double src_hi[N_SRC] = {m.stats.score_hi, m.stats.diff_mean + 6.0 * m.stats.diff_std, m.stats.drdc_hi};
+    const char *methods[N_SRC];
+    double lo[N_SRC], hi[N_SRC];
     int n_methods = 0;
-    if (ms.want_base) {
-        lo[n_methods] = m.stats.score_lo;
-        hi[n_methods] = m.stats.score_hi;
-        methods[n_methods++] = "base";
-    }
-    if (ms.want_drdc) {
-        lo[n_methods] = m.stats.drdc_lo;
-        hi[n_methods] = m.stats.drdc_hi;
-        methods[n_methods++] = "drdc";
+    for (int k = 0; k < N_SRC; k++) {
+        if (!ms.want[k]) continue;
+        lo[n_methods] = src_lo[k];
+        hi[n_methods] = src_hi[k];
+        methods[n_methods++] = SRC_NAMES[k];
     }
     if (!st)
         st = run_eval(A.dataset ? A.dataset : m.cfg.data.dataset, A.data_root ? A.data_root : m.cfg.data.root,
                       &m.cfg.data, n_methods, methods, model_source_fn, &ms, m.stats.ready ? lo : NULL,
                       m.stats.ready ? hi : NULL);
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < N_SRC; k++) {
         free(ms.maps[k]);
         free(ms.scores[k]);
     }
@@ -302,8 +320,9 @@ int drdc_cmd_eval(int argc, char **argv) {
         drdc_cli_print_help(stdout, &SPEC);
         return 0;
     }
-    if (A.method && strcmp(A.method, "base") && strcmp(A.method, "drdc") && strcmp(A.method, "both"))
-        return drdc_cli_report("eval", drdc_fail(DRDC_ERR_USAGE, "--method must be base, drdc or both, not '%s'",
+    if (A.method && strcmp(A.method, "base") && strcmp(A.method, "drdc") && strcmp(A.method, "both") &&
+        strcmp(A.method, "all"))
+        return drdc_cli_report("eval", drdc_fail(DRDC_ERR_USAGE, "--method must be base, drdc, both or all, not '%s'",
                                                  A.method));
     if (A.maps && A.model)
         return drdc_cli_report("eval", drdc_fail(DRDC_ERR_USAGE, "give --model or --maps, not both"));

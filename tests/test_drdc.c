@@ -161,16 +161,25 @@ static void test_unconditioned_refiner(void) {
     if (rc) test_system("cat '%s/uncond_eval.log'", g_tmp);
 }
 
-/* eval --set changes inference keys and recalibrates; --every evaluates a subset; keys that
- * describe the trained networks, and invalid values, are usage errors naming the key. */
+/* eval --set changes inference keys and recalibrates; --every evaluates a subset; --method all
+ * adds the diffusion map alone; keys that describe the trained networks, and invalid values, are
+ * usage errors naming the key. */
 static void test_eval_overrides(void) {
-    int rc = test_system("cd '%s' && '%s' eval --data-root '%s' --method drdc --set infer.steps=1 --set infer.alpha=0.5 "
-                         "--set infer.base_scales=1,0.5 --calib-images 2 --every 2 >set.log 2>&1", g_tmp,
+    int rc = test_system("cd '%s' && '%s' eval --data-root '%s' --method all --set infer.steps=1 --set infer.alpha=0.5 "
+                         "--set infer.base_scales=1,0.5 --calib-images 2 --every 2 --vis vis >set.log 2>&1", g_tmp,
                          test_drdc_bin(), g_data);
     CHECK(rc == 0);
     if (rc) test_system("cat '%s/set.log'", g_tmp);
     CHECK(test_system("grep -q 'recalibrated with the --set values on 2 validation images' '%s/set.log'", g_tmp) == 0);
     CHECK(test_system("grep -q -- '--every 2: a subset' '%s/set.log'", g_tmp) == 0);
+    CHECK(test_system("grep -A4 'Pixel AUROC' '%s/set.log' | grep -q '^diffusion'", g_tmp) == 0);
+    /* a panel per image: image, truth and the three maps side by side: 5 panels of 256 x 256 px
+     * (the 64 px images scaled to 256 px high) with 4 px gaps */
+    char vis[1400];
+    snprintf(vis, sizeof vis, "%s/vis/weave/good/000.png", g_tmp);
+    int w = 0, h = 0;
+    CHECK_OK(drdc_image_probe(vis, &w, &h));
+    CHECK(w == 5 * 256 + 4 * 4 && h == 256);
     rc = test_system("cd '%s' && '%s' eval --data-root '%s' --set base.hidden=8 >bad1.log 2>&1", g_tmp, test_drdc_bin(),
                      g_data);
     CHECK(rc == 2);
