@@ -8,6 +8,7 @@
 #include "drdc/loader.h"
 #include "drdc/model.h"
 #include "drdc/npy.h"
+#include "drdc/progress.h"
 #include "drdc/runtime.h"
 #include "drdc/train.h"
 
@@ -181,6 +182,12 @@ static drdc_status fill_category(model_source *ms, const drdc_dataset *ds, int c
     drdc_status st = drdc_loader_create(&ld, cat->test, cat->n_test, &lo);
     if (!st) st = drdc_loader_start_epoch(ld, 0);
     const drdc_batch *b;
+    /* the category's maps come first, in batches: their own progress line (DRDC takes minutes) */
+    char label[320];
+    snprintf(label, sizeof label, "maps of %s", cat->name);
+    drdc_progress prog;
+    drdc_progress_begin(&prog, label, n, 0);
+    int n_done = 0;
     while (!st && !(st = drdc_loader_next(ld, &b)) && b) {
         const int64_t shape[4] = {b->n, 3, S, S};
         dt_tensor host = NULL, images = NULL, out[2 * N_SRC] = {NULL};   /* map, score per method */
@@ -202,7 +209,10 @@ static drdc_status fill_category(model_source *ms, const drdc_dataset *ds, int c
         dt_free(host);
         dt_free(images);
         for (int k = 0; k < 2 * N_SRC; k++) dt_free(out[k]);
+        n_done += b->n;
+        if (!st) drdc_progress_update(&prog, n_done, NULL);
     }
+    drdc_progress_end(&prog);
     drdc_loader_free(ld);
     if (!st) ms->category = c;
     return st;
