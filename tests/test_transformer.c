@@ -43,49 +43,6 @@ static drdc_base_config tiny_config(double dropout) {
     return c;
 }
 
-
-
-
-
-/* Relative error max|got - want| / max|want| over n values, printed; CHECKed against tol. */
-static double compare_arrays(const char *label, const float *got, const float *want, int64_t n, double tol) {
-    double maxdiff = 0.0, maxref = 0.0;
-    int finite = 1;
-    for (int64_t i = 0; i < n; i++) {
-        if (!isfinite(got[i])) finite = 0;
-        double d = fabs((double)got[i] - (double)want[i]);
-        if (d > maxdiff || isnan(d)) maxdiff = d;
-        if (fabs((double)want[i]) > maxref) maxref = fabs((double)want[i]);
-    }
-    double rel = maxref > 0 ? maxdiff / maxref : maxdiff;
-    printf("  %-62s max|diff| %.3e  max|ref| %.3e  rel %.3e\n", label, maxdiff, maxref, rel);
-    CHECK(finite);
-    CHECK(rel < tol);
-    return rel;
-}
-
-/* Compares a tensor with the file's tensor `name` (shape, then values). */
-static double compare_tensor(const char *label, dt_tensor got, const drdc_st_file *f, const char *name, double tol) {
-    const drdc_st_tensor *want = NULL;
-    CHECK_OK(drdc_st_get(f, name, &want));
-    CHECK(got != NULL);
-    if (!want || !got) return INFINITY;
-    int64_t shape[8] = {0};
-    if (dt_ndim(got) != want->ndim) {
-        fprintf(stderr, "  %s: rank %d, the twin's %s has rank %d\n", label, dt_ndim(got), name, want->ndim);
-        CHECK(dt_ndim(got) == want->ndim);
-        return INFINITY;
-    }
-    CHECK_OK(dt_shape(shape, 8, got));
-    for (int d = 0; d < want->ndim; d++) CHECK(shape[d] == want->shape[d]);
-    float *g = test_host_copy(got), *w = test_st_floats(want);
-    double rel = INFINITY;
-    if (g && w) rel = compare_arrays(label, g, w, want->numel, tol);
-    free(g);
-    free(w);
-    return rel;
-}
-
 /* Builds the tiny model and loads the twin's weights into it (strict: the names match UniAD's
  * state dict both ways). Returns 0 on success. */
 static int load_twin_model(drdc_uniad *m, drdc_st_file **f) {
@@ -142,8 +99,8 @@ static void test_eval_forward_matches_twin(void) {
     CHECK_OK(drdc_uniad_forward(&rec, &m, x, 0, NULL));
     if (rec) CHECK_OK(drdc_uniad_anomaly_map(&map, rec, x));
     dt_set_grad_enabled(prev);
-    compare_tensor("eval reconstruction", rec, f, "out.rec_eval", REL_TOL);
-    compare_tensor("anomaly map [B,1,h,w]", map, f, "out.map_eval", REL_TOL);
+    test_compare_tensor("eval reconstruction", rec, f, "out.rec_eval", REL_TOL);
+    test_compare_tensor("anomaly map [B,1,h,w]", map, f, "out.map_eval", REL_TOL);
     dt_free(x);
     dt_free(rec);
     dt_free(map);
@@ -169,8 +126,8 @@ static void test_train_loss_and_grads_match_twin(void) {
     drdc_st_file *f;
     if (load_twin_model(&m, &f)) return;
     dt_tensor rec = NULL, loss = train_step_loss(&m, f, &rec);
-    compare_tensor("training reconstruction (jitter given)", rec, f, "out.rec_train", REL_TOL);
-    compare_tensor("training loss", loss, f, "out.loss_train", REL_TOL);
+    test_compare_tensor("training reconstruction (jitter given)", rec, f, "out.rec_train", REL_TOL);
+    test_compare_tensor("training loss", loss, f, "out.loss_train", REL_TOL);
     int compared = 0;
     for (int i = 0; i < m.params.n; i++) {
         char name[600], label[600];
@@ -180,7 +137,7 @@ static void test_train_loss_and_grads_match_twin(void) {
         CHECK_OK(dt_grad(&g, m.params.tensors[i]));
         CHECK(g != NULL);
         if (g) {
-            compare_tensor(label, g, f, name, REL_TOL);
+            test_compare_tensor(label, g, f, name, REL_TOL);
             compared++;
         }
         dt_free(g);
@@ -224,7 +181,7 @@ static void test_adamw_step_matches_twin(void) {
         snprintf(name, sizeof name, "step1.%s", m.params.names[i]);
         snprintf(before, sizeof before, "param.%s", m.params.names[i]);
         snprintf(label, sizeof label, "after AdamW: %s", m.params.names[i]);
-        compare_tensor(label, m.params.tensors[i], f, name, REL_TOL);
+        test_compare_tensor(label, m.params.tensors[i], f, name, REL_TOL);
         /* the update itself (new - old), which is ~1e-4 of the weights, must match too */
         const drdc_st_tensor *a = drdc_st_find(f, before), *b = drdc_st_find(f, name);
         CHECK(a && b);

@@ -42,10 +42,6 @@ static drdc_refiner_config twin_config(double dropout) {
     return c;
 }
 
-
-
-
-
 /* The twin's timesteps (stored as exact float values) as an i64 [B] tensor. */
 static dt_tensor twin_timesteps_i64(const drdc_st_file *f) {
     const drdc_st_tensor *t = NULL;
@@ -61,51 +57,6 @@ static dt_tensor twin_timesteps_i64(const drdc_st_file *f) {
     free(v);
     free(iv);
     return out;
-}
-
-/* Relative error max|got - want| / max|want| over n values, printed; CHECKed against tol. */
-static double compare_arrays(const char *label, const float *got, const float *want, int64_t n, double tol) {
-    double maxdiff = 0.0, maxref = 0.0;
-    int finite = 1;
-    for (int64_t i = 0; i < n; i++) {
-        if (!isfinite(got[i])) finite = 0;
-        double d = fabs((double)got[i] - (double)want[i]);
-        if (d > maxdiff || isnan(d)) maxdiff = d;
-        if (fabs((double)want[i]) > maxref) maxref = fabs((double)want[i]);
-    }
-    double rel = maxref > 0 ? maxdiff / maxref : maxdiff;
-    printf("  %-58s max|diff| %.3e  max|ref| %.3e  rel %.3e\n", label, maxdiff, maxref, rel);
-    CHECK(finite);
-    CHECK(rel < tol);
-    return rel;
-}
-
-/* Compares a tensor with the file's tensor `name` (shape, then values); the reference must not
- * be all zero (a zero reference would let a broken path pass). */
-static double compare_tensor(const char *label, dt_tensor got, const drdc_st_file *f, const char *name, double tol) {
-    const drdc_st_tensor *want = NULL;
-    CHECK_OK(drdc_st_get(f, name, &want));
-    CHECK(got != NULL);
-    if (!want || !got) return INFINITY;
-    int64_t shape[8] = {0};
-    if (dt_ndim(got) != want->ndim) {
-        fprintf(stderr, "  %s: rank %d, the twin's %s has rank %d\n", label, dt_ndim(got), name, want->ndim);
-        CHECK(dt_ndim(got) == want->ndim);
-        return INFINITY;
-    }
-    CHECK_OK(dt_shape(shape, 8, got));
-    for (int d = 0; d < want->ndim; d++) CHECK(shape[d] == want->shape[d]);
-    float *g = test_host_copy(got), *w = test_st_floats(want);
-    double rel = INFINITY;
-    if (g && w) {
-        double maxref = 0.0;
-        for (int64_t i = 0; i < want->numel; i++) maxref = fmax(maxref, fabs((double)w[i]));
-        CHECK(maxref > 0.0);
-        rel = compare_arrays(label, g, w, want->numel, tol);
-    }
-    free(g);
-    free(w);
-    return rel;
 }
 
 static double max_abs_diff(dt_tensor a, dt_tensor b) {
@@ -170,10 +121,10 @@ static void test_unconditioned_matches_twin(void) {
     CHECK_OK(drdc_unet_forward(&eps, &u, x_t, t, NULL, 1, NULL));   /* cond may be NULL */
     if (eps) CHECK_OK(dt_mse_loss(&loss, eps, target));
     if (loss) CHECK_OK(dt_backward(loss));
-    compare_tensor("eps, no model conditioning [B,3,16,16]", eps, f, "out.eps", REL_TOL);
-    compare_tensor("MSE loss, no model conditioning", loss, f, "out.loss", REL_TOL);
+    test_compare_tensor("eps, no model conditioning [B,3,16,16]", eps, f, "out.eps", REL_TOL);
+    test_compare_tensor("MSE loss, no model conditioning", loss, f, "out.loss", REL_TOL);
     CHECK_OK(dt_grad(&gr, drdc_params_get(&u.params, "input_blocks.0.0.weight")));
-    compare_tensor("d/d input_blocks.0.0.weight [32,3,3,3]", gr, f, "grad.input_blocks.0.0.weight", REL_TOL);
+    test_compare_tensor("d/d input_blocks.0.0.weight [32,3,3,3]", gr, f, "grad.input_blocks.0.0.weight", REL_TOL);
     CHECK_OK(drdc_unet_eps(&eps_c, &u, x_t, t, cond));             /* a condition changes nothing */
     if (eps && eps_c) CHECK(max_abs_diff(eps, eps_c) == 0.0);
     dt_free(eps); dt_free(eps_c); dt_free(loss); dt_free(gr);
@@ -189,7 +140,7 @@ static void test_timestep_embedding_matches_twin(void) {
     if (!f) return;
     dt_tensor t = twin_timesteps_i64(f), emb = NULL;
     CHECK_OK(drdc_unet_timestep_embedding(&emb, t, TW_CH, CPU));
-    compare_tensor("timestep_embedding(t, 32) [B,32]", emb, f, "out.temb", 1e-5);
+    test_compare_tensor("timestep_embedding(t, 32) [B,32]", emb, f, "out.temb", 1e-5);
     /* odd width: guided-diffusion appends a zero column */
     dt_tensor odd = NULL;
     CHECK_OK(drdc_unet_timestep_embedding(&odd, t, 7, CPU));
@@ -219,8 +170,8 @@ static void test_forward_loss_and_grads_match_twin(void) {
     CHECK_OK(drdc_unet_forward(&eps, &u, x_t, t, cond, 1, g));
     if (eps) CHECK_OK(dt_mse_loss(&loss, eps, target));
     if (loss) CHECK_OK(dt_backward(loss));
-    compare_tensor("eps [B,3,16,16]", eps, f, "out.eps", REL_TOL);
-    compare_tensor("MSE loss", loss, f, "out.loss", REL_TOL);
+    test_compare_tensor("eps [B,3,16,16]", eps, f, "out.eps", REL_TOL);
+    test_compare_tensor("MSE loss", loss, f, "out.loss", REL_TOL);
     /* A conv bias that feeds a GroupNorm with one channel per group (the 32-channel level: 32
      * groups of 32 channels) has a gradient of exactly 0 in exact arithmetic: the norm removes
      * any per-channel constant. Both sides then hold rounding noise (~1e-9), which is checked in
@@ -258,7 +209,7 @@ static void test_forward_loss_and_grads_match_twin(void) {
                 noise_only++;
             } else {
                 snprintf(label, sizeof label, "d/d %s", u.params.names[i]);
-                worst = fmax(worst, compare_tensor(label, gr, f, name, REL_TOL));
+                worst = fmax(worst, test_compare_tensor(label, gr, f, name, REL_TOL));
             }
             compared++;
         } else {
@@ -313,7 +264,7 @@ static void test_timestep_dtypes_and_callback(void) {
     CHECK(max_abs_diff(a, c) == 0.0);
     CHECK(max_abs_diff(a, d) == 0.0);
     CHECK(max_abs_diff(a, e) == 0.0);
-    compare_tensor("eval eps (no dropout)", a, f, "out.eps", REL_TOL);
+    test_compare_tensor("eval eps (no dropout)", a, f, "out.eps", REL_TOL);
     dt_free(x_t); dt_free(cond); dt_free(ti); dt_free(tf); dt_free(td);
     dt_free(a); dt_free(b); dt_free(c); dt_free(d); dt_free(e);
     drdc_st_close(f);
@@ -362,7 +313,7 @@ static void test_dropout_draws_from_generator(void) {
     CHECK(max_abs_diff(t1, t2) == 0.0);
     CHECK(max_abs_diff(t1, e1) > 1e-3);
     CHECK(max_abs_diff(t1, t3) > 1e-3);
-    compare_tensor("eval eps with dropout 0.3 configured", e1, f, "out.eps", REL_TOL);
+    test_compare_tensor("eval eps with dropout 0.3 configured", e1, f, "out.eps", REL_TOL);
     dt_free(x_t); dt_free(cond); dt_free(t);
     dt_free(e1); dt_free(e2); dt_free(t1); dt_free(t2); dt_free(t3);
     dt_generator_free(g1);

@@ -1,6 +1,7 @@
 /* testlib.c: see testlib.h. */
 #include "testlib.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -127,4 +128,46 @@ dt_tensor test_st_tensor(const drdc_st_file *f, const char *name) {
     if (buf) CHECK_OK(dt_from_host(&out, buf, DT_F32, t->shape, t->ndim, (dt_device){DT_CPU, 0}));
     free(buf);
     return out;
+}
+
+double test_compare_arrays(const char *label, const float *got, const float *want, int64_t n, double tol) {
+    double maxdiff = 0.0, maxref = 0.0;
+    int finite = 1;
+    for (int64_t i = 0; i < n; i++) {
+        if (!isfinite(got[i])) finite = 0;
+        double d = fabs((double)got[i] - (double)want[i]);
+        if (d > maxdiff || isnan(d)) maxdiff = d;
+        if (fabs((double)want[i]) > maxref) maxref = fabs((double)want[i]);
+    }
+    double rel = maxref > 0 ? maxdiff / maxref : maxdiff;
+    printf("  %-62s max|diff| %.3e  max|ref| %.3e  rel %.3e\n", label, maxdiff, maxref, rel);
+    CHECK(finite);
+    CHECK(rel < tol);
+    return rel;
+}
+
+double test_compare_tensor(const char *label, dt_tensor got, const drdc_st_file *f, const char *name, double tol) {
+    const drdc_st_tensor *want = NULL;
+    CHECK_OK(drdc_st_get(f, name, &want));
+    CHECK(got != NULL);
+    if (!want || !got) return INFINITY;
+    int64_t shape[8] = {0};
+    if (dt_ndim(got) != want->ndim) {
+        fprintf(stderr, "  %s: rank %d, the twin's %s has rank %d\n", label, dt_ndim(got), name, want->ndim);
+        CHECK(dt_ndim(got) == want->ndim);
+        return INFINITY;
+    }
+    CHECK_OK(dt_shape(shape, 8, got));
+    for (int d = 0; d < want->ndim; d++) CHECK(shape[d] == want->shape[d]);
+    float *g = test_host_copy(got), *w = test_st_floats(want);
+    double rel = INFINITY;
+    if (g && w) {
+        double maxref = 0.0;
+        for (int64_t i = 0; i < want->numel; i++) maxref = fmax(maxref, fabs((double)w[i]));
+        CHECK(maxref > 0.0);
+        rel = test_compare_arrays(label, g, w, want->numel, tol);
+    }
+    free(g);
+    free(w);
+    return rel;
 }

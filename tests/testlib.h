@@ -62,6 +62,12 @@ float *test_host_copy(dt_tensor t);
 float *test_st_floats(const drdc_st_tensor *t);
 /* A CPU f32 tensor holding the file's tensor `name` (a CHECK marks a missing one). */
 dt_tensor test_st_tensor(const drdc_st_file *f, const char *name);
+/* Relative error max|got - want| / max|want| over n values, printed under `label`; CHECKs that
+ * every value is finite and the error is below tol. */
+double test_compare_arrays(const char *label, const float *got, const float *want, int64_t n, double tol);
+/* Compares a tensor with the file's tensor `name`: rank, shape, then values as above. The
+ * reference must not be all zero (a zero reference would let a broken path pass). */
+double test_compare_tensor(const char *label, dt_tensor got, const drdc_st_file *f, const char *name, double tol);
 
 /* Runs a shell command; returns its exit status (or -1). */
 int test_system(const char *fmt, ...);
