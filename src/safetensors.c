@@ -2,6 +2,7 @@
  * message) and the atomic writer. See include/drdc/safetensors.h. */
 #define _POSIX_C_SOURCE 200809L
 #include "drdc/safetensors.h"
+#include "drdc/fsutil.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -776,61 +777,20 @@ drdc_status drdc_st_writer_write(drdc_st_writer *w, const char *path) {
     drdc_status st = build_header(w, path, &header, &hlen, &order);
     if (st) return st;
 
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 32);
-    if (!tmp) {
-        free(header);
-        free(order);
-        return drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory", path);
-    }
-    snprintf(tmp, plen + 32, "%s.tmp.%ld", path, (long)getpid());
-
-    FILE *fp = fopen(tmp, "wb");
-    if (!fp) {
-        st = drdc_fail(DRDC_ERR_IO, "%s: cannot create temporary file %s: %s", path, tmp, strerror(errno));
-        goto done;
-    }
+    drdc_atomic_file af;
+    st = drdc_atomic_open(&af, path);
+    if (st) goto done;
     unsigned char lenbuf[8];
     for (int i = 0; i < 8; i++) lenbuf[i] = (unsigned char)((uint64_t)hlen >> (8 * i));
-    int ok = write_all(fp, lenbuf, 8) && write_all(fp, header, hlen);
-    for (int k = 0; ok && k < w->n; k++) ok = write_all(fp, w->t[order[k]].data, w->t[order[k]].nbytes);
-    if (ok) ok = fflush(fp) == 0;
-    if (ok) ok = fsync(fileno(fp)) == 0;
-    int err = errno;
-    if (fclose(fp) != 0 && ok) {
-        ok = 0;
-        err = errno;
-    }
+    int ok = write_all(af.f, lenbuf, 8) && write_all(af.f, header, hlen);
+    for (int k = 0; ok && k < w->n; k++) ok = write_all(af.f, w->t[order[k]].data, w->t[order[k]].nbytes);
     if (!ok) {
-        st = drdc_fail(DRDC_ERR_IO, "%s: writing %s failed: %s", path, tmp, strerror(err));
-        unlink(tmp);
+        st = drdc_fail(DRDC_ERR_IO, "%s: writing %s failed: %s", path, af.tmp, strerror(errno));
+        drdc_atomic_abort(&af);
         goto done;
     }
-    if (rename(tmp, path) != 0) {
-        st = drdc_fail(DRDC_ERR_IO, "%s: cannot rename %s over it: %s", path, tmp, strerror(errno));
-        unlink(tmp);
-        goto done;
-    }
-    /* make the rename durable: fsync the folder (EINVAL: the filesystem cannot; nothing to do) */
-    char *dir = strdup(path);
-    if (!dir) {
-        st = drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory", path);
-        goto done;
-    }
-    char *slash = strrchr(dir, '/');
-    const char *dname = ".";
-    if (slash == dir) dname = "/";
-    else if (slash) {
-        *slash = '\0';
-        dname = dir;
-    }
-    int dfd = open(dname, O_RDONLY | O_DIRECTORY);
-    if (dfd < 0 || (fsync(dfd) != 0 && errno != EINVAL))
-        st = drdc_fail(DRDC_ERR_IO, "%s: written, but cannot fsync folder %s: %s", path, dname, strerror(errno));
-    if (dfd >= 0) close(dfd);
-    free(dir);
+    st = drdc_atomic_commit(&af);   /* flush, fsync, rename over path, fsync the folder */
 done:
-    free(tmp);
     free(header);
     free(order);
     return st;
