@@ -139,16 +139,22 @@ void drdc_eval_map_path(char *out, size_t cap, const char *dir, const char *meth
         snprintf(out, cap, "%s/%s/%s/%s.npy", dir, category, s->defect, stem);
 }
 
+/* Writes a map as .npy at the image's original size (the layout and size --maps reads). */
 static drdc_status dump_map(const drdc_eval_options *o, int several, const char *method, const char *category,
-                            const drdc_sample *s, const drdc_image *map) {
+                            const drdc_sample *s, const drdc_image *model_map) {
     char path[4096], dir[4096];
     drdc_eval_map_path(path, sizeof path, o->dump_maps, several ? method : NULL, category, s);
     snprintf(dir, sizeof dir, "%s", path);
     *strrchr(dir, '/') = 0;
+    int iw = 0, ih = 0;
+    drdc_image tmp = {0};
+    const drdc_image *map = NULL;
     drdc_status st = drdc_mkdirs(dir);
-    if (st) return st;
-    int64_t shape[2] = {map->h, map->w};
-    return drdc_npy_write(path, DRDC_NPY_F32, 2, shape, map->data);
+    if (!st) st = drdc_image_probe(s->image_path, &iw, &ih);
+    if (!st) st = map_at_size(model_map, iw, ih, &tmp, &map);
+    if (!st) st = drdc_npy_write(path, DRDC_NPY_F32, 2, (const int64_t[2]){map->h, map->w}, map->data);
+    drdc_image_free(&tmp);
+    return st;
 }
 
 /* One PNG: image | truth | each method's map, 256 px high; each method's map on its fixed colour

@@ -147,6 +147,29 @@ static void test_refiner_design_free_until_trained(void) {
     CHECK(test_system("grep -q 'refiner.res_blocks' '%s/full.log'", g_tmp) == 0);
 }
 
+/* A model's maps dumped with --dump-maps are at each image's original size (96 px images here,
+ * maps of the 64 px model), so `eval --maps` reads them back and gives the same pixel metrics. */
+static void test_dump_maps_round_trip(void) {
+    int rc = test_system("cd '%s' && '%s' synth --out data96 --categories 4 --train 1 --test 4 --size 96 --seed 5 "
+                         ">dump.log 2>&1 && '%s' eval --data-root data96 --method base --dump-maps dumped --json m.json "
+                         ">>dump.log 2>&1 && '%s' eval --maps dumped --dataset mvtec --data-root data96 "
+                         "--categories weave,disc --json d.json >>dump.log 2>&1",
+                         g_tmp, test_drdc_bin(), test_drdc_bin(), test_drdc_bin());
+    CHECK(rc == 0);
+    if (rc) test_system("cat '%s/dump.log'", g_tmp);
+    cJSON *a = read_json("%s/m.json", g_tmp), *b = read_json("%s/d.json", g_tmp);
+    cJSON *ma = cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(a, "methods"), "base"), "mean");
+    cJSON *mb = cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(b, "methods"), "maps"), "mean");
+    const char *keys[] = {"pixel_auroc", "aupro", "pixel_ap"};
+    for (int k = 0; k < 3; k++) {
+        cJSON *x = cJSON_GetObjectItem(ma, keys[k]), *y = cJSON_GetObjectItem(mb, keys[k]);
+        CHECK(cJSON_IsNumber(x) && cJSON_IsNumber(y));
+        if (cJSON_IsNumber(x) && cJSON_IsNumber(y)) CHECK(fabs(x->valuedouble - y->valuedouble) < 1e-9);
+    }
+    cJSON_Delete(a);
+    cJSON_Delete(b);
+}
+
 /* The ablation without model conditioning: the U-Net takes x_t alone (3 input channels), trains,
  * and its model evaluates with DRDC. */
 static void test_unconditioned_refiner(void) {
@@ -276,6 +299,7 @@ int main(void) {
     RUN(test_infer_folder_writes_scores);
     RUN(test_refiner_resume_matches);
     RUN(test_refiner_design_free_until_trained);
+    RUN(test_dump_maps_round_trip);
     RUN(test_unconditioned_refiner);
     RUN(test_eval_overrides);
     RUN(test_base_scales);
