@@ -67,7 +67,7 @@ job() {
     esac
 }
 TABLE5="t5_cond t5_uncond t5_cond_msbase"
-SENSITIVITY="s_centre s_steps2 s_steps10 s_tau100 s_K4 s_filter1 s_filter15 s_alpha0.5"
+SENSITIVITY="s_centre s_steps2 s_steps10 s_tau100 s_K4 s_filter1 s_filter15 s_alpha0.3 s_alpha0.5 s_alpha0.7"
 
 case "${1:-}" in
 train-cond) train "$COND" ;;

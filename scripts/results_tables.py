@@ -62,7 +62,7 @@ def sensitivity(d):
             ("DDIM steps 2", "s_steps2"), ("DDIM steps 10", "s_steps10"),
             ("tau 100", "s_tau100"), ("K 4", "s_K4"),
             ("filter 1 (none)", "s_filter1"), ("filter 15", "s_filter15"),
-            ("alpha 0.5", "s_alpha0.5")]
+            ("alpha 0.3", "s_alpha0.3"), ("alpha 0.5", "s_alpha0.5"), ("alpha 0.7", "s_alpha0.7")]
     lines = ["| setting | DRDC I-AUROC | DRDC P-AUROC | DRDC AUPRO | diffusion alone (alpha 1) I / P / AUPRO "
              "| base (alpha 0) I / P / AUPRO |", "|---|---|---|---|---|---|"]
     for label, run in runs:
