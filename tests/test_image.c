@@ -16,112 +16,10 @@
 
 #include <stb/stb_image_write.h>
 
-/* ---- a tiny PNG builder --------------------------------------------------------------------- */
-
-typedef struct {
-    unsigned char *p;
-    size_t n, cap;
-} buf_t;
-
-static void put(buf_t *b, const void *d, size_t n) {
-    if (b->n + n > b->cap) {
-        b->cap = (b->n + n) * 2 + 64;
-        b->p = realloc(b->p, b->cap);
-    }
-    memcpy(b->p + b->n, d, n);
-    b->n += n;
-}
-static void put8(buf_t *b, unsigned v) { unsigned char c = (unsigned char)v; put(b, &c, 1); }
-static void put32be(buf_t *b, uint32_t v) {
-    unsigned char c[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16), (unsigned char)(v >> 8), (unsigned char)v};
-    put(b, c, 4);
-}
-static void put32le(buf_t *b, uint32_t v) {
-    unsigned char c[4] = {(unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16), (unsigned char)(v >> 24)};
-    put(b, c, 4);
-}
-static void put16le(buf_t *b, unsigned v) { put8(b, v & 255); put8(b, (v >> 8) & 255); }
-
-static uint32_t crc32_of(const unsigned char *d, size_t n) {
-    uint32_t c = 0xFFFFFFFFu;
-    for (size_t i = 0; i < n; i++) {
-        c ^= d[i];
-        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
-    }
-    return c ^ 0xFFFFFFFFu;
-}
-
-static void png_chunk(buf_t *b, const char *type, const unsigned char *d, size_t n) {
-    put32be(b, (uint32_t)n);
-    size_t start = b->n;
-    put(b, type, 4);
-    if (n) put(b, d, n);
-    put32be(b, crc32_of(b->p + start, n + 4));
-}
-
-/* zlib stream of stored (uncompressed) blocks. */
-static void zlib_stored(buf_t *z, const unsigned char *d, size_t n) {
-    put8(z, 0x78);
-    put8(z, 0x01);
-    size_t off = 0;
-    do {
-        size_t len = n - off > 65535 ? 65535 : n - off;
-        put8(z, off + len == n ? 1 : 0);
-        put8(z, len & 255); put8(z, len >> 8);
-        put8(z, ~len & 255); put8(z, (~len >> 8) & 255);
-        put(z, d + off, len);
-        off += len;
-    } while (off < n);
-    uint32_t a = 1, bsum = 0;
-    for (size_t i = 0; i < n; i++) {
-        a = (a + d[i]) % 65521;
-        bsum = (bsum + a) % 65521;
-    }
-    put32be(z, (bsum << 16) | a);
-}
-
-/* PNG from unfiltered scanlines `rows` (h rows of rowbytes each). plte: n_plte RGB entries. */
-static buf_t png_make(uint32_t w, uint32_t h, int depth, int ctype, const unsigned char *rows, size_t rowbytes,
-                      const unsigned char *plte, int n_plte) {
-    buf_t b = {0};
-    static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', 0x0d, 0x0a, 0x1a, 0x0a};
-    put(&b, sig, 8);
-    unsigned char ihdr[13];
-    for (int i = 0; i < 4; i++) {
-        ihdr[i] = (unsigned char)(w >> (24 - 8 * i));
-        ihdr[4 + i] = (unsigned char)(h >> (24 - 8 * i));
-    }
-    ihdr[8] = (unsigned char)depth;
-    ihdr[9] = (unsigned char)ctype;
-    ihdr[10] = ihdr[11] = ihdr[12] = 0;
-    png_chunk(&b, "IHDR", ihdr, 13);
-    if (plte) png_chunk(&b, "PLTE", plte, (size_t)n_plte * 3);
-    if (rows) {
-        buf_t raw = {0}, z = {0};
-        for (uint32_t y = 0; y < h; y++) {
-            put8(&raw, 0); /* filter: none */
-            put(&raw, rows + y * rowbytes, rowbytes);
-        }
-        zlib_stored(&z, raw.p, raw.n);
-        png_chunk(&b, "IDAT", z.p, z.n);
-        free(raw.p);
-        free(z.p);
-    }
-    png_chunk(&b, "IEND", NULL, 0);
-    return b;
-}
-
 static char g_path[1024];
 static const char *path_in(const char *dir, const char *name) {
     snprintf(g_path, sizeof g_path, "%s/%s", dir, name);
     return g_path;
-}
-
-static int write_buf(const char *path, buf_t *b) {
-    int rc = test_write_file(path, b->p, b->n);
-    free(b->p);
-    b->p = NULL;
-    return rc;
 }
 
 /* ---- loading: colour types and bit depths ------------------------------------------------------ */
@@ -129,8 +27,8 @@ static int write_buf(const char *path, buf_t *b) {
 static void test_png_gray8_and_gray_alpha(void) {
     const char *dir = test_tmpdir("image_gray");
     const unsigned char gray[6] = {0, 64, 200, 255, 1, 128};
-    buf_t b = png_make(3, 2, 8, 0, gray, 3, NULL, 0);
-    CHECK(write_buf(path_in(dir, "gray.png"), &b) == 0);
+    test_buf b = test_png_make(3, 2, 8, 0, gray, 3, NULL, 0);
+    CHECK(test_buf_write(path_in(dir, "gray.png"), &b) == 0);
     drdc_image img = {0};
     CHECK_OK(drdc_image_load_rgb(g_path, &img));
     CHECK(img.w == 3 && img.h == 2 && img.c == 3);
@@ -141,8 +39,8 @@ static void test_png_gray8_and_gray_alpha(void) {
     CHECK(img.data == NULL && img.w == 0);
 
     const unsigned char ga[12] = {10, 255, 20, 0, 30, 128, 40, 7, 250, 1, 0, 255};
-    b = png_make(3, 2, 8, 4, ga, 6, NULL, 0);
-    CHECK(write_buf(path_in(dir, "gray_alpha.png"), &b) == 0);
+    b = test_png_make(3, 2, 8, 4, ga, 6, NULL, 0);
+    CHECK(test_buf_write(path_in(dir, "gray_alpha.png"), &b) == 0);
     CHECK_OK(drdc_image_load_rgb(g_path, &img));
     CHECK(img.w == 3 && img.h == 2 && img.c == 3);
     if (img.data)
@@ -154,8 +52,8 @@ static void test_png_gray8_and_gray_alpha(void) {
 static void test_png_rgba_and_palette(void) {
     const char *dir = test_tmpdir("image_rgba");
     const unsigned char rgba[2 * 2 * 4] = {255, 0, 0, 255, 0, 255, 0, 0, 0, 0, 255, 100, 12, 34, 56, 78};
-    buf_t b = png_make(2, 2, 8, 6, rgba, 8, NULL, 0);
-    CHECK(write_buf(path_in(dir, "rgba.png"), &b) == 0);
+    test_buf b = test_png_make(2, 2, 8, 6, rgba, 8, NULL, 0);
+    CHECK(test_buf_write(path_in(dir, "rgba.png"), &b) == 0);
     drdc_image img = {0};
     CHECK_OK(drdc_image_load_rgb(g_path, &img));
     CHECK(img.w == 2 && img.h == 2 && img.c == 3);
@@ -166,8 +64,8 @@ static void test_png_rgba_and_palette(void) {
 
     const unsigned char plte[3 * 3] = {200, 10, 20, 5, 150, 250, 77, 88, 99};
     const unsigned char idx[4 * 2] = {0, 1, 2, 1, 2, 2, 0, 1};
-    b = png_make(4, 2, 8, 3, idx, 4, plte, 3);
-    CHECK(write_buf(path_in(dir, "palette.png"), &b) == 0);
+    b = test_png_make(4, 2, 8, 3, idx, 4, plte, 3);
+    CHECK(test_buf_write(path_in(dir, "palette.png"), &b) == 0);
     CHECK_OK(drdc_image_load_rgb(g_path, &img));
     CHECK(img.w == 4 && img.h == 2 && img.c == 3);
     if (img.data)
@@ -185,8 +83,8 @@ static void test_png_16bit_keeps_precision(void) {
         rows[2 * i] = (unsigned char)(v[i] >> 8);
         rows[2 * i + 1] = (unsigned char)(v[i] & 255);
     }
-    buf_t b = png_make(3, 2, 16, 0, rows, 6, NULL, 0);
-    CHECK(write_buf(path_in(dir, "gray16.png"), &b) == 0);
+    test_buf b = test_png_make(3, 2, 16, 0, rows, 6, NULL, 0);
+    CHECK(test_buf_write(path_in(dir, "gray16.png"), &b) == 0);
     drdc_image img = {0};
     CHECK_OK(drdc_image_load_rgb(g_path, &img));
     CHECK(img.w == 3 && img.h == 2 && img.c == 3);
@@ -202,8 +100,8 @@ static void test_png_16bit_keeps_precision(void) {
         rgb[2 * i] = (unsigned char)(c16[i] >> 8);
         rgb[2 * i + 1] = (unsigned char)(c16[i] & 255);
     }
-    b = png_make(2, 1, 16, 2, rgb, 12, NULL, 0);
-    CHECK(write_buf(path_in(dir, "rgb16.png"), &b) == 0);
+    b = test_png_make(2, 1, 16, 2, rgb, 12, NULL, 0);
+    CHECK(test_buf_write(path_in(dir, "rgb16.png"), &b) == 0);
     CHECK_OK(drdc_image_load_rgb(g_path, &img));
     CHECK(img.w == 2 && img.h == 1);
     if (img.data)
@@ -218,35 +116,35 @@ static void test_bmp_loads(void) {
     const unsigned char rgb[2][3][3] = {{{255, 0, 0}, {0, 255, 0}, {0, 0, 255}},
                                         {{10, 20, 30}, {40, 50, 60}, {70, 80, 90}}};
     int stride = (w * 3 + 3) & ~3;
-    buf_t b = {0};
-    put(&b, "BM", 2);
-    put32le(&b, (uint32_t)(54 + stride * h));
-    put32le(&b, 0);
-    put32le(&b, 54);
-    put32le(&b, 40);
-    put32le(&b, (uint32_t)w);
-    put32le(&b, (uint32_t)h);
-    put16le(&b, 1);
-    put16le(&b, 24);
-    put32le(&b, 0);
-    put32le(&b, (uint32_t)(stride * h));
-    put32le(&b, 2835);
-    put32le(&b, 2835);
-    put32le(&b, 0);
-    put32le(&b, 0);
+    test_buf b = {0};
+    test_put(&b, "BM", 2);
+    test_put32le(&b, (uint32_t)(54 + stride * h));
+    test_put32le(&b, 0);
+    test_put32le(&b, 54);
+    test_put32le(&b, 40);
+    test_put32le(&b, (uint32_t)w);
+    test_put32le(&b, (uint32_t)h);
+    test_put16le(&b, 1);
+    test_put16le(&b, 24);
+    test_put32le(&b, 0);
+    test_put32le(&b, (uint32_t)(stride * h));
+    test_put32le(&b, 2835);
+    test_put32le(&b, 2835);
+    test_put32le(&b, 0);
+    test_put32le(&b, 0);
     for (int y = h - 1; y >= 0; y--) {
         for (int x = 0; x < w; x++) {
-            put8(&b, rgb[y][x][2]);
-            put8(&b, rgb[y][x][1]);
-            put8(&b, rgb[y][x][0]);
+            test_put8(&b, rgb[y][x][2]);
+            test_put8(&b, rgb[y][x][1]);
+            test_put8(&b, rgb[y][x][0]);
         }
-        for (int p = w * 3; p < stride; p++) put8(&b, 0);
+        for (int p = w * 3; p < stride; p++) test_put8(&b, 0);
     }
     /* cut inside the pixel rows: stb_image alone would read the missing row as zeros */
     CHECK(test_write_file(path_in(dir, "cut.bmp"), b.p, b.n - 4) == 0);
     drdc_image img = {0};
     CHECK_ERR(drdc_image_load_rgb(g_path, &img), DRDC_ERR_FORMAT, "cut.bmp");
-    CHECK(write_buf(path_in(dir, "img.bmp"), &b) == 0);
+    CHECK(test_buf_write(path_in(dir, "img.bmp"), &b) == 0);
     CHECK_OK(drdc_image_load_rgb(g_path, &img));
     CHECK(img.w == w && img.h == h && img.c == 3);
     if (img.data)
@@ -316,7 +214,7 @@ static void test_truncated_png(void) {
         s = s * 1664525u + 1013904223u;
         rows[i] = (unsigned char)(s >> 24);
     }
-    buf_t b = png_make(32, 32, 8, 2, rows, 32 * 3, NULL, 0);
+    test_buf b = test_png_make(32, 32, 8, 2, rows, 32 * 3, NULL, 0);
     CHECK(test_write_file(path_in(dir, "whole.png"), b.p, b.n) == 0);
     drdc_image img = {0};
     CHECK_OK(drdc_image_load_rgb(g_path, &img)); /* the untruncated file is fine */
@@ -351,34 +249,34 @@ static void test_random_bytes_and_text(void) {
 static void test_absurd_dimensions_refused(void) {
     const char *dir = test_tmpdir("image_bad4");
     /* signature + IHDR (100000 x 100000, RGB 8-bit, valid CRC) + IEND, no pixel data */
-    buf_t b = png_make(100000, 100000, 8, 2, NULL, 0, NULL, 0);
+    test_buf b = test_png_make(100000, 100000, 8, 2, NULL, 0, NULL, 0);
     CHECK(b.n == 8 + 25 + 12);
-    CHECK(crc32_of((const unsigned char *)"IEND", 4) == 0xAE426082u); /* the CRC helper is right */
-    CHECK(write_buf(path_in(dir, "huge.png"), &b) == 0);
+    CHECK(test_crc32((const unsigned char *)"IEND", 4) == 0xAE426082u); /* the CRC helper is right */
+    CHECK(test_buf_write(path_in(dir, "huge.png"), &b) == 0);
     check_load_fails(g_path, "huge.png", DRDC_ERR_INPUT);
     drdc_image img = {0};
     CHECK_ERR(drdc_image_load_rgb(g_path, &img), DRDC_ERR_INPUT, "100000x100000");
     CHECK_ERR(drdc_image_load_rgb(g_path, &img), DRDC_ERR_INPUT, "32768");
 
     /* just above the per-side limit, tiny area: still refused */
-    b = png_make(DRDC_IMAGE_MAX_SIDE + 1, 1, 8, 0, NULL, 0, NULL, 0);
-    CHECK(write_buf(path_in(dir, "wide.png"), &b) == 0);
+    b = test_png_make(DRDC_IMAGE_MAX_SIDE + 1, 1, 8, 0, NULL, 0, NULL, 0);
+    CHECK(test_buf_write(path_in(dir, "wide.png"), &b) == 0);
     CHECK_ERR(drdc_image_load_rgb(g_path, &img), DRDC_ERR_INPUT, "wide.png");
 
     /* a BMP header saying 40000 x 40000 (stb_image's own limit is higher): refused by ours */
-    b = (buf_t){0};
-    put(&b, "BM", 2);
-    put32le(&b, 54 + 16);
-    put32le(&b, 0);
-    put32le(&b, 54);
-    put32le(&b, 40);
-    put32le(&b, 40000);
-    put32le(&b, 40000);
-    put16le(&b, 1);
-    put16le(&b, 24);
-    for (int i = 0; i < 6; i++) put32le(&b, 0);
-    for (int i = 0; i < 16; i++) put8(&b, 0);
-    CHECK(write_buf(path_in(dir, "huge.bmp"), &b) == 0);
+    b = (test_buf){0};
+    test_put(&b, "BM", 2);
+    test_put32le(&b, 54 + 16);
+    test_put32le(&b, 0);
+    test_put32le(&b, 54);
+    test_put32le(&b, 40);
+    test_put32le(&b, 40000);
+    test_put32le(&b, 40000);
+    test_put16le(&b, 1);
+    test_put16le(&b, 24);
+    for (int i = 0; i < 6; i++) test_put32le(&b, 0);
+    for (int i = 0; i < 16; i++) test_put8(&b, 0);
+    CHECK(test_buf_write(path_in(dir, "huge.bmp"), &b) == 0);
     CHECK_ERR(drdc_image_load_rgb(g_path, &img), DRDC_ERR_INPUT, "huge.bmp");
     CHECK_ERR(drdc_image_load_rgb(g_path, &img), DRDC_ERR_INPUT, "40000x40000");
 }
@@ -389,8 +287,8 @@ static void test_mask_binarised(void) {
     const char *dir = test_tmpdir("image_mask");
     drdc_image m = {0};
     const unsigned char g[4] = {0, 1, 128, 255};
-    buf_t b = png_make(4, 1, 8, 0, g, 4, NULL, 0);
-    CHECK(write_buf(path_in(dir, "gray.png"), &b) == 0);
+    test_buf b = test_png_make(4, 1, 8, 0, g, 4, NULL, 0);
+    CHECK(test_buf_write(path_in(dir, "gray.png"), &b) == 0);
     CHECK_OK(drdc_image_load_mask(g_path, &m));
     CHECK(m.w == 4 && m.h == 1 && m.c == 1);
     if (m.data) {
@@ -401,8 +299,8 @@ static void test_mask_binarised(void) {
 
     /* colour mask: any non-zero colour channel; alpha does not count */
     const unsigned char rgba[3 * 4] = {0, 0, 3, 255, 0, 0, 0, 255, 9, 0, 0, 0};
-    b = png_make(3, 1, 8, 6, rgba, 12, NULL, 0);
-    CHECK(write_buf(path_in(dir, "rgba.png"), &b) == 0);
+    b = test_png_make(3, 1, 8, 6, rgba, 12, NULL, 0);
+    CHECK(test_buf_write(path_in(dir, "rgba.png"), &b) == 0);
     CHECK_OK(drdc_image_load_mask(g_path, &m));
     if (m.data && m.w == 3) {
         CHECK(m.data[0] == 1.0f);
@@ -413,8 +311,8 @@ static void test_mask_binarised(void) {
 
     /* 16-bit mask with value 1: non-zero, although its high byte is 0 */
     const unsigned char g16[4] = {0, 0, 0, 1};
-    b = png_make(2, 1, 16, 0, g16, 4, NULL, 0);
-    CHECK(write_buf(path_in(dir, "gray16.png"), &b) == 0);
+    b = test_png_make(2, 1, 16, 0, g16, 4, NULL, 0);
+    CHECK(test_buf_write(path_in(dir, "gray16.png"), &b) == 0);
     CHECK_OK(drdc_image_load_mask(g_path, &m));
     if (m.data && m.w == 2) {
         CHECK(m.data[0] == 0.0f);

@@ -221,97 +221,11 @@ static int nonfinite_tensors(const drdc_st_file *f) {
     return bad;
 }
 
-/* ---- a tiny PNG builder (stored zlib blocks, own CRC; as in test_image.c) ---------------------- */
-
-typedef struct {
-    unsigned char *p;
-    size_t n, cap;
-} buf_t;
-
-static void put(buf_t *b, const void *d, size_t n) {
-    if (b->n + n > b->cap) {
-        b->cap = (b->n + n) * 2 + 64;
-        b->p = realloc(b->p, b->cap);
-    }
-    memcpy(b->p + b->n, d, n);
-    b->n += n;
-}
-static void put8(buf_t *b, unsigned v) { unsigned char c = (unsigned char)v; put(b, &c, 1); }
-static void put32be(buf_t *b, uint32_t v) {
-    unsigned char c[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16), (unsigned char)(v >> 8), (unsigned char)v};
-    put(b, c, 4);
-}
-
-static uint32_t crc32_of(const unsigned char *d, size_t n) {
-    uint32_t c = 0xFFFFFFFFu;
-    for (size_t i = 0; i < n; i++) {
-        c ^= d[i];
-        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
-    }
-    return c ^ 0xFFFFFFFFu;
-}
-
-static void png_chunk(buf_t *b, const char *type, const unsigned char *d, size_t n) {
-    put32be(b, (uint32_t)n);
-    size_t start = b->n;
-    put(b, type, 4);
-    if (n) put(b, d, n);
-    put32be(b, crc32_of(b->p + start, n + 4));
-}
-
-static void zlib_stored(buf_t *z, const unsigned char *d, size_t n) {
-    put8(z, 0x78);
-    put8(z, 0x01);
-    size_t off = 0;
-    do {
-        size_t len = n - off > 65535 ? 65535 : n - off;
-        put8(z, off + len == n ? 1 : 0);
-        put8(z, len & 255);
-        put8(z, len >> 8);
-        put8(z, ~len & 255);
-        put8(z, (~len >> 8) & 255);
-        put(z, d + off, len);
-        off += len;
-    } while (off < n);
-    uint32_t a = 1, bsum = 0;
-    for (size_t i = 0; i < n; i++) {
-        a = (a + d[i]) % 65521;
-        bsum = (bsum + a) % 65521;
-    }
-    put32be(z, (bsum << 16) | a);
-}
-
 /* Writes a PNG from unfiltered scanlines (rows NULL: header only). Returns 0 on success. */
 static int png_write(const char *path, uint32_t w, uint32_t h, int depth, int ctype, const unsigned char *rows,
                      size_t rowbytes, const unsigned char *plte, int n_plte) {
-    buf_t b = {0};
-    static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', 0x0d, 0x0a, 0x1a, 0x0a};
-    put(&b, sig, 8);
-    unsigned char ihdr[13];
-    for (int i = 0; i < 4; i++) {
-        ihdr[i] = (unsigned char)(w >> (24 - 8 * i));
-        ihdr[4 + i] = (unsigned char)(h >> (24 - 8 * i));
-    }
-    ihdr[8] = (unsigned char)depth;
-    ihdr[9] = (unsigned char)ctype;
-    ihdr[10] = ihdr[11] = ihdr[12] = 0;
-    png_chunk(&b, "IHDR", ihdr, 13);
-    if (plte) png_chunk(&b, "PLTE", plte, (size_t)n_plte * 3);
-    if (rows) {
-        buf_t raw = {0}, z = {0};
-        for (uint32_t y = 0; y < h; y++) {
-            put8(&raw, 0);
-            put(&raw, rows + y * rowbytes, rowbytes);
-        }
-        zlib_stored(&z, raw.p, raw.n);
-        png_chunk(&b, "IDAT", z.p, z.n);
-        free(raw.p);
-        free(z.p);
-    }
-    png_chunk(&b, "IEND", NULL, 0);
-    int rc = test_write_file(path, b.p, b.n);
-    free(b.p);
-    return rc;
+    test_buf b = test_png_make(w, h, depth, ctype, rows, rowbytes, plte, n_plte);
+    return test_buf_write(path, &b);
 }
 
 /* ---- images: `drdc infer --image` ----------------------------------------------------------- */

@@ -171,3 +171,100 @@ double test_compare_tensor(const char *label, dt_tensor got, const drdc_st_file 
     free(w);
     return rel;
 }
+
+/* ---- a tiny PNG builder (testlib.h) -------------------------------------------------------- */
+
+void test_put(test_buf *b, const void *d, size_t n) {
+    if (b->n + n > b->cap) {
+        b->cap = (b->n + n) * 2 + 64;
+        b->p = realloc(b->p, b->cap);
+    }
+    memcpy(b->p + b->n, d, n);
+    b->n += n;
+}
+void test_put8(test_buf *b, unsigned v) { unsigned char c = (unsigned char)v; test_put(b, &c, 1); }
+void test_put32be(test_buf *b, uint32_t v) {
+    unsigned char c[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16), (unsigned char)(v >> 8), (unsigned char)v};
+    test_put(b, c, 4);
+}
+void test_put32le(test_buf *b, uint32_t v) {
+    unsigned char c[4] = {(unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16), (unsigned char)(v >> 24)};
+    test_put(b, c, 4);
+}
+void test_put16le(test_buf *b, unsigned v) { test_put8(b, v & 255); test_put8(b, (v >> 8) & 255); }
+
+uint32_t test_crc32(const unsigned char *d, size_t n) {
+    uint32_t c = 0xFFFFFFFFu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= d[i];
+        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
+    }
+    return c ^ 0xFFFFFFFFu;
+}
+
+void test_png_chunk(test_buf *b, const char *type, const unsigned char *d, size_t n) {
+    test_put32be(b, (uint32_t)n);
+    size_t start = b->n;
+    test_put(b, type, 4);
+    if (n) test_put(b, d, n);
+    test_put32be(b, test_crc32(b->p + start, n + 4));
+}
+
+/* zlib stream of stored (uncompressed) blocks. */
+void test_zlib_stored(test_buf *z, const unsigned char *d, size_t n) {
+    test_put8(z, 0x78);
+    test_put8(z, 0x01);
+    size_t off = 0;
+    do {
+        size_t len = n - off > 65535 ? 65535 : n - off;
+        test_put8(z, off + len == n ? 1 : 0);
+        test_put8(z, len & 255); test_put8(z, len >> 8);
+        test_put8(z, ~len & 255); test_put8(z, (~len >> 8) & 255);
+        test_put(z, d + off, len);
+        off += len;
+    } while (off < n);
+    uint32_t a = 1, bsum = 0;
+    for (size_t i = 0; i < n; i++) {
+        a = (a + d[i]) % 65521;
+        bsum = (bsum + a) % 65521;
+    }
+    test_put32be(z, (bsum << 16) | a);
+}
+
+/* PNG from unfiltered scanlines `rows` (h rows of rowbytes each). plte: n_plte RGB entries. */
+test_buf test_png_make(uint32_t w, uint32_t h, int depth, int ctype, const unsigned char *rows, size_t rowbytes,
+                      const unsigned char *plte, int n_plte) {
+    test_buf b = {0};
+    static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', 0x0d, 0x0a, 0x1a, 0x0a};
+    test_put(&b, sig, 8);
+    unsigned char ihdr[13];
+    for (int i = 0; i < 4; i++) {
+        ihdr[i] = (unsigned char)(w >> (24 - 8 * i));
+        ihdr[4 + i] = (unsigned char)(h >> (24 - 8 * i));
+    }
+    ihdr[8] = (unsigned char)depth;
+    ihdr[9] = (unsigned char)ctype;
+    ihdr[10] = ihdr[11] = ihdr[12] = 0;
+    test_png_chunk(&b, "IHDR", ihdr, 13);
+    if (plte) test_png_chunk(&b, "PLTE", plte, (size_t)n_plte * 3);
+    if (rows) {
+        test_buf raw = {0}, z = {0};
+        for (uint32_t y = 0; y < h; y++) {
+            test_put8(&raw, 0); /* filter: none */
+            test_put(&raw, rows + y * rowbytes, rowbytes);
+        }
+        test_zlib_stored(&z, raw.p, raw.n);
+        test_png_chunk(&b, "IDAT", z.p, z.n);
+        free(raw.p);
+        free(z.p);
+    }
+    test_png_chunk(&b, "IEND", NULL, 0);
+    return b;
+}
+
+int test_buf_write(const char *path, test_buf *b) {
+    int rc = test_write_file(path, b->p, b->n);
+    free(b->p);
+    b->p = NULL;
+    return rc;
+}

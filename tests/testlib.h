@@ -9,6 +9,8 @@
 #ifndef DRDC_TESTLIB_H
 #define DRDC_TESTLIB_H
 
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include "drdc/error.h"
 
@@ -68,6 +70,27 @@ double test_compare_arrays(const char *label, const float *got, const float *wan
 /* Compares a tensor with the file's tensor `name`: rank, shape, then values as above. The
  * reference must not be all zero (a zero reference would let a broken path pass). */
 double test_compare_tensor(const char *label, dt_tensor got, const drdc_st_file *f, const char *name, double tol);
+
+/* ---- a tiny PNG builder (stored zlib blocks, own CRC) for image tests ---------------------- */
+typedef struct test_buf {
+    unsigned char *p;
+    size_t n, cap;
+} test_buf;
+void test_put(test_buf *b, const void *d, size_t n);   /* appends (grows the buffer) */
+void test_put8(test_buf *b, unsigned v);
+void test_put32be(test_buf *b, uint32_t v);
+void test_put32le(test_buf *b, uint32_t v);
+void test_put16le(test_buf *b, unsigned v);
+uint32_t test_crc32(const unsigned char *d, size_t n);  /* PNG's CRC-32 */
+/* One chunk: length, type, data, CRC. */
+void test_png_chunk(test_buf *b, const char *type, const unsigned char *d, size_t n);
+/* zlib stream of stored (uncompressed) blocks. */
+void test_zlib_stored(test_buf *z, const unsigned char *d, size_t n);
+/* PNG from unfiltered scanlines `rows` (h rows of rowbytes each; NULL: no IDAT). plte: n_plte RGB entries. */
+test_buf test_png_make(uint32_t w, uint32_t h, int depth, int ctype, const unsigned char *rows, size_t rowbytes,
+                       const unsigned char *plte, int n_plte);
+/* Writes the buffer to path and frees it; returns 0 on success. */
+int test_buf_write(const char *path, test_buf *b);
 
 /* Runs a shell command; returns its exit status (or -1). */
 int test_system(const char *fmt, ...);
