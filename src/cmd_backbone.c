@@ -28,8 +28,7 @@ static const drdc_option OPTIONS[] = {
      "check/imagenet_labels.txt beside the weights, else indices", 0, 0},
     {"--size", "PX", DRDC_OPT_INT, &A.size, "images are resized to PX x PX (0: the arch's native size)", "0", 0,
      4096},
-    {"--device", "D", DRDC_OPT_STRING, &A.device, "cpu | cuda | cuda:N | auto", "auto", 0, 0},
-    {"--threads", "N", DRDC_OPT_INT, &A.threads, "CPU threads (0 = all cores)", "0", 0, 4096},
+    DRDC_OPTS_RUNTIME(&A.device, &A.threads),
 };
 
 static const drdc_command SPEC = {

@@ -50,8 +50,7 @@ static const drdc_option OPTIONS[] = {
     {"--json", "FILE", DRDC_OPT_STRING, &A.json, "write every measurement as JSON", NULL, 0, 0},
     {"--seed", "S", DRDC_OPT_INT, &A.seed, "seed of the random batch and of the refiner's randomised weights", "1", 0,
      2147483647},
-    {"--device", "D", DRDC_OPT_STRING, &A.device, "cpu | cuda | cuda:N | auto", "auto", 0, 0},
-    {"--threads", "N", DRDC_OPT_INT, &A.threads, "CPU threads (0 = all cores)", "0", 0, 4096},
+    DRDC_OPTS_RUNTIME(&A.device, &A.threads),
 };
 
 static const drdc_command SPEC = {

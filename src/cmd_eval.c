@@ -45,8 +45,7 @@ static const drdc_option OPTIONS[] = {
      "with --set: recalibrate on N evenly spaced validation images", "all", 1, 1000000},
     {"--every", "K", DRDC_OPT_INT, &A.every,
      "evaluate only every K-th test image of each category (quick sweeps; the output says so)", "1", 1, 1000000},
-    {"--device", "D", DRDC_OPT_STRING, &A.device, "cpu | cuda | cuda:N | auto", "auto", 0, 0},
-    {"--threads", "N", DRDC_OPT_INT, &A.threads, "CPU threads (0 = all cores)", "0", 0, 4096},
+    DRDC_OPTS_RUNTIME(&A.device, &A.threads),
 };
 
 static const drdc_command SPEC = {

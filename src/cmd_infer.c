@@ -34,8 +34,7 @@ static const drdc_option OPTIONS[] = {
     {"--grids", "LIST", DRDC_OPT_STRING, &A.grids, "grid sizes, e.g. 8,16 (overrides infer.grids)", NULL, 0, 0},
     {"--scales", "LIST", DRDC_OPT_STRING, &A.scales, "scales, e.g. 1,0.5,0.25 (overrides infer.scales)", NULL, 0, 0},
     {"--alpha", "A", DRDC_OPT_DOUBLE, &A.alpha, "weight of the diffusion map (overrides infer.alpha)", NULL, 0, 1},
-    {"--device", "D", DRDC_OPT_STRING, &A.device, "cpu | cuda | cuda:N | auto", "auto", 0, 0},
-    {"--threads", "N", DRDC_OPT_INT, &A.threads, "CPU threads (0 = all cores)", "0", 0, 4096},
+    DRDC_OPTS_RUNTIME(&A.device, &A.threads),
 };
 
 static const drdc_command SPEC = {

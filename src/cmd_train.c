@@ -33,8 +33,7 @@ static const drdc_option OPTIONS[] = {
     {"--resume", NULL, DRDC_OPT_FLAG, &A.resume, "continue from the run folder's training state", NULL, 0, 0},
     {"--set", "KEY=VALUE", DRDC_OPT_MULTI, &A.set, "override a config key, e.g. --set base.epochs=10 (repeatable)",
      NULL, 0, 0},
-    {"--device", "D", DRDC_OPT_STRING, &A.device, "cpu | cuda | cuda:N | auto", "auto", 0, 0},
-    {"--threads", "N", DRDC_OPT_INT, &A.threads, "CPU threads (0 = all cores)", "0", 0, 4096},
+    DRDC_OPTS_RUNTIME(&A.device, &A.threads),
 };
 
 static const drdc_command SPEC = {

@@ -39,6 +39,12 @@ typedef struct drdc_option {
     double min, max;       /* range for INT/DOUBLE when min < max */
 } drdc_option;
 
+/* The --device and --threads rows of every command that runs a network (targets: a const char *
+ * and an int, handed to drdc_runtime_init). */
+#define DRDC_OPTS_RUNTIME(device_target, threads_target)                                                   \
+    {"--device", "D", DRDC_OPT_STRING, (device_target), "cpu | cuda | cuda:N | auto", "auto", 0, 0},       \
+    {"--threads", "N", DRDC_OPT_INT, (threads_target), "CPU threads (0 = all cores)", "0", 0, 4096}
+
 typedef struct drdc_command {
     const char *name;      /* "train" */
     const char *usage;     /* "drdc train --config FILE [options]" */
