@@ -135,13 +135,7 @@ static void check_not_torn(const char *run, pid_t pid, const char *what) {
 /* 1 when both models hold the same tensors (bytes) and the same calibrated statistics. */
 static int same_model(const char *a, const char *b) {
     drdc_st_file *fa = NULL, *fb = NULL;
-    int same = drdc_st_open(&fa, a) == DRDC_OK && drdc_st_open(&fb, b) == DRDC_OK &&
-               drdc_st_count(fa) == drdc_st_count(fb);
-    for (int i = 0; same && i < drdc_st_count(fa); i++) {
-        const drdc_st_tensor *ta = drdc_st_at(fa, i), *tb = drdc_st_find(fb, ta->name);
-        same = tb && ta->nbytes == tb->nbytes && memcmp(ta->data, tb->data, ta->nbytes) == 0;
-        if (!same) fprintf(stderr, "  tensor %s differs\n", ta->name);
-    }
+    int same = drdc_st_open(&fa, a) == DRDC_OK && drdc_st_open(&fb, b) == DRDC_OK && test_st_same_tensors(fa, fb);
     const char *keys[3] = {"stats", "base_epochs", "refiner_steps"};
     for (int k = 0; same && k < 3; k++) {
         const char *va = drdc_st_meta(fa, keys[k]), *vb = drdc_st_meta(fb, keys[k]);

@@ -24,13 +24,7 @@ static int train(const char *name, const char *extra) {
 /* 1 when every tensor of a and b has the same bytes. */
 static int same_tensors(const char *a, const char *b) {
     drdc_st_file *fa = NULL, *fb = NULL;
-    int same = drdc_st_open(&fa, a) == DRDC_OK && drdc_st_open(&fb, b) == DRDC_OK &&
-               drdc_st_count(fa) == drdc_st_count(fb);
-    for (int i = 0; same && i < drdc_st_count(fa); i++) {
-        const drdc_st_tensor *ta = drdc_st_at(fa, i), *tb = drdc_st_find(fb, ta->name);
-        same = tb && ta->nbytes == tb->nbytes && memcmp(ta->data, tb->data, ta->nbytes) == 0;
-        if (!same) fprintf(stderr, "tensor %s differs\n", ta->name);
-    }
+    int same = drdc_st_open(&fa, a) == DRDC_OK && drdc_st_open(&fb, b) == DRDC_OK && test_st_same_tensors(fa, fb);
     drdc_st_close(fa);
     drdc_st_close(fb);
     return same;

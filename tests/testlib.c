@@ -119,6 +119,16 @@ float *test_st_floats(const drdc_st_tensor *t) {
     return buf;
 }
 
+int test_st_same_tensors(const drdc_st_file *fa, const drdc_st_file *fb) {
+    int same = fa && fb && drdc_st_count(fa) == drdc_st_count(fb);
+    for (int i = 0; same && i < drdc_st_count(fa); i++) {
+        const drdc_st_tensor *ta = drdc_st_at(fa, i), *tb = drdc_st_find(fb, ta->name);
+        same = tb && ta->nbytes == tb->nbytes && memcmp(ta->data, tb->data, ta->nbytes) == 0;
+        if (!same) fprintf(stderr, "  tensor %s differs\n", ta->name);
+    }
+    return same;
+}
+
 dt_tensor test_st_tensor(const drdc_st_file *f, const char *name) {
     const drdc_st_tensor *t = NULL;
     CHECK_OK(drdc_st_get(f, name, &t));

@@ -62,6 +62,8 @@ int test_ends_with(const char *s, const char *suffix);
 float *test_host_copy(dt_tensor t);
 /* A file tensor converted to float32 (caller frees); NULL on failure. */
 float *test_st_floats(const drdc_st_tensor *t);
+/* 1 when both files hold the same tensors, byte for byte (a difference is printed); NULL files: 0. */
+int test_st_same_tensors(const drdc_st_file *fa, const drdc_st_file *fb);
 /* A CPU f32 tensor holding the file's tensor `name` (a CHECK marks a missing one). */
 dt_tensor test_st_tensor(const drdc_st_file *f, const char *name);
 /* Relative error max|got - want| / max|want| over n values, printed under `label`; CHECKs that
