@@ -12,6 +12,7 @@
 #include "drdc/runtime.h"
 #include "drdc/train.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -194,8 +195,9 @@ static drdc_status fill_category(model_source *ms, const drdc_dataset *ds, int c
         if (!st) st = dt_to_device(&images, host, ms->m->dev);
         if (!st && (ms->want[SRC_DRDC] || ms->want[SRC_DIFF])) {
             st = drdc_model_drdc(&out[2 * SRC_DRDC], &out[2 * SRC_DRDC + 1], &out[2 * SRC_BASE], &out[2 * SRC_BASE + 1],
-                                 &out[2 * SRC_DIFF], ms->m, images, 0, ms->gen, NULL);
-            if (!st) st = drdc_fusion_image_score(&out[2 * SRC_DIFF + 1], out[2 * SRC_DIFF], ms->m->cfg.infer.pool);
+                                 ms->want[SRC_DIFF] ? &out[2 * SRC_DIFF] : NULL, ms->m, images, 0, ms->gen, NULL);
+            if (!st && ms->want[SRC_DIFF])
+                st = drdc_fusion_image_score(&out[2 * SRC_DIFF + 1], out[2 * SRC_DIFF], ms->m->cfg.infer.pool);
         } else if (!st) {
             st = drdc_model_base(&out[2 * SRC_BASE], &out[2 * SRC_BASE + 1], ms->m, images);
         }
@@ -294,10 +296,9 @@ static drdc_status eval_model(const drdc_runtime *rt) {
     }
     ms.size = ms.want[SRC_DRDC] ? m.cfg.refiner.image_size : m.cfg.data.image_size;
     st = dt_generator_new(&ms.gen, (uint64_t)m.cfg.train.seed + 7);
-    /* the calibrated colour range of each method's maps; the diffusion map has no threshold of its
-     * own: its mean to mean + 6 std over the validation images (train.c's rule without one) */
-    const double src_lo[N_SRC] = {m.stats.score_lo, m.stats.diff_mean, m.stats.drdc_lo};
-    const double src_hi[N_SRC] = {m.stats.score_hi, m.stats.diff_mean + 6.0 * m.stats.diff_std, m.stats.drdc_hi};
+    /* the calibrated colour range of each method's maps (the diffusion map has no threshold) */
+    double src_lo[N_SRC] = {m.stats.score_lo, 0, m.stats.drdc_lo}, src_hi[N_SRC] = {m.stats.score_hi, 0, m.stats.drdc_hi};
+    drdc_colour_range(&(drdc_norm_stats){m.stats.diff_mean, m.stats.diff_std}, NAN, &src_lo[SRC_DIFF], &src_hi[SRC_DIFF]);
     const char *methods[N_SRC];
     double lo[N_SRC], hi[N_SRC];
     int n_methods = 0;

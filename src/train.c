@@ -139,8 +139,7 @@ done:
 
 /* ---- calibration -------------------------------------------------------------------------- */
 
-/* Colour range of a method's heatmaps (see drdc_model_stats). */
-static void colour_range(const drdc_norm_stats *ns, double threshold, double *lo, double *hi) {
+void drdc_colour_range(const drdc_norm_stats *ns, double threshold, double *lo, double *hi) {
     *lo = ns->mean;
     *hi = threshold > ns->mean ? ns->mean + 2.0 * (threshold - ns->mean) : ns->mean + 6.0 * ns->std;
 }
@@ -224,7 +223,7 @@ drdc_status drdc_calibrate(drdc_model *m, const drdc_sample_list *val, int quiet
     TRY(drdc_quantile(&m->stats.base_threshold, base_scores, k, m->cfg.infer.threshold_quantile));
     m->stats.base_mean = ns_base.mean;
     m->stats.base_std = ns_base.std;
-    colour_range(&ns_base, m->stats.base_threshold, &m->stats.score_lo, &m->stats.score_hi);
+    drdc_colour_range(&ns_base, m->stats.base_threshold, &m->stats.score_lo, &m->stats.score_hi);
     m->stats.n_val_images = k;
     m->stats.ready = 1;
     if (!with_refiner) goto done;
@@ -263,7 +262,7 @@ drdc_status drdc_calibrate(drdc_model *m, const drdc_sample_list *val, int quiet
     m->stats.drdc_mean = ns_drdc.mean;
     m->stats.drdc_std = ns_drdc.std;
     TRY(drdc_quantile(&m->stats.drdc_threshold, drdc_scores, k, m->cfg.infer.threshold_quantile));
-    colour_range(&ns_drdc, m->stats.drdc_threshold, &m->stats.drdc_lo, &m->stats.drdc_hi);
+    drdc_colour_range(&ns_drdc, m->stats.drdc_threshold, &m->stats.drdc_lo, &m->stats.drdc_hi);
     m->stats.drdc_ready = 1;
 done:
     drdc_loader_free(ld);

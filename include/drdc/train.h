@@ -11,6 +11,7 @@
 #define DRDC_TRAIN_H
 
 #include "drdc/dataset.h"
+#include "drdc/fusion.h"
 #include "drdc/model.h"
 
 #ifdef __cplusplus
@@ -38,6 +39,11 @@ drdc_status drdc_train_base(drdc_model *m, const drdc_sample_list *train, const 
  * train.checkpoint_every steps (mid-epoch too: resume replays the epoch's order and skips the
  * batches already done). */
 drdc_status drdc_train_refiner(drdc_model *m, const drdc_sample_list *train, const drdc_train_options *o);
+
+/* Colour range of a method's heatmaps over normal images (see drdc_model_stats): mean to
+ * mean + 2 (threshold - mean) when the threshold lies above the mean, else mean to mean + 6 std
+ * (pass NAN when a map has no threshold). */
+void drdc_colour_range(const drdc_norm_stats *ns, double threshold, double *lo, double *hi);
 
 /* Runs the validation list through the model (base, and the refiner when trained) and stores
  * the normal statistics, thresholds and colour ranges in m->stats. */
