@@ -47,7 +47,7 @@ static int run_twin(void) {
     snprintf(twin_dir, sizeof twin_dir, "%s", test_tmpdir("backbone_twin"));
     int rc = test_system("'%s' '%s/scripts/twin_backbone.py' --out '%s'", py, test_source_dir(), twin_dir);
     if (rc == 77) {
-        printf("SKIPPED twin comparisons: %s has no torch/numpy (see the message above)\n", py);
+        test_skip_part("twin comparisons: %s has no torch/numpy (see the message above)", py);
         twin_state = -1;
     } else {
         CHECK(rc == 0);
@@ -350,7 +350,7 @@ static void test_imagenet_check_c_api(void) {
     char weights[1024];
     if (shared) snprintf(weights, sizeof weights, "%s/weights/mobilenet_v2_1.0_224.safetensors", shared);
     if (!shared || !file_exists(weights)) {
-        printf("SKIPPED ImageNet check: ../shared/weights/mobilenet_v2_1.0_224.safetensors is absent\n");
+        test_skip_part("ImageNet check: ../shared/weights/mobilenet_v2_1.0_224.safetensors is absent");
         return;
     }
     drdc_backbone_config cfg = arch_cfg("mobilenet_v2");
@@ -395,7 +395,7 @@ static void test_imagenet_check_c_api(void) {
 static void test_imagenet_check_command(void) {
     const char *bin = test_drdc_bin(), *shared = test_shared_dir();
     if (!bin || test_system("'%s' backbone --help >/dev/null 2>&1", bin) != 0) {
-        printf("SKIPPED `drdc backbone` checks: the command is not registered in this binary\n");
+        test_skip_part("`drdc backbone` checks: DRDC_BIN unset or the command is not registered");
         return;
     }
     char dir[1024];

@@ -519,7 +519,7 @@ static void test_shared_data(void) {
     char root[2048];
     if (shared) snprintf(root, sizeof root, "%s/data", shared);
     if (!shared || test_system("test -d '%s/kolektorsdd' && test -d '%s/magnetic_tile'", root, root) != 0) {
-        printf("note: ../shared/data with kolektorsdd and magnetic_tile not found; skipping the real-data listing\n");
+        test_skip_part("../shared/data with kolektorsdd and magnetic_tile not found: the real-data listing");
         return;
     }
     drdc_dataset ds;

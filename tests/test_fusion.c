@@ -68,7 +68,7 @@ static void test_matches_twin(void) {
     const char *py = getenv("DRDC_PYTHON");
     if (!py || !*py) py = "/usr/bin/python3";
     if (test_system("'%s' -c 'import torch, numpy' >/dev/null 2>&1", py) != 0) {
-        printf("  skipped: %s lacks torch/numpy, needed for the twin\n", py);
+        test_skip_part("%s lacks torch/numpy, needed for the twin", py);
         return;
     }
     dt_generator g = NULL;

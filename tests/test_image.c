@@ -424,8 +424,6 @@ static void test_resize_basic_properties(void) {
     drdc_image_free(&a);
 }
 
-static int g_torch_skipped;
-static char g_torch_why[512];
 
 static const char *RESIZE_PY =
     "import sys\n"
@@ -446,8 +444,7 @@ static const char *RESIZE_PY =
 static void test_resize_matches_torch(void) {
     const char *py = getenv("DRDC_PYTHON");
     if (!py || !*py) {
-        g_torch_skipped = 1;
-        snprintf(g_torch_why, sizeof g_torch_why, "DRDC_PYTHON is not set (run under ctest)");
+        test_skip_part("resize against torch: DRDC_PYTHON is not set (run under ctest)");
         return;
     }
     const char *dir = test_tmpdir("image_resize");
@@ -483,8 +480,7 @@ static void test_resize_matches_torch(void) {
     CHECK(test_write_file(p, RESIZE_PY, strlen(RESIZE_PY)) == 0);
     int rc = test_system("'%s' '%s' '%s'", py, p, dir);
     if (rc == 3) {
-        g_torch_skipped = 1;
-        snprintf(g_torch_why, sizeof g_torch_why, "%s cannot import torch and numpy", py);
+        test_skip_part("resize against torch: %s cannot import torch and numpy", py);
     } else {
         CHECK(rc == 0);
         for (int k = 0; rc == 0 && k < ncases; k++) {
@@ -608,7 +604,5 @@ int main(void) {
     RUN(test_resize_matches_torch);
     RUN(test_turbo_colormap);
     RUN(test_colorize_and_overlay);
-    int rc = test_summary();
-    if (rc == 0 && g_torch_skipped) test_skip(g_torch_why);
-    return rc;
+    return test_summary();
 }

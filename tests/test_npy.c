@@ -177,7 +177,7 @@ static void test_bad_files(void) {
 static void test_numpy_interop(void) {
     const char *py = getenv("DRDC_PYTHON");
     if (!py || !*py || test_system("'%s' -c 'import numpy' 2>/dev/null", py) != 0) {
-        printf("numpy interop not checked: DRDC_PYTHON unset or without numpy\n");
+        test_skip_part("numpy interop: DRDC_PYTHON unset or without numpy");
         return;
     }
     char script[1200];

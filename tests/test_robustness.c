@@ -532,7 +532,7 @@ static void test_model_foreign_safetensors(void) {
         rc = drdc("model_foreign2.log", "eval --model '%s' --data-root data --threads 2", weights);
         EXPECT("model_foreign2.log", rc, 2, "mobilenet_v2_1.0_224.safetensors: not a drdc model", NULL);
     } else {
-        printf("note: %s absent, the shared backbone file is not tried as --model\n", weights);
+        test_skip_part("%s absent, the shared backbone file is not tried as --model", weights);
     }
     CHECK(dir_empty(at("out_model")));
 }
@@ -668,7 +668,7 @@ static void test_disk_full_keeps_checkpoint(void) {
                     mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) == 0 &&
                     mount("tmpfs", mnt, "tmpfs", 0, "size=48m") == 0;
     if (!can_mount && geteuid() == 0) {
-        printf("note: cannot mount a tmpfs here (%s), the full-disk test is skipped\n", strerror(errno));
+        test_skip_part("cannot mount a tmpfs here (%s): the full-disk test", strerror(errno));
         return;
     }
     if (!can_mount) {

@@ -430,7 +430,7 @@ static const char *python(void) {
 
 static void test_python_interop(void) {
     if (test_system("'%s' -c 'import numpy' >/dev/null 2>&1", python()) != 0) {
-        fprintf(stderr, "     (interop not checked: %s cannot import numpy)\n", python());
+        test_skip_part("Python interop: %s cannot import numpy", python());
         return;
     }
     const char *dir0 = test_tmpdir("st_interop");
@@ -494,7 +494,7 @@ static void test_python_interop(void) {
 static void test_real_weights_if_present(void) {
     const char *shared = test_shared_dir();
     if (!shared) {
-        fprintf(stderr, "     (../shared absent: the real mobilenet_v2 file is not checked)\n");
+        test_skip_part("../shared absent: the real mobilenet_v2 file is not checked");
         return;
     }
     char path[1200];

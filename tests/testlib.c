@@ -26,7 +26,23 @@ void tl_run(const char *name, void (*fn)(void)) {
     }
 }
 
+static int g_skipped_parts;
+
+void test_skip_part(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    printf("SKIPPED part: ");
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    g_skipped_parts++;
+}
+
 int test_summary(void) {
+    if (g_skipped_parts) {
+        printf("%d passed, %d failed, %d parts skipped (see SKIPPED above)\n", g_passed, g_failed, g_skipped_parts);
+        return g_failed ? 1 : 77;
+    }
     printf("%d passed, %d failed\n", g_passed, g_failed);
     return g_failed ? 1 : 0;
 }

@@ -5,7 +5,8 @@
  *
  * A failing CHECK prints file:line and the expression and marks the test failed; the test
  * function goes on (so one run shows every failure). test_summary prints "N passed, N failed"
- * and returns 0 or 1. test_skip(msg) prints why and exits 77 (ctest's SKIP_RETURN_CODE). */
+ * and returns 0 or 1 (77 when a part was skipped). test_skip(msg) prints why and exits 77
+ * (ctest's SKIP_RETURN_CODE). */
 #ifndef DRDC_TESTLIB_H
 #define DRDC_TESTLIB_H
 
@@ -38,8 +39,12 @@ extern int tl_failures;       /* CHECK failures inside the current test */
 #define RUN(fn) tl_run(#fn, fn)
 
 void tl_run(const char *name, void (*fn)(void));
+/* "N passed, N failed[, N parts skipped]"; returns 1 on any failure, else 77 (ctest's skip) when a
+ * part was skipped (test_skip_part), else 0: a test that could not check everything never passes. */
 int test_summary(void);
-void test_skip(const char *why);
+void test_skip(const char *why);       /* the whole test: prints why, exits 77 */
+void test_skip_part(const char *fmt, ...);   /* one part could not run (what is missing): printed, and
+                                              * test_summary then reports the test as skipped */
 int tl_contains(const char *hay, const char *needle);   /* needle NULL -> 1 */
 static inline const char *tl_str(const char *s) { return s ? s : ""; }
 
