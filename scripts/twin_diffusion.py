@@ -14,7 +14,9 @@ ddim IN:  x [B,3,H,W], masks [B,G,K,1,H,W], z, eps0 [B,G,K,3,H,W], eps_known [S,
           conv_w [3,6,3,3], conv_b [3], qs_x0 [B,3,H,W], qs_t [B] (I64), qs_eps [B,3,H,W];
           metadata T, beta_start, beta_end, tau, steps, t_scale
      OUT: betas [T] (F64), abar [T] (F32), timesteps [S] (I64), qs_xt [B,3,H,W],
-          x_hat [B,G,S,3,H,W], x_final [B,G,K,3,H,W]
+          x_hat [B,G,S,3,H,W], x_final [B,G,K,3,H,W] for each sampler variant, suffixed:
+          "" = start from the image (DESIGN.md, corrected), "_masked" = start from x~_k,
+          "_clip" = start from the image with x0 clipped to [-1,1] and eps re-derived
 The fake network: eps = tanh(conv3x3(cat(x_t, cond), conv_w, conv_b, padding 1)) + t_scale * t.
 
 fusion IN:  x [B,3,H,W], x_hat [B,G,S,3,H,W], h_base [B,1,H,W], scales [n] (F64),
@@ -100,26 +102,36 @@ def ddim(inp, meta):
     B, G, K = masks.shape[0], masks.shape[1], masks.shape[2]
     H, W = x.shape[2], x.shape[3]
     ts = [tau * (steps - i) // steps for i in range(steps)]
-    x_hat = torch.zeros(B, G, steps, 3, H, W)
-    x_final = torch.zeros(B, G, K, 3, H, W)
-    for bi in range(B):                          # each run on its own, literally
-        for g in range(G):
-            for k in range(K):
-                img = x[bi:bi + 1]
-                m = masks[bi, g, k:k + 1]        # [1,1,H,W]
-                cond = m * img + (1 - m) * inp["z"][bi, g, k:k + 1]
-                xt = math.sqrt(A(tau)) * cond + math.sqrt(1 - A(tau)) * inp["eps0"][bi, g, k:k + 1]
-                for i, t in enumerate(ts):
-                    tn = ts[i + 1] if i + 1 < steps else -1
-                    e = net(xt, torch.tensor([t]), cond)
-                    x0 = (xt - math.sqrt(1 - A(t)) * e) / math.sqrt(A(t))                      # (7)
-                    x_hat[bi, g, i] += ((1 - m) * x0)[0]                                       # (8)
-                    known = math.sqrt(A(tn)) * img + math.sqrt(1 - A(tn)) * inp["eps_known"][i, bi, g, k:k + 1]  # (11)
-                    unknown = math.sqrt(A(tn)) * x0 + math.sqrt(1 - A(tn)) * e                 # (12)
-                    xt = m * known + (1 - m) * unknown                                         # (13)
-                x_final[bi, g, k] = xt[0]
-    return {"betas": betas, "abar": abar, "timesteps": torch.tensor(ts, dtype=torch.int64), "qs_xt": qs_xt,
-            "x_hat": x_hat, "x_final": x_final}
+
+    def sample(start_masked, clip):
+        x_hat = torch.zeros(B, G, steps, 3, H, W)
+        x_final = torch.zeros(B, G, K, 3, H, W)
+        for bi in range(B):                      # each run on its own, literally
+            for g in range(G):
+                for k in range(K):
+                    img = x[bi:bi + 1]
+                    m = masks[bi, g, k:k + 1]    # [1,1,H,W]
+                    cond = m * img + (1 - m) * inp["z"][bi, g, k:k + 1]
+                    x_start = cond if start_masked else img    # DESIGN.md: the noised input image
+                    xt = math.sqrt(A(tau)) * x_start + math.sqrt(1 - A(tau)) * inp["eps0"][bi, g, k:k + 1]
+                    for i, t in enumerate(ts):
+                        tn = ts[i + 1] if i + 1 < steps else -1
+                        e = net(xt, torch.tensor([t]), cond)
+                        x0 = (xt - math.sqrt(1 - A(t)) * e) / math.sqrt(A(t))                  # (7)
+                        if clip:         # guided-diffusion: clip_denoised, then _predict_eps_from_xstart
+                            x0 = x0.clamp(-1, 1)
+                            e = (xt / math.sqrt(A(t)) - x0) / math.sqrt(1 / A(t) - 1)
+                        x_hat[bi, g, i] += ((1 - m) * x0)[0]                                   # (8)
+                        known = math.sqrt(A(tn)) * img + math.sqrt(1 - A(tn)) * inp["eps_known"][i, bi, g, k:k + 1]  # (11)
+                        unknown = math.sqrt(A(tn)) * x0 + math.sqrt(1 - A(tn)) * e             # (12)
+                        xt = m * known + (1 - m) * unknown                                     # (13)
+                    x_final[bi, g, k] = xt[0]
+        return x_hat, x_final
+
+    out = {"betas": betas, "abar": abar, "timesteps": torch.tensor(ts, dtype=torch.int64), "qs_xt": qs_xt}
+    for suffix, start_masked, clip in (("", False, False), ("_masked", True, False), ("_clip", False, True)):
+        out["x_hat" + suffix], out["x_final" + suffix] = sample(start_masked, clip)
+    return out
 
 
 # ---- fusion ------------------------------------------------------------------------------------

@@ -97,7 +97,7 @@ static drdc_status run_unet(dt_tensor *out, bench_ctx *c) {
 }
 static drdc_status run_drdc(dt_tensor *out, bench_ctx *c) {
     dt_tensor score = NULL;
-    drdc_status st = drdc_model_drdc(out, &score, NULL, NULL, NULL, &c->m, c->images_r, 0, c->gen, &c->last);
+    drdc_status st = drdc_model_drdc(out, &score, NULL, NULL, NULL, &c->m, c->images_r, 0, &c->last);
     dt_free(score);
     return st;
 }

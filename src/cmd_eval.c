@@ -95,7 +95,7 @@ static int split_list(char *buf, const char **names, int cap) {
  * the evaluation and writes the tables, JSON and CSV. */
 static drdc_status run_eval(const char *kind, const char *root, const drdc_data_config *model_data, int n_methods,
                             const char *const *methods, drdc_map_source source, void *ctx, const double *vis_lo,
-                            const double *vis_hi) {
+                            const double *vis_hi, char *model_json) {
     char cats_buf[4096];
     const char *cats[256];
     int n_cats = 0;
@@ -126,12 +126,15 @@ static drdc_status run_eval(const char *kind, const char *root, const drdc_data_
     drdc_eval_result r;
     st = drdc_evaluate(&ds, n_methods, methods, source, ctx, &o, &r);
     if (!st) {
+        r.model_json = model_json;   /* the result owns it now */
+        model_json = NULL;
         drdc_eval_print_tables(stdout, &r);
         if (A.json) st = drdc_eval_write_json(&r, A.json);
         if (!st && A.csv) st = drdc_eval_write_csv(&r, A.csv);
         drdc_eval_result_free(&r);
     }
     drdc_dataset_free(&ds);
+    free(model_json);
     return st;
 }
 
@@ -139,7 +142,7 @@ static drdc_status eval_maps(void) {
     if (!A.dataset) return drdc_fail(DRDC_ERR_USAGE, "--maps needs --dataset KIND");
     if (!A.data_root) return drdc_fail(DRDC_ERR_USAGE, "--maps needs --data-root DIR");
     const char *methods[] = {"maps"};
-    return run_eval(A.dataset, A.data_root, NULL, 1, methods, maps_source, (void *)A.maps, NULL, NULL);
+    return run_eval(A.dataset, A.data_root, NULL, 1, methods, maps_source, (void *)A.maps, NULL, NULL, NULL);
 }
 
 /* --model: the maps of one category's test images are computed in batches the first time one of
@@ -153,15 +156,15 @@ typedef struct model_source {
     const drdc_model *m;
     int want[N_SRC];
     int size;              /* maps are size x size */
+    int load_size;         /* images are loaded at load_size x load_size (drdc_model_input_size) */
     int category;          /* category cached, -1 none */
     float *maps[N_SRC];    /* [n][size*size] per method */
     float *scores[N_SRC];  /* [n] */
-    dt_generator gen;      /* inpainting draws: one stream over the whole evaluation */
 } model_source;
 
 static drdc_status fill_category(model_source *ms, const drdc_dataset *ds, int c) {
     const drdc_category *cat = &ds->categories[c];
-    int S = ms->size, n = cat->n_test;
+    int S = ms->size, I = ms->load_size, n = cat->n_test;
     size_t plane = (size_t)S * S;
     ms->category = -1;
     for (int k = 0; k < N_SRC; k++) {
@@ -175,7 +178,7 @@ static drdc_status fill_category(model_source *ms, const drdc_dataset *ds, int c
     }
     drdc_loader_options lo;
     drdc_loader_options_default(&lo);
-    lo.image_size = S;
+    lo.image_size = I;
     lo.batch_size = ms->m->cfg.infer.batch;
     lo.workers = ms->m->cfg.data.workers;
     drdc_loader *ld = NULL;
@@ -189,13 +192,13 @@ static drdc_status fill_category(model_source *ms, const drdc_dataset *ds, int c
     drdc_progress_begin(&prog, label, n, 0);
     int n_done = 0;
     while (!st && !(st = drdc_loader_next(ld, &b)) && b) {
-        const int64_t shape[4] = {b->n, 3, S, S};
+        const int64_t shape[4] = {b->n, 3, I, I};
         dt_tensor host = NULL, images = NULL, out[2 * N_SRC] = {NULL};   /* map, score per method */
         st = dt_from_host(&host, b->images, DT_F32, shape, 4, (dt_device){DT_CPU, 0});
         if (!st) st = dt_to_device(&images, host, ms->m->dev);
         if (!st && (ms->want[SRC_DRDC] || ms->want[SRC_DIFF])) {
             st = drdc_model_drdc(&out[2 * SRC_DRDC], &out[2 * SRC_DRDC + 1], &out[2 * SRC_BASE], &out[2 * SRC_BASE + 1],
-                                 ms->want[SRC_DIFF] ? &out[2 * SRC_DIFF] : NULL, ms->m, images, 0, ms->gen, NULL);
+                                 ms->want[SRC_DIFF] ? &out[2 * SRC_DIFF] : NULL, ms->m, images, 0, NULL);
             if (!st && ms->want[SRC_DIFF])
                 st = drdc_fusion_image_score(&out[2 * SRC_DIFF + 1], out[2 * SRC_DIFF], ms->m->cfg.infer.pool);
         } else if (!st) {
@@ -282,9 +285,12 @@ static drdc_status eval_model(const drdc_runtime *rt) {
         return st;
     }
     const char *method = A.method ? A.method : (m.refiner_steps > 0 ? "both" : "base");
+    if (!A.method && m.refiner_steps <= 0)
+        fprintf(stderr, "warning: %s has no trained diffusion refiner (0 refiner steps): evaluating the base "
+                "method only (train stage 2 for DRDC)\n", path);
     printf("model %s: %s backbone (%s), base %d epochs, refiner %d steps\n", path, m.cfg.backbone.arch,
            m.backbone_pretrained ? "pretrained" : "RANDOM", m.base_epochs, m.refiner_steps);
-    model_source ms = {&m, {0}, 0, -1, {NULL}, {NULL}, NULL};
+    model_source ms = {&m, {0}, 0, 0, -1, {NULL}, {NULL}};
     int all = strcmp(method, "all") == 0;
     ms.want[SRC_BASE] = all || strcmp(method, "drdc") != 0;
     ms.want[SRC_DIFF] = all;
@@ -295,7 +301,12 @@ static drdc_status eval_model(const drdc_runtime *rt) {
                          "use --method base)", method, path);
     }
     ms.size = ms.want[SRC_DRDC] ? m.cfg.refiner.image_size : m.cfg.data.image_size;
-    st = dt_generator_new(&ms.gen, (uint64_t)m.cfg.train.seed + 7);
+    ms.load_size = drdc_model_input_size(&m, ms.want[SRC_DRDC]);
+    if (ms.want[SRC_DRDC]) {
+        char how[256];
+        drdc_model_describe_drdc(&m, how, sizeof how);
+        printf("drdc inference: %s\n", how);
+    }
     /* the calibrated colour range of each method's maps (the diffusion map has no threshold) */
     double src_lo[N_SRC] = {m.stats.score_lo, 0, m.stats.drdc_lo}, src_hi[N_SRC] = {m.stats.score_hi, 0, m.stats.drdc_hi};
     drdc_colour_range(&(drdc_norm_stats){m.stats.diff_mean, m.stats.diff_std}, NAN, &src_lo[SRC_DIFF], &src_hi[SRC_DIFF]);
@@ -311,12 +322,11 @@ static drdc_status eval_model(const drdc_runtime *rt) {
     if (!st)
         st = run_eval(A.dataset ? A.dataset : m.cfg.data.dataset, A.data_root ? A.data_root : m.cfg.data.root,
                       &m.cfg.data, n_methods, methods, model_source_fn, &ms, m.stats.ready ? lo : NULL,
-                      m.stats.ready ? hi : NULL);
+                      m.stats.ready ? hi : NULL, drdc_model_describe_json(&m, path));
     for (int k = 0; k < N_SRC; k++) {
         free(ms.maps[k]);
         free(ms.scores[k]);
     }
-    dt_generator_free(ms.gen);
     drdc_model_free(&m);
     return st;
 }

@@ -81,9 +81,10 @@ static drdc_status apply_overrides(drdc_config *cfg) {
 
 typedef struct infer_ctx {
     drdc_model m;
-    int use_drdc, size;
+    int use_drdc, size;   /* size: of the maps */
+    int load_size;        /* images go in at load_size x load_size (drdc_model_input_size) */
     double lo, hi, threshold;
-    dt_generator gen;
+    char how[256];   /* the DRDC settings in words (drdc_model_describe_drdc) */
 } infer_ctx;
 
 typedef struct image_result {
@@ -96,19 +97,19 @@ static drdc_status infer_one(infer_ctx *c, const char *path, const char *heat_ou
                              image_result *r) {
     drdc_image img = {0}, small = {0}, map = {0}, heat = {0}, colour = {0}, over = {0};
     dt_tensor host = NULL, chw = NULL, images = NULL, out_map = NULL, out_score = NULL, bscore = NULL;
-    int S = c->size;
+    int S = c->size, I = c->load_size;
     double t0 = drdc_now_seconds();
     drdc_status st = drdc_image_load_rgb(path, &img);
-    if (!st) st = drdc_image_resize(&img, S, S, &small);
+    if (!st) st = drdc_image_resize(&img, I, I, &small);
     if (!st) st = drdc_image_alloc(&map, S, S, 1);
-    const int64_t hwc[4] = {1, S, S, 3}, perm[4] = {0, 3, 1, 2};
+    const int64_t hwc[4] = {1, I, I, 3}, perm[4] = {0, 3, 1, 2};
     if (!st) st = dt_from_host(&host, small.data, DT_F32, hwc, 4, (dt_device){DT_CPU, 0});
     if (!st) st = dt_permute(&chw, host, perm, 4);                  /* [1,3,S,S] */
     if (!st) st = dt_to_device(&images, chw, c->m.dev);
     r->load_s = drdc_now_seconds() - t0;
     if (!st && c->use_drdc) {
         drdc_stage_times tm;
-        st = drdc_model_drdc(&out_map, &out_score, NULL, &bscore, NULL, &c->m, images, 0, c->gen, &tm);
+        st = drdc_model_drdc(&out_map, &out_score, NULL, &bscore, NULL, &c->m, images, 0, &tm);
         r->base_s = tm.base_s;
         r->refine_s = tm.refine_s;
         r->fusion_s = tm.fusion_s;
@@ -149,6 +150,16 @@ static drdc_status write_json(const infer_ctx *c, const char *image, const image
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "image", image);
     cJSON_AddStringToObject(o, "method", c->use_drdc ? "drdc" : "base");
+    if (c->use_drdc) {
+        cJSON *d = cJSON_AddObjectToObject(o, "drdc");
+        const drdc_infer_config *ic = &c->m.cfg.infer;
+        cJSON_AddStringToObject(d, "start", ic->start);
+        cJSON_AddNumberToObject(d, "tau", ic->tau);
+        cJSON_AddNumberToObject(d, "steps", ic->steps);
+        cJSON_AddNumberToObject(d, "K", ic->K);
+        cJSON_AddBoolToObject(d, "clip_x0", ic->clip_x0);
+        cJSON_AddNumberToObject(d, "alpha", ic->alpha);
+    }
     cJSON_AddNumberToObject(o, "score", r->score);
     cJSON_AddNumberToObject(o, "threshold", c->threshold);
     cJSON_AddStringToObject(o, "verdict", r->score >= c->threshold ? "anomalous" : "normal");
@@ -267,15 +278,22 @@ static drdc_status run_infer(const drdc_runtime *rt) {
         st = drdc_fail(DRDC_ERR_INPUT, "--method drdc needs the diffusion refiner, and %s has none (use --method base)",
                        path);
     c.use_drdc = A.method ? strcmp(A.method, "drdc") == 0 : c.m.refiner_steps > 0;
+    if (!A.method && c.m.refiner_steps <= 0)
+        fprintf(stderr, "warning: %s has no trained diffusion refiner (0 refiner steps): using --method base "
+                "(train stage 2 for DRDC)\n", path);
     if (!st) st = apply_overrides(&c.m.cfg);
     if (!st && !c.m.stats.ready) st = drdc_fail(DRDC_ERR_INPUT, "%s is not calibrated (training did not finish)", path);
     if (!st && c.use_drdc && !c.m.stats.drdc_ready)
         st = drdc_fail(DRDC_ERR_INPUT, "%s is not calibrated for DRDC (use --method base)", path);
     c.size = c.use_drdc ? c.m.cfg.refiner.image_size : c.m.cfg.data.image_size;
+    c.load_size = drdc_model_input_size(&c.m, c.use_drdc);
     c.lo = c.use_drdc ? c.m.stats.drdc_lo : c.m.stats.score_lo;
     c.hi = c.use_drdc ? c.m.stats.drdc_hi : c.m.stats.score_hi;
     c.threshold = c.use_drdc ? c.m.stats.drdc_threshold : c.m.stats.base_threshold;
-    if (!st) st = dt_generator_new(&c.gen, (uint64_t)c.m.cfg.train.seed + 7);
+    if (!st && c.use_drdc) {
+        drdc_model_describe_drdc(&c.m, c.how, sizeof c.how);
+        fprintf(stderr, "drdc inference: %s\n", c.how);
+    }
     if (!st && A.image) {
         image_result r;
         st = infer_one(&c, A.image, A.out, A.overlay, &r);
@@ -288,7 +306,6 @@ static drdc_status run_infer(const drdc_runtime *rt) {
     } else if (!st) {
         st = infer_folder(&c);
     }
-    dt_generator_free(c.gen);
     drdc_model_free(&c.m);
     return st;
 }

@@ -105,9 +105,12 @@ static const key_def k_keys[] = {
     K_INT("refiner.steps", refiner.steps, 1, BIG, "100000"),
     K_INT("refiner.batch", refiner.batch, 1, 65536, "8"),
     K_DBL("refiner.ema_decay", refiner.ema_decay, 0, 1, KF_MAX_OPEN, "0.999"),
+    K_BOOL("refiner.ema_warmup", refiner.ema_warmup, "true"),
     K_BOOL("refiner.model_conditioning", refiner.model_conditioning, "true"),
 
     K_INT("infer.tau", infer.tau, 1, 100000, "250"),
+    K_STR("infer.start", infer.start, "\"image\"", "image|masked"),
+    K_BOOL("infer.clip_x0", infer.clip_x0, "false"),
     K_INT("infer.steps", infer.steps, 1, 100000, "10"),
     K_INT("infer.K", infer.K, 1, 65536, "2"),
     K_ILIST("infer.grids", infer.grids, infer.n_grids, 1, 4096, KF_NONEMPTY, "[8, 16]"),
@@ -127,6 +130,17 @@ static const key_def k_keys[] = {
     K_BOOL("train.bf16", train.bf16, "false"),
 };
 #define N_KEYS ((int)(sizeof k_keys / sizeof k_keys[0]))
+
+/* Keys added after model files were first written, with the value that reproduces what such a
+ * file was trained and calibrated with (drdc_config_parse_stored). Append-only. */
+static const struct {
+    const char *path;
+    const char *legacy;   /* JSON text */
+} k_legacy[] = {
+    {"infer.start", "\"masked\""},
+    {"infer.clip_x0", "false"},
+    {"refiner.ema_warmup", "false"},
+};
 
 /* ---- small helpers -------------------------------------------------------------------- */
 
@@ -449,8 +463,10 @@ static void line_col(const char *text, const char *at, int *line, int *col) {
     }
 }
 
-/* validate = 0 defers the checks to the caller (drdc_config_resolve validates once at the end). */
-static drdc_status parse_impl(drdc_config *cfg, const char *json_text, const char *source_name, int validate) {
+/* validate = 0 defers the checks to the caller (drdc_config_resolve validates once at the end);
+ * stored = 1 gives keys the text lacks their legacy value (k_legacy). */
+static drdc_status parse_impl(drdc_config *cfg, const char *json_text, const char *source_name, int validate,
+                              int stored) {
     const char *src = source_name ? source_name : "<config>";
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithOpts(json_text, &end, 1);
@@ -488,6 +504,13 @@ static drdc_status parse_impl(drdc_config *cfg, const char *json_text, const cha
     memset(seen, 0, sizeof seen);
     st = apply_object(tmp, root, seen);
     cJSON_Delete(root);
+    for (size_t i = 0; stored && !st && i < sizeof k_legacy / sizeof k_legacy[0]; i++) {
+        const key_def *k = find_key(k_legacy[i].path);
+        if (seen[k - k_keys]) continue;
+        cJSON *v = cJSON_Parse(k_legacy[i].legacy);
+        st = v ? apply_value(tmp, k, v) : drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory", src);
+        cJSON_Delete(v);
+    }
     if (!st) {
         const key_def *kt = find_key("refiner.timesteps"), *km = find_key("refiner.max_train_t");
         follow_timesteps(tmp, cfg, seen[kt - k_keys], seen[km - k_keys]);
@@ -503,7 +526,11 @@ static drdc_status parse_impl(drdc_config *cfg, const char *json_text, const cha
 }
 
 drdc_status drdc_config_parse(drdc_config *cfg, const char *json_text, const char *source_name) {
-    return parse_impl(cfg, json_text, source_name, 1);
+    return parse_impl(cfg, json_text, source_name, 1, 0);
+}
+
+drdc_status drdc_config_parse_stored(drdc_config *cfg, const char *json_text, const char *source_name) {
+    return parse_impl(cfg, json_text, source_name, 1, 1);
 }
 
 static drdc_status load_impl(drdc_config *cfg, const char *path, int validate) {
@@ -560,7 +587,7 @@ static drdc_status load_impl(drdc_config *cfg, const char *path, int validate) {
         memset(tmp->name, 0, sizeof tmp->name);
         memcpy(tmp->name, base, blen);
     }
-    drdc_status st = parse_impl(tmp, text, path, validate);
+    drdc_status st = parse_impl(tmp, text, path, validate, 0);
     free(text);
     if (!st) memcpy(cfg, tmp, sizeof *cfg);
     free(tmp);

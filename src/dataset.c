@@ -4,6 +4,7 @@
  * (see loader.c). Layout rules and the skipping policy are documented in dataset.h. */
 #define _POSIX_C_SOURCE 200809L
 #include "drdc/dataset.h"
+#include "drdc/rng.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -77,13 +78,6 @@ int drdc_is_image_file(const char *path) {
 static int is_tif(const char *path) {
     const char *e = file_ext(path);
     return !strcasecmp(e, "tif") || !strcasecmp(e, "tiff");
-}
-
-uint64_t drdc_splitmix64(uint64_t *state) {
-    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
 }
 
 /* A growable list of owned strings. */
@@ -768,12 +762,6 @@ void drdc_sample_list_free(drdc_sample_list *list) {
     list->n = 0;
 }
 
-static uint64_t fnv1a(const char *s) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
-    return h;
-}
-
 drdc_status drdc_dataset_split(const drdc_dataset *ds, double val_fraction, uint64_t seed,
                                drdc_sample_list *train, drdc_sample_list *val) {
     memset(train, 0, sizeof *train);
@@ -803,7 +791,7 @@ drdc_status drdc_dataset_split(const drdc_dataset *ds, double val_fraction, uint
         if (val_fraction > 0 && n >= 2 && n_val < 1) n_val = 1;
         if (n_val > n - 1) n_val = n > 0 ? n - 1 : 0;
         /* partial Fisher-Yates: the first n_val entries of a seeded permutation are held out */
-        uint64_t state = seed ^ fnv1a(cat->name);
+        uint64_t state = seed ^ drdc_fnv1a64(DRDC_FNV_OFFSET, cat->name, strlen(cat->name));
         (void)drdc_splitmix64(&state);
         for (int i = 0; i < n; i++) perm[i] = i;
         memset(held, 0, (size_t)(n > 0 ? n : 1));

@@ -427,6 +427,13 @@ static drdc_status ddim_step(dt_tensor *x_next, const drdc_schedule *s, drdc_eps
     /* (7) x0_hat = (x_t - sqrt(1 - abar_t) e) / sqrt(abar_t) */
     TRY(axpby(&scaled, 1.0, x_t, -sqrt(1.0 - ab), e));                           /* [N,3,H,W] */
     TRY(dt_mul_scalar(&x0_hat, scaled, 1.0 / sqrt(ab)));                         /* [N,3,H,W] */
+    if (o->clip_x0) {   /* guided-diffusion's clip_denoised, then _predict_eps_from_xstart */
+        dt_tensor clipped = NULL, rest = NULL;
+        TRY(dt_clamp(&clipped, x0_hat, -1.0, 1.0));                              /* [N,3,H,W] in [-1,1] */
+        x0_hat = clipped;
+        TRY(axpby(&rest, 1.0, x_t, -sqrt(ab), x0_hat));                          /* x_t - sqrt(abar_t) x0_hat */
+        TRY(dt_mul_scalar(&e, rest, 1.0 / sqrt(1.0 - ab)));                      /* [N,3,H,W] eps re-derived */
+    }
     if (on_x0) {
         st = on_x0(on_ctx, step, t, x0_hat);
         if (st) {
@@ -494,7 +501,8 @@ drdc_status drdc_ddim_inpaint_runs(dt_tensor *x_final, const drdc_schedule *s, d
     TRY(drdc_inpaint_condition(&cond, x, masks, zz));                           /* [N,3,H,W] x~_k */
     {
         const double ab = drdc_schedule_abar(s, ts[0]);
-        TRY(axpby(&x_cur, sqrt(ab), cond, sqrt(1.0 - ab), e0));                 /* [N,3,H,W] x_tau */
+        dt_tensor from = o->start == DRDC_START_MASKED ? cond : x;               /* what is noised to tau */
+        TRY(axpby(&x_cur, sqrt(ab), from, sqrt(1.0 - ab), e0));                 /* [N,3,H,W] x_tau */
     }
     for (int i = 0; i < o->steps; i++) {
         const int t_next = i + 1 < o->steps ? ts[i + 1] : -1;
@@ -528,6 +536,8 @@ void drdc_refine_opts_from_config(drdc_refine_opts *o, const drdc_infer_config *
     if (!ic) return;
     o->sampler.tau = ic->tau;
     o->sampler.steps = ic->steps;
+    o->sampler.start = strcmp(ic->start, "masked") == 0 ? DRDC_START_MASKED : DRDC_START_IMAGE;
+    o->sampler.clip_x0 = ic->clip_x0;
     o->K = ic->K;
     o->n_grids = ic->n_grids < DRDC_MAX_LIST ? ic->n_grids : DRDC_MAX_LIST;
     for (int i = 0; i < o->n_grids; i++) o->grids[i] = ic->grids[i];

@@ -38,6 +38,7 @@ void drdc_eval_result_free(drdc_eval_result *r) {
     free(r->categories);
     free(r->notes);
     free(r->values);
+    free(r->model_json);
     memset(r, 0, sizeof *r);
 }
 
@@ -383,6 +384,10 @@ drdc_status drdc_eval_write_json(const drdc_eval_result *r, const char *path) {
     cJSON *notes = cJSON_AddObjectToObject(root, "notes");
     for (int c = 0; notes && c < r->n_categories; c++)
         if (r->notes[c]) cJSON_AddStringToObject(notes, r->categories[c], r->notes[c]);
+    if (r->model_json) {
+        cJSON *model = cJSON_Parse(r->model_json);
+        if (model) cJSON_AddItemToObject(root, "model", model);
+    }
     char *text = cJSON_Print(root);
     cJSON_Delete(root);
     if (!text) return drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory writing JSON", path);

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "drdc/image.h"
+#include "drdc/rng.h"
 
 #define LOADER_ERR_CAP 2048
 #define LOADER_MAX_SIZE 16384

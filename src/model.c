@@ -2,6 +2,7 @@
 #include "drdc/model.h"
 #include "drdc/fusion.h"
 #include "drdc/progress.h"
+#include "drdc/rng.h"
 
 #include <cjson/cJSON.h>
 #include <stddef.h>
@@ -47,6 +48,35 @@ void drdc_model_free(drdc_model *m) {
     drdc_unet_free(&m->refiner);
     drdc_schedule_free(&m->schedule);
     memset(m, 0, sizeof *m);
+}
+
+void drdc_model_describe_drdc(const drdc_model *m, char *out, size_t cap) {
+    const drdc_infer_config *ic = &m->cfg.infer;
+    char grids[128] = "";
+    for (int i = 0; i < ic->n_grids; i++)
+        snprintf(grids + strlen(grids), sizeof grids - strlen(grids), "%s%d", i ? "," : "", ic->grids[i]);
+    snprintf(out, cap, "start from the %s, tau %d, %d DDIM steps, K %d, grids %s, x0 clipping %s",
+             strcmp(ic->start, "masked") == 0 ? "masked image x~_k" : "image", ic->tau, ic->steps, ic->K, grids,
+             ic->clip_x0 ? "on" : "off");
+}
+
+char *drdc_model_describe_json(const drdc_model *m, const char *path) {
+    char *config = drdc_config_to_json(&m->cfg);
+    cJSON *o = cJSON_CreateObject(), *c = config ? cJSON_Parse(config) : NULL;
+    free(config);
+    char *text = NULL;
+    if (o && c) {
+        cJSON_AddStringToObject(o, "file", path ? path : "");
+        cJSON_AddNumberToObject(o, "base_epochs", m->base_epochs);
+        cJSON_AddNumberToObject(o, "refiner_steps", m->refiner_steps);
+        cJSON_AddBoolToObject(o, "backbone_pretrained", m->backbone_pretrained);
+        cJSON_AddItemToObject(o, "config", c);
+        c = NULL;
+        text = cJSON_PrintUnformatted(o);
+    }
+    cJSON_Delete(c);
+    cJSON_Delete(o);
+    return text;
 }
 
 /* The stats fields stored in the model file, one table for writing and reading. */
@@ -152,7 +182,7 @@ drdc_status drdc_model_load_st(drdc_model *m, const drdc_st_file *f, dt_device d
     if (!config || !stats) return drdc_fail(DRDC_ERR_FORMAT, "%s: model metadata lacks 'config' or 'stats'", path);
     drdc_config cfg;
     drdc_config_defaults(&cfg);
-    drdc_status st = drdc_config_parse(&cfg, config, path);
+    drdc_status st = drdc_config_parse_stored(&cfg, config, path);
     if (st) return drdc_error_context(st, "%s: the model's stored config", path);
     /* The weights come from this file; do not read the training-time weights path again. */
     cfg.backbone.weights[0] = '\0';
@@ -218,7 +248,37 @@ done:
     return st;
 }
 
-drdc_status drdc_model_base(dt_tensor *map, dt_tensor *score, const drdc_model *m, dt_tensor images) {
+/* Runs fn on each image of a batch alone ([1,...] slices) and concatenates each wanted output along
+ * dim 0. Every result of the model is computed this way, so an image's maps and score never depend
+ * on the batch it came in (libtorch's kernels pick their summation order by batch size: a batch of
+ * four and a batch of one differ in the last bits). outs[i] NULL: output i not wanted. */
+typedef drdc_status (*one_image_fn)(dt_tensor *const *outs, const drdc_model *m, dt_tensor image, void *ctx);
+
+static drdc_status per_image(dt_tensor *const *outs, int n_outs, const drdc_model *m, dt_tensor images,
+                             one_image_fn fn, void *ctx) {
+    int64_t B = 0;
+    drdc_status st = dt_size(&B, images, 0);
+    if (st) return st;
+    if (B == 1) return fn(outs, m, images, ctx);
+    dt_tensor *parts = calloc((size_t)(n_outs * B), sizeof *parts);
+    if (!parts) return drdc_fail(DRDC_ERR_NOMEM, "out of memory for a batch of %lld images", (long long)B);
+    for (int64_t b = 0; b < B && !st; b++) {
+        dt_tensor one = NULL, *slot[8];
+        for (int i = 0; i < n_outs; i++) slot[i] = outs[i] ? &parts[i * B + b] : NULL;
+        st = dt_narrow(&one, images, 0, b, 1);                 /* [1,3,H,W] */
+        if (!st) st = fn(slot, m, one, ctx);
+        dt_free(one);
+    }
+    for (int i = 0; i < n_outs && !st; i++)
+        if (outs[i]) st = dt_cat(outs[i], &parts[i * B], (int)B, 0);
+    for (int64_t k = 0; k < n_outs * B; k++) dt_free(parts[k]);
+    free(parts);
+    return st;
+}
+
+static drdc_status base_one(dt_tensor *const *outs, const drdc_model *m, dt_tensor images, void *ctx) {
+    (void)ctx;
+    dt_tensor *map = outs[0], *score = outs[1];
     *map = *score = NULL;
     int S = m->cfg.data.image_size;
     int prev = dt_set_grad_enabled(0);
@@ -245,6 +305,12 @@ done:
     return st;
 }
 
+drdc_status drdc_model_base(dt_tensor *map, dt_tensor *score, const drdc_model *m, dt_tensor images) {
+    *map = *score = NULL;
+    dt_tensor *const outs[2] = {map, score};
+    return per_image(outs, 2, m, images, base_one, NULL);
+}
+
 /* images [B,3,R,R] -> [B,3,size,size]: area when shrinking, bilinear when enlarging (a new
  * handle on the same tensor when the size is already right). */
 static drdc_status resize_images(dt_tensor *out, dt_tensor images, int size) {
@@ -255,10 +321,76 @@ static drdc_status resize_images(dt_tensor *out, dt_tensor images, int size) {
     return dt_interpolate(out, images, size, size, shape[2] > size ? DT_INTERP_AREA : DT_INTERP_BILINEAR);
 }
 
-drdc_status drdc_model_drdc(dt_tensor *heat, dt_tensor *score, dt_tensor *base_map, dt_tensor *base_score,
-                            dt_tensor *h_diff, const drdc_model *m, dt_tensor images, int calibrating,
-                            dt_generator g, drdc_stage_times *times) {
-    dt_tensor *outs[5] = {heat, score, base_map, base_score, h_diff};
+uint64_t drdc_model_image_seed(const drdc_model *m, const float *pixels, size_t n) {
+    uint64_t state = drdc_seed(m->cfg.train.seed, DRDC_SEED_INFER) ^ drdc_fnv1a64(DRDC_FNV_OFFSET, pixels, n * sizeof *pixels);
+    return drdc_splitmix64(&state);
+}
+
+/* The inpainting draws of every image of a batch, each from its own generator seeded by
+ * drdc_model_image_seed (so an image's maps do not depend on its batch), as the given randomness
+ * of ro: masks [B,G,K,1,R,R], z and eps0 [B,G,K,3,R,R], eps_known [S,B,G,K,3,R,R]. Per image, in
+ * this order: for each grid one randperm (drdc_inpaint_masks), then z [G,K,3,R,R], eps0 [G,K,3,R,R]
+ * and eps' [S,G,K,3,R,R], all N(0,1) on the CPU, moved to the images' device. Runs in the caller's
+ * scope (the handles are its temporaries). */
+static drdc_status image_draws(drdc_refine_opts *ro, const drdc_model *m, dt_tensor images) {
+    int64_t sh[4];
+    drdc_status st = dt_shape(sh, 4, images);
+    if (st) return st;
+    const int64_t B = sh[0], R = sh[2], G = ro->n_grids, K = ro->K, S = ro->sampler.steps;
+    const size_t plane = (size_t)(3 * R * R);
+    const dt_device cpu = {DT_CPU, 0}, dev = dt_device_of(images);
+    dt_tensor host = NULL, *per[4] = {NULL, NULL, NULL, NULL};
+    float *px = malloc(sizeof(float) * plane * (size_t)B);
+    for (int i = 0; i < 4; i++) per[i] = calloc((size_t)B, sizeof(dt_tensor));
+    if (!px || !per[0] || !per[1] || !per[2] || !per[3]) {
+        st = drdc_fail(DRDC_ERR_NOMEM, "out of memory for the inpainting draws");
+        goto done;
+    }
+    TRY(dt_to_device(&host, images, cpu));
+    TRY(dt_copy_to_host(host, px, sizeof(float) * plane * (size_t)B));   /* [B,3,R,R] */
+    const int64_t nshape[5] = {G, K, 3, R, R}, kshape[6] = {S, G, K, 3, R, R};
+    for (int64_t b = 0; b < B; b++) {
+        dt_generator gen = NULL;
+        dt_tensor grid_masks[DRDC_MAX_LIST] = {NULL};
+        TRY(dt_generator_new(&gen, drdc_model_image_seed(m, px + (size_t)b * plane, plane)));
+        for (int64_t g = 0; g < G && !st; g++)
+            st = drdc_inpaint_masks(&grid_masks[g], (int)R, (int)R, ro->grids[g], (int)K, gen, cpu); /* [K,1,R,R] */
+        if (!st) st = dt_stack(&per[0][b], grid_masks, (int)G, 0);                 /* [G,K,1,R,R] */
+        if (!st) st = dt_randn(&per[1][b], nshape, 5, DT_F32, cpu, gen);           /* z */
+        if (!st) st = dt_randn(&per[2][b], nshape, 5, DT_F32, cpu, gen);           /* eps0 */
+        if (!st) st = dt_randn(&per[3][b], kshape, 6, DT_F32, cpu, gen);           /* eps' per step */
+        dt_generator_free(gen);
+        if (st) goto done;
+    }
+    dt_tensor all[4];
+    TRY(dt_stack(&all[0], per[0], (int)B, 0));    /* [B,G,K,1,R,R] */
+    TRY(dt_stack(&all[1], per[1], (int)B, 0));    /* [B,G,K,3,R,R] */
+    TRY(dt_stack(&all[2], per[2], (int)B, 0));    /* [B,G,K,3,R,R] */
+    TRY(dt_stack(&all[3], per[3], (int)B, 1));    /* [S,B,G,K,3,R,R] */
+    dt_tensor *dst[4] = {&ro->masks, &ro->z, &ro->eps0, &ro->eps_known};
+    for (int i = 0; i < 4; i++) TRY(dt_to_device(dst[i], all[i], dev));
+done:
+    free(px);
+    for (int i = 0; i < 4; i++) free(per[i]);   /* the handles belong to the caller's scope */
+    return st;
+}
+
+int drdc_model_input_size(const drdc_model *m, int with_refiner) {
+    int S = m->cfg.data.image_size, R = m->cfg.refiner.image_size;
+    return with_refiner && R > S ? R : S;
+}
+
+typedef struct drdc_one_ctx {
+    int calibrating;
+    drdc_stage_times *times;   /* summed over the images; NULL: not timed */
+} drdc_one_ctx;
+
+static drdc_status drdc_one(dt_tensor *const *outs_in, const drdc_model *m, dt_tensor images, void *ctx_) {
+    const drdc_one_ctx *ctx = ctx_;
+    const int calibrating = ctx->calibrating;
+    drdc_stage_times *times = ctx->times;
+    dt_tensor *outs[5];
+    for (int i = 0; i < 5; i++) outs[i] = outs_in[i];
     for (int i = 0; i < 5; i++)
         if (outs[i]) *outs[i] = NULL;
     if (m->refiner_steps <= 0)
@@ -275,24 +407,19 @@ drdc_status drdc_model_drdc(dt_tensor *heat, dt_tensor *score, dt_tensor *base_m
     int R = m->cfg.refiner.image_size, S = m->cfg.data.image_size;
     drdc_refine_opts ro;
     drdc_refine_opts_from_config(&ro, &m->cfg.infer);
-    dt_generator own = NULL;
-    if (!g) {
-        st = dt_generator_new(&own, (uint64_t)m->cfg.train.seed + 7);
-        if (st) return st;
-        g = own;
-    }
-    ro.sampler.gen = g;
     int prev = dt_set_grad_enabled(0);
     st = dt_scope_begin();
     if (st) goto out;
-    dt_tensor img_s, bmap, bscore, bmap_r, x2, x, x_hat, hd, ht = NULL, sc = NULL;
+    dt_tensor img_s, img_r, bmap, bscore, bmap_r, x2, x, x_hat, hd, ht = NULL, sc = NULL;
     double t0 = drdc_now_seconds(), t1, t2;
     TRY(resize_images(&img_s, images, S));                          /* [B,3,S,S] */
     TRY(drdc_model_base(&bmap, &bscore, m, img_s));                 /* [B,1,S,S], [B] */
     TRY(resize_images(&bmap_r, bmap, R));                           /* [B,1,R,R] */
     if (times) TRY(dt_synchronize(m->dev));
     t1 = drdc_now_seconds();
-    TRY(dt_mul_scalar(&x2, images, 2.0));
+    TRY(resize_images(&img_r, images, R));                          /* [B,3,R,R] in [0,1] */
+    TRY(image_draws(&ro, m, img_r));                                /* this batch's masks and noise */
+    TRY(dt_mul_scalar(&x2, img_r, 2.0));
     TRY(dt_add_scalar(&x, x2, -1.0));                               /* [B,3,R,R] in [-1,1] */
     TRY(drdc_diffusion_refine(&x_hat, NULL, NULL, &m->schedule, drdc_unet_eps, (void *)&m->refiner, x, &ro));
                                                                     /* [B,G,steps,3,R,R] */
@@ -302,9 +429,9 @@ drdc_status drdc_model_drdc(dt_tensor *heat, dt_tensor *score, dt_tensor *base_m
     if (!calibrating) TRY(drdc_fusion_final(&ht, &sc, hd, bmap_r, &fo));  /* eq. 17, [B,1,R,R], [B] */
     if (times) {
         TRY(dt_synchronize(m->dev));
-        times->base_s = t1 - t0;
-        times->refine_s = t2 - t1;
-        times->fusion_s = drdc_now_seconds() - t2;
+        times->base_s += t1 - t0;
+        times->refine_s += t2 - t1;
+        times->fusion_s += drdc_now_seconds() - t2;
     }
     dt_tensor keep[5] = {ht, sc, bmap_r, bscore, hd};
     for (int i = 0; i < 5; i++)
@@ -316,7 +443,6 @@ done:
     dt_scope_end();
 out:
     dt_set_grad_enabled(prev);
-    dt_generator_free(own);
     if (st)
         for (int i = 0; i < 5; i++)
             if (outs[i]) {
@@ -324,4 +450,15 @@ out:
                 *outs[i] = NULL;
             }
     return st;
+}
+
+drdc_status drdc_model_drdc(dt_tensor *heat, dt_tensor *score, dt_tensor *base_map, dt_tensor *base_score,
+                            dt_tensor *h_diff, const drdc_model *m, dt_tensor images, int calibrating,
+                            drdc_stage_times *times) {
+    dt_tensor *const outs[5] = {heat, score, base_map, base_score, h_diff};
+    for (int i = 0; i < 5; i++)
+        if (outs[i]) *outs[i] = NULL;
+    if (times) memset(times, 0, sizeof *times);
+    drdc_one_ctx ctx = {calibrating, times};
+    return per_image(outs, 5, m, images, drdc_one, &ctx);
 }

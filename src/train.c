@@ -160,9 +160,8 @@ drdc_status drdc_calibrate(drdc_model *m, const drdc_sample_list *val, int quiet
         return drdc_fail(DRDC_ERR_INPUT, "no validation images to calibrate on (data.val_fraction is 0 or the "
                          "categories have fewer than 2 training images)");
     int with_refiner = m->refiner_steps > 0, R = m->cfg.refiner.image_size;
-    int size = with_refiner ? R : m->cfg.data.image_size;
+    int size = drdc_model_input_size(m, with_refiner);
     drdc_loader *ld = NULL;
-    dt_generator gen = NULL;
     double *base_scores = malloc(sizeof(double) * (size_t)val->n), *drdc_scores = malloc(sizeof(double) * (size_t)val->n);
     float *kept_base = NULL, *kept_diff = NULL, *sc = NULL;
     size_t n_base = 0, n_diff = 0;
@@ -185,7 +184,6 @@ drdc_status drdc_calibrate(drdc_model *m, const drdc_sample_list *val, int quiet
         st = drdc_fail(DRDC_ERR_NOMEM, "out of memory");
         goto done;
     }
-    TRY(dt_generator_new(&gen, (uint64_t)m->cfg.train.seed + 11));
     TRY(drdc_loader_create(&ld, val->items, val->n, &lo));
     TRY(drdc_loader_start_epoch(ld, 0));
     drdc_progress prog;
@@ -199,7 +197,7 @@ drdc_status drdc_calibrate(drdc_model *m, const drdc_sample_list *val, int quiet
         dt_tensor host = NULL, images = NULL, map = NULL, score = NULL, hd = NULL;
         st = dt_from_host(&host, b->images, DT_F32, shape, 4, (dt_device){DT_CPU, 0});
         if (!st) st = dt_to_device(&images, host, m->dev);
-        if (!st && with_refiner) st = drdc_model_drdc(NULL, NULL, &map, &score, &hd, m, images, 1, gen, NULL);
+        if (!st && with_refiner) st = drdc_model_drdc(NULL, NULL, &map, &score, &hd, m, images, 1, NULL);
         if (!st && !with_refiner) st = drdc_model_base(&map, &score, m, images);
         if (!st) st = drdc_stats_add(&acc_base, map);
         if (!st) st = dt_copy_to_host(score, sc, sizeof(float) * (size_t)b->n);
@@ -266,7 +264,6 @@ drdc_status drdc_calibrate(drdc_model *m, const drdc_sample_list *val, int quiet
     m->stats.drdc_ready = 1;
 done:
     drdc_loader_free(ld);
-    dt_generator_free(gen);
     free(base_scores);
     free(drdc_scores);
     free(kept_base);

@@ -41,6 +41,13 @@ done:
     return st;
 }
 
+/* The EMA's decay at update n (0-based): ema_decay, or with the warm-up min(ema_decay, (1 + n) / (10 + n))
+ * (DESIGN.md; update 0 keeps 10 % of the initial weights, update 90 1 %). */
+double drdc_ema_decay_at(const drdc_refiner_config *rc, int n) {
+    double warm = (1.0 + n) / (10.0 + n);
+    return rc->ema_warmup && warm < rc->ema_decay ? warm : rc->ema_decay;
+}
+
 /* ema <- ema + (1 - decay) (live - ema), under no-grad. */
 static drdc_status ema_update(drdc_unet *ema, const drdc_unet *live, double decay) {
     int prev = dt_set_grad_enabled(0);
@@ -123,7 +130,7 @@ drdc_status drdc_train_refiner(drdc_model *m, const drdc_sample_list *train, con
             if (!b || m->refiner_steps >= rc->steps) break;
             double loss;
             st = refiner_step(m, &live, opt, gen, params, n_params, b, &loss);
-            if (!st) st = ema_update(&m->refiner, &live, rc->ema_decay);
+            if (!st) st = ema_update(&m->refiner, &live, drdc_ema_decay_at(rc, m->refiner_steps));
             if (st) {
                 drdc_progress_end(&prog);
                 goto done;

@@ -318,6 +318,26 @@ static void test_find(void) {
     CHECK(chdir(cwd) == 0);
 }
 
+/* A config stored in a model file before infer.start, infer.clip_x0 and refiner.ema_warmup existed
+ * keeps what that model was trained and calibrated with (masked start, no clipping, no warm-up);
+ * a config file without them gets the new defaults; a stored config that has them keeps them. */
+static void test_stored_config_legacy_values(void) {
+    const char *old = "{\"name\": \"old\", \"infer\": {\"tau\": 200}}";
+    drdc_config fresh, stored, kept;
+    drdc_config_defaults(&fresh);
+    drdc_config_defaults(&stored);
+    CHECK_OK(drdc_config_parse(&fresh, old, "old.json"));
+    CHECK_OK(drdc_config_parse_stored(&stored, old, "old model"));
+    CHECK(strcmp(fresh.infer.start, "image") == 0 && fresh.refiner.ema_warmup == 1 && fresh.infer.clip_x0 == 0);
+    CHECK(strcmp(stored.infer.start, "masked") == 0 && stored.refiner.ema_warmup == 0 && stored.infer.clip_x0 == 0);
+    CHECK(stored.infer.tau == 200);
+    const char *now = "{\"infer\": {\"start\": \"image\", \"clip_x0\": true}, \"refiner\": {\"ema_warmup\": true}}";
+    drdc_config_defaults(&kept);
+    CHECK_OK(drdc_config_parse_stored(&kept, now, "new model"));
+    CHECK(strcmp(kept.infer.start, "image") == 0 && kept.refiner.ema_warmup == 1 && kept.infer.clip_x0 == 1);
+    CHECK_ERR(drdc_config_set(&kept, "infer.start=noise"), DRDC_ERR_CONFIG, "infer.start");
+}
+
 int main(void) {
     RUN(test_defaults_valid);
     RUN(test_shipped_configs_load);
@@ -339,5 +359,6 @@ int main(void) {
     RUN(test_max_train_t_follows_timesteps);
     RUN(test_serialisation_round_trip);
     RUN(test_find);
+    RUN(test_stored_config_legacy_values);
     return test_summary();
 }

@@ -518,6 +518,122 @@ static drdc_status collect_x0(void *ctx, int step, int t, dt_tensor x0_hat) {
     return st ? st : keep_all(c->x0[step]);
 }
 
+/* infer.start: the x_t the network sees at tau. From the image (default), EVERY pixel, hidden cells
+ * included, is sqrt(abar_tau) x + sqrt(1 - abar_tau) eps0 (the hidden cells hold the noised input,
+ * not noise); from x~_k (the ablation), the hidden cells are sqrt(abar_tau) z + sqrt(1 - abar_tau) eps0.
+ * The same generator state gives the same draws either way. */
+static void test_start_image_or_masked(void) {
+    drdc_schedule s;
+    CHECK_OK(drdc_schedule_init(&s, 1000, 1e-4, 0.02, CPU));
+    const int B = 1, G = 1, H = 8, W = 8, K = 2, S = 2, tau = 250;
+    const int grids[1] = {4};
+    const double ab = s.abar[tau];
+    double worst[2] = {0, 0}, hidden_gap[2] = {0, 0};
+    for (int v = 0; v < 2; v++) {
+        dt_generator g = NULL;
+        CHECK_OK(dt_generator_new(&g, 45));   /* the same draws for both starts */
+        dt_tensor x = images(B, H, W, g);
+        given gv;
+        given_make(&gv, B, G, grids, K, S, H, W, g);
+        drdc_refine_opts o;
+        opts_set(&o, tau, S, K, G, grids, &gv);
+        o.sampler.start = v == 0 ? DRDC_START_IMAGE : DRDC_START_MASKED;
+        conv_ctx cc;
+        conv_init(&cc, g);
+        cc.record = 1;
+        dt_tensor x_hat = NULL;
+        CHECK_OK(drdc_diffusion_refine(&x_hat, NULL, NULL, &s, conv_net, &cc, x, &o));
+        float *hx = to_host(x), *hm = to_host(gv.masks), *hz = to_host(gv.z), *he0 = to_host(gv.eps0);
+        float *seen = cc.seen[0] ? to_host(cc.seen[0]) : NULL;   /* [K,3,H,W] x_tau */
+        CHECK(seen != NULL);
+        for (int k = 0; seen && k < K; k++)
+            for (int c = 0; c < 3; c++)
+                for (int64_t p = 0; p < (int64_t)H * W; p++) {
+                    int64_t ri = ((int64_t)k * 3 + c) * H * W + p;
+                    int hidden = hm[(int64_t)k * H * W + p] == 0.0f;
+                    double img = hx[(int64_t)c * H * W + p];
+                    double from_image = sqrt(ab) * img + sqrt(1.0 - ab) * he0[ri];
+                    double from_masked = sqrt(ab) * (hidden ? hz[ri] : img) + sqrt(1.0 - ab) * he0[ri];
+                    double want = v == 0 ? from_image : from_masked;
+                    if (fabs(want - seen[ri]) > worst[v]) worst[v] = fabs(want - seen[ri]);
+                    if (hidden && fabs(from_image - from_masked) > hidden_gap[v])
+                        hidden_gap[v] = fabs(from_image - from_masked);
+                }
+        free(seen), free(hx), free(hm), free(hz), free(he0);
+        dt_free(x_hat), dt_free(x);
+        given_free(&gv);
+        conv_free(&cc);
+        dt_generator_free(g);
+    }
+    printf("  x_tau: image start max diff %.3g, masked start %.3g (the two differ by up to %.3g in hidden cells)\n",
+           worst[0], worst[1], hidden_gap[0]);
+    CHECK(worst[0] < 1e-6);
+    CHECK(worst[1] < 1e-6);
+    CHECK(hidden_gap[0] > 0.1);   /* the check can tell the two starts apart */
+    drdc_schedule_free(&s);
+}
+
+/* infer.clip_x0: every x0 prediction handed on is clamp(x0, -1, 1) of the unclipped one, and the
+ * next step's hidden pixels use eps re-derived from the clipped x0 (guided-diffusion's DDIM):
+ * x_t' = sqrt(abar_t') x0c + sqrt(1 - abar_t') (x_t - sqrt(abar_t) x0c) / sqrt(1 - abar_t). A
+ * network with a large output drives x0 out of range, so clipping has something to do. */
+static void test_clip_x0(void) {
+    drdc_schedule s;
+    CHECK_OK(drdc_schedule_init(&s, 1000, 1e-4, 0.02, CPU));
+    const int H = 8, W = 8, S = 2, tau = 200;
+    const int64_t n = 3 * H * W;
+    dt_tensor x0s[2] = {NULL, NULL}, seen1[2] = {NULL, NULL}, seen0 = NULL;
+    dt_tensor mk = NULL;
+    for (int clip = 0; clip < 2; clip++) {
+        dt_generator g = NULL;
+        CHECK_OK(dt_generator_new(&g, 47));
+        dt_tensor x = images(1, H, W, g), masks = NULL, m1 = NULL;
+        CHECK_OK(drdc_inpaint_masks(&masks, H, W, 4, 2, g, CPU));   /* [2,1,H,W] */
+        CHECK_OK(dt_narrow(&m1, masks, 0, 0, 1));                    /* [1,1,H,W] run k = 0 */
+        conv_ctx cc;
+        conv_init(&cc, g);
+        cc.t_scale = 0.05;   /* eps ~ 10 at t = 200: x0 far outside [-1,1] */
+        cc.record = 1;
+        collect_ctx col;
+        memset(&col, 0, sizeof col);
+        drdc_sampler_opts so = {.tau = tau, .steps = S, .clip_x0 = clip, .gen = g};
+        CHECK_OK(drdc_ddim_inpaint_runs(NULL, &s, conv_net, &cc, x, m1, NULL, NULL, NULL, &so, collect_x0, &col));
+        x0s[clip] = col.x0[0];
+        dt_free(col.x0[1]);
+        seen1[clip] = cc.seen[1];
+        cc.seen[1] = NULL;
+        if (clip) {
+            seen0 = cc.seen[0];
+            cc.seen[0] = NULL;
+            CHECK_OK(dt_clone(&mk, m1));
+        }
+        dt_free(x), dt_free(masks), dt_free(m1);
+        conv_free(&cc);
+        dt_generator_free(g);
+    }
+    float *raw = to_host(x0s[0]), *cl = to_host(x0s[1]), *xt0 = to_host(seen0), *xt1 = to_host(seen1[1]);
+    float *hm = to_host(mk);
+    double out_of_range = 0, worst_clamp = 0, worst_next = 0;
+    const double a0 = s.abar[tau], a1 = s.abar[tau / S];
+    for (int64_t i = 0; i < n; i++) {
+        if (fabs(raw[i]) > out_of_range) out_of_range = fabs(raw[i]);
+        double want = raw[i] < -1 ? -1 : raw[i] > 1 ? 1 : raw[i];
+        if (fabs(cl[i] - want) > worst_clamp) worst_clamp = fabs(cl[i] - want);
+        if (hm[i % (H * W)] != 0.0f) continue;   /* hidden pixels follow eq. (12) */
+        double e = (xt0[i] - sqrt(a0) * cl[i]) / sqrt(1.0 - a0);
+        double next = sqrt(a1) * cl[i] + sqrt(1.0 - a1) * e;
+        if (fabs(next - xt1[i]) > worst_next) worst_next = fabs(next - xt1[i]);
+    }
+    printf("  clip: unclipped |x0| up to %.3g; clamp max diff %.3g; next x_t (re-derived eps) max diff %.3g\n",
+           out_of_range, worst_clamp, worst_next);
+    CHECK(out_of_range > 2.0);
+    CHECK(worst_clamp < 1e-6);
+    CHECK(worst_next < 1e-4);
+    free(raw), free(cl), free(xt0), free(xt1), free(hm);
+    dt_free(x0s[0]), dt_free(x0s[1]), dt_free(seen1[0]), dt_free(seen1[1]), dt_free(seen0), dt_free(mk);
+    drdc_schedule_free(&s);
+}
+
 /* One batch of all runs == each (b, g) alone == each (b, g, k) alone folded by eq. (8) ==
  * chunked calls; the chunked callback sees ceil(N / chunk) calls per step. */
 static void test_batching_equals_one_at_a_time(void) {
@@ -580,7 +696,7 @@ static void test_batching_equals_one_at_a_time(void) {
                 CHECK_OK(dt_reshape(&ek5, ek, rk, 5));
                 collect_ctx col;
                 memset(&col, 0, sizeof col);
-                drdc_sampler_opts so = {120, S, 0, NULL};
+                drdc_sampler_opts so = {.tau = 120, .steps = S};
                 CHECK_OK(drdc_ddim_inpaint_runs(NULL, &s, conv_net, &cc, xb, mk, zk4, e04, ek5, &so, collect_x0, &col));
                 float *hm = to_host(mk);
                 for (int st = 0; st < S; st++) {
@@ -687,7 +803,7 @@ static void compare(const char *label, dt_tensor got, const drdc_st_file *f, con
         if (!(d <= md)) md = d;
         if (fabs(w[i]) > mw) mw = fabs(w[i]);
     }
-    printf("  %-10s max diff %.3g (relative %.3g)\n", label, md, md / mw);
+    printf("  %-16s max diff %.3g (relative %.3g)\n", label, md, md / mw);
     CHECK(md / mw <= tol);
     free(w);
     free(g);
@@ -697,7 +813,7 @@ static void test_matches_twin(void) {
     const char *py = getenv("DRDC_PYTHON");
     if (!py || !*py) py = "/usr/bin/python3";
     if (test_system("'%s' -c 'import torch, numpy' >/dev/null 2>&1", py) != 0) {
-        printf("  skipped: %s lacks torch/numpy, needed for the twin\n", py);
+        test_skip_part("%s lacks torch/numpy, needed for the twin", py);
         return;
     }
     dt_generator g = NULL;
@@ -771,11 +887,21 @@ static void test_matches_twin(void) {
         drdc_refine_opts o;
         opts_set(&o, tau, S, K, G, grids, &gv);
         o.sampler.chunk = 3;
-        dt_tensor x_hat = NULL, fin = NULL;
-        CHECK_OK(drdc_diffusion_refine(&x_hat, &fin, NULL, &s, conv_net, &cc, x, &o));
-        compare("x_hat", x_hat, f, "x_hat", 1e-4);
-        compare("x_final", fin, f, "x_final", 1e-4);
-        dt_free(x_hat), dt_free(fin);
+        /* the default start from the image, the masked start (ablation), x0 clipping */
+        static const struct { const char *suffix; drdc_start start; int clip; } variants[3] = {
+            {"", DRDC_START_IMAGE, 0}, {"_masked", DRDC_START_MASKED, 0}, {"_clip", DRDC_START_IMAGE, 1}};
+        for (int v = 0; v < 3; v++) {
+            char nh[32], nf[32];
+            snprintf(nh, sizeof nh, "x_hat%s", variants[v].suffix);
+            snprintf(nf, sizeof nf, "x_final%s", variants[v].suffix);
+            o.sampler.start = variants[v].start;
+            o.sampler.clip_x0 = variants[v].clip;
+            dt_tensor x_hat = NULL, fin = NULL;
+            CHECK_OK(drdc_diffusion_refine(&x_hat, &fin, NULL, &s, conv_net, &cc, x, &o));
+            compare(nh, x_hat, f, nh, 1e-4);
+            compare(nf, fin, f, nf, 1e-4);
+            dt_free(x_hat), dt_free(fin);
+        }
         drdc_st_close(f);
     }
     dt_free(x), dt_free(qs_x0), dt_free(qs_t), dt_free(qs_eps), dt_free(qs_xt);
@@ -792,6 +918,8 @@ int main(void) {
     RUN(test_oracle_recovers_image);
     RUN(test_each_pixel_from_its_hidden_run);
     RUN(test_known_pixels_follow_forward_process);
+    RUN(test_start_image_or_masked);
+    RUN(test_clip_x0);
     RUN(test_batching_equals_one_at_a_time);
     RUN(test_no_leaks_and_errors);
     RUN(test_matches_twin);

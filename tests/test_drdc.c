@@ -6,7 +6,9 @@
 #include "drdc/fsutil.h"
 #include "drdc/image.h"
 #include "drdc/model.h"
+#include "drdc/rng.h"
 #include "drdc/safetensors.h"
+#include "drdc/train.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -282,6 +284,128 @@ static void test_base_scales(void) {
     drdc_model_free(&m);
 }
 
+/* A model whose refiner never trained: infer and eval keep drdc as their default but say so and fall
+ * back to the base method with a warning; asking for drdc explicitly is an input error. DRDC
+ * models report the inference settings they use (the start of the reverse process). */
+static void test_untrained_refiner_falls_back_to_base(void) {
+    CHECK(train("baseonly", "--stage base") == 0);
+    char img[1400];
+    snprintf(img, sizeof img, "%s/disc/test/good/000.png", g_data);
+    int rc = test_system("cd '%s' && '%s' infer --model runs/baseonly/model.safetensors --image '%s' --json bo.json "
+                         ">bo_infer.log 2>&1", g_tmp, test_drdc_bin(), img);
+    CHECK(rc == 0);
+    CHECK(test_system("grep -q 'warning: .*no trained diffusion refiner.*using --method base' '%s/bo_infer.log'", g_tmp) == 0);
+    cJSON *j = read_json("%s/bo.json", g_tmp);
+    CHECK(j && strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(j, "method")), "base") == 0);
+    cJSON_Delete(j);
+    rc = test_system("cd '%s' && '%s' eval --model runs/baseonly/model.safetensors --data-root '%s' --json bo_eval.json "
+                     ">bo_eval.log 2>&1", g_tmp, test_drdc_bin(), g_data);
+    CHECK(rc == 0);
+    CHECK(test_system("grep -q 'warning: .*no trained diffusion refiner.*base method only' '%s/bo_eval.log'", g_tmp) == 0);
+    j = read_json("%s/bo_eval.json", g_tmp);
+    cJSON *methods = cJSON_GetObjectItem(j, "methods");
+    CHECK(cJSON_GetObjectItem(methods, "base") && !cJSON_GetObjectItem(methods, "drdc"));
+    cJSON_Delete(j);
+    rc = test_system("cd '%s' && '%s' infer --model runs/baseonly/model.safetensors --image '%s' --json bo2.json "
+                     "--method drdc >bo_drdc.log 2>&1", g_tmp, test_drdc_bin(), img);
+    CHECK(rc == 2);
+    /* a DRDC model says how it runs: the start, in the eval output, the eval JSON and the infer JSON */
+    CHECK(test_system("grep -q 'drdc inference: start from the image' '%s/eval.log'", g_tmp) == 0);
+    j = read_json("%s/both.json", g_tmp);
+    cJSON *start = cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "model"), "config"), "infer");
+    CHECK(start && strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(start, "start")), "image") == 0);
+    cJSON_Delete(j);
+    j = read_json("%s/odd.json", g_tmp);
+    CHECK(j && strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "drdc"), "start")), "image") == 0);
+    cJSON_Delete(j);
+}
+
+/* Largest |ema - (d * prev + (1 - d) * live)| over every refiner tensor: the model file's refiner.*
+ * (the EMA) against the previous EMA (a U-Net's params, or the "refiner." tensors of prev_file) and
+ * the checkpoint's refiner_live.* (the weights after the step). Also the largest |live - prev|, so a
+ * test can tell that the step moved the weights. */
+static double ema_law_error(const drdc_st_file *model, const drdc_st_file *ckpt, const drdc_params *prev_params,
+                            const drdc_st_file *prev_file, double d, double *moved) {
+    double worst = 0;
+    *moved = 0;
+    int n = prev_params ? prev_params->n : 0, count = 0;
+    for (int i = 0; i < drdc_st_count(model); i++) {
+        const drdc_st_tensor *e = drdc_st_at(model, i);
+        if (strncmp(e->name, "refiner.", 8) != 0) continue;
+        char live_name[300];
+        snprintf(live_name, sizeof live_name, "refiner_live.%s", e->name + 8);
+        const drdc_st_tensor *l = drdc_st_find(ckpt, live_name), *p = prev_file ? drdc_st_find(prev_file, e->name) : NULL;
+        float *pv = NULL;
+        if (prev_params) {
+            for (int k = 0; k < n; k++)
+                if (strcmp(prev_params->names[k], e->name + 8) == 0) pv = test_host_copy(prev_params->tensors[k]);
+        } else if (p) {
+            pv = test_st_floats(p);
+        }
+        float *ev = test_st_floats(e), *lv = l ? test_st_floats(l) : NULL;
+        if (!pv || !ev || !lv) {
+            CHECK(!"every refiner tensor has its live and previous value");
+            free(pv), free(ev), free(lv);
+            return INFINITY;
+        }
+        for (int64_t j = 0; j < e->numel; j++) {
+            double want = d * pv[j] + (1 - d) * lv[j];
+            worst = fmax(worst, fabs(ev[j] - want) / fmax(1.0, fabs(want)));
+            *moved = fmax(*moved, fabs((double)lv[j] - pv[j]));
+        }
+        count++;
+        free(pv), free(ev), free(lv);
+    }
+    CHECK(count > 10);
+    return worst;
+}
+
+/* The refiner's EMA (what the model file keeps for inference) is updated after every step with the
+ * warm-up decay min(ema_decay, (1 + n) / (10 + n)): after step 1 it is 0.1 * initial + 0.9 * live,
+ * after step 2 (2/11) * ema_1 + (9/11) * live_2. A training loop that never updates the EMA, or
+ * updates it without the warm-up (0.999), fails. */
+static void test_ema_warmup(void) {
+    drdc_refiner_config rc = {0};
+    rc.ema_decay = 0.999, rc.ema_warmup = 1;
+    CHECK_NEAR(drdc_ema_decay_at(&rc, 0), 0.1, 1e-12);
+    CHECK_NEAR(drdc_ema_decay_at(&rc, 1), 2.0 / 11, 1e-12);
+    CHECK_NEAR(drdc_ema_decay_at(&rc, 100000), 0.999, 1e-12);
+    rc.ema_warmup = 0;
+    CHECK_NEAR(drdc_ema_decay_at(&rc, 0), 0.999, 1e-12);
+
+    CHECK(train("ema", "--set refiner.steps=1") == 0);
+    CHECK(test_system("cp '%s/runs/ema/model.safetensors' '%s/ema1.safetensors'", g_tmp, g_tmp) == 0);
+    drdc_st_file *m1 = open_run_model("ema"), *c1 = NULL, *m2 = NULL, *c2 = NULL;
+    char path[1400];
+    snprintf(path, sizeof path, "%s/runs/ema/checkpoint.safetensors", g_tmp);
+    CHECK_OK(drdc_st_open(&c1, path));
+    if (!m1 || !c1) return;
+    /* the initial U-Net: the stored refiner config and its seed stream */
+    drdc_config cfg;
+    drdc_config_defaults(&cfg);
+    CHECK_OK(drdc_config_parse_stored(&cfg, drdc_st_meta(m1, "config"), "model config"));
+    drdc_unet init;
+    CHECK_OK(drdc_unet_build(&init, &cfg.refiner, (dt_device){DT_CPU, 0}, drdc_seed(cfg.train.seed, DRDC_SEED_REFINER_INIT)));
+    double moved1, e1 = ema_law_error(m1, c1, &init.params, NULL, 0.1, &moved1);
+    drdc_unet_free(&init);
+    drdc_st_close(m1);
+    drdc_st_close(c1);
+    CHECK(train("ema", "--resume --set refiner.steps=2") == 0);
+    snprintf(path, sizeof path, "%s/ema1.safetensors", g_tmp);
+    CHECK_OK(drdc_st_open(&m1, path));
+    m2 = open_run_model("ema");
+    snprintf(path, sizeof path, "%s/runs/ema/checkpoint.safetensors", g_tmp);
+    CHECK_OK(drdc_st_open(&c2, path));
+    double moved2 = 0, e2 = m1 && m2 && c2 ? ema_law_error(m2, c2, NULL, m1, 2.0 / 11, &moved2) : INFINITY;
+    printf("  EMA after step 1: max rel. error %.3g (live moved %.3g); after step 2: %.3g (moved %.3g)\n", e1, moved1,
+           e2, moved2);
+    CHECK(e1 < 1e-5 && e2 < 1e-5);
+    CHECK(moved1 > 1e-5 && moved2 > 1e-5);   /* the steps changed the weights, so the law is tested */
+    drdc_st_close(m1);
+    drdc_st_close(m2);
+    drdc_st_close(c2);
+}
+
 int main(void) {
     if (!test_drdc_bin()) test_skip("DRDC_BIN not set (run under ctest)");
     snprintf(g_tmp, sizeof g_tmp, "%s", test_tmpdir("drdc"));
@@ -303,5 +427,7 @@ int main(void) {
     RUN(test_unconditioned_refiner);
     RUN(test_eval_overrides);
     RUN(test_base_scales);
+    RUN(test_ema_warmup);
+    RUN(test_untrained_refiner_falls_back_to_base);
     return test_summary();
 }

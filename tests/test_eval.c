@@ -2,6 +2,7 @@
  * truth score 1.0 on every metric; random maps score about 0.5 AUROC; a missing or misshapen
  * map is an error naming the file; JSON and CSV have the documented layout. */
 #include "testlib.h"
+#include "drdc/rng.h"
 #include "drdc/dataset.h"
 #include "drdc/eval.h"
 #include "drdc/fsutil.h"

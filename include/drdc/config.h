@@ -68,12 +68,20 @@ typedef struct drdc_refiner_config {  /* inpainting U-Net (paper 4.5), trained b
     int steps;                        /* optimisation steps; default 100000 */
     int batch;                        /* default 8 */
     double ema_decay;                 /* default 0.999 */
+    int ema_warmup;                   /* 1: the EMA's decay at update n (0-based) is min(ema_decay, (1 + n) / (10 + n)),
+                                       * so a short run's EMA is not mostly its initial weights; default true
+                                       * (false in model files written before the key existed) */
     int model_conditioning;           /* eq. (10): U-Net input concat(x_t, x~_k) (6 channels); 0 = x_t only
                                        * (3 channels; test-time conditioning alone, the ablation); default 1 */
 } drdc_refiner_config;
 
 typedef struct drdc_infer_config {    /* test-time conditioning and fusion (paper 4.3-4.4) */
     int tau;                          /* start timestep; default 250; < timesteps */
+    char start[DRDC_NAME_CAP];        /* x_tau from "image" (the noised input image, default) or "masked" (the
+                                       * noised condition x~_k, the ablation; what model files written before
+                                       * the key existed were calibrated with) */
+    int clip_x0;                      /* clamp the x0 prediction to [-1,1] and re-derive eps (guided-diffusion's
+                                       * clip_denoised); default false */
     int steps;                        /* DDIM steps from tau; default 10 */
     int K;                            /* disjoint hidden sets; default 2 */
     int n_grids;
@@ -117,6 +125,11 @@ drdc_status drdc_config_load(drdc_config *cfg, const char *path);
 
 /* Parses JSON text (file name only for messages) over what cfg holds now, then validates. */
 drdc_status drdc_config_parse(drdc_config *cfg, const char *json_text, const char *source_name);
+
+/* The same for a config stored in a model file or checkpoint: a key added after that file was
+ * written takes the value that reproduces the old behaviour (its "legacy" value: infer.start
+ * "masked", infer.clip_x0 false, refiner.ema_warmup false), not the new default. */
+drdc_status drdc_config_parse_stored(drdc_config *cfg, const char *json_text, const char *source_name);
 
 /* Applies one "section.key=value" override (value parsed as JSON if it parses, else a string;
  * lists as JSON arrays or comma-separated "8,16"), then validates. */

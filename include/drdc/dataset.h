@@ -149,8 +149,6 @@ static inline const char *drdc_csv_field(const drdc_csv *csv, int row, int col) 
 /* 1 when path's extension is png, jpg, jpeg or bmp (any case). */
 int drdc_is_image_file(const char *path);
 
-/* splitmix64: the project's seeded generator for data order (state advanced in place). */
-uint64_t drdc_splitmix64(uint64_t *state);
 
 #ifdef __cplusplus
 }

@@ -124,9 +124,20 @@ drdc_status drdc_ddim_timesteps(int *out, int tau, int steps);
  * x0_hat [N,3,H,W] (borrowed, valid during the call), step = i, t = t_i. */
 typedef drdc_status (*drdc_x0_fn)(void *ctx, int step, int t, dt_tensor x0_hat);
 
+/* Where the reverse run starts at tau (DESIGN.md, test-time conditioning). */
+typedef enum drdc_start {
+    DRDC_START_IMAGE = 0,   /* x_tau = sqrt(abar) x + sqrt(1 - abar) eps0: the hidden cells keep the
+                             * input's low frequencies (the default, DESIGN.md as corrected) */
+    DRDC_START_MASKED = 1,  /* x_tau = sqrt(abar) x~_k + sqrt(1 - abar) eps0: the hidden cells start
+                             * from the noise z (the earlier reading; kept as an ablation) */
+} drdc_start;
+
 typedef struct drdc_sampler_opts {
     int tau;            /* start timestep, 1 <= tau < T */
     int steps;          /* DDIM steps, 1 <= steps <= tau */
+    drdc_start start;   /* what x_tau is made of */
+    int clip_x0;        /* 1: clamp x0_hat to [-1,1] and re-derive eps from it (guided-diffusion's
+                         * clip_denoised); 0: use the network's prediction as it is */
     int64_t chunk;      /* most images per callback call; 0 = all N in one call */
     dt_generator gen;   /* for every draw not given below (NULL: libtorch's default) */
 } drdc_sampler_opts;
@@ -140,10 +151,13 @@ typedef struct drdc_sampler_opts {
  * Draws (only those not given, in this order): randn z, randn eps0, then at each step i after
  * the network call randn eps' [N,3,H,W] (drawn also at the last step, where it is multiplied
  * by sqrt(1 - 1) = 0, so that the count of draws does not depend on the step).
- * The run: cond = M x + (1-M) z; x_tau = sqrt(abar_tau) cond + sqrt(1 - abar_tau) eps0; then for
- * each t_i (drdc_ddim_timesteps) with t' = t'_i:
+ * The run: cond = M x + (1-M) z; x_tau = sqrt(abar_tau) x0 + sqrt(1 - abar_tau) eps0 with x0 = x
+ * (start DRDC_START_IMAGE) or x0 = cond (DRDC_START_MASKED; z is drawn in both cases, so the draws
+ * do not depend on the start); then for each t_i (drdc_ddim_timesteps) with t' = t'_i:
  *   e      = eps_fn(x_t, t, cond)                           (one call per chunk of <= chunk runs)
- *   x0_hat = (x_t - sqrt(1 - abar_t) e) / sqrt(abar_t)      (7), passed to on_x0 (no clipping)
+ *   x0_hat = (x_t - sqrt(1 - abar_t) e) / sqrt(abar_t)      (7)
+ *   with clip_x0: x0_hat = clamp(x0_hat, -1, 1), e = (x_t - sqrt(abar_t) x0_hat) / sqrt(1 - abar_t)
+ *   x0_hat is passed to on_x0
  *   known  = sqrt(abar_t') x + sqrt(1 - abar_t') eps'       (11)
  *   unknown= sqrt(abar_t') x0_hat + sqrt(1 - abar_t') e     (12, DDIM eta = 0)
  *   x_t'   = M known + (1 - M) unknown                      (13)
@@ -164,7 +178,8 @@ typedef struct drdc_refine_opts {
     dt_tensor eps_known;           /* [steps,B,G,K,3,H,W] f32 */
 } drdc_refine_opts;
 
-/* Fills opts from the inference config (tau, steps, K, grids); chunk 0, gen NULL, no given noise. */
+/* Fills opts from the inference config (tau, steps, start, clip_x0, K, grids); chunk 0, gen NULL,
+ * no given noise. */
 void drdc_refine_opts_from_config(drdc_refine_opts *o, const drdc_infer_config *ic);
 
 /* The refiner's whole test-time pass for a batch of images x [B,3,H,W] f32 in [-1,1]:

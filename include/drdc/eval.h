@@ -47,6 +47,8 @@ typedef struct drdc_eval_result {
     char **categories;       /* (n_categories) */
     double *values;          /* (n_methods, n_categories + 1, DRDC_N_METRICS); column n_categories = mean */
     char **notes;            /* (n_categories) why metrics are n/a, or NULL */
+    char *model_json;        /* what produced the maps (a JSON object: model file, steps, the inference
+                              * settings used), written under "model"; NULL: none. Owned (free()). */
 } drdc_eval_result;
 
 static inline double drdc_eval_value(const drdc_eval_result *r, int method, int category, int metric) {
@@ -66,7 +68,8 @@ void drdc_eval_map_path(char *out, size_t cap, const char *dir, const char *meth
 /* Tables like the paper's Tables 2-3: one per metric, categories as columns (mean last),
  * methods as rows, percent with one decimal. */
 void drdc_eval_print_tables(FILE *f, const drdc_eval_result *r);
-/* {"methods": {m: {"categories": {c: {key: x}}, "mean": {key: x}}}}, values in [0,1] or null. */
+/* {"methods": {m: {"categories": {c: {key: x}}, "mean": {key: x}}}, "notes": {...}, "model": {...}},
+ * values in [0,1] or null. */
 drdc_status drdc_eval_write_json(const drdc_eval_result *r, const char *path);
 /* Header "method,category,<keys>"; one row per method and category, then "mean". */
 drdc_status drdc_eval_write_csv(const drdc_eval_result *r, const char *path);

@@ -76,21 +76,40 @@ drdc_status drdc_model_load_st(drdc_model *m, const drdc_st_file *f, dt_device d
  * p x p average pool). */
 drdc_status drdc_model_base(dt_tensor *map, dt_tensor *score, const drdc_model *m, dt_tensor images);
 
-/* Full DRDC on a batch: images [B,3,R,R] in [0,1] on m->dev with R = refiner.image_size ->
+/* The size of the images the model takes: data.image_size, or with the refiner the larger of
+ * data.image_size and refiner.image_size (each stage gets them area-resized down to its own size,
+ * so neither sees an enlarged image). */
+int drdc_model_input_size(const drdc_model *m, int with_refiner);
+
+/* Full DRDC on a batch: images [B,3,I,I] in [0,1] on m->dev with I = drdc_model_input_size(m, 1)
+ * (resized to data.image_size S for the base stage and to refiner.image_size R for the refiner) ->
  * heat [B,1,R,R] (eq. 17) and score [B]; base_map/base_score (may be NULL) get the base stage's
- * map at R x R and score. h_diff (may be NULL) gets H'_diff (eq. 16). With standardize "normal"
+ * map (at S, resized to R x R) and its score. h_diff (may be NULL) gets H'_diff (eq. 16). With standardize "normal"
  * the model must be calibrated for DRDC (stats.drdc_ready) unless `calibrating` is 1, in which
- * case heat and score are not computed (NULL) and only the maps are returned. g draws the
- * inpainting partitions and noise (NULL: a generator seeded from train.seed). times (may be NULL)
- * gets the seconds spent in each stage. */
+ * case heat and score are not computed (NULL) and only the maps are returned. The inpainting
+ * partitions and noise of each image come from its own generator, seeded by
+ * drdc_model_image_seed: an image's maps and score depend on the model and the image alone, not on
+ * the batch it is in. times (may be NULL) gets the seconds spent in each stage. */
 typedef struct drdc_stage_times {
     double base_s, refine_s, fusion_s;   /* wall seconds of each stage (device synchronised) */
 } drdc_stage_times;
 drdc_status drdc_model_drdc(dt_tensor *heat, dt_tensor *score, dt_tensor *base_map, dt_tensor *base_score,
                             dt_tensor *h_diff, const drdc_model *m, dt_tensor images, int calibrating,
-                            dt_generator g, drdc_stage_times *times);
+                            drdc_stage_times *times);
+
+/* The seed of an image's inpainting draws: splitmix64 of (train.seed + DRDC_SEED_INFER) xor FNV-1a of
+ * its n float32 pixel values (the [3,R,R] image in [0,1] at the refiner's size). */
+uint64_t drdc_model_image_seed(const drdc_model *m, const float *pixels, size_t n);
 
 void drdc_model_free(drdc_model *m);   /* safe on a zeroed struct */
+
+/* One line for people: the DRDC inference settings in use ("start from the image, tau 250, 10 DDIM
+ * steps, K 2, grids 8,16, x0 clipping off"). */
+void drdc_model_describe_drdc(const drdc_model *m, char *out, size_t cap);
+
+/* The same for files: {"file", "base_epochs", "refiner_steps", "backbone_pretrained", "config"} with the
+ * resolved config in use (overrides included). Caller frees with free(); NULL on OOM. */
+char *drdc_model_describe_json(const drdc_model *m, const char *path);
 
 #ifdef __cplusplus
 }

@@ -40,6 +40,10 @@ drdc_status drdc_train_base(drdc_model *m, const drdc_sample_list *train, const 
  * batches already done). */
 drdc_status drdc_train_refiner(drdc_model *m, const drdc_sample_list *train, const drdc_train_options *o);
 
+/* The EMA decay of update n (0-based): refiner.ema_decay, or with refiner.ema_warmup
+ * min(ema_decay, (1 + n) / (10 + n)). ema <- decay * ema + (1 - decay) * live after each step. */
+double drdc_ema_decay_at(const drdc_refiner_config *rc, int n);
+
 /* Colour range of a method's heatmaps over normal images (see drdc_model_stats): mean to
  * mean + 2 (threshold - mean) when the threshold lies above the mean, else mean to mean + 6 std
  * (pass NAN when a map has no threshold). */

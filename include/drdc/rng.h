@@ -1,0 +1,42 @@
+/* rng.h: the project's host-side random numbers and hashes, and the named seed streams.
+ *
+ * Everything random in drdc is seeded from train.seed: host-side orders (data split, loader
+ * shuffles, synthetic data) by splitmix64, tensors by libtorch generators. Each use draws from its
+ * own stream, train.seed + a drdc_seed_stream offset, so adding a draw to one stage never shifts
+ * another's. The offsets are part of the model format (they decide the initial weights and the
+ * training order that --resume replays): append, never renumber. */
+#ifndef DRDC_RNG_H
+#define DRDC_RNG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum drdc_seed_stream {
+    DRDC_SEED_BACKBONE = 0,        /* random backbone weights (when none are given); also the data split
+                                    * and the base stage's loader order */
+    DRDC_SEED_BASE_INIT = 1,       /* the base transformer's initial weights */
+    DRDC_SEED_BASE_TRAIN = 2,      /* feature jitter and dropout of stage 1 */
+    DRDC_SEED_REFINER_INIT = 3,    /* the U-Net's initial weights */
+    DRDC_SEED_REFINER_TRAIN = 5,   /* eq. (10) batches (grid, partition, t, noise) and dropout of stage 2 */
+    DRDC_SEED_INFER = 7,           /* per-image inpainting draws at test time (mixed with the image's hash) */
+    DRDC_SEED_REFINER_DATA = 1000, /* the refiner's loader order */
+} drdc_seed_stream;
+
+/* The seed of a stream: train.seed + its offset. */
+static inline uint64_t drdc_seed(int train_seed, drdc_seed_stream s) { return (uint64_t)train_seed + (uint64_t)s; }
+
+/* splitmix64 (Steele, Lea and Flood): advances *state and returns the next 64 random bits. */
+uint64_t drdc_splitmix64(uint64_t *state);
+
+/* FNV-1a, 64 bit, over n bytes, continuing from h (start with DRDC_FNV_OFFSET). */
+#define DRDC_FNV_OFFSET 0xcbf29ce484222325ull
+uint64_t drdc_fnv1a64(uint64_t h, const void *data, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
