@@ -12,7 +12,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
-#include "drdc/metrics.h"
+#include "drdc/stages/metrics.h"
 
 static uint64_t g_rng = 0x1234567ull;
 static uint64_t rng_u64(void) { /* splitmix64 */

@@ -2,9 +2,9 @@
  * from the weights README, EfficientNet(-Lite) from the real port), plus shapes, channels, handle
  * leaks, load errors, config errors, and the ImageNet self-check with ../shared/weights (C API,
  * and `drdc backbone` once that command is registered). */
-#include "drdc/backbone.h"
-#include "drdc/image.h"
-#include "drdc/safetensors.h"
+#include "drdc/stages/backbone.h"
+#include "drdc/formats/image.h"
+#include "drdc/formats/safetensors.h"
 #include "testlib.h"
 
 #include <math.h>

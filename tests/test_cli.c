@@ -1,8 +1,8 @@
 /* test_cli.c: option tables are well formed, and bad command lines are usage errors (exit 2)
  * with a one-line reason, both through the parser and through the drdc binary. */
 #include "testlib.h"
-#include "drdc/cli.h"
-#include "drdc/commands.h"
+#include "drdc/core/cli.h"
+#include "drdc/commands/commands.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -3,7 +3,7 @@
  * serialisation round trip and drdc_config_find. */
 #include "testlib.h"
 
-#include "drdc/config.h"
+#include "drdc/core/config.h"
 
 #include <cjson/cJSON.h>
 

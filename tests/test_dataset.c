@@ -6,8 +6,8 @@
 
 #include <stb/stb_image_write.h>
 
-#include "drdc/dataset.h"
-#include "drdc/image.h"
+#include "drdc/data/dataset.h"
+#include "drdc/formats/image.h"
 #include "testlib.h"
 
 /* Writes a small w x h PNG at root/rel (folders made as needed). */

@@ -2,9 +2,9 @@
  * knows the clean image, a network that reveals which run it serves, a recording network, and
  * against the PyTorch twin (scripts/twin_diffusion.py) for the schedule, q_sample and one DDIM
  * inpainting pass. Also masks, the training batch, batching/chunking and handle leaks. */
-#include "drdc/diffusion.h"
-#include "drdc/fusion.h"
-#include "drdc/safetensors.h"
+#include "drdc/stages/diffusion.h"
+#include "drdc/stages/fusion.h"
+#include "drdc/formats/safetensors.h"
 #include "testlib.h"
 
 #include <math.h>

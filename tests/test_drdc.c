@@ -3,12 +3,12 @@
  * image's own size with a JSON verdict, and a refiner stage resumed mid-way ends with exactly
  * the weights of an uninterrupted one. */
 #include "testlib.h"
-#include "drdc/fsutil.h"
-#include "drdc/image.h"
-#include "drdc/model.h"
-#include "drdc/rng.h"
-#include "drdc/safetensors.h"
-#include "drdc/train.h"
+#include "drdc/core/fsutil.h"
+#include "drdc/formats/image.h"
+#include "drdc/model/model.h"
+#include "drdc/core/rng.h"
+#include "drdc/formats/safetensors.h"
+#include "drdc/model/train.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -242,7 +242,7 @@ static void test_base_scales(void) {
     /* host reference for scale 0.5 */
     dt_tensor feats = NULL, rec = NULL, low = NULL, up = NULL;
     CHECK_OK(drdc_backbone_features(&feats, &m.backbone, img));
-    CHECK_OK(drdc_uniad_forward(&rec, &m.base, feats, 0, NULL));
+    CHECK_OK(drdc_base_forward(&rec, &m.base, feats, 0, NULL));
     int64_t fs[4] = {0};
     CHECK_OK(dt_shape(fs, 4, feats));
     const int64_t C = fs[1], h = fs[2], w = fs[3], h2 = h / 2, w2 = w / 2;

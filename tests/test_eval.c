@@ -2,12 +2,12 @@
  * truth score 1.0 on every metric; random maps score about 0.5 AUROC; a missing or misshapen
  * map is an error naming the file; JSON and CSV have the documented layout. */
 #include "testlib.h"
-#include "drdc/rng.h"
-#include "drdc/dataset.h"
-#include "drdc/eval.h"
-#include "drdc/fsutil.h"
-#include "drdc/image.h"
-#include "drdc/npy.h"
+#include "drdc/core/rng.h"
+#include "drdc/data/dataset.h"
+#include "drdc/model/eval.h"
+#include "drdc/core/fsutil.h"
+#include "drdc/formats/image.h"
+#include "drdc/formats/npy.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>

@@ -1,8 +1,8 @@
 /* test_fusion.c: spatio-temporal fusion (src/fusion.c) against the PyTorch twin
  * (scripts/twin_diffusion.py fusion: eqs. 14-17 written out per grid, step and scale), plus the
  * normal-statistics accumulator, quantiles, the mean filter's border and the error paths. */
-#include "drdc/fusion.h"
-#include "drdc/safetensors.h"
+#include "drdc/stages/fusion.h"
+#include "drdc/formats/safetensors.h"
 #include "testlib.h"
 
 #include <math.h>

@@ -5,7 +5,7 @@
  * pixel values do not come from the decoder under test. */
 #define _POSIX_C_SOURCE 200809L
 #include "testlib.h"
-#include "drdc/image.h"
+#include "drdc/formats/image.h"
 
 #include <dirent.h>
 #include <math.h>

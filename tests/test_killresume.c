@@ -8,8 +8,8 @@
  * 4 base epochs, 6 refiner steps; the whole test takes about a minute and a half on 2 cores. */
 #define _GNU_SOURCE
 #include "testlib.h"
-#include "drdc/fsutil.h"
-#include "drdc/safetensors.h"
+#include "drdc/core/fsutil.h"
+#include "drdc/formats/safetensors.h"
 
 #include <signal.h>
 #include <stdint.h>

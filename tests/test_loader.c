@@ -10,9 +10,9 @@
 
 #include <stb/stb_image_write.h>
 
-#include "drdc/dataset.h"
-#include "drdc/image.h"
-#include "drdc/loader.h"
+#include "drdc/data/dataset.h"
+#include "drdc/formats/image.h"
+#include "drdc/data/loader.h"
 #include "testlib.h"
 
 #define N_ITEMS 10

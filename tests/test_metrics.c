@@ -14,8 +14,8 @@
 
 #include <cjson/cJSON.h>
 
-#include "drdc/metrics.h"
-#include "drdc/npy.h"
+#include "drdc/stages/metrics.h"
+#include "drdc/formats/npy.h"
 
 /* ---- deterministic RNG ------------------------------------------------------------------- */
 

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "drdc/npy.h"
+#include "drdc/formats/npy.h"
 
 static char g_dir[1024];
 

@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "drdc/pth.h"
-#include "drdc/safetensors.h"
+#include "drdc/formats/pth.h"
+#include "drdc/formats/safetensors.h"
 
 static char g_dir[1024];   /* pth_make.py's output folder; "" when the files could not be made */
 

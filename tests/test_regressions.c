@@ -12,13 +12,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "drdc/config.h"
-#include "drdc/dataset.h"
-#include "drdc/fsutil.h"
-#include "drdc/image.h"
-#include "drdc/npy.h"
-#include "drdc/pth.h"
-#include "drdc/safetensors.h"
+#include "drdc/core/config.h"
+#include "drdc/data/dataset.h"
+#include "drdc/core/fsutil.h"
+#include "drdc/formats/image.h"
+#include "drdc/formats/npy.h"
+#include "drdc/formats/pth.h"
+#include "drdc/formats/safetensors.h"
 
 static const char *const k_targets[] = {"safetensors", "config", "csv", "pth", "npy", "image"};
 #define N_TARGETS ((int)(sizeof k_targets / sizeof k_targets[0]))

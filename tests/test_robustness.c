@@ -8,9 +8,9 @@
  * Everything runs on `drdc synth` data at 64 px with the tiny config (see docs/RELIABILITY.md). */
 #define _GNU_SOURCE
 #include "testlib.h"
-#include "drdc/fsutil.h"
-#include "drdc/image.h"
-#include "drdc/safetensors.h"
+#include "drdc/core/fsutil.h"
+#include "drdc/formats/image.h"
+#include "drdc/formats/safetensors.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>

@@ -3,7 +3,7 @@
  * with a Python twin (tests/st_interop.py, numpy + struct + json). */
 #include "testlib.h"
 
-#include "drdc/safetensors.h"
+#include "drdc/formats/safetensors.h"
 
 #include <dirent.h>
 #include <math.h>

@@ -3,7 +3,7 @@
  * against the formulas in double precision, gradient clipping, generator determinism and
  * device parsing. Being C, this file also proves the public header compiles as C. */
 #include "testlib.h"
-#include "drdc/shim.h"
+#include "drdc/shim/shim.h"
 
 #include <math.h>
 #include <stdint.h>

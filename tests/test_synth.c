@@ -3,8 +3,8 @@
  * between normal images, and option errors. */
 #define _POSIX_C_SOURCE 200809L
 #include "testlib.h"
-#include "drdc/image.h"
-#include "drdc/synth.h"
+#include "drdc/formats/image.h"
+#include "drdc/data/synth.h"
 
 #include <dirent.h>
 #include <math.h>

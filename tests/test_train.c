@@ -2,8 +2,8 @@
  * calibrated statistics, `drdc eval --method base` evaluates it, and an interrupted run resumed
  * with --resume ends with exactly the weights of an uninterrupted run. */
 #include "testlib.h"
-#include "drdc/fsutil.h"
-#include "drdc/safetensors.h"
+#include "drdc/core/fsutil.h"
+#include "drdc/formats/safetensors.h"
 
 #include <cjson/cJSON.h>
 #include <stdlib.h>

@@ -8,10 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "drdc/params.h"
-#include "drdc/safetensors.h"
-#include "drdc/shim.h"
-#include "drdc/transformer.h"
+#include "drdc/formats/params.h"
+#include "drdc/formats/safetensors.h"
+#include "drdc/shim/shim.h"
+#include "drdc/stages/base.h"
 #include "testlib.h"
 
 /* The tiny model the twin builds (passed to it explicitly so both sides agree). */
@@ -45,10 +45,10 @@ static drdc_base_config tiny_config(double dropout) {
 
 /* Builds the tiny model and loads the twin's weights into it (strict: the names match UniAD's
  * state dict both ways). Returns 0 on success. */
-static int load_twin_model(drdc_uniad *m, drdc_st_file **f) {
+static int load_twin_model(drdc_base *m, drdc_st_file **f) {
     drdc_base_config cfg = tiny_config(0.0);
     *f = NULL;
-    drdc_status st = drdc_uniad_build(m, &cfg, TW_C, TW_H, TW_W, CPU, 7);
+    drdc_status st = drdc_base_build(m, &cfg, TW_C, TW_H, TW_W, CPU, 7);
     CHECK_OK(st);
     if (st) return -1;
     CHECK_OK(st = drdc_st_open(f, twin_path));
@@ -56,7 +56,7 @@ static int load_twin_model(drdc_uniad *m, drdc_st_file **f) {
     if (st) {
         drdc_st_close(*f);
         *f = NULL;
-        drdc_uniad_free(m);
+        drdc_base_free(m);
         return -1;
     }
     return 0;
@@ -65,7 +65,7 @@ static int load_twin_model(drdc_uniad *m, drdc_st_file **f) {
 /* ---- golden tests -------------------------------------------------------------------------- */
 
 static void test_mask_matches_twin(void) {
-    drdc_uniad m;
+    drdc_base m;
     drdc_st_file *f;
     if (load_twin_model(&m, &f)) return;
     const drdc_st_tensor *want = NULL;
@@ -87,17 +87,17 @@ static void test_mask_matches_twin(void) {
         free(w);
     }
     drdc_st_close(f);
-    drdc_uniad_free(&m);
+    drdc_base_free(&m);
 }
 
 static void test_eval_forward_matches_twin(void) {
-    drdc_uniad m;
+    drdc_base m;
     drdc_st_file *f;
     if (load_twin_model(&m, &f)) return;
     dt_tensor x = test_st_tensor(f, "input.features"), rec = NULL, map = NULL;
     int prev = dt_set_grad_enabled(0);
-    CHECK_OK(drdc_uniad_forward(&rec, &m, x, 0, NULL));
-    if (rec) CHECK_OK(drdc_uniad_anomaly_map(&map, rec, x));
+    CHECK_OK(drdc_base_forward(&rec, &m, x, 0, NULL));
+    if (rec) CHECK_OK(drdc_base_anomaly_map(&map, rec, x));
     dt_set_grad_enabled(prev);
     test_compare_tensor("eval reconstruction", rec, f, "out.rec_eval", REL_TOL);
     test_compare_tensor("anomaly map [B,1,h,w]", map, f, "out.map_eval", REL_TOL);
@@ -105,14 +105,14 @@ static void test_eval_forward_matches_twin(void) {
     dt_free(rec);
     dt_free(map);
     drdc_st_close(f);
-    drdc_uniad_free(&m);
+    drdc_base_free(&m);
 }
 
 /* Training forward with the twin's jitter draws (dropout 0), loss, backward. */
-static dt_tensor train_step_loss(const drdc_uniad *m, const drdc_st_file *f, dt_tensor *rec_out) {
+static dt_tensor train_step_loss(const drdc_base *m, const drdc_st_file *f, dt_tensor *rec_out) {
     dt_tensor x = test_st_tensor(f, "input.features"), noise = test_st_tensor(f, "input.jitter"), rec = NULL, loss = NULL;
-    CHECK_OK(drdc_uniad_forward_ex(&rec, m, x, 1, NULL, noise));
-    if (rec) CHECK_OK(drdc_uniad_loss(&loss, rec, x));
+    CHECK_OK(drdc_base_forward_ex(&rec, m, x, 1, NULL, noise));
+    if (rec) CHECK_OK(drdc_base_loss(&loss, rec, x));
     if (loss) CHECK_OK(dt_backward(loss));
     dt_free(x);
     dt_free(noise);
@@ -122,7 +122,7 @@ static dt_tensor train_step_loss(const drdc_uniad *m, const drdc_st_file *f, dt_
 }
 
 static void test_train_loss_and_grads_match_twin(void) {
-    drdc_uniad m;
+    drdc_base m;
     drdc_st_file *f;
     if (load_twin_model(&m, &f)) return;
     dt_tensor rec = NULL, loss = train_step_loss(&m, f, &rec);
@@ -147,11 +147,11 @@ static void test_train_loss_and_grads_match_twin(void) {
     dt_free(rec);
     dt_free(loss);
     drdc_st_close(f);
-    drdc_uniad_free(&m);
+    drdc_base_free(&m);
 }
 
 static void test_adamw_step_matches_twin(void) {
-    drdc_uniad m;
+    drdc_base m;
     drdc_st_file *f;
     if (load_twin_model(&m, &f)) return;
     dt_tensor loss = train_step_loss(&m, f, NULL);
@@ -219,7 +219,7 @@ static void test_adamw_step_matches_twin(void) {
     dt_optimizer_free(opt);
     free(params);
     drdc_st_close(f);
-    drdc_uniad_free(&m);
+    drdc_base_free(&m);
 }
 
 /* ---- behaviour without the twin ------------------------------------------------------------ */
@@ -246,17 +246,17 @@ static double max_abs_diff(dt_tensor a, dt_tensor b) {
 
 static void test_forward_leaks_no_handle(void) {
     drdc_base_config cfg = tiny_config(0.1);
-    drdc_uniad m;
-    CHECK_OK(drdc_uniad_build(&m, &cfg, TW_C, TW_H, TW_W, CPU, 3));
+    drdc_base m;
+    CHECK_OK(drdc_base_build(&m, &cfg, TW_C, TW_H, TW_W, CPU, 3));
     dt_tensor x = random_features(1);
     dt_generator g = NULL;
     CHECK_OK(dt_generator_new(&g, 5));
     long before = dt_live_handles();
     for (int training = 0; training <= 1; training++) {
         dt_tensor rec = NULL, loss = NULL, map = NULL;
-        CHECK_OK(drdc_uniad_forward(&rec, &m, x, training, g));
-        CHECK_OK(drdc_uniad_loss(&loss, rec, x));
-        CHECK_OK(drdc_uniad_anomaly_map(&map, rec, x));
+        CHECK_OK(drdc_base_forward(&rec, &m, x, training, g));
+        CHECK_OK(drdc_base_loss(&loss, rec, x));
+        CHECK_OK(drdc_base_anomaly_map(&map, rec, x));
         CHECK_OK(dt_backward(loss));
         CHECK(dt_live_handles() == before + 3);
         dt_free(rec);
@@ -269,31 +269,31 @@ static void test_forward_leaks_no_handle(void) {
     const int64_t shape[4] = {1, TW_C + 1, TW_H, TW_W};
     CHECK_OK(dt_zeros(&wrong, shape, 4, DT_F32, CPU));
     before = dt_live_handles();
-    CHECK_ERR(drdc_uniad_forward(&rec, &m, wrong, 1, g), DRDC_ERR_INPUT, "expects [B,24,6,6]");
+    CHECK_ERR(drdc_base_forward(&rec, &m, wrong, 1, g), DRDC_ERR_INPUT, "expects [B,24,6,6]");
     CHECK(rec == NULL);
     CHECK(dt_live_handles() == before);
     CHECK(dt_scope_depth() == 0);
     dt_free(wrong);
     dt_free(x);
     dt_generator_free(g);
-    drdc_uniad_free(&m);
+    drdc_base_free(&m);
 }
 
 static void test_dropout_draws_from_generator(void) {
     drdc_base_config cfg = tiny_config(0.1);
     cfg.jitter_scale = 0.0;   /* isolate dropout */
-    drdc_uniad m;
-    CHECK_OK(drdc_uniad_build(&m, &cfg, TW_C, TW_H, TW_W, CPU, 3));
+    drdc_base m;
+    CHECK_OK(drdc_base_build(&m, &cfg, TW_C, TW_H, TW_W, CPU, 3));
     dt_tensor x = random_features(2), e1 = NULL, e2 = NULL, t1 = NULL, t2 = NULL, t3 = NULL;
     dt_generator g1 = NULL, g2 = NULL;
     CHECK_OK(dt_generator_new(&g1, 11));
     CHECK_OK(dt_generator_new(&g2, 11));
     int prev = dt_set_grad_enabled(0);
-    CHECK_OK(drdc_uniad_forward(&e1, &m, x, 0, g1));
-    CHECK_OK(drdc_uniad_forward(&e2, &m, x, 0, g2));
-    CHECK_OK(drdc_uniad_forward(&t1, &m, x, 1, g1));
-    CHECK_OK(drdc_uniad_forward(&t2, &m, x, 1, g2));
-    CHECK_OK(drdc_uniad_forward(&t3, &m, x, 1, g1));
+    CHECK_OK(drdc_base_forward(&e1, &m, x, 0, g1));
+    CHECK_OK(drdc_base_forward(&e2, &m, x, 0, g2));
+    CHECK_OK(drdc_base_forward(&t1, &m, x, 1, g1));
+    CHECK_OK(drdc_base_forward(&t2, &m, x, 1, g2));
+    CHECK_OK(drdc_base_forward(&t3, &m, x, 1, g1));
     dt_set_grad_enabled(prev);
     CHECK(max_abs_diff(e1, e2) == 0.0);      /* eval: no randomness */
     CHECK(max_abs_diff(t1, t2) == 0.0);      /* same generator state: same masks */
@@ -302,7 +302,7 @@ static void test_dropout_draws_from_generator(void) {
     dt_free(x); dt_free(e1); dt_free(e2); dt_free(t1); dt_free(t2); dt_free(t3);
     dt_generator_free(g1);
     dt_generator_free(g2);
-    drdc_uniad_free(&m);
+    drdc_base_free(&m);
 }
 
 /* Jitter: prob 0 -> the training output equals eval (dropout 0); given noise scaled as
@@ -310,8 +310,8 @@ static void test_dropout_draws_from_generator(void) {
 static void test_jitter(void) {
     drdc_base_config cfg = tiny_config(0.0);
     cfg.jitter_prob = 0.0;
-    drdc_uniad m;
-    CHECK_OK(drdc_uniad_build(&m, &cfg, TW_C, TW_H, TW_W, CPU, 3));
+    drdc_base m;
+    CHECK_OK(drdc_base_build(&m, &cfg, TW_C, TW_H, TW_W, CPU, 3));
     dt_tensor x = random_features(4), noise = random_features(5), noise2 = NULL, zero = NULL;
     dt_tensor ev = NULL, off = NULL, on = NULL, z = NULL, half = NULL;
     dt_generator g = NULL;
@@ -319,12 +319,12 @@ static void test_jitter(void) {
     CHECK_OK(dt_mul_scalar(&noise2, noise, 2.0));
     CHECK_OK(dt_zeros_like(&zero, x));
     int prev = dt_set_grad_enabled(0);
-    CHECK_OK(drdc_uniad_forward(&ev, &m, x, 0, g));
-    CHECK_OK(drdc_uniad_forward(&off, &m, x, 1, g));          /* prob 0: no jitter */
-    CHECK_OK(drdc_uniad_forward_ex(&on, &m, x, 1, g, noise));  /* given noise: applied */
-    CHECK_OK(drdc_uniad_forward_ex(&z, &m, x, 1, g, zero));
+    CHECK_OK(drdc_base_forward(&ev, &m, x, 0, g));
+    CHECK_OK(drdc_base_forward(&off, &m, x, 1, g));          /* prob 0: no jitter */
+    CHECK_OK(drdc_base_forward_ex(&on, &m, x, 1, g, noise));  /* given noise: applied */
+    CHECK_OK(drdc_base_forward_ex(&z, &m, x, 1, g, zero));
     m.cfg.jitter_scale = 10.0;
-    CHECK_OK(drdc_uniad_forward_ex(&half, &m, x, 1, g, noise2));
+    CHECK_OK(drdc_base_forward_ex(&half, &m, x, 1, g, noise2));
     dt_set_grad_enabled(prev);
     CHECK(max_abs_diff(ev, off) == 0.0);
     CHECK(max_abs_diff(ev, z) < 1e-6);
@@ -333,7 +333,7 @@ static void test_jitter(void) {
     dt_free(x); dt_free(noise); dt_free(noise2); dt_free(zero);
     dt_free(ev); dt_free(off); dt_free(on); dt_free(z); dt_free(half);
     dt_generator_free(g);
-    drdc_uniad_free(&m);
+    drdc_base_free(&m);
 }
 
 /* UniAD's initialisation: Linear weights xavier-uniform (|w| <= sqrt(6/(in+out)), filling most
@@ -343,8 +343,8 @@ static void test_init_follows_uniad(void) {
     cfg.hidden = 64;
     cfg.heads = 8;
     cfg.ffn = 128;
-    drdc_uniad m;
-    CHECK_OK(drdc_uniad_build(&m, &cfg, 40, 8, 8, CPU, 123));
+    drdc_base m;
+    CHECK_OK(drdc_base_build(&m, &cfg, 40, 8, 8, CPU, 123));
     for (int i = 0; i < m.params.n; i++) {
         const char *name = m.params.names[i];
         dt_tensor t = m.params.tensors[i];
@@ -381,38 +381,38 @@ static void test_init_follows_uniad(void) {
         free(v);
     }
     /* the same seed builds the same weights */
-    drdc_uniad m2;
-    CHECK_OK(drdc_uniad_build(&m2, &cfg, 40, 8, 8, CPU, 123));
+    drdc_base m2;
+    CHECK_OK(drdc_base_build(&m2, &cfg, 40, 8, 8, CPU, 123));
     CHECK(max_abs_diff(drdc_params_get(&m.params, "input_proj.weight"),
                        drdc_params_get(&m2.params, "input_proj.weight")) == 0.0);
-    drdc_uniad_free(&m2);
-    drdc_uniad_free(&m);
+    drdc_base_free(&m2);
+    drdc_base_free(&m);
 }
 
 static void test_build_rejects_bad_config(void) {
-    drdc_uniad m;
+    drdc_base m;
     drdc_base_config cfg = tiny_config(0.1);
     cfg.heads = 5;
-    CHECK_ERR(drdc_uniad_build(&m, &cfg, TW_C, TW_H, TW_W, CPU, 1), DRDC_ERR_CONFIG, "base.heads");
+    CHECK_ERR(drdc_base_build(&m, &cfg, TW_C, TW_H, TW_W, CPU, 1), DRDC_ERR_CONFIG, "base.heads");
     cfg = tiny_config(0.1);
     cfg.neighbor_mask = 4;
-    CHECK_ERR(drdc_uniad_build(&m, &cfg, TW_C, TW_H, TW_W, CPU, 1), DRDC_ERR_CONFIG, "base.neighbor_mask");
+    CHECK_ERR(drdc_base_build(&m, &cfg, TW_C, TW_H, TW_W, CPU, 1), DRDC_ERR_CONFIG, "base.neighbor_mask");
     cfg.neighbor_mask = 13;   /* 13x13 window covers the whole 6x6 map */
-    CHECK_ERR(drdc_uniad_build(&m, &cfg, TW_C, TW_H, TW_W, CPU, 1), DRDC_ERR_CONFIG, "attend to nothing");
+    CHECK_ERR(drdc_base_build(&m, &cfg, TW_C, TW_H, TW_W, CPU, 1), DRDC_ERR_CONFIG, "attend to nothing");
     cfg = tiny_config(1.0);
-    CHECK_ERR(drdc_uniad_build(&m, &cfg, TW_C, TW_H, TW_W, CPU, 1), DRDC_ERR_CONFIG, "base.dropout");
+    CHECK_ERR(drdc_base_build(&m, &cfg, TW_C, TW_H, TW_W, CPU, 1), DRDC_ERR_CONFIG, "base.dropout");
     cfg = tiny_config(0.1);
-    CHECK_ERR(drdc_uniad_build(&m, &cfg, 0, TW_H, TW_W, CPU, 1), DRDC_ERR_INPUT, "C=0");
+    CHECK_ERR(drdc_base_build(&m, &cfg, 0, TW_H, TW_W, CPU, 1), DRDC_ERR_INPUT, "C=0");
     CHECK(m.params.n == 0 && m.enc == NULL);
     /* neighbour mask off: no mask tensor, forward still works */
     cfg.neighbor_mask = 0;
-    CHECK_OK(drdc_uniad_build(&m, &cfg, TW_C, TW_H, TW_W, CPU, 1));
+    CHECK_OK(drdc_base_build(&m, &cfg, TW_C, TW_H, TW_W, CPU, 1));
     CHECK(m.attn_mask == NULL);
     dt_tensor x = random_features(3), rec = NULL;
-    CHECK_OK(drdc_uniad_forward(&rec, &m, x, 0, NULL));
+    CHECK_OK(drdc_base_forward(&rec, &m, x, 0, NULL));
     dt_free(rec);
     dt_free(x);
-    drdc_uniad_free(&m);
+    drdc_base_free(&m);
 }
 
 static void test_loss_and_map_reject_mismatch(void) {
@@ -420,8 +420,8 @@ static void test_loss_and_map_reject_mismatch(void) {
     const int64_t sa[4] = {2, 3, 4, 4}, sb[4] = {2, 3, 4, 5};
     CHECK_OK(dt_zeros(&a, sa, 4, DT_F32, CPU));
     CHECK_OK(dt_zeros(&b, sb, 4, DT_F32, CPU));
-    CHECK_ERR(drdc_uniad_loss(&out, a, b), DRDC_ERR_INPUT, "[2,3,4,5]");
-    CHECK_ERR(drdc_uniad_anomaly_map(&out, a, b), DRDC_ERR_INPUT, "anomaly map");
+    CHECK_ERR(drdc_base_loss(&out, a, b), DRDC_ERR_INPUT, "[2,3,4,5]");
+    CHECK_ERR(drdc_base_anomaly_map(&out, a, b), DRDC_ERR_INPUT, "anomaly map");
     CHECK(out == NULL);
     dt_free(a);
     dt_free(b);

@@ -10,11 +10,11 @@
 #include <string.h>
 #include <time.h>
 
-#include "drdc/config.h"
-#include "drdc/params.h"
-#include "drdc/safetensors.h"
-#include "drdc/shim.h"
-#include "drdc/unet.h"
+#include "drdc/core/config.h"
+#include "drdc/formats/params.h"
+#include "drdc/formats/safetensors.h"
+#include "drdc/shim/shim.h"
+#include "drdc/stages/unet.h"
 #include "testlib.h"
 
 /* The tiny model the twin builds (passed to it explicitly so both sides agree): attention on the

@@ -8,10 +8,10 @@
  *   and score do not depend on the batch it is in or its position there.
  * A tiny model is built in process with random weights (the U-Net's zero-initialised output layer
  * randomised too, so the refiner's output depends on its input). */
-#include "drdc/model.h"
-#include "drdc/fusion.h"
-#include "drdc/image.h"
-#include "drdc/train.h"
+#include "drdc/model/model.h"
+#include "drdc/stages/fusion.h"
+#include "drdc/formats/image.h"
+#include "drdc/model/train.h"
 #include "testlib.h"
 
 #include <math.h>

@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
-#include "drdc/error.h"
+#include "drdc/core/error.h"
 
 extern int tl_failures;       /* CHECK failures inside the current test */
 
@@ -59,8 +59,8 @@ const char *test_drdc_bin(void);
 /* Writes `n` bytes to path; returns 0 on success. */
 int test_write_file(const char *path, const void *data, size_t n);
 /* ---- golden tests against the PyTorch twins (tensors via the shim, files via safetensors) ---- */
-#include "drdc/safetensors.h"
-#include "drdc/shim.h"
+#include "drdc/formats/safetensors.h"
+#include "drdc/shim/shim.h"
 /* 1 when s ends with suffix. */
 int test_ends_with(const char *s, const char *suffix);
 /* A float32 host copy of any tensor (caller frees); NULL on failure (a CHECK marks it). */

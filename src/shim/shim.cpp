@@ -5,7 +5,7 @@
 // exception into a drdc_status plus a message (the tch-rs PROTECT pattern). Only APIs present
 // in both libtorch 1.13 and 2.x are used; CUDA-only calls go through torch::cuda::*, which
 // exist (and fail cleanly) in CPU-only builds.
-#include "drdc/shim.h"
+#include "drdc/shim/shim.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "drdc/config.h"
+#include "drdc/core/config.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

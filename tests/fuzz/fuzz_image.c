@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "drdc/image.h"
+#include "drdc/formats/image.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

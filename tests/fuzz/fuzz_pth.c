@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "drdc/pth.h"
+#include "drdc/formats/pth.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -1,0 +1,80 @@
+/* eval.h: evaluation of score maps over a labelled dataset (DESIGN.md section 6).
+ *
+ * drdc_evaluate walks every test image of every category of a dataset, asks a map source for
+ * each method's map and image score, compares maps with the ground truth at each image's
+ * original size (or at eval_size x eval_size, the UniAD protocol) and computes, per category
+ * and method, the seven metrics of metrics.h; the mean over categories is the last column.
+ * A metric that is undefined for a category (e.g. no defect images) is NaN inside the result
+ * and is written as "n/a" in tables and null in JSON, never as a number; the mean then covers
+ * the categories where it is defined. */
+#ifndef DRDC_EVAL_H
+#define DRDC_EVAL_H
+
+#include <stdio.h>
+#include "drdc/data/dataset.h"
+#include "drdc/core/error.h"
+#include "drdc/formats/image.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum drdc_metric_id {
+    DRDC_M_IMAGE_AUROC, DRDC_M_PIXEL_AUROC, DRDC_M_AUPRO, DRDC_M_IMAGE_AP, DRDC_M_PIXEL_AP,
+    DRDC_M_IMAGE_F1MAX, DRDC_M_PIXEL_F1MAX, DRDC_N_METRICS
+};
+/* JSON/CSV key of a metric ("image_auroc", ...) and its table title ("Image AUROC", ...). */
+const char *drdc_metric_key(int metric);
+const char *drdc_metric_title(int metric);
+
+/* Fills maps[m] (c = 1, any size: it is resized bilinearly to the comparison size) and
+ * scores[m] for each method m of test sample s. The evaluator frees the maps. */
+typedef drdc_status (*drdc_map_source)(void *ctx, const drdc_dataset *ds, const drdc_sample *s,
+                                       drdc_image *maps, float *scores);
+
+typedef struct drdc_eval_options {
+    int eval_size;           /* 0: compare at each image's original size */
+    const char *dump_maps;   /* folder for .npy maps (original size), NULL: none */
+    const char *vis;         /* folder for one PNG panel per test image, NULL: none */
+    const double *vis_lo, *vis_hi; /* per method: fixed colour range of its maps (a model's calibrated
+                                      range); NULL: each panel's own min..max */
+    int quiet;               /* 0: a progress line on stderr */
+} drdc_eval_options;
+
+typedef struct drdc_eval_result {
+    int n_methods, n_categories;
+    char **methods;          /* (n_methods) */
+    char **categories;       /* (n_categories) */
+    double *values;          /* (n_methods, n_categories + 1, DRDC_N_METRICS); column n_categories = mean */
+    char **notes;            /* (n_categories) why metrics are n/a, or NULL */
+    char *model_json;        /* what produced the maps (a JSON object: model file, steps, the inference
+                              * settings used), written under "model"; NULL: none. Owned (free()). */
+} drdc_eval_result;
+
+static inline double drdc_eval_value(const drdc_eval_result *r, int method, int category, int metric) {
+    return r->values[((size_t)method * (r->n_categories + 1) + category) * DRDC_N_METRICS + metric];
+}
+
+drdc_status drdc_evaluate(const drdc_dataset *ds, int n_methods, const char *const *methods,
+                          drdc_map_source source, void *ctx, const drdc_eval_options *opt,
+                          drdc_eval_result *out);
+void drdc_eval_result_free(drdc_eval_result *r);   /* safe on a zeroed struct */
+
+/* The map file of sample s: DIR[/method]/<category>/<defect>/<image stem>.npy (method NULL:
+ * no method folder). The layout --dump-maps writes and --maps reads. */
+void drdc_eval_map_path(char *out, size_t cap, const char *dir, const char *method, const char *category,
+                        const drdc_sample *s);
+
+/* Tables like the paper's Tables 2-3: one per metric, categories as columns (mean last),
+ * methods as rows, percent with one decimal. */
+void drdc_eval_print_tables(FILE *f, const drdc_eval_result *r);
+/* {"methods": {m: {"categories": {c: {key: x}}, "mean": {key: x}}}, "notes": {...}, "model": {...}},
+ * values in [0,1] or null. */
+drdc_status drdc_eval_write_json(const drdc_eval_result *r, const char *path);
+/* Header "method,category,<keys>"; one row per method and category, then "mean". */
+drdc_status drdc_eval_write_csv(const drdc_eval_result *r, const char *path);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,117 @@
+/* model.h: DRDC as one object: the frozen backbone, the base transformer (UniAD) and, once
+ * trained, the diffusion refiner, plus the normal statistics and threshold calibrated on the
+ * validation split. Commands use this layer; they never reach into a stage.
+ *
+ * Model file (safetensors): tensors "backbone.*", "base.*" (and "refiner.*", the EMA U-Net)
+ * under their PyTorch names; __metadata__: format "drdc-model", format_version, config (the
+ * resolved JSON), stats (JSON), base_epochs, refiner_steps. */
+#ifndef DRDC_MODEL_H
+#define DRDC_MODEL_H
+
+#include "drdc/stages/backbone.h"
+#include "drdc/core/config.h"
+#include "drdc/stages/diffusion.h"
+#include "drdc/core/error.h"
+#include "drdc/formats/safetensors.h"
+#include "drdc/shim/shim.h"
+#include "drdc/stages/base.h"
+#include "drdc/stages/unet.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define DRDC_MODEL_FORMAT "drdc-model"
+#define DRDC_MODEL_FORMAT_VERSION 1
+
+/* Calibration on the normal validation images (never test images). The heatmap colour range
+ * [lo, hi] of a method is [mean of its normal map pixels, mean + 2 * (threshold - mean)] when
+ * the threshold lies above the mean (so the threshold sits mid-scale), else [mean, mean + 6 std]. */
+typedef struct drdc_model_stats {
+    int ready;              /* 1 once the base model is calibrated */
+    int n_val_images;       /* images it was calibrated on */
+    double base_mean, base_std;        /* pixels of H_base (at data.image_size) */
+    double base_threshold;             /* threshold of the base image score */
+    double score_lo, score_hi;         /* colour range of the base map */
+    int drdc_ready;                    /* 1 once the full model (with refiner) is calibrated */
+    double fuse_base_mean, fuse_base_std;  /* pixels of H_base at refiner size, for eq. (17) */
+    double diff_mean, diff_std;        /* pixels of H'_diff (eq. 16), for eq. (17) */
+    double drdc_mean, drdc_std;        /* pixels of the fused map H */
+    double drdc_threshold;             /* threshold of the DRDC image score */
+    double drdc_lo, drdc_hi;           /* colour range of the fused map */
+} drdc_model_stats;
+
+typedef struct drdc_model {
+    drdc_config cfg;        /* the resolved config it was built with */
+    dt_device dev;
+    drdc_backbone backbone; /* frozen */
+    drdc_base base;        /* trained in stage 1 */
+    drdc_unet refiner;      /* stage 2, the EMA weights (what inference uses) */
+    drdc_schedule schedule; /* linear betas of the refiner */
+    drdc_model_stats stats;
+    int base_epochs;        /* epochs of stage 1 done */
+    int refiner_steps;      /* optimisation steps of stage 2 done (0: no refiner yet) */
+    int backbone_pretrained;/* 1 when backbone weights were loaded from a file */
+} drdc_model;
+
+/* Builds every stage with its initial weights; loads cfg->backbone.weights when set (else warns
+ * on stderr that the backbone is random). Seeds from cfg->train.seed. */
+drdc_status drdc_model_build(drdc_model *m, const drdc_config *cfg, dt_device dev);
+
+/* Adds the model's tensors and metadata to a writer (a checkpoint adds its own on top). */
+drdc_status drdc_model_write(const drdc_model *m, drdc_st_writer *w);
+/* Writes the model file atomically. */
+drdc_status drdc_model_save(const drdc_model *m, const char *path);
+
+/* Reads the config from a model file's metadata, builds the model and loads every tensor.
+ * A file that is not a drdc model, a newer or older format version, or a tensor that does not
+ * fit is an error naming the file and saying how to fix it. */
+drdc_status drdc_model_load(drdc_model *m, const char *path, dt_device dev);
+/* The same from an open file (a checkpoint). */
+drdc_status drdc_model_load_st(drdc_model *m, const drdc_st_file *f, dt_device dev);
+
+/* Base stage on a batch: images [B,3,S,S] in [0,1] on m->dev -> map [B,1,S,S] (H_base, eq. 2,
+ * bilinear align_corners = true up to S as UniAD; with infer.base_scales other than [1], the mean
+ * over the scales s of Up(||Down_s(f) - Down_s(f^)||_2), Down = area) and score [B] (max of the
+ * p x p average pool). */
+drdc_status drdc_model_base(dt_tensor *map, dt_tensor *score, const drdc_model *m, dt_tensor images);
+
+/* The size of the images the model takes: data.image_size, or with the refiner the larger of
+ * data.image_size and refiner.image_size (each stage gets them area-resized down to its own size,
+ * so neither sees an enlarged image). */
+int drdc_model_input_size(const drdc_model *m, int with_refiner);
+
+/* Full DRDC on a batch: images [B,3,I,I] in [0,1] on m->dev with I = drdc_model_input_size(m, 1)
+ * (resized to data.image_size S for the base stage and to refiner.image_size R for the refiner) ->
+ * heat [B,1,R,R] (eq. 17) and score [B]; base_map/base_score (may be NULL) get the base stage's
+ * map (at S, resized to R x R) and its score. h_diff (may be NULL) gets H'_diff (eq. 16). With standardize "normal"
+ * the model must be calibrated for DRDC (stats.drdc_ready) unless `calibrating` is 1, in which
+ * case heat and score are not computed (NULL) and only the maps are returned. The inpainting
+ * partitions and noise of each image come from its own generator, seeded by
+ * drdc_model_image_seed: an image's maps and score depend on the model and the image alone, not on
+ * the batch it is in. times (may be NULL) gets the seconds spent in each stage. */
+typedef struct drdc_stage_times {
+    double base_s, refine_s, fusion_s;   /* wall seconds of each stage (device synchronised) */
+} drdc_stage_times;
+drdc_status drdc_model_drdc(dt_tensor *heat, dt_tensor *score, dt_tensor *base_map, dt_tensor *base_score,
+                            dt_tensor *h_diff, const drdc_model *m, dt_tensor images, int calibrating,
+                            drdc_stage_times *times);
+
+/* The seed of an image's inpainting draws: splitmix64 of (train.seed + DRDC_SEED_INFER) xor FNV-1a of
+ * its n float32 pixel values (the [3,R,R] image in [0,1] at the refiner's size). */
+uint64_t drdc_model_image_seed(const drdc_model *m, const float *pixels, size_t n);
+
+void drdc_model_free(drdc_model *m);   /* safe on a zeroed struct */
+
+/* One line for people: the DRDC inference settings in use ("start from the image, tau 250, 10 DDIM
+ * steps, K 2, grids 8,16, x0 clipping off"). */
+void drdc_model_describe_drdc(const drdc_model *m, char *out, size_t cap);
+
+/* The same for files: {"file", "base_epochs", "refiner_steps", "backbone_pretrained", "config"} with the
+ * resolved config in use (overrides included). Caller frees with free(); NULL on OOM. */
+char *drdc_model_describe_json(const drdc_model *m, const char *path);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

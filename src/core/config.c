@@ -1,0 +1,932 @@
+/* config.c: loading, overriding, validating and serialising the drdc configuration
+ * (include/drdc/config.h).
+ *
+ * One table (k_keys) lists every key: its JSON path, type, place in drdc_config, range and
+ * default (as JSON text). The same table and the same apply_value() drive the defaults, file
+ * parsing, --set overrides, range validation and serialisation, so a new key is one line. */
+#define _XOPEN_SOURCE 700
+#include "drdc/core/config.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef enum key_type {
+    KT_INT,
+    KT_DOUBLE,
+    KT_BOOL,
+    KT_STRING,
+    KT_INT_LIST,
+    KT_DOUBLE_LIST,
+    KT_STRING_LIST,
+} key_type;
+
+enum {
+    KF_MIN_OPEN = 1,  /* value must be > min (else >= min) */
+    KF_MAX_OPEN = 2,  /* value must be < max (else <= max) */
+    KF_NONEMPTY = 4,  /* list needs at least one entry */
+};
+
+typedef struct key_def {
+    const char *path;      /* JSON path "section.key" (or "key" at top level) */
+    key_type type;
+    size_t offset;         /* of the value (lists: of the first element) in drdc_config */
+    size_t count_offset;   /* lists: of the int holding the entry count */
+    size_t cap;            /* strings: buffer bytes; string lists: bytes per entry */
+    double min, max;       /* numbers and list entries */
+    unsigned flags;        /* KF_* */
+    const char *def;       /* default, as JSON text */
+    const char *choices;   /* strings: allowed values "a|b|c", or NULL for any */
+} key_def;
+
+#define OFF(f) offsetof(drdc_config, f)
+#define FSIZE(f) sizeof(((drdc_config *)0)->f)
+#define K_INT(p, f, lo, hi, d) {p, KT_INT, OFF(f), 0, 0, lo, hi, 0, d, NULL}
+#define K_DBL(p, f, lo, hi, fl, d) {p, KT_DOUBLE, OFF(f), 0, 0, lo, hi, fl, d, NULL}
+#define K_BOOL(p, f, d) {p, KT_BOOL, OFF(f), 0, 0, 0, 1, 0, d, NULL}
+#define K_STR(p, f, d, ch) {p, KT_STRING, OFF(f), 0, FSIZE(f), 0, 0, 0, d, ch}
+#define K_ILIST(p, f, n, lo, hi, fl, d) {p, KT_INT_LIST, OFF(f), OFF(n), 0, lo, hi, fl, d, NULL}
+#define K_DLIST(p, f, n, lo, hi, fl, d) {p, KT_DOUBLE_LIST, OFF(f), OFF(n), 0, lo, hi, fl, d, NULL}
+#define K_SLIST(p, f, n, d) {p, KT_STRING_LIST, OFF(f), OFF(n), FSIZE(f[0]), 0, 0, 0, d, NULL}
+
+#define BIG 1e9
+static const key_def k_keys[] = {
+    K_STR("name", name, "\"default\"", NULL),
+
+    K_STR("data.dataset", data.dataset, "\"mvtec\"", "mvtec|mpdd|btad|visa|folder"),
+    K_STR("data.root", data.root, "\"demo-data\"", NULL),
+    K_SLIST("data.categories", data.categories, data.n_categories, "[]"),
+    K_INT("data.image_size", data.image_size, 16, 4096, "224"),
+    K_DBL("data.val_fraction", data.val_fraction, 0, 0.9, 0, "0.1"),
+    K_INT("data.workers", data.workers, 1, 256, "2"),
+
+    K_STR("backbone.arch", backbone.arch, "\"mobilenet_v2\"", NULL),
+    K_STR("backbone.weights", backbone.weights, "\"\"", NULL),
+    K_ILIST("backbone.blocks", backbone.blocks, backbone.n_blocks, 0, 200, 0, "[]"),
+
+    K_INT("base.hidden", base.hidden, 2, 16384, "256"),
+    K_INT("base.heads", base.heads, 1, 1024, "8"),
+    K_INT("base.enc_layers", base.enc_layers, 1, 64, "4"),
+    K_INT("base.dec_layers", base.dec_layers, 1, 64, "4"),
+    K_INT("base.ffn", base.ffn, 1, 65536, "1024"),
+    K_DBL("base.dropout", base.dropout, 0, 1, KF_MAX_OPEN, "0.1"),
+    K_INT("base.neighbor_mask", base.neighbor_mask, 0, 99, "7"),
+    K_DBL("base.jitter_scale", base.jitter_scale, 0, 1e6, 0, "20"),
+    K_DBL("base.jitter_prob", base.jitter_prob, 0, 1, 0, "1.0"),
+    K_DBL("base.lr", base.lr, 0, 10, KF_MIN_OPEN, "1e-4"),
+    K_DBL("base.weight_decay", base.weight_decay, 0, 10, 0, "1e-4"),
+    K_DBL("base.clip", base.clip, 0, BIG, 0, "0.1"),
+    K_INT("base.epochs", base.epochs, 1, BIG, "1000"),
+    K_INT("base.batch", base.batch, 1, 65536, "8"),
+    K_INT("base.lr_step", base.lr_step, 1, BIG, "800"),
+    K_DBL("base.lr_gamma", base.lr_gamma, 0, 1, KF_MIN_OPEN, "0.1"),
+
+    K_INT("refiner.image_size", refiner.image_size, 16, 4096, "224"),
+    K_INT("refiner.channels", refiner.channels, 1, 4096, "128"),
+    K_ILIST("refiner.channel_mult", refiner.channel_mult, refiner.n_mult, 1, 64, KF_NONEMPTY, "[1, 1, 2, 2, 4, 4]"),
+    K_INT("refiner.res_blocks", refiner.res_blocks, 1, 16, "2"),
+    K_ILIST("refiner.attention_res", refiner.attention_res, refiner.n_attention, 1, 4096, 0, "[28, 14, 7]"),
+    K_INT("refiner.head_channels", refiner.head_channels, 1, 4096, "64"),
+    K_DBL("refiner.dropout", refiner.dropout, 0, 1, KF_MAX_OPEN, "0.0"),
+    K_INT("refiner.timesteps", refiner.timesteps, 2, 100000, "1000"),
+    K_DBL("refiner.beta_start", refiner.beta_start, 0, 1, KF_MIN_OPEN | KF_MAX_OPEN, "1e-4"),
+    K_DBL("refiner.beta_end", refiner.beta_end, 0, 1, KF_MIN_OPEN | KF_MAX_OPEN, "0.02"),
+    K_INT("refiner.max_train_t", refiner.max_train_t, 1, 100000, "1000"),
+    K_DBL("refiner.lr", refiner.lr, 0, 10, KF_MIN_OPEN, "1e-4"),
+    K_DBL("refiner.weight_decay", refiner.weight_decay, 0, 10, 0, "0.0"),
+    K_DBL("refiner.clip", refiner.clip, 0, BIG, 0, "1.0"),
+    K_INT("refiner.steps", refiner.steps, 1, BIG, "100000"),
+    K_INT("refiner.batch", refiner.batch, 1, 65536, "8"),
+    K_DBL("refiner.ema_decay", refiner.ema_decay, 0, 1, KF_MAX_OPEN, "0.999"),
+    K_BOOL("refiner.ema_warmup", refiner.ema_warmup, "true"),
+    K_BOOL("refiner.model_conditioning", refiner.model_conditioning, "true"),
+
+    K_INT("infer.tau", infer.tau, 1, 100000, "250"),
+    K_STR("infer.start", infer.start, "\"image\"", "image|masked"),
+    K_BOOL("infer.clip_x0", infer.clip_x0, "false"),
+    K_INT("infer.steps", infer.steps, 1, 100000, "10"),
+    K_INT("infer.K", infer.K, 1, 65536, "2"),
+    K_ILIST("infer.grids", infer.grids, infer.n_grids, 1, 4096, KF_NONEMPTY, "[8, 16]"),
+    K_DLIST("infer.scales", infer.scales, infer.n_scales, 0, 1, KF_MIN_OPEN | KF_NONEMPTY, "[1, 0.5, 0.25]"),
+    K_DLIST("infer.base_scales", infer.base_scales, infer.n_base_scales, 0, 1, KF_MIN_OPEN | KF_NONEMPTY, "[1]"),
+    K_INT("infer.filter", infer.filter, 1, 255, "7"),
+    K_DBL("infer.alpha", infer.alpha, 0, 1, 0, "0.9"),
+    K_INT("infer.pool", infer.pool, 1, 4096, "16"),
+    K_STR("infer.standardize", infer.standardize, "\"normal\"", "normal|none"),
+    K_DBL("infer.threshold_quantile", infer.threshold_quantile, 0, 1, 0, "0.99"),
+    K_INT("infer.batch", infer.batch, 1, 65536, "4"),
+
+    K_INT("train.seed", train.seed, 0, INT_MAX, "133"),
+    K_STR("train.out", train.out, "\"\"", NULL),
+    K_INT("train.checkpoint_every", train.checkpoint_every, 1, BIG, "500"),
+    K_INT("train.log_every", train.log_every, 1, BIG, "10"),
+    K_BOOL("train.bf16", train.bf16, "false"),
+};
+#define N_KEYS ((int)(sizeof k_keys / sizeof k_keys[0]))
+
+/* Keys added after model files were first written, with the value that reproduces what such a
+ * file was trained and calibrated with (drdc_config_parse_stored). Append-only. */
+static const struct {
+    const char *path;
+    const char *legacy;   /* JSON text */
+} k_legacy[] = {
+    {"infer.start", "\"masked\""},
+    {"infer.clip_x0", "false"},
+    {"refiner.ema_warmup", "false"},
+};
+
+/* ---- small helpers -------------------------------------------------------------------- */
+
+static void *field(drdc_config *c, size_t off) { return (char *)c + off; }
+static const void *cfield(const drdc_config *c, size_t off) { return (const char *)c + off; }
+
+static const key_def *find_key(const char *path) {
+    for (int i = 0; i < N_KEYS; i++)
+        if (strcmp(k_keys[i].path, path) == 0) return &k_keys[i];
+    return NULL;
+}
+
+/* Is `name` a section ("base"), i.e. the prefix of some key path? */
+static int is_section(const char *name) {
+    size_t n = strlen(name);
+    for (int i = 0; i < N_KEYS; i++)
+        if (strncmp(k_keys[i].path, name, n) == 0 && k_keys[i].path[n] == '.') return 1;
+    return 0;
+}
+
+static int edit_distance(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 120 || lb > 120) return 1000;
+    int prev[128], cur[128];
+    for (size_t j = 0; j <= lb; j++) prev[j] = (int)j;
+    for (size_t i = 1; i <= la; i++) {
+        cur[0] = (int)i;
+        for (size_t j = 1; j <= lb; j++) {
+            int sub = prev[j - 1] + (a[i - 1] != b[j - 1]);
+            int del = prev[j] + 1, ins = cur[j - 1] + 1;
+            cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+        }
+        memcpy(prev, cur, (lb + 1) * sizeof(int));
+    }
+    return prev[lb];
+}
+
+static drdc_status unknown_key(const char *path) {
+    const char *best = NULL;
+    int best_d = 1000;
+    for (int i = 0; i < N_KEYS; i++) {
+        int d = edit_distance(path, k_keys[i].path);
+        if (d < best_d) {
+            best_d = d;
+            best = k_keys[i].path;
+        }
+    }
+    int limit = (int)strlen(path) / 4;
+    if (limit < 2) limit = 2;
+    if (best && best_d > limit) {
+        /* same key name in another section ("refiner.epochs" -> "base.epochs")? */
+        const char *leaf = strrchr(path, '.');
+        leaf = leaf ? leaf + 1 : path;
+        best = NULL;
+        for (int i = 0; i < N_KEYS && !best; i++) {
+            const char *kl = strrchr(k_keys[i].path, '.');
+            if (strcmp(kl ? kl + 1 : k_keys[i].path, leaf) == 0) best = k_keys[i].path;
+        }
+    }
+    if (best) return drdc_fail(DRDC_ERR_CONFIG, "unknown key '%s' (did you mean '%s'?)", path, best);
+    return drdc_fail(DRDC_ERR_CONFIG, "unknown key '%s'", path);
+}
+
+/* "string \"abc\"", "number 2.5", ... for wrong-type messages. */
+static void describe(const cJSON *v, char *buf, size_t cap) {
+    if (cJSON_IsString(v)) snprintf(buf, cap, "string \"%.60s\"", v->valuestring);
+    else if (cJSON_IsNumber(v)) snprintf(buf, cap, "number %.17g", v->valuedouble);
+    else if (cJSON_IsBool(v)) snprintf(buf, cap, "boolean %s", cJSON_IsTrue(v) ? "true" : "false");
+    else if (cJSON_IsNull(v)) snprintf(buf, cap, "null");
+    else if (cJSON_IsArray(v)) snprintf(buf, cap, "a list");
+    else if (cJSON_IsObject(v)) snprintf(buf, cap, "an object");
+    else snprintf(buf, cap, "an invalid value");
+}
+
+static const char *type_name(key_type t) {
+    switch (t) {
+    case KT_INT: return "an integer";
+    case KT_DOUBLE: return "a number";
+    case KT_BOOL: return "a boolean (true or false)";
+    case KT_STRING: return "a string";
+    case KT_INT_LIST: return "a list of integers";
+    case KT_DOUBLE_LIST: return "a list of numbers";
+    case KT_STRING_LIST: return "a list of strings";
+    }
+    return "?";
+}
+
+static drdc_status wrong_type(const key_def *k, const cJSON *v, int index) {
+    char got[128];
+    describe(v, got, sizeof got);
+    if (index >= 0)
+        return drdc_fail(DRDC_ERR_CONFIG, "key '%s' expects %s, got %s at index %d", k->path, type_name(k->type),
+                         got, index);
+    return drdc_fail(DRDC_ERR_CONFIG, "key '%s' expects %s, got %s", k->path, type_name(k->type), got);
+}
+
+static int in_range(const key_def *k, double v) {
+    if (k->flags & KF_MIN_OPEN ? !(v > k->min) : !(v >= k->min)) return 0;
+    if (k->flags & KF_MAX_OPEN ? !(v < k->max) : !(v <= k->max)) return 0;
+    return 1;
+}
+
+static drdc_status out_of_range(const key_def *k, double v, int index) {
+    char at[32] = "";
+    if (index >= 0) snprintf(at, sizeof at, " (index %d)", index);
+    return drdc_fail(DRDC_ERR_CONFIG, "key '%s' = %.17g%s is out of range %c%.17g, %.17g%c", k->path, v, at,
+                     k->flags & KF_MIN_OPEN ? '(' : '[', k->min, k->max, k->flags & KF_MAX_OPEN ? ')' : ']');
+}
+
+static int choice_ok(const key_def *k, const char *s) {
+    if (!k->choices) return 1;
+    size_t n = strlen(s);
+    for (const char *p = k->choices; *p;) {
+        const char *bar = strchr(p, '|');
+        size_t len = bar ? (size_t)(bar - p) : strlen(p);
+        if (len == n && strncmp(p, s, n) == 0) return 1;
+        if (!bar) break;
+        p = bar + 1;
+    }
+    return 0;
+}
+
+static drdc_status bad_choice(const key_def *k, const char *s) {
+    char list[256];
+    snprintf(list, sizeof list, "%s", k->choices);
+    for (char *p = list; *p; p++)
+        if (*p == '|') *p = '/';
+    return drdc_fail(DRDC_ERR_CONFIG, "key '%s' = '%s' is not one of %s", k->path, s, list);
+}
+
+/* An integer JSON value within int range. */
+static int json_int(const cJSON *v, int *out) {
+    if (!cJSON_IsNumber(v)) return 0;
+    double d = v->valuedouble;
+    if (d != floor(d) || d < (double)INT_MIN || d > (double)INT_MAX) return 0;
+    *out = (int)d;
+    return 1;
+}
+
+static drdc_status check_string(const key_def *k, const char *s, size_t cap, int index) {
+    if (strlen(s) >= cap) {
+        if (index >= 0)
+            return drdc_fail(DRDC_ERR_CONFIG, "key '%s' entry %d is too long (%zu bytes, at most %zu)", k->path,
+                             index, strlen(s), cap - 1);
+        return drdc_fail(DRDC_ERR_CONFIG, "key '%s' is too long (%zu bytes, at most %zu)", k->path, strlen(s),
+                         cap - 1);
+    }
+    if (!choice_ok(k, s)) return bad_choice(k, s);
+    return DRDC_OK;
+}
+
+/* Checks a JSON value against key k and stores it into c. The one place values enter a config. */
+static drdc_status apply_value(drdc_config *c, const key_def *k, const cJSON *v) {
+    switch (k->type) {
+    case KT_INT: {
+        int x;
+        if (!json_int(v, &x)) {
+            if (cJSON_IsNumber(v) && v->valuedouble == floor(v->valuedouble)) return out_of_range(k, v->valuedouble, -1);
+            return wrong_type(k, v, -1);
+        }
+        if (!in_range(k, x)) return out_of_range(k, x, -1);
+        *(int *)field(c, k->offset) = x;
+        return DRDC_OK;
+    }
+    case KT_DOUBLE: {
+        if (!cJSON_IsNumber(v)) return wrong_type(k, v, -1);
+        if (!in_range(k, v->valuedouble)) return out_of_range(k, v->valuedouble, -1);
+        *(double *)field(c, k->offset) = v->valuedouble;
+        return DRDC_OK;
+    }
+    case KT_BOOL:
+        if (!cJSON_IsBool(v)) return wrong_type(k, v, -1);
+        *(int *)field(c, k->offset) = cJSON_IsTrue(v) ? 1 : 0;
+        return DRDC_OK;
+    case KT_STRING: {
+        if (!cJSON_IsString(v)) return wrong_type(k, v, -1);
+        drdc_status st = check_string(k, v->valuestring, k->cap, -1);
+        if (st) return st;
+        char *dst = field(c, k->offset);
+        memset(dst, 0, k->cap);
+        memcpy(dst, v->valuestring, strlen(v->valuestring));
+        return DRDC_OK;
+    }
+    case KT_INT_LIST:
+    case KT_DOUBLE_LIST:
+    case KT_STRING_LIST: {
+        if (!cJSON_IsArray(v)) return wrong_type(k, v, -1);
+        int n = cJSON_GetArraySize(v);
+        if (n > DRDC_MAX_LIST)
+            return drdc_fail(DRDC_ERR_CONFIG, "key '%s' has %d entries, at most %d", k->path, n, DRDC_MAX_LIST);
+        if (n == 0 && (k->flags & KF_NONEMPTY))
+            return drdc_fail(DRDC_ERR_CONFIG, "key '%s' needs at least one entry", k->path);
+        int ints[DRDC_MAX_LIST];
+        double dbls[DRDC_MAX_LIST];
+        int i = 0;
+        for (const cJSON *e = v->child; e; e = e->next, i++) {
+            if (k->type == KT_INT_LIST) {
+                if (!json_int(e, &ints[i])) return wrong_type(k, e, i);
+                if (!in_range(k, ints[i])) return out_of_range(k, ints[i], i);
+            } else if (k->type == KT_DOUBLE_LIST) {
+                if (!cJSON_IsNumber(e)) return wrong_type(k, e, i);
+                dbls[i] = e->valuedouble;
+                if (!in_range(k, dbls[i])) return out_of_range(k, dbls[i], i);
+            } else {
+                if (!cJSON_IsString(e)) return wrong_type(k, e, i);
+                drdc_status st = check_string(k, e->valuestring, k->cap, i);
+                if (st) return st;
+            }
+        }
+        if (k->type == KT_INT_LIST) {
+            memset(field(c, k->offset), 0, DRDC_MAX_LIST * sizeof(int));
+            memcpy(field(c, k->offset), ints, (size_t)n * sizeof(int));
+        } else if (k->type == KT_DOUBLE_LIST) {
+            memset(field(c, k->offset), 0, DRDC_MAX_LIST * sizeof(double));
+            memcpy(field(c, k->offset), dbls, (size_t)n * sizeof(double));
+        } else {
+            char *dst = field(c, k->offset);
+            memset(dst, 0, DRDC_MAX_LIST * k->cap);
+            i = 0;
+            for (const cJSON *e = v->child; e; e = e->next, i++)
+                memcpy(dst + (size_t)i * k->cap, e->valuestring, strlen(e->valuestring));
+        }
+        *(int *)field(c, k->count_offset) = n;
+        return DRDC_OK;
+    }
+    }
+    return drdc_fail(DRDC_ERR_STATE, "key '%s': bad type in the key table", k->path);
+}
+
+/* The JSON value of key k in c (NULL on OOM). */
+static cJSON *value_json(const drdc_config *c, const key_def *k) {
+    switch (k->type) {
+    case KT_INT: return cJSON_CreateNumber(*(const int *)cfield(c, k->offset));
+    case KT_DOUBLE: return cJSON_CreateNumber(*(const double *)cfield(c, k->offset));
+    case KT_BOOL: return cJSON_CreateBool(*(const int *)cfield(c, k->offset));
+    case KT_STRING: return cJSON_CreateString((const char *)cfield(c, k->offset));
+    default: break;
+    }
+    int n = *(const int *)cfield(c, k->count_offset);
+    if (n < 0) n = 0;
+    if (n > DRDC_MAX_LIST) n = DRDC_MAX_LIST;
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; a && i < n; i++) {
+        cJSON *e = NULL;
+        if (k->type == KT_INT_LIST) e = cJSON_CreateNumber(((const int *)cfield(c, k->offset))[i]);
+        else if (k->type == KT_DOUBLE_LIST) e = cJSON_CreateNumber(((const double *)cfield(c, k->offset))[i]);
+        else e = cJSON_CreateString((const char *)cfield(c, k->offset) + (size_t)i * k->cap);
+        if (!e) {
+            cJSON_Delete(a);
+            return NULL;
+        }
+        cJSON_AddItemToArray(a, e);
+    }
+    return a;
+}
+
+/* ---- defaults, parsing, overrides ------------------------------------------------------- */
+
+void drdc_config_defaults(drdc_config *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    for (int i = 0; i < N_KEYS; i++) {
+        cJSON *v = cJSON_Parse(k_keys[i].def);
+        if (v) apply_value(cfg, &k_keys[i], v); /* table defaults are valid (checked by the tests) */
+        cJSON_Delete(v);
+    }
+}
+
+/* max_train_t follows timesteps ("default = timesteps") unless it was set explicitly. */
+static void follow_timesteps(drdc_config *c, const drdc_config *before, int timesteps_set, int max_t_set) {
+    if (timesteps_set && !max_t_set && before->refiner.max_train_t == before->refiner.timesteps)
+        c->refiner.max_train_t = c->refiner.timesteps;
+}
+
+static drdc_status apply_key(drdc_config *c, const char *path, const cJSON *v, unsigned char *seen) {
+    const key_def *k = find_key(path);
+    if (!k) return unknown_key(path);
+    int idx = (int)(k - k_keys);
+    if (seen[idx]) return drdc_fail(DRDC_ERR_CONFIG, "key '%s' is given twice", path);
+    seen[idx] = 1;
+    return apply_value(c, k, v);
+}
+
+/* Applies every key of a parsed JSON object (nested sections, or flat "section.key" names). */
+static drdc_status apply_object(drdc_config *c, const cJSON *root, unsigned char *seen) {
+    for (const cJSON *e = root->child; e; e = e->next) {
+        const char *name = e->string;
+        drdc_status st;
+        if (find_key(name)) {
+            st = apply_key(c, name, e, seen);
+        } else if (is_section(name)) {
+            if (!cJSON_IsObject(e)) {
+                char got[128];
+                describe(e, got, sizeof got);
+                return drdc_fail(DRDC_ERR_CONFIG, "'%s' must be an object (a section of keys), got %s", name, got);
+            }
+            st = DRDC_OK;
+            for (const cJSON *s = e->child; s && !st; s = s->next) {
+                char path[256];
+                snprintf(path, sizeof path, "%s.%s", name, s->string);
+                st = apply_key(c, path, s, seen);
+            }
+        } else {
+            st = unknown_key(name);
+        }
+        if (st) return st;
+    }
+    return DRDC_OK;
+}
+
+static void line_col(const char *text, const char *at, int *line, int *col) {
+    *line = 1;
+    *col = 1;
+    for (const char *p = text; p < at && *p; p++) {
+        if (*p == '\n') {
+            (*line)++;
+            *col = 1;
+        } else {
+            (*col)++;
+        }
+    }
+}
+
+/* validate = 0 defers the checks to the caller (drdc_config_resolve validates once at the end);
+ * stored = 1 gives keys the text lacks their legacy value (k_legacy). */
+static drdc_status parse_impl(drdc_config *cfg, const char *json_text, const char *source_name, int validate,
+                              int stored) {
+    const char *src = source_name ? source_name : "<config>";
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithOpts(json_text, &end, 1);
+    if (!root) {
+        const char *at = cJSON_GetErrorPtr();
+        size_t len = strlen(json_text);
+        if (!at || at < json_text || at > json_text + len) at = json_text + len;
+        int line, col;
+        line_col(json_text, at, &line, &col);
+        if (*at == '\0')
+            return drdc_fail(DRDC_ERR_CONFIG, "%s:%d:%d: JSON syntax error at the end of the text", src, line, col);
+        /* up to 12 characters of the line on each side of the error (the error often sits at a
+         * line end: "64,}" shows the stray comma that cJSON reports one character later) */
+        const char *from = at;
+        while (from > json_text && from[-1] != '\n' && at - from < 12) from--;
+        char near[32];
+        size_t k = 0;
+        for (const char *p = from; *p && *p != '\n' && p < at + 12 && k < sizeof near - 1; p++) near[k++] = *p;
+        near[k] = '\0';
+        return drdc_fail(DRDC_ERR_CONFIG, "%s:%d:%d: JSON syntax error near '%s'", src, line, col, near);
+    }
+    drdc_status st = DRDC_OK;
+    if (!cJSON_IsObject(root)) {
+        st = drdc_fail(DRDC_ERR_CONFIG, "%s: the config must be a JSON object { ... }", src);
+        cJSON_Delete(root);
+        return st;
+    }
+    drdc_config *tmp = malloc(sizeof *tmp);
+    if (!tmp) {
+        cJSON_Delete(root);
+        return drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory", src);
+    }
+    memcpy(tmp, cfg, sizeof *tmp);
+    unsigned char seen[N_KEYS];
+    memset(seen, 0, sizeof seen);
+    st = apply_object(tmp, root, seen);
+    cJSON_Delete(root);
+    for (size_t i = 0; stored && !st && i < sizeof k_legacy / sizeof k_legacy[0]; i++) {
+        const key_def *k = find_key(k_legacy[i].path);
+        if (seen[k - k_keys]) continue;
+        cJSON *v = cJSON_Parse(k_legacy[i].legacy);
+        st = v ? apply_value(tmp, k, v) : drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory", src);
+        cJSON_Delete(v);
+    }
+    if (!st) {
+        const key_def *kt = find_key("refiner.timesteps"), *km = find_key("refiner.max_train_t");
+        follow_timesteps(tmp, cfg, seen[kt - k_keys], seen[km - k_keys]);
+        if (validate) st = drdc_config_validate(tmp);
+    }
+    if (st) {
+        free(tmp);
+        return drdc_error_context(st, "%s", src);
+    }
+    memcpy(cfg, tmp, sizeof *cfg);
+    free(tmp);
+    return DRDC_OK;
+}
+
+drdc_status drdc_config_parse(drdc_config *cfg, const char *json_text, const char *source_name) {
+    return parse_impl(cfg, json_text, source_name, 1, 0);
+}
+
+drdc_status drdc_config_parse_stored(drdc_config *cfg, const char *json_text, const char *source_name) {
+    return parse_impl(cfg, json_text, source_name, 1, 1);
+}
+
+static drdc_status load_impl(drdc_config *cfg, const char *path, int validate) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return drdc_fail(DRDC_ERR_IO, "%s: cannot open config: %s", path, strerror(errno));
+    size_t cap = 4096, len = 0;
+    char *text = malloc(cap);
+    while (text) {
+        if (len + 1 >= cap) {
+            if (cap >= ((size_t)16 << 20)) {
+                free(text);
+                fclose(fp);
+                return drdc_fail(DRDC_ERR_CONFIG, "%s: config file larger than 16 MB", path);
+            }
+            char *bigger = realloc(text, cap * 2);
+            if (!bigger) {
+                free(text);
+                text = NULL;
+                break;
+            }
+            text = bigger;
+            cap *= 2;
+        }
+        size_t r = fread(text + len, 1, cap - 1 - len, fp);
+        len += r;
+        if (r == 0) break;
+    }
+    int read_err = ferror(fp);
+    fclose(fp);
+    if (!text) return drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory", path);
+    if (read_err) {
+        free(text);
+        return drdc_fail(DRDC_ERR_IO, "%s: read error", path);
+    }
+    text[len] = '\0';
+    if (strlen(text) != len) {
+        free(text);
+        return drdc_fail(DRDC_ERR_CONFIG, "%s: contains a NUL byte; not a JSON text file", path);
+    }
+
+    /* name defaults to the file's base name without .json; the file's own "name" wins */
+    drdc_config *tmp = malloc(sizeof *tmp);
+    if (!tmp) {
+        free(text);
+        return drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory", path);
+    }
+    memcpy(tmp, cfg, sizeof *tmp);
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    size_t blen = strlen(base);
+    if (blen > 5 && strcmp(base + blen - 5, ".json") == 0) blen -= 5;
+    if (blen >= sizeof tmp->name) blen = sizeof tmp->name - 1;
+    if (blen > 0) {
+        memset(tmp->name, 0, sizeof tmp->name);
+        memcpy(tmp->name, base, blen);
+    }
+    drdc_status st = parse_impl(tmp, text, path, validate, 0);
+    free(text);
+    if (!st) memcpy(cfg, tmp, sizeof *cfg);
+    free(tmp);
+    return st;
+}
+
+drdc_status drdc_config_load(drdc_config *cfg, const char *path) { return load_impl(cfg, path, 1); }
+
+/* --set value text -> JSON value for key k (NULL on OOM). */
+static cJSON *set_value_json(const key_def *k, const char *text) {
+    int is_list = k->type == KT_INT_LIST || k->type == KT_DOUBLE_LIST || k->type == KT_STRING_LIST;
+    if (is_list && text[0] != '[') {
+        cJSON *a = cJSON_CreateArray();
+        const char *p = text;
+        while (a && *text) {
+            const char *comma = strchr(p, ',');
+            size_t len = comma ? (size_t)(comma - p) : strlen(p);
+            char *piece = malloc(len + 1);
+            if (!piece) {
+                cJSON_Delete(a);
+                return NULL;
+            }
+            memcpy(piece, p, len);
+            piece[len] = '\0';
+            cJSON *e = k->type == KT_STRING_LIST ? NULL : cJSON_Parse(piece);
+            if (!e || cJSON_IsArray(e) || cJSON_IsObject(e)) {
+                cJSON_Delete(e);
+                e = cJSON_CreateString(piece);
+            }
+            free(piece);
+            if (!e) {
+                cJSON_Delete(a);
+                return NULL;
+            }
+            cJSON_AddItemToArray(a, e);
+            if (!comma) break;
+            p = comma + 1;
+        }
+        return a;
+    }
+    cJSON *v = cJSON_Parse(text);
+    if (k->type == KT_STRING && v && !cJSON_IsString(v)) {
+        cJSON_Delete(v);
+        v = NULL;
+    }
+    if (!v && !is_list) v = cJSON_CreateString(text);
+    return v;
+}
+
+static drdc_status set_impl(drdc_config *cfg, const char *assignment, int validate) {
+    const char *eq = strchr(assignment, '=');
+    if (!eq || eq == assignment)
+        return drdc_fail(DRDC_ERR_CONFIG, "--set '%s': expected section.key=value", assignment);
+    char path[256];
+    size_t plen = (size_t)(eq - assignment);
+    if (plen >= sizeof path) return drdc_fail(DRDC_ERR_CONFIG, "--set: key too long in '%s'", assignment);
+    memcpy(path, assignment, plen);
+    path[plen] = '\0';
+    const key_def *k = find_key(path);
+    if (!k) return drdc_error_context(unknown_key(path), "--set %s", assignment);
+    cJSON *v = set_value_json(k, eq + 1);
+    if (!v) {
+        if (k->type == KT_INT_LIST || k->type == KT_DOUBLE_LIST || k->type == KT_STRING_LIST)
+            return drdc_fail(DRDC_ERR_CONFIG, "--set %s: '%s' is not a JSON list", assignment, eq + 1);
+        return drdc_fail(DRDC_ERR_NOMEM, "--set %s: out of memory", assignment);
+    }
+    drdc_config *tmp = malloc(sizeof *tmp);
+    if (!tmp) {
+        cJSON_Delete(v);
+        return drdc_fail(DRDC_ERR_NOMEM, "--set %s: out of memory", assignment);
+    }
+    memcpy(tmp, cfg, sizeof *tmp);
+    drdc_status st = apply_value(tmp, k, v);
+    cJSON_Delete(v);
+    if (!st) {
+        follow_timesteps(tmp, cfg, strcmp(k->path, "refiner.timesteps") == 0, 0);
+        if (validate) st = drdc_config_validate(tmp);
+    }
+    if (!st) memcpy(cfg, tmp, sizeof *cfg);
+    free(tmp);
+    if (st) return drdc_error_context(st, "--set %s", assignment);
+    return DRDC_OK;
+}
+
+drdc_status drdc_config_set(drdc_config *cfg, const char *assignment) { return set_impl(cfg, assignment, 1); }
+
+drdc_status drdc_config_resolve(drdc_config *cfg, const char *path, const char *const *sets, int n_sets) {
+    drdc_config_defaults(cfg);
+    drdc_status st = load_impl(cfg, path, 0);
+    for (int i = 0; !st && i < n_sets; i++) st = set_impl(cfg, sets[i], 0);
+    if (st) return st;
+    st = drdc_config_validate(cfg);
+    if (st) return drdc_error_context(st, n_sets ? "%s with the --set options" : "%s", path);
+    return DRDC_OK;
+}
+
+/* ---- validation ------------------------------------------------------------------------- */
+
+static int known_arch(const char *a) {
+    if (strcmp(a, "mobilenet_v2") == 0) return 1;
+    if (strncmp(a, "efficientnet-b", 14) == 0) return a[14] >= '0' && a[14] <= '7' && a[15] == '\0';
+    if (strncmp(a, "efficientnet-lite", 17) == 0) return a[17] >= '0' && a[17] <= '4' && a[18] == '\0';
+    return 0;
+}
+
+/* Every key's type-independent range (the table), for structs filled by code, not by parsing. */
+static drdc_status validate_ranges(const drdc_config *c) {
+    for (int i = 0; i < N_KEYS; i++) {
+        const key_def *k = &k_keys[i];
+        switch (k->type) {
+        case KT_INT: {
+            int v = *(const int *)cfield(c, k->offset);
+            if (!in_range(k, v)) return out_of_range(k, v, -1);
+            break;
+        }
+        case KT_DOUBLE: {
+            double v = *(const double *)cfield(c, k->offset);
+            if (!in_range(k, v)) return out_of_range(k, v, -1);
+            break;
+        }
+        case KT_BOOL: {
+            int v = *(const int *)cfield(c, k->offset);
+            if (v != 0 && v != 1) return drdc_fail(DRDC_ERR_CONFIG, "key '%s' = %d is not a boolean", k->path, v);
+            break;
+        }
+        case KT_STRING: {
+            const char *s = cfield(c, k->offset);
+            if (memchr(s, '\0', k->cap) == NULL)
+                return drdc_fail(DRDC_ERR_CONFIG, "key '%s' is not terminated", k->path);
+            drdc_status st = check_string(k, s, k->cap, -1);
+            if (st) return st;
+            break;
+        }
+        default: {
+            int n = *(const int *)cfield(c, k->count_offset);
+            if (n < 0 || n > DRDC_MAX_LIST)
+                return drdc_fail(DRDC_ERR_CONFIG, "key '%s' has %d entries, allowed 0..%d", k->path, n, DRDC_MAX_LIST);
+            if (n == 0 && (k->flags & KF_NONEMPTY))
+                return drdc_fail(DRDC_ERR_CONFIG, "key '%s' needs at least one entry", k->path);
+            for (int j = 0; j < n; j++) {
+                if (k->type == KT_INT_LIST) {
+                    int v = ((const int *)cfield(c, k->offset))[j];
+                    if (!in_range(k, v)) return out_of_range(k, v, j);
+                } else if (k->type == KT_DOUBLE_LIST) {
+                    double v = ((const double *)cfield(c, k->offset))[j];
+                    if (!in_range(k, v)) return out_of_range(k, v, j);
+                } else {
+                    const char *s = (const char *)cfield(c, k->offset) + (size_t)j * k->cap;
+                    if (memchr(s, '\0', k->cap) == NULL || !*s)
+                        return drdc_fail(DRDC_ERR_CONFIG, "key '%s' entry %d is empty or not terminated", k->path, j);
+                }
+            }
+        }
+        }
+    }
+    return DRDC_OK;
+}
+
+drdc_status drdc_config_validate(const drdc_config *cfg) {
+    drdc_status st = validate_ranges(cfg);
+    if (st) return st;
+    const drdc_data_config *d = &cfg->data;
+    const drdc_base_config *b = &cfg->base;
+    const drdc_refiner_config *r = &cfg->refiner;
+    const drdc_infer_config *in = &cfg->infer;
+    const drdc_backbone_config *bb = &cfg->backbone;
+#define FAIL(...) return drdc_fail(DRDC_ERR_CONFIG, __VA_ARGS__)
+
+    if (!cfg->name[0]) FAIL("name must not be empty (it names the run folder runs/<name>)");
+    if (!known_arch(bb->arch))
+        FAIL("backbone.arch '%s' is not known (mobilenet_v2, efficientnet-b0..b7, efficientnet-lite0..4)", bb->arch);
+    for (int i = 1; i < bb->n_blocks; i++)
+        if (bb->blocks[i] <= bb->blocks[i - 1])
+            FAIL("backbone.blocks must be increasing (%d after %d)", bb->blocks[i], bb->blocks[i - 1]);
+    for (int i = 0; i < d->n_categories; i++)
+        for (int j = 0; j < i; j++)
+            if (strcmp(d->categories[i], d->categories[j]) == 0)
+                FAIL("data.categories lists '%s' twice", d->categories[i]);
+
+    if (d->image_size % 16 != 0)
+        FAIL("data.image_size %d is not a multiple of 16 (the backbone features are at stride 16)", d->image_size);
+    if (b->hidden % b->heads != 0) FAIL("base.heads %d does not divide base.hidden %d", b->heads, b->hidden);
+    if (b->hidden % 2 != 0)
+        FAIL("base.hidden %d must be even (half for rows, half for columns of the position embedding)", b->hidden);
+    if (b->neighbor_mask != 0 && b->neighbor_mask % 2 == 0)
+        FAIL("base.neighbor_mask %d must be odd (or 0 = off)", b->neighbor_mask);
+    int h = d->image_size / 16;
+    /* the centre token keeps a visible token iff ceil((h-1)/2) = h/2 exceeds the mask radius */
+    if (b->neighbor_mask != 0 && b->neighbor_mask / 2 >= h / 2)
+        FAIL("base.neighbor_mask %d hides every token from some token of the %dx%d feature grid "
+             "(data.image_size %d / 16); use a smaller odd value or 0", b->neighbor_mask, h, h, d->image_size);
+
+    int levels = r->n_mult;
+    int down = 1 << (levels - 1);
+    if (r->image_size % down != 0)
+        FAIL("refiner.image_size %d is not divisible by %d = 2^(levels-1) for the %d levels of refiner.channel_mult",
+             r->image_size, down, levels);
+    for (int l = 0; l < levels; l++) {
+        int ch = r->channels * r->channel_mult[l];
+        if (ch % 32 != 0)
+            FAIL("refiner.channels %d x refiner.channel_mult %d = %d channels is not a multiple of 32 (GroupNorm(32))",
+                 r->channels, r->channel_mult[l], ch);
+    }
+    for (int a = 0; a < r->n_attention; a++) {
+        int level = -1;
+        for (int l = 0; l < levels; l++)
+            if ((r->image_size >> l) == r->attention_res[a]) level = l;
+        if (level < 0) {
+            char res[160] = "";
+            size_t u = 0;
+            for (int l = 0; l < levels && u < sizeof res; l++)
+                u += (size_t)snprintf(res + u, sizeof res - u, "%s%d", l ? ", " : "", r->image_size >> l);
+            FAIL("refiner.attention_res %d is not a resolution of the U-Net levels (%s)", r->attention_res[a], res);
+        }
+        int ch = r->channels * r->channel_mult[level];
+        if (ch % r->head_channels != 0)
+            FAIL("refiner.head_channels %d does not divide the %d channels at resolution %d", r->head_channels, ch,
+                 r->attention_res[a]);
+    }
+    int mid = r->channels * r->channel_mult[levels - 1];   /* the middle block always has attention */
+    if (mid % r->head_channels != 0)
+        FAIL("refiner.head_channels %d does not divide the %d channels of the U-Net's middle block", r->head_channels,
+             mid);
+    if (!(r->beta_start < r->beta_end))
+        FAIL("refiner.beta_start %g must be below refiner.beta_end %g", r->beta_start, r->beta_end);
+    if (r->max_train_t > r->timesteps)
+        FAIL("refiner.max_train_t %d exceeds refiner.timesteps %d", r->max_train_t, r->timesteps);
+
+    if (in->tau >= r->timesteps) FAIL("infer.tau %d must be below refiner.timesteps %d", in->tau, r->timesteps);
+    if (in->steps > in->tau) FAIL("infer.steps %d exceeds infer.tau %d", in->steps, in->tau);
+    int coarsest = 0;
+    for (int g = 0; g < in->n_grids; g++) {
+        if (r->image_size % in->grids[g] != 0)
+            FAIL("infer.grids: cell size %d does not divide refiner.image_size %d", in->grids[g], r->image_size);
+        if (in->grids[g] > coarsest) coarsest = in->grids[g];
+    }
+    long cells = (long)(r->image_size / coarsest) * (r->image_size / coarsest);
+    if (in->K > cells)
+        FAIL("infer.K %d exceeds the %ld cells of the coarsest grid (%d px cells on refiner.image_size %d)", in->K,
+             cells, coarsest, r->image_size);
+    if (in->filter % 2 == 0) FAIL("infer.filter %d must be odd", in->filter);
+    if (in->filter > d->image_size) FAIL("infer.filter %d exceeds data.image_size %d", in->filter, d->image_size);
+    if (in->pool > d->image_size) FAIL("infer.pool %d exceeds data.image_size %d", in->pool, d->image_size);
+#undef FAIL
+    return DRDC_OK;
+}
+
+/* ---- finding and serialising ------------------------------------------------------------ */
+
+static int is_file(const char *p) {
+    struct stat sb;
+    return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+drdc_status drdc_config_find(const char *arg, char *out, int cap) {
+    if (!arg || !*arg) return drdc_fail(DRDC_ERR_INPUT, "no config given");
+    char tried[4096] = "";
+    size_t tlen = 0;
+    char cand[2 * DRDC_PATH_CAP + 64];
+    const char *prefixes[4] = {"", "configs/", NULL, NULL};
+    char exe_dir[DRDC_PATH_CAP];
+    char p_configs[DRDC_PATH_CAP + 32], p_share[DRDC_PATH_CAP + 32];
+    ssize_t n = readlink("/proc/self/exe", exe_dir, sizeof exe_dir - 1);
+    if (n > 0) {
+        exe_dir[n] = '\0';
+        char *slash = strrchr(exe_dir, '/');
+        if (slash) *slash = '\0';
+        snprintf(p_configs, sizeof p_configs, "%s/../configs/", exe_dir);
+        snprintf(p_share, sizeof p_share, "%s/../share/drdc/configs/", exe_dir);
+        prefixes[2] = p_configs;
+        prefixes[3] = p_share;
+    }
+    int n_prefix = arg[0] == '/' ? 1 : 4;
+    size_t alen = strlen(arg);
+    int has_json = alen > 5 && strcmp(arg + alen - 5, ".json") == 0;
+    for (int p = 0; p < n_prefix; p++) {
+        if (!prefixes[p]) continue;
+        for (int v = 0; v < (has_json ? 1 : 2); v++) {
+            snprintf(cand, sizeof cand, "%s%s%s", prefixes[p], arg, v ? ".json" : "");
+            if (is_file(cand)) {
+                char resolved[PATH_MAX];
+                const char *found = cand;
+                if (p >= 2 && realpath(cand, resolved)) found = resolved; /* drop the "bin/.." */
+                if (strlen(found) >= (size_t)cap)
+                    return drdc_fail(DRDC_ERR_INPUT, "config path '%s' is too long (%zu bytes)", found, strlen(found));
+                snprintf(out, (size_t)cap, "%s", found);
+                return DRDC_OK;
+            }
+            if (tlen < sizeof tried)
+                tlen += (size_t)snprintf(tried + tlen, sizeof tried - tlen, "%s%s", tlen ? ", " : "", cand);
+        }
+    }
+    return drdc_fail(DRDC_ERR_INPUT, "config '%s' not found; tried: %s", arg, tried);
+}
+
+char *drdc_config_to_json(const drdc_config *cfg) {
+    cJSON *root = cJSON_CreateObject();
+    if (!root) return NULL;
+    for (int i = 0; i < N_KEYS; i++) {
+        const key_def *k = &k_keys[i];
+        cJSON *parent = root;
+        const char *dot = strchr(k->path, '.');
+        const char *leaf = k->path;
+        if (dot) {
+            char sec[64];
+            snprintf(sec, sizeof sec, "%.*s", (int)(dot - k->path), k->path);
+            parent = cJSON_GetObjectItemCaseSensitive(root, sec);
+            if (!parent) parent = cJSON_AddObjectToObject(root, sec);
+            leaf = dot + 1;
+        }
+        cJSON *v = parent ? value_json(cfg, k) : NULL;
+        if (!v) {
+            cJSON_Delete(root);
+            return NULL;
+        }
+        cJSON_AddItemToObject(parent, leaf, v);
+    }
+    char *text = cJSON_Print(root);
+    cJSON_Delete(root);
+    if (!text) return NULL;
+    /* cJSON indents with tabs and writes "key":<tab>value; make it two spaces and ": " */
+    size_t tabs = 0, len = strlen(text);
+    for (size_t i = 0; i < len; i++) tabs += text[i] == '\t';
+    char *out = malloc(len + tabs + 2);
+    if (!out) {
+        cJSON_free(text);
+        return NULL;
+    }
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (text[i] != '\t') out[o++] = text[i];
+        else if (i > 0 && text[i - 1] == ':') out[o++] = ' ';
+        else {
+            out[o++] = ' ';
+            out[o++] = ' ';
+        }
+    }
+    out[o++] = '\n';
+    out[o] = '\0';
+    cJSON_free(text);
+    return out;
+}

@@ -1,0 +1,223 @@
+/* checkpoint.c: atomic training checkpoints and exact resume (see checkpoint.h). */
+#include "drdc/model/checkpoint.h"
+#include "drdc/core/fsutil.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TRY(call) do { st = (call); if (st) goto done; } while (0)
+
+void drdc_checkpoint_path(char *out, size_t cap, const char *out_dir) {
+    snprintf(out, cap, "%s/checkpoint.safetensors", out_dir);
+}
+
+drdc_status drdc_tensor_to_writer(drdc_st_writer *w, const char *name, dt_tensor t) {
+    int64_t shape[8];
+    int nd = dt_ndim(t);
+    drdc_status st = dt_shape(shape, 8, t);
+    if (st) return st;
+    dt_dtype dt = dt_dtype_of(t);
+    drdc_st_dtype sdt = dt == DT_U8 ? DRDC_ST_U8 : dt == DT_I64 ? DRDC_ST_I64 : DRDC_ST_F32;
+    dt_tensor conv = NULL;
+    if (sdt == DRDC_ST_F32 && dt != DT_F32) {
+        st = dt_to_dtype(&conv, t, DT_F32);
+        if (st) return st;
+    }
+    size_t nbytes = (size_t)dt_numel(t) * drdc_st_dtype_size(sdt);
+    void *buf = malloc(nbytes ? nbytes : 1);
+    if (!buf) st = drdc_fail(DRDC_ERR_NOMEM, "out of memory saving %s", name);
+    if (!st) st = dt_copy_to_host(conv ? conv : t, buf, nbytes);
+    if (!st) st = drdc_st_writer_add(w, name, sdt, nd, shape, buf, nbytes);
+    free(buf);
+    dt_free(conv);
+    return st;
+}
+
+drdc_status drdc_tensor_from_st(dt_tensor *out, const drdc_st_tensor *t, dt_device dev) {
+    *out = NULL;
+    if (t->dtype != DRDC_ST_U8 && t->dtype != DRDC_ST_I64 && t->dtype != DRDC_ST_F32)
+        return drdc_fail(DRDC_ERR_FORMAT, "%s: tensor '%s' has dtype %s, expected F32, U8 or I64", t->file, t->name,
+                         drdc_st_dtype_name(t->dtype));
+    dt_dtype dt = t->dtype == DRDC_ST_U8 ? DT_U8 : t->dtype == DRDC_ST_I64 ? DT_I64 : DT_F32;
+    /* copy into an aligned buffer: safetensors data is only as aligned as the file */
+    void *buf = malloc(t->nbytes ? t->nbytes : 1);
+    if (!buf) return drdc_fail(DRDC_ERR_NOMEM, "out of memory loading %s", t->name);
+    memcpy(buf, t->data, t->nbytes);
+    drdc_status st = dt_from_host(out, buf, dt, t->shape, t->ndim, dev);
+    free(buf);
+    return st;
+}
+
+drdc_status drdc_checkpoint_save(const drdc_model *m, const drdc_stage_state *s, const char *out_dir) {
+    drdc_st_writer *w = NULL;
+    dt_tensor rng = NULL;
+    char path[4096], name[160], num[32];
+    drdc_status st = drdc_st_writer_new(&w);
+    if (st) return st;
+    TRY(drdc_model_write(m, w));
+    TRY(drdc_st_writer_set_meta(w, "stage", s->stage));
+    snprintf(num, sizeof num, "%d", s->epoch);
+    TRY(drdc_st_writer_set_meta(w, "stage_epoch", num));
+    snprintf(num, sizeof num, "%d", s->batch);
+    TRY(drdc_st_writer_set_meta(w, "stage_batch", num));
+    for (int i = 0; i < dt_adamw_num_params(s->opt); i++) {
+        dt_tensor a = NULL, b = NULL;
+        int64_t step = 0;
+        TRY(dt_adamw_state_get(&a, &b, &step, s->opt, i));
+        if (a) {
+            snprintf(name, sizeof name, "opt.%s.%d.exp_avg", s->stage, i);
+            st = drdc_tensor_to_writer(w, name, a);
+            snprintf(name, sizeof name, "opt.%s.%d.exp_avg_sq", s->stage, i);
+            if (!st) st = drdc_tensor_to_writer(w, name, b);
+            snprintf(name, sizeof name, "opt.%s.%d.step", s->stage, i);
+            if (!st) st = drdc_st_writer_add(w, name, DRDC_ST_I64, 0, NULL, &step, sizeof step);
+        }
+        dt_free(a);
+        dt_free(b);
+        if (st) goto done;
+    }
+    TRY(dt_generator_get_state(&rng, s->gen));
+    snprintf(name, sizeof name, "rng.%s", s->stage);
+    TRY(drdc_tensor_to_writer(w, name, rng));
+    if (s->extra) {
+        snprintf(name, sizeof name, "%s_live.", s->stage);
+        TRY(drdc_params_save(s->extra, w, name));
+    }
+    drdc_checkpoint_path(path, sizeof path, out_dir);
+    TRY(drdc_st_writer_write(w, path));
+done:
+    dt_free(rng);
+    drdc_st_writer_free(w);
+    return st;
+}
+
+drdc_status drdc_checkpoint_restore(drdc_stage_state *s, drdc_params *extra, const drdc_st_file *f, dt_device dev,
+                                    int *found) {
+    const char *stage = drdc_st_meta(f, "stage"), *src = drdc_st_source(f);
+    *found = stage && strcmp(stage, s->stage) == 0;
+    if (!*found) return DRDC_OK;
+    char name[160];
+    drdc_status st = DRDC_OK;
+    for (int i = 0; i < dt_adamw_num_params(s->opt); i++) {
+        snprintf(name, sizeof name, "opt.%s.%d.exp_avg", s->stage, i);
+        const drdc_st_tensor *ta = drdc_st_find(f, name), *tb = NULL, *ts = NULL;
+        if (!ta) continue;   /* the parameter had not been updated yet */
+        snprintf(name, sizeof name, "opt.%s.%d.exp_avg_sq", s->stage, i);
+        TRY(drdc_st_get(f, name, &tb));
+        snprintf(name, sizeof name, "opt.%s.%d.step", s->stage, i);
+        TRY(drdc_st_get(f, name, &ts));
+        int64_t step;
+        if (ts->nbytes != sizeof step) return drdc_fail(DRDC_ERR_FORMAT, "%s: tensor %s is not one I64", src, name);
+        memcpy(&step, ts->data, sizeof step);
+        dt_tensor a = NULL, b = NULL;
+        st = drdc_tensor_from_st(&a, ta, dev);
+        if (!st) st = drdc_tensor_from_st(&b, tb, dev);
+        if (!st) st = dt_adamw_state_set(s->opt, i, a, b, step);
+        dt_free(a);
+        dt_free(b);
+        if (st) return drdc_error_context(st, "%s: optimizer state %d", src, i);
+    }
+    const drdc_st_tensor *tr = NULL;
+    snprintf(name, sizeof name, "rng.%s", s->stage);
+    TRY(drdc_st_get(f, name, &tr));
+    dt_tensor rng = NULL;
+    TRY(drdc_tensor_from_st(&rng, tr, (dt_device){DT_CPU, 0}));
+    st = dt_generator_set_state(s->gen, rng);
+    dt_free(rng);
+    if (st) goto done;
+    if (extra) {
+        snprintf(name, sizeof name, "%s_live.", s->stage);
+        TRY(drdc_params_load(extra, f, name, 0));
+    }
+    const char *e = drdc_st_meta(f, "stage_epoch"), *b = drdc_st_meta(f, "stage_batch");
+    s->epoch = e ? atoi(e) : 0;
+    s->batch = b ? atoi(b) : 0;
+done:
+    return st;
+}
+
+/* What a run may change on resume: how long it trains and where the data and run are. */
+static void resumable_from(drdc_config *dst, const drdc_config *src, int refiner_untrained) {
+    /* inference settings never change the weights (the model is recalibrated after training) */
+    dst->infer = src->infer;
+    /* the refiner's design is free until it has trained a step */
+    if (refiner_untrained) dst->refiner = src->refiner;
+    dst->base.epochs = src->base.epochs;
+    dst->refiner.steps = src->refiner.steps;
+    dst->data.workers = src->data.workers;
+    dst->train.checkpoint_every = src->train.checkpoint_every;
+    dst->train.log_every = src->train.log_every;
+    memcpy(dst->train.out, src->train.out, sizeof dst->train.out);
+    memcpy(dst->data.root, src->data.root, sizeof dst->data.root);
+    memcpy(dst->backbone.weights, src->backbone.weights, sizeof dst->backbone.weights);
+}
+
+/* The first "section.key" whose value differs between two config JSON texts, with both values. */
+static void first_difference(const char *a, const char *b, char *out, size_t cap) {
+    cJSON *ja = cJSON_Parse(a), *jb = cJSON_Parse(b);
+    snprintf(out, cap, "?");
+    for (cJSON *s = ja ? ja->child : NULL; s; s = s->next) {
+        cJSON *t = cJSON_GetObjectItemCaseSensitive(jb, s->string);
+        cJSON *keys = cJSON_IsObject(s) ? s->child : s;
+        for (cJSON *k = keys; k; k = cJSON_IsObject(s) ? k->next : NULL) {
+            cJSON *o = cJSON_IsObject(s) ? cJSON_GetObjectItemCaseSensitive(t, k->string) : t;
+            if (o && cJSON_Compare(k, o, 1)) continue;
+            char *va = cJSON_PrintUnformatted(k), *vb = o ? cJSON_PrintUnformatted(o) : NULL;
+            if (cJSON_IsObject(s))
+                snprintf(out, cap, "%s.%s is %s now but %s in the checkpoint", s->string, k->string, vb ? vb : "absent",
+                         va ? va : "?");
+            else
+                snprintf(out, cap, "%s is %s now but %s in the checkpoint", s->string, vb ? vb : "absent", va ? va : "?");
+            free(va);
+            free(vb);
+            goto done;
+        }
+    }
+done:
+    cJSON_Delete(ja);
+    cJSON_Delete(jb);
+}
+
+drdc_status drdc_checkpoint_load_model(drdc_model *m, const char *out_dir, const drdc_config *cfg, dt_device dev) {
+    char path[4096];
+    drdc_checkpoint_path(path, sizeof path, out_dir);
+    if (!drdc_is_file(path))
+        return drdc_fail(DRDC_ERR_INPUT, "%s: no checkpoint to resume from (train without --resume to start)", path);
+    drdc_st_file *f = NULL;
+    drdc_status st = drdc_st_open(&f, path);
+    if (st) return st;
+    st = drdc_model_load_st(m, f, dev);
+    drdc_st_close(f);
+    if (st) return st;
+    int rebuild_refiner = m->refiner_steps == 0;
+    resumable_from(&m->cfg, cfg, rebuild_refiner);
+    char *a = drdc_config_to_json(&m->cfg), *b = drdc_config_to_json(cfg), diff[512] = "?";
+    int same = a && b && strcmp(a, b) == 0;
+    if (!same && a && b) first_difference(a, b, diff, sizeof diff);
+    free(a);
+    free(b);
+    if (!same) {
+        drdc_model_free(m);
+        return drdc_fail(DRDC_ERR_INPUT, "%s: this checkpoint was trained with another config (%s); resume with the "
+                         "same --config and --set options, or train into a new --out", path, diff);
+    }
+    if (rebuild_refiner) {   /* the requested (possibly different) refiner, freshly initialised */
+        drdc_unet_free(&m->refiner);
+        drdc_schedule_free(&m->schedule);
+        drdc_status st2 = drdc_unet_build(&m->refiner, &m->cfg.refiner, dev, (uint64_t)m->cfg.train.seed + 3);
+        if (!st2) st2 = drdc_schedule_from_config(&m->schedule, &m->cfg.refiner, dev);
+        if (st2) {
+            drdc_model_free(m);
+            return drdc_error_context(st2, "%s: building the refiner", path);
+        }
+    }
+    if (cfg->backbone.weights[0] && !m->backbone_pretrained) {
+        drdc_model_free(m);
+        return drdc_fail(DRDC_ERR_INPUT, "%s: this run was trained on a random backbone, but backbone.weights = %s "
+                         "is given now; a resumed run keeps its checkpoint's backbone: resume without "
+                         "backbone.weights, or train into a new --out", path, cfg->backbone.weights);
+    }
+    return DRDC_OK;
+}

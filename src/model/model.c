@@ -1,0 +1,464 @@
+/* model.c: DRDC composed from its stages; model files (see model.h). */
+#include "drdc/model/model.h"
+#include "drdc/stages/fusion.h"
+#include "drdc/core/progress.h"
+#include "drdc/core/rng.h"
+
+#include <cjson/cJSON.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TRY(call) do { st = (call); if (st) goto done; } while (0)
+
+drdc_status drdc_model_build(drdc_model *m, const drdc_config *cfg, dt_device dev) {
+    memset(m, 0, sizeof *m);
+    m->cfg = *cfg;
+    m->dev = dev;
+    int S = cfg->data.image_size;
+    drdc_status st = drdc_backbone_build(&m->backbone, &cfg->backbone, S, dev, (uint64_t)cfg->train.seed);
+    if (st) return drdc_error_context(st, "building backbone %s", cfg->backbone.arch);
+    if (cfg->backbone.weights[0]) {
+        st = drdc_backbone_load(&m->backbone, cfg->backbone.weights);
+        if (st) {
+            drdc_model_free(m);
+            return drdc_error_context(st, "backbone.weights");
+        }
+        m->backbone_pretrained = 1;
+    }
+    st = drdc_base_build(&m->base, &cfg->base, drdc_backbone_channels(&m->backbone), S / 16, S / 16, dev,
+                          (uint64_t)cfg->train.seed + 1);
+    if (st) {
+        drdc_model_free(m);
+        return drdc_error_context(st, "building the base transformer");
+    }
+    st = drdc_unet_build(&m->refiner, &cfg->refiner, dev, (uint64_t)cfg->train.seed + 3);
+    if (!st) st = drdc_schedule_from_config(&m->schedule, &cfg->refiner, dev);
+    if (st) {
+        drdc_model_free(m);
+        return drdc_error_context(st, "building the diffusion refiner");
+    }
+    return DRDC_OK;
+}
+
+void drdc_model_free(drdc_model *m) {
+    drdc_backbone_free(&m->backbone);
+    drdc_base_free(&m->base);
+    drdc_unet_free(&m->refiner);
+    drdc_schedule_free(&m->schedule);
+    memset(m, 0, sizeof *m);
+}
+
+void drdc_model_describe_drdc(const drdc_model *m, char *out, size_t cap) {
+    const drdc_infer_config *ic = &m->cfg.infer;
+    char grids[128] = "";
+    for (int i = 0; i < ic->n_grids; i++)
+        snprintf(grids + strlen(grids), sizeof grids - strlen(grids), "%s%d", i ? "," : "", ic->grids[i]);
+    snprintf(out, cap, "start from the %s, tau %d, %d DDIM steps, K %d, grids %s, x0 clipping %s",
+             strcmp(ic->start, "masked") == 0 ? "masked image x~_k" : "image", ic->tau, ic->steps, ic->K, grids,
+             ic->clip_x0 ? "on" : "off");
+}
+
+char *drdc_model_describe_json(const drdc_model *m, const char *path) {
+    char *config = drdc_config_to_json(&m->cfg);
+    cJSON *o = cJSON_CreateObject(), *c = config ? cJSON_Parse(config) : NULL;
+    free(config);
+    char *text = NULL;
+    if (o && c) {
+        cJSON_AddStringToObject(o, "file", path ? path : "");
+        cJSON_AddNumberToObject(o, "base_epochs", m->base_epochs);
+        cJSON_AddNumberToObject(o, "refiner_steps", m->refiner_steps);
+        cJSON_AddBoolToObject(o, "backbone_pretrained", m->backbone_pretrained);
+        cJSON_AddItemToObject(o, "config", c);
+        c = NULL;
+        text = cJSON_PrintUnformatted(o);
+    }
+    cJSON_Delete(c);
+    cJSON_Delete(o);
+    return text;
+}
+
+/* The stats fields stored in the model file, one table for writing and reading. */
+#define STAT(field) {#field, offsetof(drdc_model_stats, field)}
+static const struct {
+    const char *key;
+    size_t offset;
+} STATS_FIELDS[] = {
+    STAT(base_mean), STAT(base_std), STAT(base_threshold), STAT(score_lo), STAT(score_hi),
+    STAT(fuse_base_mean), STAT(fuse_base_std), STAT(diff_mean), STAT(diff_std), STAT(drdc_mean),
+    STAT(drdc_std), STAT(drdc_threshold), STAT(drdc_lo), STAT(drdc_hi),
+};
+#define N_STATS ((int)(sizeof STATS_FIELDS / sizeof STATS_FIELDS[0]))
+#define FIRST_DRDC_STAT 5   /* STATS_FIELDS from fuse_base_mean on belong to the full model */
+
+static double *stat_at(drdc_model_stats *st, int i) { return (double *)((char *)st + STATS_FIELDS[i].offset); }
+
+static char *stats_json(const drdc_model *m) {
+    drdc_model_stats copy = m->stats;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddBoolToObject(o, "ready", copy.ready);
+    cJSON_AddBoolToObject(o, "drdc_ready", copy.drdc_ready);
+    cJSON_AddNumberToObject(o, "n_val_images", copy.n_val_images);
+    for (int i = 0; i < N_STATS; i++) cJSON_AddNumberToObject(o, STATS_FIELDS[i].key, *stat_at(&copy, i));
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}
+
+static drdc_status parse_stats(drdc_model *m, const char *text, const char *path) {
+    cJSON *o = cJSON_Parse(text);
+    if (!cJSON_IsObject(o)) {
+        cJSON_Delete(o);
+        return drdc_fail(DRDC_ERR_FORMAT, "%s: metadata 'stats' is not a JSON object", path);
+    }
+    drdc_model_stats st = {0};
+    st.ready = cJSON_IsTrue(cJSON_GetObjectItem(o, "ready"));
+    st.drdc_ready = cJSON_IsTrue(cJSON_GetObjectItem(o, "drdc_ready"));
+    for (int i = -1; i < N_STATS; i++) {
+        const char *key = i < 0 ? "n_val_images" : STATS_FIELDS[i].key;
+        cJSON *v = cJSON_GetObjectItem(o, key);
+        if (!v && !st.drdc_ready && i >= FIRST_DRDC_STAT) continue;   /* a base-only model needs no DRDC stats */
+        if (!cJSON_IsNumber(v)) {
+            cJSON_Delete(o);
+            return drdc_fail(DRDC_ERR_FORMAT, "%s: metadata 'stats' lacks the number '%s'", path, key);
+        }
+        if (i < 0)
+            st.n_val_images = v->valueint;
+        else
+            *stat_at(&st, i) = v->valuedouble;
+    }
+    m->stats = st;
+    cJSON_Delete(o);
+    return DRDC_OK;
+}
+
+drdc_status drdc_model_write(const drdc_model *m, drdc_st_writer *w) {
+    char *config = drdc_config_to_json(&m->cfg), *stats = stats_json(m), num[32];
+    drdc_status st = DRDC_OK;
+    if (!config || !stats) {
+        st = drdc_fail(DRDC_ERR_NOMEM, "out of memory writing the model");
+        goto done;
+    }
+    TRY(drdc_st_writer_set_meta(w, "format", DRDC_MODEL_FORMAT));
+    snprintf(num, sizeof num, "%d", DRDC_MODEL_FORMAT_VERSION);
+    TRY(drdc_st_writer_set_meta(w, "format_version", num));
+    TRY(drdc_st_writer_set_meta(w, "config", config));
+    TRY(drdc_st_writer_set_meta(w, "stats", stats));
+    snprintf(num, sizeof num, "%d", m->base_epochs);
+    TRY(drdc_st_writer_set_meta(w, "base_epochs", num));
+    snprintf(num, sizeof num, "%d", m->refiner_steps);
+    TRY(drdc_st_writer_set_meta(w, "refiner_steps", num));
+    TRY(drdc_st_writer_set_meta(w, "backbone_pretrained", m->backbone_pretrained ? "1" : "0"));
+    TRY(drdc_params_save(&m->backbone.params, w, "backbone."));
+    TRY(drdc_params_save(&m->base.params, w, "base."));
+    if (m->refiner_steps > 0) TRY(drdc_params_save(&m->refiner.params, w, "refiner."));
+done:
+    free(config);
+    free(stats);
+    return st;
+}
+
+drdc_status drdc_model_save(const drdc_model *m, const char *path) {
+    drdc_st_writer *w = NULL;
+    drdc_status st = drdc_st_writer_new(&w);
+    if (!st) st = drdc_model_write(m, w);
+    if (!st) st = drdc_st_writer_write(w, path);
+    drdc_st_writer_free(w);
+    return st;
+}
+
+drdc_status drdc_model_load_st(drdc_model *m, const drdc_st_file *f, dt_device dev) {
+    const char *path = drdc_st_source(f);
+    const char *format = drdc_st_meta(f, "format"), *version = drdc_st_meta(f, "format_version");
+    if (!format || strcmp(format, DRDC_MODEL_FORMAT) != 0)
+        return drdc_fail(DRDC_ERR_FORMAT, "%s: not a drdc model (metadata 'format' is %s%s%s); give a file written "
+                         "by 'drdc train'", path, format ? "'" : "absent", format ? format : "", format ? "'" : "");
+    if (!version || atoi(version) != DRDC_MODEL_FORMAT_VERSION)
+        return drdc_fail(DRDC_ERR_FORMAT, "%s: model format version %s, this drdc reads version %d; retrain with "
+                         "this drdc ('drdc train --config ...') or use the drdc that wrote it", path,
+                         version ? version : "(none)", DRDC_MODEL_FORMAT_VERSION);
+    const char *config = drdc_st_meta(f, "config"), *stats = drdc_st_meta(f, "stats");
+    if (!config || !stats) return drdc_fail(DRDC_ERR_FORMAT, "%s: model metadata lacks 'config' or 'stats'", path);
+    drdc_config cfg;
+    drdc_config_defaults(&cfg);
+    drdc_status st = drdc_config_parse_stored(&cfg, config, path);
+    if (st) return drdc_error_context(st, "%s: the model's stored config", path);
+    /* The weights come from this file; do not read the training-time weights path again. */
+    cfg.backbone.weights[0] = '\0';
+    st = drdc_model_build(m, &cfg, dev);
+    if (st) return st;
+    TRY(drdc_backbone_load_st(&m->backbone, f, "backbone."));
+    TRY(drdc_params_load(&m->base.params, f, "base.", 1));
+    TRY(parse_stats(m, stats, path));
+    const char *epochs = drdc_st_meta(f, "base_epochs"), *pre = drdc_st_meta(f, "backbone_pretrained");
+    const char *rsteps = drdc_st_meta(f, "refiner_steps");
+    m->base_epochs = epochs ? atoi(epochs) : 0;
+    m->refiner_steps = rsteps ? atoi(rsteps) : 0;
+    if (m->refiner_steps > 0) TRY(drdc_params_load(&m->refiner.params, f, "refiner.", 1));
+    m->backbone_pretrained = pre && strcmp(pre, "1") == 0;
+done:
+    if (st) drdc_model_free(m);
+    return st;
+}
+
+drdc_status drdc_model_load(drdc_model *m, const char *path, dt_device dev) {
+    memset(m, 0, sizeof *m);
+    drdc_st_file *f = NULL;
+    drdc_status st = drdc_st_open(&f, path);
+    if (st) return st;
+    st = drdc_model_load_st(m, f, dev);
+    drdc_st_close(f);
+    return st;
+}
+
+/* H_base at S x S: for each scale s of infer.base_scales, Up(||Down_s(f) - Down_s(f^)||_2 over
+ * channels) with Down = area to floor(h*s) x floor(w*s) (at least 1) and Up = bilinear,
+ * align_corners true (UniAD); the mean over the scales. Scale 1 is UniAD's map. */
+static drdc_status base_map_scales(dt_tensor *map, dt_tensor rec, dt_tensor feats, const drdc_infer_config *ic, int S) {
+    int64_t shape[4];
+    drdc_status st = dt_shape(shape, 4, feats);
+    if (st) return st;
+    if ((st = dt_scope_begin())) return st;
+    dt_tensor sum = NULL, res = NULL;
+    for (int i = 0; i < ic->n_base_scales; i++) {
+        dt_tensor r = rec, f = feats, low, up;
+        if (ic->base_scales[i] != 1.0) {
+            int64_t h = (int64_t)(shape[2] * ic->base_scales[i]), w = (int64_t)(shape[3] * ic->base_scales[i]);
+            h = h < 1 ? 1 : h;
+            w = w < 1 ? 1 : w;
+            TRY(dt_interpolate(&r, rec, h, w, DT_INTERP_AREA));               /* [B,C,h',w'] */
+            TRY(dt_interpolate(&f, feats, h, w, DT_INTERP_AREA));
+        }
+        TRY(drdc_base_anomaly_map(&low, r, f));                              /* [B,1,h',w'] */
+        TRY(dt_interpolate(&up, low, S, S, DT_INTERP_BILINEAR_AC));           /* [B,1,S,S] */
+        if (sum) {
+            dt_tensor next;
+            TRY(dt_add(&next, sum, up));
+            sum = next;
+        } else {
+            sum = up;
+        }
+    }
+    TRY(dt_mul_scalar(&res, sum, 1.0 / ic->n_base_scales));
+    TRY(dt_scope_keep(res));
+done:
+    dt_scope_end();   /* frees every temporary, and res unless the keep (the last step) succeeded */
+    *map = st ? NULL : res;
+    return st;
+}
+
+/* Runs fn on each image of a batch alone ([1,...] slices) and concatenates each wanted output along
+ * dim 0. Every result of the model is computed this way, so an image's maps and score never depend
+ * on the batch it came in (libtorch's kernels pick their summation order by batch size: a batch of
+ * four and a batch of one differ in the last bits). outs[i] NULL: output i not wanted. */
+typedef drdc_status (*one_image_fn)(dt_tensor *const *outs, const drdc_model *m, dt_tensor image, void *ctx);
+
+static drdc_status per_image(dt_tensor *const *outs, int n_outs, const drdc_model *m, dt_tensor images,
+                             one_image_fn fn, void *ctx) {
+    int64_t B = 0;
+    drdc_status st = dt_size(&B, images, 0);
+    if (st) return st;
+    if (B == 1) return fn(outs, m, images, ctx);
+    dt_tensor *parts = calloc((size_t)(n_outs * B), sizeof *parts);
+    if (!parts) return drdc_fail(DRDC_ERR_NOMEM, "out of memory for a batch of %lld images", (long long)B);
+    for (int64_t b = 0; b < B && !st; b++) {
+        dt_tensor one = NULL, *slot[8];
+        for (int i = 0; i < n_outs; i++) slot[i] = outs[i] ? &parts[i * B + b] : NULL;
+        st = dt_narrow(&one, images, 0, b, 1);                 /* [1,3,H,W] */
+        if (!st) st = fn(slot, m, one, ctx);
+        dt_free(one);
+    }
+    for (int i = 0; i < n_outs && !st; i++)
+        if (outs[i]) st = dt_cat(outs[i], &parts[i * B], (int)B, 0);
+    for (int64_t k = 0; k < n_outs * B; k++) dt_free(parts[k]);
+    free(parts);
+    return st;
+}
+
+static drdc_status base_one(dt_tensor *const *outs, const drdc_model *m, dt_tensor images, void *ctx) {
+    (void)ctx;
+    dt_tensor *map = outs[0], *score = outs[1];
+    *map = *score = NULL;
+    int S = m->cfg.data.image_size;
+    int prev = dt_set_grad_enabled(0);
+    drdc_status st = dt_scope_begin();
+    if (st) {
+        dt_set_grad_enabled(prev);
+        return st;
+    }
+    dt_tensor feats, rec;
+    TRY(drdc_backbone_features(&feats, &m->backbone, images));     /* [B,C,S/16,S/16] */
+    TRY(drdc_base_forward(&rec, &m->base, feats, 0, NULL));       /* [B,C,S/16,S/16] */
+    TRY(base_map_scales(map, rec, feats, &m->cfg.infer, S));       /* [B,1,S,S] */
+    TRY(drdc_fusion_image_score(score, *map, m->cfg.infer.pool));  /* [B] */
+    TRY(dt_scope_keep(*map));
+    TRY(dt_scope_keep(*score));
+done:
+    dt_scope_end();
+    dt_set_grad_enabled(prev);
+    if (st) {
+        dt_free(*map);
+        dt_free(*score);
+        *map = *score = NULL;
+    }
+    return st;
+}
+
+drdc_status drdc_model_base(dt_tensor *map, dt_tensor *score, const drdc_model *m, dt_tensor images) {
+    *map = *score = NULL;
+    dt_tensor *const outs[2] = {map, score};
+    return per_image(outs, 2, m, images, base_one, NULL);
+}
+
+/* images [B,3,R,R] -> [B,3,size,size]: area when shrinking, bilinear when enlarging (a new
+ * handle on the same tensor when the size is already right). */
+static drdc_status resize_images(dt_tensor *out, dt_tensor images, int size) {
+    int64_t shape[4];
+    drdc_status st = dt_shape(shape, 4, images);
+    if (st) return st;
+    if (shape[2] == size && shape[3] == size) return dt_detach(out, images);
+    return dt_interpolate(out, images, size, size, shape[2] > size ? DT_INTERP_AREA : DT_INTERP_BILINEAR);
+}
+
+uint64_t drdc_model_image_seed(const drdc_model *m, const float *pixels, size_t n) {
+    uint64_t state = drdc_seed(m->cfg.train.seed, DRDC_SEED_INFER) ^ drdc_fnv1a64(DRDC_FNV_OFFSET, pixels, n * sizeof *pixels);
+    return drdc_splitmix64(&state);
+}
+
+/* The inpainting draws of every image of a batch, each from its own generator seeded by
+ * drdc_model_image_seed (so an image's maps do not depend on its batch), as the given randomness
+ * of ro: masks [B,G,K,1,R,R], z and eps0 [B,G,K,3,R,R], eps_known [S,B,G,K,3,R,R]. Per image, in
+ * this order: for each grid one randperm (drdc_inpaint_masks), then z [G,K,3,R,R], eps0 [G,K,3,R,R]
+ * and eps' [S,G,K,3,R,R], all N(0,1) on the CPU, moved to the images' device. Runs in the caller's
+ * scope (the handles are its temporaries). */
+static drdc_status image_draws(drdc_refine_opts *ro, const drdc_model *m, dt_tensor images) {
+    int64_t sh[4];
+    drdc_status st = dt_shape(sh, 4, images);
+    if (st) return st;
+    const int64_t B = sh[0], R = sh[2], G = ro->n_grids, K = ro->K, S = ro->sampler.steps;
+    const size_t plane = (size_t)(3 * R * R);
+    const dt_device cpu = {DT_CPU, 0}, dev = dt_device_of(images);
+    dt_tensor host = NULL, *per[4] = {NULL, NULL, NULL, NULL};
+    float *px = malloc(sizeof(float) * plane * (size_t)B);
+    for (int i = 0; i < 4; i++) per[i] = calloc((size_t)B, sizeof(dt_tensor));
+    if (!px || !per[0] || !per[1] || !per[2] || !per[3]) {
+        st = drdc_fail(DRDC_ERR_NOMEM, "out of memory for the inpainting draws");
+        goto done;
+    }
+    TRY(dt_to_device(&host, images, cpu));
+    TRY(dt_copy_to_host(host, px, sizeof(float) * plane * (size_t)B));   /* [B,3,R,R] */
+    const int64_t nshape[5] = {G, K, 3, R, R}, kshape[6] = {S, G, K, 3, R, R};
+    for (int64_t b = 0; b < B; b++) {
+        dt_generator gen = NULL;
+        dt_tensor grid_masks[DRDC_MAX_LIST] = {NULL};
+        TRY(dt_generator_new(&gen, drdc_model_image_seed(m, px + (size_t)b * plane, plane)));
+        for (int64_t g = 0; g < G && !st; g++)
+            st = drdc_inpaint_masks(&grid_masks[g], (int)R, (int)R, ro->grids[g], (int)K, gen, cpu); /* [K,1,R,R] */
+        if (!st) st = dt_stack(&per[0][b], grid_masks, (int)G, 0);                 /* [G,K,1,R,R] */
+        if (!st) st = dt_randn(&per[1][b], nshape, 5, DT_F32, cpu, gen);           /* z */
+        if (!st) st = dt_randn(&per[2][b], nshape, 5, DT_F32, cpu, gen);           /* eps0 */
+        if (!st) st = dt_randn(&per[3][b], kshape, 6, DT_F32, cpu, gen);           /* eps' per step */
+        dt_generator_free(gen);
+        if (st) goto done;
+    }
+    dt_tensor all[4];
+    TRY(dt_stack(&all[0], per[0], (int)B, 0));    /* [B,G,K,1,R,R] */
+    TRY(dt_stack(&all[1], per[1], (int)B, 0));    /* [B,G,K,3,R,R] */
+    TRY(dt_stack(&all[2], per[2], (int)B, 0));    /* [B,G,K,3,R,R] */
+    TRY(dt_stack(&all[3], per[3], (int)B, 1));    /* [S,B,G,K,3,R,R] */
+    dt_tensor *dst[4] = {&ro->masks, &ro->z, &ro->eps0, &ro->eps_known};
+    for (int i = 0; i < 4; i++) TRY(dt_to_device(dst[i], all[i], dev));
+done:
+    free(px);
+    for (int i = 0; i < 4; i++) free(per[i]);   /* the handles belong to the caller's scope */
+    return st;
+}
+
+int drdc_model_input_size(const drdc_model *m, int with_refiner) {
+    int S = m->cfg.data.image_size, R = m->cfg.refiner.image_size;
+    return with_refiner && R > S ? R : S;
+}
+
+typedef struct drdc_one_ctx {
+    int calibrating;
+    drdc_stage_times *times;   /* summed over the images; NULL: not timed */
+} drdc_one_ctx;
+
+static drdc_status drdc_one(dt_tensor *const *outs_in, const drdc_model *m, dt_tensor images, void *ctx_) {
+    const drdc_one_ctx *ctx = ctx_;
+    const int calibrating = ctx->calibrating;
+    drdc_stage_times *times = ctx->times;
+    dt_tensor *outs[5];
+    for (int i = 0; i < 5; i++) outs[i] = outs_in[i];
+    for (int i = 0; i < 5; i++)
+        if (outs[i]) *outs[i] = NULL;
+    if (m->refiner_steps <= 0)
+        return drdc_fail(DRDC_ERR_INPUT, "this model has no trained diffusion refiner (train stage 2, or use "
+                         "--method base)");
+    drdc_fusion_opts fo;
+    drdc_status st = drdc_fusion_opts_from_config(&fo, &m->cfg.infer);
+    if (st) return st;
+    if (fo.standardize && !calibrating && !m->stats.drdc_ready)
+        return drdc_fail(DRDC_ERR_INPUT, "the model is not calibrated for DRDC (normal statistics missing); "
+                         "finish 'drdc train' or set infer.standardize=none");
+    fo.base_stats = (drdc_norm_stats){m->stats.fuse_base_mean, m->stats.fuse_base_std};
+    fo.diff_stats = (drdc_norm_stats){m->stats.diff_mean, m->stats.diff_std};
+    int R = m->cfg.refiner.image_size, S = m->cfg.data.image_size;
+    drdc_refine_opts ro;
+    drdc_refine_opts_from_config(&ro, &m->cfg.infer);
+    int prev = dt_set_grad_enabled(0);
+    st = dt_scope_begin();
+    if (st) goto out;
+    dt_tensor img_s, img_r, bmap, bscore, bmap_r, x2, x, x_hat, hd, ht = NULL, sc = NULL;
+    double t0 = drdc_now_seconds(), t1, t2;
+    TRY(resize_images(&img_s, images, S));                          /* [B,3,S,S] */
+    TRY(drdc_model_base(&bmap, &bscore, m, img_s));                 /* [B,1,S,S], [B] */
+    TRY(resize_images(&bmap_r, bmap, R));                           /* [B,1,R,R] */
+    if (times) TRY(dt_synchronize(m->dev));
+    t1 = drdc_now_seconds();
+    TRY(resize_images(&img_r, images, R));                          /* [B,3,R,R] in [0,1] */
+    TRY(image_draws(&ro, m, img_r));                                /* this batch's masks and noise */
+    TRY(dt_mul_scalar(&x2, img_r, 2.0));
+    TRY(dt_add_scalar(&x, x2, -1.0));                               /* [B,3,R,R] in [-1,1] */
+    TRY(drdc_diffusion_refine(&x_hat, NULL, NULL, &m->schedule, drdc_unet_eps, (void *)&m->refiner, x, &ro));
+                                                                    /* [B,G,steps,3,R,R] */
+    if (times) TRY(dt_synchronize(m->dev));
+    t2 = drdc_now_seconds();
+    TRY(drdc_fusion_diffusion_heat(&hd, x, x_hat, &fo));            /* [B,1,R,R] eqs. 14-16 */
+    if (!calibrating) TRY(drdc_fusion_final(&ht, &sc, hd, bmap_r, &fo));  /* eq. 17, [B,1,R,R], [B] */
+    if (times) {
+        TRY(dt_synchronize(m->dev));
+        times->base_s += t1 - t0;
+        times->refine_s += t2 - t1;
+        times->fusion_s += drdc_now_seconds() - t2;
+    }
+    dt_tensor keep[5] = {ht, sc, bmap_r, bscore, hd};
+    for (int i = 0; i < 5; i++)
+        if (outs[i] && keep[i]) {
+            TRY(dt_scope_keep(keep[i]));
+            *outs[i] = keep[i];
+        }
+done:
+    dt_scope_end();
+out:
+    dt_set_grad_enabled(prev);
+    if (st)
+        for (int i = 0; i < 5; i++)
+            if (outs[i]) {
+                dt_free(*outs[i]);
+                *outs[i] = NULL;
+            }
+    return st;
+}
+
+drdc_status drdc_model_drdc(dt_tensor *heat, dt_tensor *score, dt_tensor *base_map, dt_tensor *base_score,
+                            dt_tensor *h_diff, const drdc_model *m, dt_tensor images, int calibrating,
+                            drdc_stage_times *times) {
+    dt_tensor *const outs[5] = {heat, score, base_map, base_score, h_diff};
+    for (int i = 0; i < 5; i++)
+        if (outs[i]) *outs[i] = NULL;
+    if (times) memset(times, 0, sizeof *times);
+    drdc_one_ctx ctx = {calibrating, times};
+    return per_image(outs, 5, m, images, drdc_one, &ctx);
+}

@@ -1,0 +1,162 @@
+/* train_refiner.c: stage 2, the inpainting U-Net with model conditioning (eq. 10), EMA, resume. */
+#include "drdc/model/checkpoint.h"
+#include "drdc/stages/diffusion.h"
+#include "drdc/core/fsutil.h"
+#include "drdc/data/loader.h"
+#include "drdc/core/progress.h"
+#include "drdc/model/train.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TRY(call) do { st = (call); if (st) goto done; } while (0)
+#define MAX_PARAMS 4096
+
+/* One optimisation step on a batch; returns the loss. */
+static drdc_status refiner_step(const drdc_model *m, const drdc_unet *live, dt_optimizer opt, dt_generator gen,
+                                const dt_tensor *params, int n_params, const drdc_batch *b, double *loss_out) {
+    const drdc_refiner_config *rc = &m->cfg.refiner;
+    const drdc_infer_config *ic = &m->cfg.infer;
+    int R = b->size;
+    const int64_t shape[4] = {b->n, 3, R, R};
+    drdc_train_batch tb = {0};
+    dt_tensor host, images, x2, x0, eps, loss;
+    drdc_status st = dt_scope_begin();
+    if (st) return st;
+    TRY(dt_from_host(&host, b->images, DT_F32, shape, 4, (dt_device){DT_CPU, 0}));
+    TRY(dt_to_device(&images, host, m->dev));                       /* [B,3,R,R] in [0,1] */
+    TRY(dt_mul_scalar(&x2, images, 2.0));
+    TRY(dt_add_scalar(&x0, x2, -1.0));                              /* [B,3,R,R] in [-1,1] */
+    TRY(drdc_diffusion_train_batch(&tb, &m->schedule, x0, ic->grids, ic->n_grids, ic->K, rc->max_train_t, gen));
+    TRY(drdc_unet_forward(&eps, live, tb.x_t, tb.t, tb.cond, 1, gen));   /* [B,3,R,R] */
+    TRY(dt_mse_loss(&loss, eps, tb.eps));                          /* eq. (10) */
+    TRY(drdc_optimise(loss_out, loss, params, n_params, rc->clip, opt));
+done:
+    if (st == DRDC_ERR_NUMERIC)
+        st = drdc_error_context(st, "refiner stage, epoch %d, batch %d (lower refiner.lr)", b->epoch, b->batch_index);
+    drdc_train_batch_free(&tb);
+    dt_scope_end();
+    return st;
+}
+
+/* The EMA's decay at update n (0-based): ema_decay, or with the warm-up min(ema_decay, (1 + n) / (10 + n))
+ * (DESIGN.md; update 0 keeps 10 % of the initial weights, update 90 1 %). */
+double drdc_ema_decay_at(const drdc_refiner_config *rc, int n) {
+    double warm = (1.0 + n) / (10.0 + n);
+    return rc->ema_warmup && warm < rc->ema_decay ? warm : rc->ema_decay;
+}
+
+/* ema <- ema + (1 - decay) (live - ema), under no-grad. */
+static drdc_status ema_update(drdc_unet *ema, const drdc_unet *live, double decay) {
+    int prev = dt_set_grad_enabled(0);
+    drdc_status st = DRDC_OK;
+    for (int i = 0; !st && i < ema->params.n; i++) st = dt_lerp_(ema->params.tensors[i], live->params.tensors[i], 1.0 - decay);
+    dt_set_grad_enabled(prev);
+    return st;
+}
+
+/* live <- ema weights (start of training: both begin equal). */
+static drdc_status copy_params(drdc_params *dst, const drdc_params *src) {
+    int prev = dt_set_grad_enabled(0);
+    drdc_status st = DRDC_OK;
+    for (int i = 0; !st && i < dst->n; i++) st = dt_copy_(dst->tensors[i], src->tensors[i]);
+    dt_set_grad_enabled(prev);
+    return st;
+}
+
+drdc_status drdc_train_refiner(drdc_model *m, const drdc_sample_list *train, const drdc_train_options *o) {
+    const drdc_refiner_config *rc = &m->cfg.refiner;
+    drdc_unet live = {0};
+    dt_tensor params[MAX_PARAMS];
+    int n_params = 0;
+    dt_optimizer opt = NULL;
+    dt_generator gen = NULL;
+    drdc_loader *ld = NULL;
+    drdc_status st;
+    if (m->refiner_steps >= rc->steps) {
+        if (!o->quiet) fprintf(stderr, "train refiner: %d of %d steps already done\n", m->refiner_steps, rc->steps);
+        return DRDC_OK;
+    }
+    TRY(drdc_unet_build(&live, rc, m->dev, (uint64_t)m->cfg.train.seed + 3));
+    TRY(copy_params(&live.params, &m->refiner.params));
+    TRY(drdc_params_trainable(&live.params, params, MAX_PARAMS, &n_params));
+    TRY(dt_adamw_new(&opt, 0.9, 0.999, 1e-8));
+    TRY(dt_adamw_add_group(opt, params, n_params, rc->lr, rc->weight_decay));
+    TRY(dt_generator_new(&gen, (uint64_t)m->cfg.train.seed + 5));
+    drdc_stage_state ss = {"refiner", opt, gen, &live.params, 0, 0};
+    if (o->resume && m->refiner_steps > 0) {
+        char path[4096];
+        drdc_st_file *f = NULL;
+        int found = 0;
+        drdc_checkpoint_path(path, sizeof path, o->out_dir);
+        TRY(drdc_st_open(&f, path));
+        st = drdc_checkpoint_restore(&ss, &live.params, f, m->dev, &found);
+        drdc_st_close(f);
+        if (st) goto done;
+        if (!found) {
+            st = drdc_fail(DRDC_ERR_FORMAT, "%s: the model has %d refiner steps but the checkpoint holds no refiner "
+                           "training state", path, m->refiner_steps);
+            goto done;
+        }
+    }
+    drdc_loader_options lo;
+    drdc_loader_options_default(&lo);
+    lo.image_size = rc->image_size;
+    lo.batch_size = rc->batch;
+    lo.workers = m->cfg.data.workers;
+    lo.shuffle = 1;
+    lo.drop_last = train->n > rc->batch;   /* full batches, when there are enough images */
+    lo.seed = (uint64_t)m->cfg.train.seed + 1000;
+    TRY(drdc_loader_create(&ld, train->items, train->n, &lo));
+    if (!o->quiet)
+        fprintf(stderr, "train refiner: U-Net with %.1fM parameters, %dx%d images, batch %d, steps %d to %d\n",
+                drdc_unet_num_params(&live) / 1e6, rc->image_size, rc->image_size, rc->batch, m->refiner_steps,
+                rc->steps);
+    drdc_progress prog;
+    drdc_progress_begin(&prog, "train refiner (steps)", rc->steps - m->refiner_steps, o->quiet);
+    int start_steps = m->refiner_steps, since_ckpt = 0;
+    double loss_avg = 0;
+    while (m->refiner_steps < rc->steps) {
+        TRY(drdc_loader_start_epoch(ld, ss.epoch));
+        const drdc_batch *b;
+        for (int skip = 0; skip < ss.batch; skip++) {   /* resume mid-epoch: replay the order */
+            TRY(drdc_loader_next(ld, &b));
+            if (!b) break;
+        }
+        for (;;) {
+            TRY(drdc_loader_next(ld, &b));
+            if (!b || m->refiner_steps >= rc->steps) break;
+            double loss;
+            st = refiner_step(m, &live, opt, gen, params, n_params, b, &loss);
+            if (!st) st = ema_update(&m->refiner, &live, drdc_ema_decay_at(rc, m->refiner_steps));
+            if (st) {
+                drdc_progress_end(&prog);
+                goto done;
+            }
+            m->refiner_steps++;
+            ss.batch++;
+            since_ckpt++;
+            loss_avg = m->refiner_steps - start_steps == 1 ? loss : 0.98 * loss_avg + 0.02 * loss;
+            char extra[128];
+            snprintf(extra, sizeof extra, "epoch %d, loss %.5f (avg %.5f)", ss.epoch + 1, loss, loss_avg);
+            drdc_progress_update(&prog, m->refiner_steps - start_steps, extra);
+            if (since_ckpt >= m->cfg.train.checkpoint_every || m->refiner_steps == rc->steps) {
+                TRY(drdc_checkpoint_save(m, &ss, o->out_dir));
+                since_ckpt = 0;
+            }
+        }
+        if (m->refiner_steps < rc->steps) {
+            ss.epoch++;
+            ss.batch = 0;
+        }
+    }
+    drdc_progress_end(&prog);
+done:
+    drdc_loader_free(ld);
+    dt_optimizer_free(opt);
+    dt_generator_free(gen);
+    drdc_unet_free(&live);
+    return st;
+}

@@ -1,0 +1,19 @@
+/* runtime.c: device and thread choice for a command, in one place (see runtime.h). */
+#include "drdc/shim/runtime.h"
+
+#include <unistd.h>
+
+int drdc_cpu_count(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n >= 1 ? (int)n : 1;
+}
+
+drdc_status drdc_runtime_init(drdc_runtime *rt, const char *device_arg, int threads) {
+    drdc_status st = dt_device_parse(&rt->device, device_arg ? device_arg : "auto");
+    if (st) return drdc_error_context(DRDC_ERR_USAGE, "--device");
+    rt->threads = threads > 0 ? threads : drdc_cpu_count();
+    st = dt_set_num_threads(rt->threads);
+    if (st) return drdc_error_context(st, "--threads %d", rt->threads);
+    dt_device_format(rt->device_name, sizeof rt->device_name, rt->device);
+    return DRDC_OK;
+}

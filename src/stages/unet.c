@@ -1,0 +1,614 @@
+/* unet.c: DRDC's refiner U-Net, a transcription of guided-diffusion's UNetModel (see unet.h for
+ * the architecture, names and initialisation). Channels-first throughout ([N,C,H,W]); the
+ * attention's 1x1 Conv1d layers run as 1x1 Conv2d on [N,C,H,W] (the same product), and the
+ * attention itself is bmm + softmax. Every block runs in its own nested shim scope, so its
+ * temporaries are freed when the block ends (inference memory stays at a few activations plus
+ * the skip connections) and nothing outlives a forward call. */
+#include "drdc/stages/unet.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define GN_GROUPS 32
+#define GN_EPS 1e-5           /* nn.GroupNorm's default, as GroupNorm32 */
+#define MAX_PERIOD 10000.0    /* timestep_embedding's max_period */
+
+#define TRY(call) do { st = (call); if (st) goto done; } while (0)
+
+/* ---- building ------------------------------------------------------------------------------ */
+
+/* nn.Conv2d / Conv1d / Linear with PyTorch's default init: weight and bias U(+-1/sqrt(fan_in))
+ * (kaiming_uniform with a = sqrt(5) gives the same bound); zero = 1: zero_module (both 0). */
+static drdc_status add_layer(drdc_params *p, const char *prefix, const int64_t *wshape, int ndim, int zero,
+                             dt_device dev, dt_generator g) {
+    char name[256];
+    int64_t fan_in = 1;
+    for (int d = 1; d < ndim; d++) fan_in *= wshape[d];
+    const double bound = 1.0 / sqrt((double)fan_in);
+    const int64_t bshape[1] = {wshape[0]};
+    drdc_status st;
+    snprintf(name, sizeof name, "%s.weight", prefix);
+    st = zero ? drdc_params_add_full(p, name, wshape, ndim, 0.0, dev, 1)
+              : drdc_params_add_uniform(p, name, wshape, ndim, bound, dev, g, 1);
+    if (st) return st;
+    snprintf(name, sizeof name, "%s.bias", prefix);
+    return zero ? drdc_params_add_full(p, name, bshape, 1, 0.0, dev, 1)
+                : drdc_params_add_uniform(p, name, bshape, 1, bound, dev, g, 1);
+}
+
+static drdc_status add_conv(drdc_params *p, const char *prefix, int64_t out_ch, int64_t in_ch, int64_t k, int zero,
+                            dt_device dev, dt_generator g) {
+    const int64_t shape[4] = {out_ch, in_ch, k, k};
+    return add_layer(p, prefix, shape, 4, zero, dev, g);
+}
+
+static drdc_status add_group_norm(drdc_params *p, const char *prefix, int64_t ch, dt_device dev) {
+    char name[256];
+    const int64_t shape[1] = {ch};
+    snprintf(name, sizeof name, "%s.weight", prefix);
+    drdc_status st = drdc_params_add_full(p, name, shape, 1, 1.0, dev, 1);
+    if (st) return st;
+    snprintf(name, sizeof name, "%s.bias", prefix);
+    return drdc_params_add_full(p, name, shape, 1, 0.0, dev, 1);
+}
+
+/* Looks up "<prefix>.<part>.weight" and ".bias". */
+static drdc_status get_pair(dt_tensor *w, dt_tensor *b, const drdc_params *p, const char *prefix, const char *part) {
+    drdc_status st = drdc_params_getf(w, p, "%s%s.weight", prefix, part);
+    if (st) return st;
+    return drdc_params_getf(b, p, "%s%s.bias", prefix, part);
+}
+
+/* ResBlock(in_ch -> out_ch) under prefix ("input_blocks.1.0"), in state-dict order; wires rb. */
+static drdc_status add_resblock(drdc_unet_resblock *rb, drdc_params *p, const char *prefix, int in_ch, int out_ch,
+                                int emb_ch, dt_device dev, dt_generator g) {
+    char name[200];
+    drdc_status st;
+    const int64_t emb_shape[2] = {2 * (int64_t)out_ch, emb_ch};
+    rb->in_ch = in_ch;
+    rb->out_ch = out_ch;
+    snprintf(name, sizeof name, "%s.in_layers.0", prefix);
+    if ((st = add_group_norm(p, name, in_ch, dev))) return st;
+    snprintf(name, sizeof name, "%s.in_layers.2", prefix);
+    if ((st = add_conv(p, name, out_ch, in_ch, 3, 0, dev, g))) return st;
+    snprintf(name, sizeof name, "%s.emb_layers.1", prefix);
+    if ((st = add_layer(p, name, emb_shape, 2, 0, dev, g))) return st;
+    snprintf(name, sizeof name, "%s.out_layers.0", prefix);
+    if ((st = add_group_norm(p, name, out_ch, dev))) return st;
+    snprintf(name, sizeof name, "%s.out_layers.3", prefix);
+    if ((st = add_conv(p, name, out_ch, out_ch, 3, 1, dev, g))) return st;   /* zero_module */
+    if (in_ch != out_ch) {
+        snprintf(name, sizeof name, "%s.skip_connection", prefix);
+        if ((st = add_conv(p, name, out_ch, in_ch, 1, 0, dev, g))) return st;
+    }
+    char pre[220];
+    snprintf(pre, sizeof pre, "%s.", prefix);
+    if ((st = get_pair(&rb->in_norm_w, &rb->in_norm_b, p, pre, "in_layers.0"))) return st;
+    if ((st = get_pair(&rb->in_conv_w, &rb->in_conv_b, p, pre, "in_layers.2"))) return st;
+    if ((st = get_pair(&rb->emb_w, &rb->emb_b, p, pre, "emb_layers.1"))) return st;
+    if ((st = get_pair(&rb->out_norm_w, &rb->out_norm_b, p, pre, "out_layers.0"))) return st;
+    if ((st = get_pair(&rb->out_conv_w, &rb->out_conv_b, p, pre, "out_layers.3"))) return st;
+    if (in_ch != out_ch && (st = get_pair(&rb->skip_w, &rb->skip_b, p, pre, "skip_connection"))) return st;
+    return DRDC_OK;
+}
+
+/* AttentionBlock(ch) with num_head_channels = head_ch. */
+static drdc_status add_attn(drdc_unet_attn *a, drdc_params *p, const char *prefix, int ch, int head_ch,
+                            dt_device dev, dt_generator g) {
+    char name[200];
+    drdc_status st;
+    const int64_t qkv_shape[3] = {3 * (int64_t)ch, ch, 1}, proj_shape[3] = {ch, ch, 1};
+    a->ch = ch;
+    a->heads = ch / head_ch;
+    snprintf(name, sizeof name, "%s.norm", prefix);
+    if ((st = add_group_norm(p, name, ch, dev))) return st;
+    snprintf(name, sizeof name, "%s.qkv", prefix);
+    if ((st = add_layer(p, name, qkv_shape, 3, 0, dev, g))) return st;
+    snprintf(name, sizeof name, "%s.proj_out", prefix);
+    if ((st = add_layer(p, name, proj_shape, 3, 1, dev, g))) return st;   /* zero_module */
+    char pre[220];
+    snprintf(pre, sizeof pre, "%s.", prefix);
+    if ((st = get_pair(&a->norm_w, &a->norm_b, p, pre, "norm"))) return st;
+    if ((st = get_pair(&a->qkv_w, &a->qkv_b, p, pre, "qkv"))) return st;
+    return get_pair(&a->proj_w, &a->proj_b, p, pre, "proj_out");
+}
+
+/* A 3x3 conv that stands alone in a block (input conv, Downsample.op, Upsample.conv). */
+static drdc_status add_block_conv(drdc_unet_block *b, drdc_params *p, const char *name, drdc_unet_conv_kind kind,
+                                  int out_ch, int in_ch, dt_device dev, dt_generator g) {
+    drdc_status st = add_conv(p, name, out_ch, in_ch, 3, 0, dev, g);
+    if (st) return st;
+    b->conv_kind = kind;
+    b->out_ch = out_ch;
+    return get_pair(&b->conv_w, &b->conv_b, p, name, "");
+}
+
+static int level_has_attention(const drdc_refiner_config *cfg, int level) {
+    for (int a = 0; a < cfg->n_attention; a++)
+        if ((cfg->image_size >> level) == cfg->attention_res[a]) return 1;
+    return 0;
+}
+
+static drdc_status check_config(const drdc_refiner_config *c) {
+    if (c->n_mult < 1 || c->n_mult > DRDC_MAX_LIST)
+        return drdc_fail(DRDC_ERR_CONFIG, "refiner.channel_mult has %d levels: need 1..%d", c->n_mult, DRDC_MAX_LIST);
+    if (c->channels < 1) return drdc_fail(DRDC_ERR_CONFIG, "refiner.channels %d must be >= 1", c->channels);
+    if (c->res_blocks < 1) return drdc_fail(DRDC_ERR_CONFIG, "refiner.res_blocks %d must be >= 1", c->res_blocks);
+    if (c->head_channels < 1)
+        return drdc_fail(DRDC_ERR_CONFIG, "refiner.head_channels %d must be >= 1", c->head_channels);
+    if (!(c->dropout >= 0.0 && c->dropout < 1.0))
+        return drdc_fail(DRDC_ERR_CONFIG, "refiner.dropout %g must be in [0, 1)", c->dropout);
+    const int down = 1 << (c->n_mult - 1);
+    if (c->image_size < down || c->image_size % down != 0)
+        return drdc_fail(DRDC_ERR_CONFIG, "refiner.image_size %d is not divisible by %d = 2^(levels-1) for the %d "
+                         "levels of refiner.channel_mult", c->image_size, down, c->n_mult);
+    for (int l = 0; l < c->n_mult; l++) {
+        const int ch = c->channels * c->channel_mult[l];
+        if (c->channel_mult[l] < 1 || ch % GN_GROUPS != 0)
+            return drdc_fail(DRDC_ERR_CONFIG, "refiner.channels %d x refiner.channel_mult %d = %d channels is not a "
+                             "positive multiple of 32 (GroupNorm(32))", c->channels, c->channel_mult[l], ch);
+    }
+    for (int a = 0; a < c->n_attention; a++) {
+        int level = -1;
+        for (int l = 0; l < c->n_mult; l++)
+            if ((c->image_size >> l) == c->attention_res[a]) level = l;
+        if (level < 0)
+            return drdc_fail(DRDC_ERR_CONFIG, "refiner.attention_res %d is not the resolution of a U-Net level "
+                             "(image_size %d, %d levels)", c->attention_res[a], c->image_size, c->n_mult);
+        const int ch = c->channels * c->channel_mult[level];
+        if (ch % c->head_channels != 0)
+            return drdc_fail(DRDC_ERR_CONFIG, "refiner.head_channels %d does not divide the %d channels at resolution "
+                             "%d", c->head_channels, ch, c->attention_res[a]);
+    }
+    const int mid = c->channels * c->channel_mult[c->n_mult - 1];
+    if (mid % c->head_channels != 0)
+        return drdc_fail(DRDC_ERR_CONFIG, "refiner.head_channels %d does not divide the %d channels of the middle "
+                         "block's attention (refiner.channels x the last refiner.channel_mult)", c->head_channels, mid);
+    return DRDC_OK;
+}
+
+/* Adds every parameter in guided-diffusion's construction (= state-dict) order and wires the
+ * blocks. */
+static drdc_status build_layers(drdc_unet *u, dt_generator g) {
+    const drdc_refiner_config *c = &u->cfg;
+    drdc_params *p = &u->params;
+    const int C = c->channels, E = 4 * C, levels = c->n_mult;
+    const dt_device dev = u->dev;
+    char name[200];
+    drdc_status st;
+    int chans[1 + 2 * DRDC_MAX_LIST * 17];   /* input_block_chans: n_in <= 1 + 16*16 + 15 */
+    int n_chans = 0;
+
+    const int64_t te0[2] = {E, C}, te2[2] = {E, E};
+    if ((st = add_layer(p, "time_embed.0", te0, 2, 0, dev, g))) return st;
+    if ((st = add_layer(p, "time_embed.2", te2, 2, 0, dev, g))) return st;
+    if ((st = get_pair(&u->temb0_w, &u->temb0_b, p, "time_embed.", "0"))) return st;
+    if ((st = get_pair(&u->temb2_w, &u->temb2_b, p, "time_embed.", "2"))) return st;
+
+    int ch = C * c->channel_mult[0];
+    const int ch0 = ch;
+    int bi = 0;
+    if ((st = add_block_conv(&u->in[bi], p, "input_blocks.0.0", DRDC_UNET_CONV_INPUT, ch, drdc_unet_in_channels(c),
+                             dev, g)))
+        return st;
+    chans[n_chans++] = ch;
+    bi++;
+    for (int level = 0; level < levels; level++) {
+        const int out_ch = C * c->channel_mult[level];
+        for (int r = 0; r < c->res_blocks; r++, bi++) {
+            drdc_unet_block *b = &u->in[bi];
+            snprintf(name, sizeof name, "input_blocks.%d.0", bi);
+            if ((st = add_resblock(&b->res, p, name, ch, out_ch, E, dev, g))) return st;
+            b->has_res = 1;
+            ch = out_ch;
+            if (level_has_attention(c, level)) {
+                snprintf(name, sizeof name, "input_blocks.%d.1", bi);
+                if ((st = add_attn(&b->attn, p, name, ch, c->head_channels, dev, g))) return st;
+                b->has_attn = 1;
+            }
+            b->out_ch = ch;
+            chans[n_chans++] = ch;
+        }
+        if (level != levels - 1) {
+            snprintf(name, sizeof name, "input_blocks.%d.0.op", bi);
+            if ((st = add_block_conv(&u->in[bi], p, name, DRDC_UNET_CONV_DOWN, ch, ch, dev, g))) return st;
+            chans[n_chans++] = ch;
+            bi++;
+        }
+    }
+    if (bi != u->n_in) return drdc_fail(DRDC_ERR_STATE, "unet build: %d input blocks, expected %d", bi, u->n_in);
+
+    if ((st = add_resblock(&u->mid_res0, p, "middle_block.0", ch, ch, E, dev, g))) return st;
+    if ((st = add_attn(&u->mid_attn, p, "middle_block.1", ch, c->head_channels, dev, g))) return st;
+    if ((st = add_resblock(&u->mid_res2, p, "middle_block.2", ch, ch, E, dev, g))) return st;
+
+    bi = 0;
+    for (int level = levels - 1; level >= 0; level--) {
+        const int out_ch = C * c->channel_mult[level];
+        for (int i = 0; i <= c->res_blocks; i++, bi++) {
+            drdc_unet_block *b = &u->out[bi];
+            const int ich = chans[--n_chans];
+            snprintf(name, sizeof name, "output_blocks.%d.0", bi);
+            if ((st = add_resblock(&b->res, p, name, ch + ich, out_ch, E, dev, g))) return st;
+            b->has_res = 1;
+            ch = out_ch;
+            int k = 1;
+            if (level_has_attention(c, level)) {
+                snprintf(name, sizeof name, "output_blocks.%d.1", bi);
+                if ((st = add_attn(&b->attn, p, name, ch, c->head_channels, dev, g))) return st;
+                b->has_attn = 1;
+                k = 2;
+            }
+            b->out_ch = ch;
+            if (level && i == c->res_blocks) {
+                snprintf(name, sizeof name, "output_blocks.%d.%d.conv", bi, k);
+                if ((st = add_block_conv(b, p, name, DRDC_UNET_CONV_UP, ch, ch, dev, g))) return st;
+            }
+        }
+    }
+    if (bi != u->n_out || n_chans != 0)
+        return drdc_fail(DRDC_ERR_STATE, "unet build: %d output blocks (expected %d), %d skips left", bi, u->n_out,
+                         n_chans);
+
+    if ((st = add_group_norm(p, "out.0", ch, dev))) return st;
+    if ((st = add_conv(p, "out.2", DRDC_UNET_OUT_CHANNELS, ch0, 3, 1, dev, g))) return st;   /* zero_module */
+    if ((st = get_pair(&u->out_norm_w, &u->out_norm_b, p, "out.", "0"))) return st;
+    return get_pair(&u->out_conv_w, &u->out_conv_b, p, "out.", "2");
+}
+
+drdc_status drdc_unet_build(drdc_unet *unet, const drdc_refiner_config *cfg, dt_device dev, uint64_t seed) {
+    if (!unet || !cfg) return drdc_fail(DRDC_ERR_INPUT, "unet build: unet or config is NULL");
+    memset(unet, 0, sizeof *unet);
+    drdc_status st = check_config(cfg);
+    if (st) return st;
+    unet->cfg = *cfg;
+    unet->model_channels = cfg->channels;
+    unet->emb_channels = 4 * cfg->channels;
+    unet->levels = cfg->n_mult;
+    unet->min_divisor = 1 << (cfg->n_mult - 1);
+    unet->dev = dev;
+    unet->n_in = 1 + cfg->n_mult * cfg->res_blocks + (cfg->n_mult - 1);
+    unet->n_out = cfg->n_mult * (cfg->res_blocks + 1);
+    unet->in = calloc((size_t)unet->n_in, sizeof *unet->in);
+    unet->out = calloc((size_t)unet->n_out, sizeof *unet->out);
+    dt_generator g = NULL;
+    if (!unet->in || !unet->out) {
+        st = drdc_fail(DRDC_ERR_NOMEM, "unet build: out of memory for %d blocks", unet->n_in + unet->n_out);
+    } else {
+        st = dt_generator_new(&g, seed);
+        if (!st) st = build_layers(unet, g);
+    }
+    dt_generator_free(g);
+    if (st) {
+        drdc_unet_free(unet);
+        return drdc_error_context(st, "building the refiner U-Net");
+    }
+    return DRDC_OK;
+}
+
+void drdc_unet_free(drdc_unet *unet) {
+    if (!unet) return;
+    drdc_params_free(&unet->params);
+    free(unet->in);
+    free(unet->out);
+    memset(unet, 0, sizeof *unet);
+}
+
+int64_t drdc_unet_num_params(const drdc_unet *unet) {
+    return unet ? drdc_params_numel(&unet->params, 1) : 0;
+}
+
+/* ---- timestep embedding -------------------------------------------------------------------- */
+
+drdc_status drdc_unet_timestep_embedding(dt_tensor *out, dt_tensor t, int dim, dt_device dev) {
+    if (!out) return drdc_fail(DRDC_ERR_INPUT, "timestep embedding: out is NULL");
+    *out = NULL;
+    if (!t || dt_ndim(t) != 1)
+        return drdc_fail(DRDC_ERR_INPUT, "timestep embedding: t must be a 1-D tensor [N] (got %d dims)",
+                         t ? dt_ndim(t) : -1);
+    if (dim < 1) return drdc_fail(DRDC_ERR_INPUT, "timestep embedding: dim %d must be >= 1", dim);
+    const int half = dim / 2;
+    const int64_t n = dt_numel(t);
+    drdc_status st = DRDC_OK;
+    double *tv = malloc(sizeof(double) * (size_t)(n ? n : 1));
+    float *fr = malloc(sizeof(float) * (size_t)(half ? half : 1));
+    float *emb = malloc(sizeof(float) * (size_t)(n > 0 ? n * dim : 1));
+    dt_tensor t64 = NULL, ar = NULL, sc = NULL, hv = NULL, q = NULL, fq = NULL;
+    if (!tv || !fr || !emb) {
+        st = drdc_fail(DRDC_ERR_NOMEM, "timestep embedding: out of memory for %lld x %d", (long long)n, dim);
+        goto done;
+    }
+    /* t as double on the host (exact for integer dtypes; the float -> float32 cast happens below) */
+    TRY(dt_to_dtype(&t64, t, DT_F64));
+    TRY(dt_copy_to_host(t64, tv, sizeof(double) * (size_t)n));
+    /* freqs with libtorch's float32 ops, exactly as nn.py:
+     * exp(-math.log(max_period) * arange(0, half, float32) / half) */
+    if (half > 0) {
+        TRY(dt_arange(&ar, 0.0, (double)half, 1.0, DT_F32, (dt_device){DT_CPU, 0}));
+        TRY(dt_mul_scalar(&sc, ar, -log(MAX_PERIOD)));
+        TRY(dt_full(&hv, (const int64_t[1]){0}, 0, (double)half, DT_F32, (dt_device){DT_CPU, 0}));
+        TRY(dt_div(&q, sc, hv));
+        TRY(dt_exp(&fq, q));
+        TRY(dt_copy_to_host(fq, fr, sizeof(float) * (size_t)half));
+    }
+    /* args = t.float() * freqs in float32 (one rounding, as torch); cos/sin correctly rounded */
+    for (int64_t i = 0; i < n; i++) {
+        const float tf = (float)tv[i];
+        float *row = emb + i * dim;
+        for (int k = 0; k < half; k++) {
+            const float arg = tf * fr[k];
+            row[k] = (float)cos((double)arg);
+            row[half + k] = (float)sin((double)arg);
+        }
+        if (dim % 2) row[dim - 1] = 0.0f;
+    }
+    TRY(dt_from_host(out, emb, DT_F32, (const int64_t[2]){n, dim}, 2, dev));
+done:
+    dt_free(t64);
+    dt_free(ar);
+    dt_free(sc);
+    dt_free(hv);
+    dt_free(q);
+    dt_free(fq);
+    free(tv);
+    free(fr);
+    free(emb);
+    return st ? drdc_error_context(st, "timestep embedding") : DRDC_OK;
+}
+
+/* ---- forward ------------------------------------------------------------------------------- */
+
+/* Per-call state shared by the blocks. */
+typedef struct fwd_ctx {
+    const drdc_unet *u;
+    dt_tensor emb_act;   /* [N,4C] SiLU(emb): the first layer of every ResBlock's emb_layers */
+    int training;
+    dt_generator g;
+} fwd_ctx;
+
+/* Closes a block's scope: on success moves *result to the enclosing scope; on failure the scope
+ * takes *result with the other temporaries and *result becomes NULL. */
+static drdc_status end_block(drdc_status st, dt_tensor *result) {
+    if (!st && *result) st = dt_scope_keep(*result);
+    drdc_status st_end = dt_scope_end();
+    if (!st && st_end) {
+        dt_free(*result);   /* kept, but the scope did not close */
+        st = st_end;
+    }
+    if (st) *result = NULL;
+    return st;
+}
+
+/* GroupNorm32 (32 groups, eps 1e-5) followed by SiLU. [N,ch,H,W] -> [N,ch,H,W] */
+static drdc_status norm_silu(dt_tensor *out, dt_tensor x, dt_tensor w, dt_tensor b) {
+    dt_tensor n = NULL;
+    drdc_status st = dt_group_norm(&n, x, GN_GROUPS, w, b, GN_EPS);
+    if (!st) st = dt_silu(out, n);
+    dt_free(n);
+    return st;
+}
+
+static drdc_status conv3x3(dt_tensor *out, dt_tensor x, dt_tensor w, dt_tensor b, int stride) {
+    return dt_conv2d(out, x, w, b, stride, stride, 1, 1, 1, 1, 1);
+}
+
+/* ResBlock with scale-shift norm. x [N,in,H,W] -> [N,out,H,W] */
+static drdc_status resblock_forward(dt_tensor *out, const fwd_ctx *c, const drdc_unet_resblock *rb, dt_tensor x) {
+    drdc_status st = dt_scope_begin();
+    if (st) return st;
+    dt_tensor result = NULL, h = NULL, h1 = NULL, e = NULL, scale = NULL, shift = NULL, scale1 = NULL;
+    dt_tensor hn = NULL, hs = NULL, hss = NULL, ha = NULL, hd = NULL, h2 = NULL, skip = NULL;
+    dt_tensor sc_flat = NULL, sh_flat = NULL;
+    int64_t N = 0;
+    const int64_t oc = rb->out_ch;
+    TRY(dt_size(&N, x, 0));
+    TRY(norm_silu(&h, x, rb->in_norm_w, rb->in_norm_b));                  /* [N,in,H,W] */
+    TRY(conv3x3(&h1, h, rb->in_conv_w, rb->in_conv_b, 1));                /* [N,out,H,W] */
+    TRY(dt_linear(&e, c->emb_act, rb->emb_w, rb->emb_b));                 /* [N,2out] */
+    const int64_t col[4] = {N, oc, 1, 1};
+    TRY(dt_narrow(&sc_flat, e, 1, 0, oc));                                /* [N,out] scale */
+    TRY(dt_narrow(&sh_flat, e, 1, oc, oc));                               /* [N,out] shift */
+    TRY(dt_add_scalar(&scale1, sc_flat, 1.0));                            /* [N,out] 1 + scale */
+    TRY(dt_reshape(&scale, scale1, col, 4));                              /* [N,out,1,1] */
+    TRY(dt_reshape(&shift, sh_flat, col, 4));                             /* [N,out,1,1] */
+    TRY(dt_group_norm(&hn, h1, GN_GROUPS, rb->out_norm_w, rb->out_norm_b, GN_EPS)); /* [N,out,H,W] */
+    TRY(dt_mul(&hs, hn, scale));                                          /* [N,out,H,W] */
+    TRY(dt_add(&hss, hs, shift));                                         /* [N,out,H,W] */
+    TRY(dt_silu(&ha, hss));                                               /* [N,out,H,W] */
+    if (c->training && c->u->cfg.dropout > 0.0) {
+        TRY(dt_dropout(&hd, ha, c->u->cfg.dropout, 1, c->g));             /* [N,out,H,W] */
+    }
+    TRY(conv3x3(&h2, hd ? hd : ha, rb->out_conv_w, rb->out_conv_b, 1));   /* [N,out,H,W] */
+    if (rb->skip_w) {
+        TRY(dt_conv2d(&skip, x, rb->skip_w, rb->skip_b, 1, 1, 0, 0, 1, 1, 1)); /* [N,out,H,W] 1x1 */
+        TRY(dt_add(&result, skip, h2));
+    } else {
+        TRY(dt_add(&result, x, h2));                                      /* [N,out,H,W] */
+    }
+done:
+    st = end_block(st, &result);
+    *out = result;
+    return st;
+}
+
+/* AttentionBlock (QKVAttentionLegacy). x [N,C,H,W] -> [N,C,H,W] */
+static drdc_status attn_forward(dt_tensor *out, const drdc_unet_attn *a, dt_tensor x) {
+    drdc_status st = dt_scope_begin();
+    if (st) return st;
+    dt_tensor result = NULL, hn = NULL, wq = NULL, qkv = NULL, qkv3 = NULL, q = NULL, k = NULL, v = NULL;
+    dt_tensor qs = NULL, ks = NULL, qt = NULL, w = NULL, p = NULL, pt = NULL, att = NULL, att4 = NULL, wp = NULL;
+    dt_tensor h = NULL;
+    int64_t shape[4];
+    TRY(dt_shape(shape, 4, x));
+    const int64_t N = shape[0], C = shape[1], L = shape[2] * shape[3], heads = a->heads, ch = C / heads;
+    const double scale = 1.0 / sqrt(sqrt((double)ch));
+    TRY(dt_group_norm(&hn, x, GN_GROUPS, a->norm_w, a->norm_b, GN_EPS));  /* [N,C,H,W] */
+    TRY(dt_reshape(&wq, a->qkv_w, (const int64_t[4]){3 * C, C, 1, 1}, 4)); /* [3C,C,1,1] */
+    TRY(dt_conv2d(&qkv, hn, wq, a->qkv_b, 1, 1, 0, 0, 1, 1, 1));          /* [N,3C,H,W] */
+    TRY(dt_reshape(&qkv3, qkv, (const int64_t[3]){N * heads, 3 * ch, L}, 3)); /* [B,3ch,L], B = N*heads */
+    TRY(dt_narrow(&q, qkv3, 1, 0, ch));                                   /* [B,ch,L] */
+    TRY(dt_narrow(&k, qkv3, 1, ch, ch));                                  /* [B,ch,L] */
+    TRY(dt_narrow(&v, qkv3, 1, 2 * ch, ch));                              /* [B,ch,L] */
+    TRY(dt_mul_scalar(&qs, q, scale));                                    /* [B,ch,L] */
+    TRY(dt_mul_scalar(&ks, k, scale));                                    /* [B,ch,L] */
+    TRY(dt_transpose(&qt, qs, 1, 2));                                     /* [B,L(t),ch] */
+    TRY(dt_bmm(&w, qt, ks));                                              /* [B,L(t),L(s)] */
+    TRY(dt_softmax(&p, w, -1));                                           /* [B,t,s] */
+    TRY(dt_transpose(&pt, p, 1, 2));                                      /* [B,s,t] */
+    TRY(dt_bmm(&att, v, pt));                                             /* [B,ch,L(t)] */
+    TRY(dt_reshape(&att4, att, shape, 4));                                /* [N,C,H,W] */
+    TRY(dt_reshape(&wp, a->proj_w, (const int64_t[4]){C, C, 1, 1}, 4));   /* [C,C,1,1] */
+    TRY(dt_conv2d(&h, att4, wp, a->proj_b, 1, 1, 0, 0, 1, 1, 1));         /* [N,C,H,W] */
+    TRY(dt_add(&result, x, h));                                           /* [N,C,H,W] */
+done:
+    st = end_block(st, &result);
+    *out = result;
+    return st;
+}
+
+/* One TimestepEmbedSequential: [ResBlock] [AttentionBlock] [conv]. */
+static drdc_status block_forward(dt_tensor *out, const fwd_ctx *c, const drdc_unet_block *b, dt_tensor x) {
+    drdc_status st = dt_scope_begin();
+    if (st) return st;
+    dt_tensor result = NULL, h = x, t = NULL, up = NULL;
+    if (!b->has_res && !b->has_attn && b->conv_kind == DRDC_UNET_CONV_NONE) {
+        st = drdc_fail(DRDC_ERR_STATE, "unet forward: an empty block (the model was not built)");
+        goto done;
+    }
+    if (b->has_res) {
+        TRY(resblock_forward(&t, c, &b->res, h));                         /* [N,out,H,W] */
+        h = t;
+    }
+    if (b->has_attn) {
+        TRY(attn_forward(&t, &b->attn, h));                               /* [N,out,H,W] */
+        h = t;
+    }
+    switch (b->conv_kind) {
+    case DRDC_UNET_CONV_NONE:
+        result = h;   /* a handle of this scope: the ResBlock's or the attention's output */
+        break;
+    case DRDC_UNET_CONV_INPUT:
+        TRY(conv3x3(&result, h, b->conv_w, b->conv_b, 1));                /* [N,ch0,H,W] */
+        break;
+    case DRDC_UNET_CONV_DOWN:
+        TRY(conv3x3(&result, h, b->conv_w, b->conv_b, 2));                /* [N,ch,H/2,W/2] */
+        break;
+    case DRDC_UNET_CONV_UP: {
+        int64_t s[4];
+        TRY(dt_shape(s, 4, h));
+        TRY(dt_interpolate(&up, h, 2 * s[2], 2 * s[3], DT_INTERP_NEAREST)); /* [N,ch,2H,2W] */
+        TRY(conv3x3(&result, up, b->conv_w, b->conv_b, 1));               /* [N,ch,2H,2W] */
+        break;
+    }
+    }
+done:
+    st = end_block(st, &result);
+    *out = result;
+    return st;
+}
+
+static drdc_status check_image(dt_tensor x, const char *what, int64_t N, const drdc_unet *u, int64_t *H, int64_t *W) {
+    int64_t s[4] = {0};
+    if (!x) return drdc_fail(DRDC_ERR_INPUT, "unet forward: %s is NULL", what);
+    if (dt_ndim(x) != 4 || dt_shape(s, 4, x) != DRDC_OK || s[1] != 3 || (N >= 0 && s[0] != N) ||
+        (*H >= 0 && (s[2] != *H || s[3] != *W)))
+        return drdc_fail(DRDC_ERR_INPUT, "unet forward: %s must be [N,3,H,W] matching x_t (got %d dims: "
+                         "[%lld,%lld,%lld,%lld])", what, dt_ndim(x), (long long)s[0], (long long)s[1],
+                         (long long)s[2], (long long)s[3]);
+    if (s[2] < 1 || s[3] < 1 || s[2] % u->min_divisor != 0 || s[3] % u->min_divisor != 0)
+        return drdc_fail(DRDC_ERR_INPUT, "unet forward: %s is %lldx%lld, not a multiple of %d (2^(levels-1)) in "
+                         "both dims", what, (long long)s[2], (long long)s[3], u->min_divisor);
+    if (dt_dtype_of(x) != DT_F32)
+        return drdc_fail(DRDC_ERR_INPUT, "unet forward: %s must be f32 (got %s)", what, dt_dtype_name(dt_dtype_of(x)));
+    *H = s[2];
+    *W = s[3];
+    return DRDC_OK;
+}
+
+drdc_status drdc_unet_forward(dt_tensor *eps, const drdc_unet *unet, dt_tensor x_t, dt_tensor t, dt_tensor cond,
+                              int training, dt_generator g) {
+    if (!eps) return drdc_fail(DRDC_ERR_INPUT, "unet forward: eps out is NULL");
+    *eps = NULL;
+    if (!unet || !unet->in) return drdc_fail(DRDC_ERR_INPUT, "unet forward: the U-Net is NULL or not built");
+    int64_t H = -1, W = -1, N = -1;
+    drdc_status st;
+    if ((st = check_image(x_t, "x_t", -1, unet, &H, &W))) return st;
+    if ((st = dt_size(&N, x_t, 0))) return st;
+    const int conditioned = unet->cfg.model_conditioning;
+    if (conditioned && (st = check_image(cond, "cond", N, unet, &H, &W))) return st;
+    if (!t || dt_ndim(t) != 1 || dt_numel(t) != N)
+        return drdc_fail(DRDC_ERR_INPUT, "unet forward: t must be [N] = [%lld] (got %d dims, %lld values)",
+                         (long long)N, t ? dt_ndim(t) : -1, t ? (long long)dt_numel(t) : -1LL);
+
+    if ((st = dt_scope_begin())) return st;
+    const int nb = unet->n_in;
+    dt_tensor result = NULL, x = NULL, temb = NULL, e0 = NULL, e1 = NULL, emb = NULL, h = NULL, hn = NULL;
+    dt_tensor m0 = NULL, m1 = NULL, raw = NULL;
+    dt_tensor *hs = calloc((size_t)nb, sizeof *hs);
+    fwd_ctx c = {unet, NULL, training, g};
+    if (!hs) {
+        st = drdc_fail(DRDC_ERR_NOMEM, "unet forward: out of memory");
+        goto done;
+    }
+    if (conditioned) {
+        const dt_tensor in2[2] = {x_t, cond};
+        TRY(dt_cat(&x, in2, 2, 1));                                       /* [N,6,H,W] */
+    } else {
+        x = x_t;                                                          /* [N,3,H,W] (borrowed) */
+    }
+    TRY(drdc_unet_timestep_embedding(&temb, t, unet->model_channels, unet->dev)); /* [N,C] */
+    TRY(dt_linear(&e0, temb, unet->temb0_w, unet->temb0_b));              /* [N,4C] */
+    TRY(dt_silu(&e1, e0));                                                /* [N,4C] */
+    TRY(dt_linear(&emb, e1, unet->temb2_w, unet->temb2_b));               /* [N,4C] emb */
+    TRY(dt_silu(&c.emb_act, emb));                                        /* [N,4C] */
+    h = x;
+    for (int i = 0; i < nb; i++) {
+        TRY(block_forward(&hs[i], &c, &unet->in[i], h));                  /* [N,ch_i,H_i,W_i] */
+        h = hs[i];
+    }
+    TRY(resblock_forward(&m0, &c, &unet->mid_res0, h));                   /* [N,chL,H/2^(L-1),..] */
+    TRY(attn_forward(&m1, &unet->mid_attn, m0));
+    dt_free(m0);
+    TRY(resblock_forward(&h, &c, &unet->mid_res2, m1));
+    dt_free(m1);
+    for (int i = 0; i < unet->n_out; i++) {
+        dt_tensor cat = NULL, next = NULL;
+        const dt_tensor pair[2] = {h, hs[nb - 1 - i]};
+        TRY(dt_cat(&cat, pair, 2, 1));                                    /* [N,ch+ich,.,.] */
+        dt_free(h);
+        dt_free(hs[nb - 1 - i]);
+        hs[nb - 1 - i] = NULL;
+        h = NULL;
+        st = block_forward(&next, &c, &unet->out[i], cat);               /* [N,out_ch,.,.] */
+        dt_free(cat);
+        if (st) goto done;
+        h = next;
+    }
+    TRY(norm_silu(&hn, h, unet->out_norm_w, unet->out_norm_b));          /* [N,ch0,H,W] */
+    TRY(conv3x3(&raw, hn, unet->out_conv_w, unet->out_conv_b, 1));        /* [N,3,H,W] eps */
+    if (dt_dtype_of(raw) != DT_F32) {
+        TRY(dt_to_dtype(&result, raw, DT_F32));   /* bf16 under CUDA autocast: eps is always f32 */
+    } else {
+        result = raw;
+    }
+    TRY(dt_scope_keep(result));
+done:;
+    drdc_status st_end = dt_scope_end();   /* frees every temporary (and result on failure) */
+    free(hs);
+    if (st || st_end) {
+        if (!st) dt_free(result);          /* kept but the scope failed to close */
+        *eps = NULL;
+        return drdc_error_context(st ? st : st_end, "unet forward");
+    }
+    *eps = result;
+    return DRDC_OK;
+}
+
+drdc_status drdc_unet_eps(dt_tensor *eps, void *ctx, dt_tensor x_t, dt_tensor t, dt_tensor cond) {
+    int prev = dt_set_grad_enabled(0);
+    drdc_status st = drdc_unet_forward(eps, (const drdc_unet *)ctx, x_t, t, cond, 0, NULL);
+    dt_set_grad_enabled(prev);
+    return st;
+}
