@@ -6,6 +6,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "testlib.h"
 #include "drdc/formats/image.h"
+#include "drdc/stages/heatmap.h"
 
 #include <dirent.h>
 #include <math.h>

@@ -21,7 +21,6 @@
 #include <sys/resource.h>
 #include <time.h>
 
-#define TRY(call) do { st = (call); if (st) goto done; } while (0)
 
 static struct {
     const char *config, *device, *weights_out, *json, *stages, *check_out;

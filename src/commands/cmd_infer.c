@@ -3,6 +3,7 @@
 #include "drdc/data/dataset.h"
 #include "drdc/core/fsutil.h"
 #include "drdc/formats/image.h"
+#include "drdc/stages/heatmap.h"
 #include "drdc/model/model.h"
 #include "drdc/core/progress.h"
 #include "drdc/shim/runtime.h"

@@ -486,7 +486,7 @@ static drdc_status pk_run(ctx *c, size_t start, size_t end, const char *what, pv
     c->memolen = 0;
     if (c->memo) memset(c->memo, 0, c->memocap * sizeof *c->memo);
 #define NEED(k) do { if ((size_t)(k) > end - p) return PERR(c, "truncated: opcode 0x%02x needs %zu more bytes", op, (size_t)(k)); } while (0)
-#define TRY(x) do { st = (x); if (st) return st; } while (0)
+#define TRY_RETURN(x) do { st = (x); if (st) return st; } while (0)
     for (;;) {
         c->pos = p;
         if (p >= end) return PERR(c, "truncated: pickle ends without STOP");
@@ -503,9 +503,9 @@ static drdc_status pk_run(ctx *c, size_t start, size_t end, const char *what, pv
             NEED(8);
             p += 8;
             break;
-        case '}': TRY(push(c, pv_new(c, V_DICT))); break;
-        case ']': TRY(push(c, pv_new(c, V_LIST))); break;
-        case ')': TRY(push(c, pv_new(c, V_TUPLE))); break;
+        case '}': TRY_RETURN(push(c, pv_new(c, V_DICT))); break;
+        case ']': TRY_RETURN(push(c, pv_new(c, V_LIST))); break;
+        case ')': TRY_RETURN(push(c, pv_new(c, V_TUPLE))); break;
         case '(': /* MARK */
             if (c->nmarks == DRDC_PTH_MAX_MARKS) return PERR(c, "more than %d nested MARKs", DRDC_PTH_MAX_MARKS);
             if (c->nmarks == c->mcap) {
@@ -518,22 +518,22 @@ static drdc_status pk_run(ctx *c, size_t start, size_t end, const char *what, pv
             c->marks[c->nmarks++] = c->sp;
             break;
         case 't': /* TUPLE */
-            TRY(pop_mark(c, &base, "TUPLE"));
-            TRY(make_tuple(c, c->sp > base ? c->stack + base : NULL, c->sp - base, &v));
+            TRY_RETURN(pop_mark(c, &base, "TUPLE"));
+            TRY_RETURN(make_tuple(c, c->sp > base ? c->stack + base : NULL, c->sp - base, &v));
             c->sp = base;
-            TRY(push(c, v));
+            TRY_RETURN(push(c, v));
             break;
         case 0x85: case 0x86: case 0x87: { /* TUPLE1..3 */
             size_t n = (size_t)(op - 0x84);
             if (c->sp - frame_base(c) < n) return PERR(c, "TUPLE%zu with %zu values on the stack", n, c->sp - frame_base(c));
-            TRY(make_tuple(c, c->stack + c->sp - n, n, &v));
+            TRY_RETURN(make_tuple(c, c->stack + c->sp - n, n, &v));
             c->sp -= n;
-            TRY(push(c, v));
+            TRY_RETURN(push(c, v));
             break;
         }
-        case 'J': NEED(4); v = pv_new(c, V_INT); if (v) v->u.i = (int32_t)rd32(b + p); p += 4; TRY(push(c, v)); break;
-        case 'K': NEED(1); v = pv_new(c, V_INT); if (v) v->u.i = b[p]; p += 1; TRY(push(c, v)); break;
-        case 'M': NEED(2); v = pv_new(c, V_INT); if (v) v->u.i = rd16(b + p); p += 2; TRY(push(c, v)); break;
+        case 'J': NEED(4); v = pv_new(c, V_INT); if (v) v->u.i = (int32_t)rd32(b + p); p += 4; TRY_RETURN(push(c, v)); break;
+        case 'K': NEED(1); v = pv_new(c, V_INT); if (v) v->u.i = b[p]; p += 1; TRY_RETURN(push(c, v)); break;
+        case 'M': NEED(2); v = pv_new(c, V_INT); if (v) v->u.i = rd16(b + p); p += 2; TRY_RETURN(push(c, v)); break;
         case 0x8a: case 0x8b: { /* LONG1, LONG4: little-endian two's complement */
             size_t n;
             if (op == 0x8a) { NEED(1); n = b[p]; p += 1; }
@@ -550,7 +550,7 @@ static drdc_status pk_run(ctx *c, size_t start, size_t end, const char *what, pv
                 if (v) { v->u.s.p = (const char *)b + p; v->u.s.n = n; }
             }
             p += n;
-            TRY(push(c, v));
+            TRY_RETURN(push(c, v));
             break;
         }
         case 'G': { /* BINFLOAT: big-endian double */
@@ -560,7 +560,7 @@ static drdc_status pk_run(ctx *c, size_t start, size_t end, const char *what, pv
             p += 8;
             v = pv_new(c, V_FLOAT);
             if (v) memcpy(&v->u.f, &u, sizeof u);
-            TRY(push(c, v));
+            TRY_RETURN(push(c, v));
             break;
         }
         case 'X': case 0x8c: case 0x8d: case 'T': case 'U': case 'B': case 'C': case 0x8e: {
@@ -575,27 +575,27 @@ static drdc_status pk_run(ctx *c, size_t start, size_t end, const char *what, pv
             v = pv_new(c, (op == 'B' || op == 'C' || op == 0x8e) ? V_BYTES : V_STR);
             if (v) { v->u.s.p = (const char *)b + p; v->u.s.n = (size_t)n; }
             p += (size_t)n;
-            TRY(push(c, v));
+            TRY_RETURN(push(c, v));
             break;
         }
-        case 0x88: TRY(push(c, &g_true)); break;
-        case 0x89: TRY(push(c, &g_false)); break;
-        case 'N': TRY(push(c, &g_none)); break;
+        case 0x88: TRY_RETURN(push(c, &g_true)); break;
+        case 0x89: TRY_RETURN(push(c, &g_false)); break;
+        case 'N': TRY_RETURN(push(c, &g_none)); break;
         case 'q': case 'r': case 0x94: { /* BINPUT, LONG_BINPUT, MEMOIZE */
             uint64_t idx;
             if (op == 'q') { NEED(1); idx = b[p]; p += 1; }
             else if (op == 'r') { NEED(4); idx = rd32(b + p); p += 4; }
             else idx = c->memolen;
             if (c->sp <= frame_base(c)) return PERR(c, "memo store on an empty stack");
-            TRY(memo_put(c, idx, c->stack[c->sp - 1], plen));
+            TRY_RETURN(memo_put(c, idx, c->stack[c->sp - 1], plen));
             break;
         }
         case 'h': case 'j': { /* BINGET, LONG_BINGET */
             uint64_t idx;
             if (op == 'h') { NEED(1); idx = b[p]; p += 1; }
             else { NEED(4); idx = rd32(b + p); p += 4; }
-            TRY(memo_get(c, idx, &v));
-            TRY(push(c, v));
+            TRY_RETURN(memo_get(c, idx, &v));
+            TRY_RETURN(push(c, v));
             break;
         }
         case 'c': { /* GLOBAL "module\nname\n" */
@@ -606,39 +606,39 @@ static drdc_status pk_run(ctx *c, size_t start, size_t end, const char *what, pv
             const uint8_t *nl2 = memchr(b + q, '\n', end - q);
             if (!nl2) return PERR(c, "truncated: GLOBAL without second newline");
             size_t namelen = (size_t)(nl2 - (b + q));
-            TRY(make_global(c, (const char *)b + p, modlen, (const char *)b + q, namelen, &v));
+            TRY_RETURN(make_global(c, (const char *)b + p, modlen, (const char *)b + q, namelen, &v));
             p = q + namelen + 1;
-            TRY(push(c, v));
+            TRY_RETURN(push(c, v));
             break;
         }
         case 0x93: /* STACK_GLOBAL */
-            TRY(pop(c, &k, "STACK_GLOBAL"));
-            TRY(pop(c, &a, "STACK_GLOBAL"));
+            TRY_RETURN(pop(c, &k, "STACK_GLOBAL"));
+            TRY_RETURN(pop(c, &a, "STACK_GLOBAL"));
             if (a->kind != V_STR || k->kind != V_STR) return PERR(c, "STACK_GLOBAL of non-strings");
-            TRY(make_global(c, a->u.s.p, a->u.s.n, k->u.s.p, k->u.s.n, &v));
-            TRY(push(c, v));
+            TRY_RETURN(make_global(c, a->u.s.p, a->u.s.n, k->u.s.p, k->u.s.n, &v));
+            TRY_RETURN(push(c, v));
             break;
         case 'R': /* REDUCE */
         case 0x81: /* NEWOBJ */
-            TRY(pop(c, &a, op == 'R' ? "REDUCE" : "NEWOBJ"));
-            TRY(pop(c, &k, op == 'R' ? "REDUCE" : "NEWOBJ"));
-            TRY(call_global(c, k, a, &v));
-            TRY(push(c, v));
+            TRY_RETURN(pop(c, &a, op == 'R' ? "REDUCE" : "NEWOBJ"));
+            TRY_RETURN(pop(c, &k, op == 'R' ? "REDUCE" : "NEWOBJ"));
+            TRY_RETURN(call_global(c, k, a, &v));
+            TRY_RETURN(push(c, v));
             break;
         case 'b': /* BUILD: object state (e.g. an OrderedDict's _metadata) is not needed */
-            TRY(pop(c, &a, "BUILD"));
+            TRY_RETURN(pop(c, &a, "BUILD"));
             if (c->sp <= frame_base(c)) return PERR(c, "BUILD on an empty stack");
             break;
         case 's': /* SETITEM */
-            TRY(pop(c, &v, "SETITEM"));
-            TRY(pop(c, &k, "SETITEM"));
+            TRY_RETURN(pop(c, &v, "SETITEM"));
+            TRY_RETURN(pop(c, &k, "SETITEM"));
             if (c->sp <= frame_base(c)) return PERR(c, "SETITEM on an empty stack");
             a = c->stack[c->sp - 1];
             if (a->kind != V_DICT) return PERR(c, "SETITEM on a %s", kind_name(a->kind));
             if (dict_push(a, k, v)) return nomem(c, "dict");
             break;
         case 'u': { /* SETITEMS */
-            TRY(pop_mark(c, &base, "SETITEMS"));
+            TRY_RETURN(pop_mark(c, &base, "SETITEMS"));
             if (base == 0 || base <= frame_base(c)) return PERR(c, "SETITEMS without a dict below the MARK");
             a = c->stack[base - 1];
             if (a->kind != V_DICT) return PERR(c, "SETITEMS on a %s", kind_name(a->kind));
@@ -649,14 +649,14 @@ static drdc_status pk_run(ctx *c, size_t start, size_t end, const char *what, pv
             break;
         }
         case 'a': /* APPEND */
-            TRY(pop(c, &v, "APPEND"));
+            TRY_RETURN(pop(c, &v, "APPEND"));
             if (c->sp <= frame_base(c)) return PERR(c, "APPEND on an empty stack");
             a = c->stack[c->sp - 1];
             if (a->kind != V_LIST) return PERR(c, "APPEND to a %s", kind_name(a->kind));
             if (seq_push(a, v)) return nomem(c, "list");
             break;
         case 'e': /* APPENDS */
-            TRY(pop_mark(c, &base, "APPENDS"));
+            TRY_RETURN(pop_mark(c, &base, "APPENDS"));
             if (base == 0 || base <= frame_base(c)) return PERR(c, "APPENDS without a list below the MARK");
             a = c->stack[base - 1];
             if (a->kind != V_LIST) return PERR(c, "APPENDS to a %s", kind_name(a->kind));
@@ -665,20 +665,20 @@ static drdc_status pk_run(ctx *c, size_t start, size_t end, const char *what, pv
             c->sp = base;
             break;
         case 'Q': /* BINPERSID */
-            TRY(pop(c, &a, "BINPERSID"));
-            TRY(persistent_load(c, a, &v));
-            TRY(push(c, v));
+            TRY_RETURN(pop(c, &a, "BINPERSID"));
+            TRY_RETURN(persistent_load(c, a, &v));
+            TRY_RETURN(push(c, v));
             break;
         case '0': /* POP */
-            TRY(pop(c, &a, "POP"));
+            TRY_RETURN(pop(c, &a, "POP"));
             break;
         case '1': /* POP_MARK */
-            TRY(pop_mark(c, &base, "POP_MARK"));
+            TRY_RETURN(pop_mark(c, &base, "POP_MARK"));
             c->sp = base;
             break;
         case '2': /* DUP */
             if (c->sp <= frame_base(c)) return PERR(c, "DUP on an empty stack");
-            TRY(push(c, c->stack[c->sp - 1]));
+            TRY_RETURN(push(c, c->stack[c->sp - 1]));
             break;
         case '.': /* STOP */
             if (c->nmarks) return PERR(c, "STOP with an open MARK");

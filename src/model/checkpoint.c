@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TRY(call) do { st = (call); if (st) goto done; } while (0)
 
 void drdc_checkpoint_path(char *out, size_t cap, const char *out_dir) {
     snprintf(out, cap, "%s/checkpoint.safetensors", out_dir);

@@ -2,6 +2,7 @@
  * the exact per-category metrics, tables, JSON and CSV (see eval.h). */
 #include "drdc/model/eval.h"
 #include "drdc/core/fsutil.h"
+#include "drdc/stages/heatmap.h"
 #include "drdc/stages/metrics.h"
 #include "drdc/formats/npy.h"
 #include "drdc/core/progress.h"

@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TRY(call) do { st = (call); if (st) goto done; } while (0)
 
 drdc_status drdc_model_build(drdc_model *m, const drdc_config *cfg, dt_device dev) {
     memset(m, 0, sizeof *m);

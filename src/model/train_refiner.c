@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TRY(call) do { st = (call); if (st) goto done; } while (0)
 #define MAX_PARAMS 4096
 
 /* One optimisation step on a batch; returns the loss. */

@@ -338,6 +338,14 @@ extern "C" drdc_status dt_scope_end(void) {
 
 extern "C" int dt_scope_depth(void) { return static_cast<int>(tl_scopes.size()); }
 
+extern "C" drdc_status dt_scope_finish(drdc_status st, dt_tensor result, dt_tensor *out) {
+    if (!st && result) st = dt_scope_keep(result);
+    drdc_status end = dt_scope_end();
+    if (!st) st = end;
+    if (out) *out = st ? nullptr : result;
+    return st;
+}
+
 // ---- dtypes and devices ---------------------------------------------------------------
 
 extern "C" size_t dt_dtype_size(dt_dtype d) {

@@ -360,7 +360,7 @@ void drdc_backbone_free(drdc_backbone *bb) {
  * (the scope frees what was made); on success it frees intermediates early to keep the peak
  * memory low. `x` arguments are borrowed. */
 
-#define TRY(call)                     \
+#define TRY_RETURN(call)              \
     do {                              \
         drdc_status tr_st_ = (call);  \
         if (tr_st_) return tr_st_;    \
@@ -378,24 +378,24 @@ static drdc_status conv(dt_tensor *out, const drdc_backbone *bb, dt_tensor x, co
                         int64_t groups, const int *pad) {
     dt_tensor w, b = NULL, padded = NULL;
     char full[256];
-    TRY(drdc_params_getf(&w, &bb->params, "%s.weight", name));
+    TRY_RETURN(drdc_params_getf(&w, &bb->params, "%s.weight", name));
     snprintf(full, sizeof full, "%s.bias", name);
     b = drdc_params_get(&bb->params, full);
     int64_t k;
-    TRY(dt_size(&k, w, -1));
+    TRY_RETURN(dt_size(&k, w, -1));
     int p[4];
     if (pad) {
         memcpy(p, pad, sizeof p);
     } else {
         int64_t h, wd;
-        TRY(dt_size(&h, x, 2));
-        TRY(dt_size(&wd, x, 3));
+        TRY_RETURN(dt_size(&h, x, 2));
+        TRY_RETURN(dt_size(&wd, x, 3));
         same_pad((int)wd, (int)k, stride, &p[0], &p[1]);
         same_pad((int)h, (int)k, stride, &p[2], &p[3]);
     }
     if (p[0] == p[1] && p[2] == p[3])   /* symmetric: let the conv pad */
         return dt_conv2d(out, x, w, b, stride, stride, p[2], p[0], 1, 1, groups);
-    TRY(dt_constant_pad_nd(&padded, x, p[0], p[1], p[2], p[3], 0.0));   /* [N,C,H+t+b,W+l+r] */
+    TRY_RETURN(dt_constant_pad_nd(&padded, x, p[0], p[1], p[2], p[3], 0.0));   /* [N,C,H+t+b,W+l+r] */
     drdc_status st = dt_conv2d(out, padded, w, b, stride, stride, 0, 0, 1, 1, groups);
     dt_free(padded);
     return st;
@@ -404,11 +404,11 @@ static drdc_status conv(dt_tensor *out, const drdc_backbone *bb, dt_tensor x, co
 /* *x = BatchNorm_name(*x) with running statistics */
 static drdc_status bn_(dt_tensor *x, const drdc_backbone *bb, const char *name) {
     dt_tensor w, b, m, v, y;
-    TRY(drdc_params_getf(&w, &bb->params, "%s.weight", name));
-    TRY(drdc_params_getf(&b, &bb->params, "%s.bias", name));
-    TRY(drdc_params_getf(&m, &bb->params, "%s.running_mean", name));
-    TRY(drdc_params_getf(&v, &bb->params, "%s.running_var", name));
-    TRY(dt_batch_norm_eval(&y, *x, m, v, w, b, bb->bn_eps));
+    TRY_RETURN(drdc_params_getf(&w, &bb->params, "%s.weight", name));
+    TRY_RETURN(drdc_params_getf(&b, &bb->params, "%s.bias", name));
+    TRY_RETURN(drdc_params_getf(&m, &bb->params, "%s.running_mean", name));
+    TRY_RETURN(drdc_params_getf(&v, &bb->params, "%s.running_var", name));
+    TRY_RETURN(dt_batch_norm_eval(&y, *x, m, v, w, b, bb->bn_eps));
     replace(x, y);
     return DRDC_OK;
 }
@@ -416,7 +416,7 @@ static drdc_status bn_(dt_tensor *x, const drdc_backbone *bb, const char *name) 
 /* *x = act(*x): swish for EfficientNet, ReLU6 otherwise */
 static drdc_status act_(dt_tensor *x, const drdc_backbone *bb) {
     dt_tensor y;
-    TRY(bb->family == DRDC_BACKBONE_EFFICIENTNET ? dt_silu(&y, *x) : dt_relu6(&y, *x));
+    TRY_RETURN(bb->family == DRDC_BACKBONE_EFFICIENTNET ? dt_silu(&y, *x) : dt_relu6(&y, *x));
     replace(x, y);
     return DRDC_OK;
 }
@@ -425,7 +425,7 @@ static drdc_status act_(dt_tensor *x, const drdc_backbone *bb) {
 static drdc_status conv_(dt_tensor *x, const drdc_backbone *bb, const char *name, int stride, int64_t groups,
                          const int *pad) {
     dt_tensor y;
-    TRY(conv(&y, bb, *x, name, stride, groups, pad));
+    TRY_RETURN(conv(&y, bb, *x, name, stride, groups, pad));
     replace(x, y);
     return DRDC_OK;
 }
@@ -435,8 +435,8 @@ static drdc_status conv_(dt_tensor *x, const drdc_backbone *bb, const char *name
 static drdc_status normalise(dt_tensor *out, const drdc_backbone *bb, dt_tensor images) {
     if (bb->family == DRDC_BACKBONE_MOBILENET_V2) {
         dt_tensor t;
-        TRY(dt_mul_scalar(&t, images, 2.0));   /* [B,3,H,W] in [0,2] */
-        TRY(dt_add_scalar(out, t, -1.0));      /* [B,3,H,W] in [-1,1] */
+        TRY_RETURN(dt_mul_scalar(&t, images, 2.0));   /* [B,3,H,W] in [0,2] */
+        TRY_RETURN(dt_add_scalar(out, t, -1.0));      /* [B,3,H,W] in [-1,1] */
         dt_free(t);
         return DRDC_OK;
     }
@@ -447,10 +447,10 @@ static drdc_status normalise(dt_tensor *out, const drdc_backbone *bb, dt_tensor 
     }
     int64_t shape[4] = {1, 3, 1, 1};
     dt_tensor m, s, c;
-    TRY(dt_from_host(&m, mean, DT_F32, shape, 4, bb->device));     /* [1,3,1,1] */
-    TRY(dt_from_host(&s, inv_std, DT_F32, shape, 4, bb->device));  /* [1,3,1,1] */
-    TRY(dt_sub(&c, images, m));                                    /* [B,3,H,W] */
-    TRY(dt_div(out, c, s));                                        /* [B,3,H,W] */
+    TRY_RETURN(dt_from_host(&m, mean, DT_F32, shape, 4, bb->device));     /* [1,3,1,1] */
+    TRY_RETURN(dt_from_host(&s, inv_std, DT_F32, shape, 4, bb->device));  /* [1,3,1,1] */
+    TRY_RETURN(dt_sub(&c, images, m));                                    /* [B,3,H,W] */
+    TRY_RETURN(dt_div(out, c, s));                                        /* [B,3,H,W] */
     dt_free(c);
     dt_free(m);
     dt_free(s);
@@ -464,23 +464,23 @@ static drdc_status mobilenet_block(dt_tensor *out, const drdc_backbone *bb, int 
     dt_tensor h = NULL;
     if (b->expand_ch == b->in_ch) {   /* features.1 */
         snprintf(name, sizeof name, "features.%d.conv.0.0", i);
-        TRY(conv(&h, bb, x, name, b->stride, b->in_ch, NULL));   /* [B,Cin,H/s,W/s] depthwise */
-        TRY(act_(&h, bb));
+        TRY_RETURN(conv(&h, bb, x, name, b->stride, b->in_ch, NULL));   /* [B,Cin,H/s,W/s] depthwise */
+        TRY_RETURN(act_(&h, bb));
         snprintf(name, sizeof name, "features.%d.conv.1", i);
-        TRY(conv_(&h, bb, name, 1, 1, NULL));                     /* [B,Cout,H/s,W/s] project */
+        TRY_RETURN(conv_(&h, bb, name, 1, 1, NULL));                     /* [B,Cout,H/s,W/s] project */
     } else {
         snprintf(name, sizeof name, "features.%d.conv.0.0", i);
-        TRY(conv(&h, bb, x, name, 1, 1, NULL));                   /* [B,E,H,W] expand */
-        TRY(act_(&h, bb));
+        TRY_RETURN(conv(&h, bb, x, name, 1, 1, NULL));                   /* [B,E,H,W] expand */
+        TRY_RETURN(act_(&h, bb));
         snprintf(name, sizeof name, "features.%d.conv.1.0", i);
-        TRY(conv_(&h, bb, name, b->stride, b->expand_ch, NULL));  /* [B,E,H/s,W/s] depthwise */
-        TRY(act_(&h, bb));
+        TRY_RETURN(conv_(&h, bb, name, b->stride, b->expand_ch, NULL));  /* [B,E,H/s,W/s] depthwise */
+        TRY_RETURN(act_(&h, bb));
         snprintf(name, sizeof name, "features.%d.conv.2", i);
-        TRY(conv_(&h, bb, name, 1, 1, NULL));                     /* [B,Cout,H/s,W/s] project */
+        TRY_RETURN(conv_(&h, bb, name, 1, 1, NULL));                     /* [B,Cout,H/s,W/s] project */
     }
     if (b->residual) {
         dt_tensor y;
-        TRY(dt_add(&y, h, x));                                    /* [B,Cout,H,W] */
+        TRY_RETURN(dt_add(&y, h, x));                                    /* [B,Cout,H,W] */
         replace(&h, y);
     }
     *out = h;
@@ -496,40 +496,40 @@ static drdc_status efficientnet_block(dt_tensor *out, const drdc_backbone *bb, i
     dt_tensor h = NULL;
     if (b->expand_ch != b->in_ch) {
         snprintf(name, sizeof name, "_blocks.%d._expand_conv", i);
-        TRY(conv(&h, bb, x, name, 1, 1, nopad));                  /* [B,E,H,W] */
+        TRY_RETURN(conv(&h, bb, x, name, 1, 1, nopad));                  /* [B,E,H,W] */
         snprintf(name, sizeof name, "_blocks.%d._bn0", i);
-        TRY(bn_(&h, bb, name));
-        TRY(act_(&h, bb));
+        TRY_RETURN(bn_(&h, bb, name));
+        TRY_RETURN(act_(&h, bb));
         snprintf(name, sizeof name, "_blocks.%d._depthwise_conv", i);
-        TRY(conv_(&h, bb, name, b->stride, b->expand_ch, b->pad));   /* [B,E,H',W'] */
+        TRY_RETURN(conv_(&h, bb, name, b->stride, b->expand_ch, b->pad));   /* [B,E,H',W'] */
     } else {
         snprintf(name, sizeof name, "_blocks.%d._depthwise_conv", i);
-        TRY(conv(&h, bb, x, name, b->stride, b->expand_ch, b->pad)); /* [B,E,H',W'] */
+        TRY_RETURN(conv(&h, bb, x, name, b->stride, b->expand_ch, b->pad)); /* [B,E,H',W'] */
     }
     snprintf(name, sizeof name, "_blocks.%d._bn1", i);
-    TRY(bn_(&h, bb, name));
-    TRY(act_(&h, bb));
+    TRY_RETURN(bn_(&h, bb, name));
+    TRY_RETURN(act_(&h, bb));
     if (b->se_ch) {
         dt_tensor s, gate, y;
-        TRY(dt_adaptive_avg_pool2d(&s, h, 1, 1));                 /* [B,E,1,1] */
+        TRY_RETURN(dt_adaptive_avg_pool2d(&s, h, 1, 1));                 /* [B,E,1,1] */
         snprintf(name, sizeof name, "_blocks.%d._se_reduce", i);
-        TRY(conv_(&s, bb, name, 1, 1, nopad));                     /* [B,S,1,1] */
-        TRY(act_(&s, bb));
+        TRY_RETURN(conv_(&s, bb, name, 1, 1, nopad));                     /* [B,S,1,1] */
+        TRY_RETURN(act_(&s, bb));
         snprintf(name, sizeof name, "_blocks.%d._se_expand", i);
-        TRY(conv_(&s, bb, name, 1, 1, nopad));                     /* [B,E,1,1] */
-        TRY(dt_sigmoid(&gate, s));                                 /* [B,E,1,1] */
+        TRY_RETURN(conv_(&s, bb, name, 1, 1, nopad));                     /* [B,E,1,1] */
+        TRY_RETURN(dt_sigmoid(&gate, s));                                 /* [B,E,1,1] */
         dt_free(s);
-        TRY(dt_mul(&y, gate, h));                                  /* [B,E,H',W'] */
+        TRY_RETURN(dt_mul(&y, gate, h));                                  /* [B,E,H',W'] */
         dt_free(gate);
         replace(&h, y);
     }
     snprintf(name, sizeof name, "_blocks.%d._project_conv", i);
-    TRY(conv_(&h, bb, name, 1, 1, nopad));                         /* [B,Cout,H',W'] */
+    TRY_RETURN(conv_(&h, bb, name, 1, 1, nopad));                         /* [B,Cout,H',W'] */
     snprintf(name, sizeof name, "_blocks.%d._bn2", i);
-    TRY(bn_(&h, bb, name));
+    TRY_RETURN(bn_(&h, bb, name));
     if (b->residual) {
         dt_tensor y;
-        TRY(dt_add(&y, h, x));                                     /* [B,Cout,H,W] */
+        TRY_RETURN(dt_add(&y, h, x));                                     /* [B,Cout,H,W] */
         replace(&h, y);
     }
     *out = h;
@@ -562,31 +562,31 @@ static drdc_status check_images(const drdc_backbone *bb, dt_tensor images, int n
  * NULL). */
 static drdc_status trunk(const drdc_backbone *bb, dt_tensor images, int last, dt_tensor *feats, dt_tensor *tail) {
     dt_tensor x;
-    TRY(normalise(&x, bb, images));                                /* [B,3,H,W] */
+    TRY_RETURN(normalise(&x, bb, images));                                /* [B,3,H,W] */
     int j = 0;
     for (int i = 0; i <= last; i++) {
         dt_tensor y;
         if (bb->family == DRDC_BACKBONE_MOBILENET_V2) {
             if (i == 0) {
-                TRY(conv(&y, bb, x, "features.0.0", 2, 1, NULL));  /* [B,32,H/2,W/2] stem */
+                TRY_RETURN(conv(&y, bb, x, "features.0.0", 2, 1, NULL));  /* [B,32,H/2,W/2] stem */
                 replace(&x, y);
-                TRY(act_(&x, bb));
+                TRY_RETURN(act_(&x, bb));
             } else {
-                TRY(mobilenet_block(&y, bb, i, x));                /* [B,c_i,H/s_i,W/s_i] */
+                TRY_RETURN(mobilenet_block(&y, bb, i, x));                /* [B,c_i,H/s_i,W/s_i] */
                 replace(&x, y);
             }
         } else {
             if (i == 0) {
-                TRY(conv(&y, bb, x, "_conv_stem", 2, 1, bb->stem_pad)); /* [B,stem,H/2,W/2] */
+                TRY_RETURN(conv(&y, bb, x, "_conv_stem", 2, 1, bb->stem_pad)); /* [B,stem,H/2,W/2] */
                 replace(&x, y);
-                TRY(bn_(&x, bb, "_bn0"));
-                TRY(act_(&x, bb));
+                TRY_RETURN(bn_(&x, bb, "_bn0"));
+                TRY_RETURN(act_(&x, bb));
             }
-            TRY(efficientnet_block(&y, bb, i, x));                 /* [B,c_i,~H/s_i,~W/s_i] */
+            TRY_RETURN(efficientnet_block(&y, bb, i, x));                 /* [B,c_i,~H/s_i,~W/s_i] */
             replace(&x, y);
         }
         if (j < bb->n_feat && bb->feat_blocks[j] == i) {
-            if (feats) TRY(dt_detach(&feats[j], x));               /* shares storage with x */
+            if (feats) TRY_RETURN(dt_detach(&feats[j], x));               /* shares storage with x */
             j++;
         }
     }
@@ -626,16 +626,16 @@ static drdc_status blocks_fn(dt_tensor *outs, int n, const drdc_backbone *bb, dt
 static drdc_status features_fn(dt_tensor *outs, int n, const drdc_backbone *bb, dt_tensor images) {
     (void)n;
     dt_tensor feats[DRDC_MAX_LIST] = {0}, resized[DRDC_MAX_LIST] = {0};
-    TRY(trunk(bb, images, bb->feat_blocks[bb->n_feat - 1], feats, NULL));
+    TRY_RETURN(trunk(bb, images, bb->feat_blocks[bb->n_feat - 1], feats, NULL));
     int64_t h, w;
-    TRY(dt_size(&h, images, 2));
-    TRY(dt_size(&w, images, 3));
+    TRY_RETURN(dt_size(&h, images, 2));
+    TRY_RETURN(dt_size(&w, images, 3));
     for (int j = 0; j < bb->n_feat; j++) {
-        TRY(dt_interpolate(&resized[j], feats[j], h / 16, w / 16, DT_INTERP_BILINEAR_AC)); /* [B,c_j,H/16,W/16] */
+        TRY_RETURN(dt_interpolate(&resized[j], feats[j], h / 16, w / 16, DT_INTERP_BILINEAR_AC)); /* [B,c_j,H/16,W/16] */
         dt_free(feats[j]);
         feats[j] = NULL;
     }
-    TRY(dt_cat(&outs[0], resized, bb->n_feat, 1));                 /* [B,C,H/16,W/16] */
+    TRY_RETURN(dt_cat(&outs[0], resized, bb->n_feat, 1));                 /* [B,C,H/16,W/16] */
     for (int j = 0; j < bb->n_feat; j++) dt_free(resized[j]);
     return DRDC_OK;
 }
@@ -644,27 +644,27 @@ static drdc_status classify_fn(dt_tensor *outs, int n, const drdc_backbone *bb, 
     (void)n;
     static const int nopad[4] = {0, 0, 0, 0};
     dt_tensor x, y, w, b;
-    TRY(trunk(bb, images, bb->n_blocks - 1, NULL, &x));           /* [B,c_last,H/32,W/32] */
+    TRY_RETURN(trunk(bb, images, bb->n_blocks - 1, NULL, &x));           /* [B,c_last,H/32,W/32] */
     static const int64_t hw[2] = {2, 3};
     if (bb->family == DRDC_BACKBONE_MOBILENET_V2) {
         char name[32];
         snprintf(name, sizeof name, "features.%d.0", bb->n_blocks);
-        TRY(conv_(&x, bb, name, 1, 1, NULL));                      /* [B,1280,H/32,W/32] */
-        TRY(act_(&x, bb));
-        TRY(dt_mean(&y, x, hw, 2, 0));                             /* [B,1280] */
+        TRY_RETURN(conv_(&x, bb, name, 1, 1, NULL));                      /* [B,1280,H/32,W/32] */
+        TRY_RETURN(act_(&x, bb));
+        TRY_RETURN(dt_mean(&y, x, hw, 2, 0));                             /* [B,1280] */
         replace(&x, y);
-        TRY(drdc_params_getf(&w, &bb->params, "classifier.1.weight"));
-        TRY(drdc_params_getf(&b, &bb->params, "classifier.1.bias"));
+        TRY_RETURN(drdc_params_getf(&w, &bb->params, "classifier.1.weight"));
+        TRY_RETURN(drdc_params_getf(&b, &bb->params, "classifier.1.bias"));
     } else {
-        TRY(conv_(&x, bb, "_conv_head", 1, 1, nopad));             /* [B,head,H/32,W/32] */
-        TRY(bn_(&x, bb, "_bn1"));
-        TRY(act_(&x, bb));
-        TRY(dt_mean(&y, x, hw, 2, 0));                             /* [B,head] */
+        TRY_RETURN(conv_(&x, bb, "_conv_head", 1, 1, nopad));             /* [B,head,H/32,W/32] */
+        TRY_RETURN(bn_(&x, bb, "_bn1"));
+        TRY_RETURN(act_(&x, bb));
+        TRY_RETURN(dt_mean(&y, x, hw, 2, 0));                             /* [B,head] */
         replace(&x, y);
-        TRY(drdc_params_getf(&w, &bb->params, "_fc.weight"));
-        TRY(drdc_params_getf(&b, &bb->params, "_fc.bias"));
+        TRY_RETURN(drdc_params_getf(&w, &bb->params, "_fc.weight"));
+        TRY_RETURN(drdc_params_getf(&b, &bb->params, "_fc.bias"));
     }
-    TRY(dt_linear(&outs[0], x, w, b));                             /* [B,n_classes] */
+    TRY_RETURN(dt_linear(&outs[0], x, w, b));                             /* [B,n_classes] */
     dt_free(x);
     return DRDC_OK;
 }
@@ -674,20 +674,20 @@ drdc_status drdc_backbone_blocks_out(dt_tensor *outs, int n, const drdc_backbone
     if (n != bb->n_feat)
         return drdc_fail(DRDC_ERR_INPUT, "backbone %s: %d outputs asked, it has %d feature blocks", bb->arch, n,
                          bb->n_feat);
-    TRY(check_images(bb, images, 0));
+    TRY_RETURN(check_images(bb, images, 0));
     return run(blocks_fn, outs, n, bb, images);
 }
 
 drdc_status drdc_backbone_features(dt_tensor *out, const drdc_backbone *bb, dt_tensor images) {
     if (!bb || !out) return drdc_fail(DRDC_ERR_INPUT, "drdc_backbone_features: NULL argument");
     *out = NULL;
-    TRY(check_images(bb, images, 1));
+    TRY_RETURN(check_images(bb, images, 1));
     return run(features_fn, out, 1, bb, images);
 }
 
 drdc_status drdc_backbone_classify(dt_tensor *logits, const drdc_backbone *bb, dt_tensor images) {
     if (!bb || !logits) return drdc_fail(DRDC_ERR_INPUT, "drdc_backbone_classify: NULL argument");
     *logits = NULL;
-    TRY(check_images(bb, images, 0));
+    TRY_RETURN(check_images(bb, images, 0));
     return run(classify_fn, logits, 1, bb, images);
 }

@@ -11,7 +11,6 @@
 
 #define LN_EPS 1e-5   /* nn.LayerNorm's default, as UniAD */
 
-#define TRY(call) do { st = (call); if (st) goto done; } while (0)
 
 /* ---- building ------------------------------------------------------------------------------ */
 

@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TRY(call) do { st = (call); if (st) goto done; } while (0)
 
 static const dt_device k_cpu = {DT_CPU, 0};
 

@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TRY(call) do { st = (call); if (st) goto done; } while (0)
 
 /* Ends the scope opened by a function: on success `result` moves to the caller. */
 static drdc_status scope_finish(drdc_status st, dt_tensor result, dt_tensor *out) {

@@ -1,7 +1,7 @@
 /* heatmap.c: heatmap colouring for drdc's outputs: the "turbo" colour map (Google's polynomial
  * approximation, Mikhailov 2019, Apache-2.0), colorize (raw values -> RGB) and overlay (blend a
  * coloured heatmap onto the image, weighted by the normalised value). */
-#include "drdc/formats/image.h"
+#include "drdc/stages/heatmap.h"
 
 #include <math.h>
 #include <string.h>

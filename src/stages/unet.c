@@ -15,7 +15,6 @@
 #define GN_EPS 1e-5           /* nn.GroupNorm's default, as GroupNorm32 */
 #define MAX_PERIOD 10000.0    /* timestep_embedding's max_period */
 
-#define TRY(call) do { st = (call); if (st) goto done; } while (0)
 
 /* ---- building ------------------------------------------------------------------------------ */
 

@@ -4,7 +4,17 @@
  * leaves a message in a thread-local buffer (drdc_last_error). Callers add context on the way
  * up with drdc_error_context ("loading model.safetensors: " + inner message). Only main and
  * the command functions turn a status into an exit code (drdc_exit_code).
- * The status values are append-only: never renumber them. */
+ * The status values are append-only: never renumber them.
+ *
+ * The one idiom for a function with cleanup: a status `st`, each fallible call wrapped in TRY, one
+ * `done:` label where everything is released:
+ *     drdc_status st = DRDC_OK;
+ *     TRY(drdc_read_file(path, &text, &n));
+ *     TRY(parse(text));
+ * done:
+ *     free(text);
+ *     return st;
+ * Argument checks before anything is acquired may `return drdc_fail(...)` directly. */
 #ifndef DRDC_ERROR_H
 #define DRDC_ERROR_H
 
@@ -47,6 +57,13 @@ drdc_status drdc_error_hint(drdc_status st, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
+
+/* Runs call; on failure leaves the function through its `done:` label with st set. */
+#define TRY(call)                  \
+    do {                           \
+        st = (call);               \
+        if (st) goto done;         \
+    } while (0)
 
 /* The last message set on this thread ("" if none). Valid until the next drdc_fail. */
 const char *drdc_last_error(void);

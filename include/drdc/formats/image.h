@@ -1,4 +1,4 @@
-/* image.h: images in host memory, loading (stb_image), resizing, PNG writing, heatmap colouring.
+/* image.h: images in host memory, loading (stb_image), resizing, PNG writing.
  *
  * An image is float32, interleaved HWC, values in [0,1]; `c` is 1 (gray/mask) or 3 (RGB).
  * Loading turns gray, gray+alpha, RGB, RGBA (8 or 16 bit PNG, JPEG, BMP, ...) into RGB
@@ -44,17 +44,6 @@ drdc_status drdc_image_resize(const drdc_image *src, int w, int h, drdc_image *d
 /* Writes an 8-bit PNG (c = 1 or 3), values clamped to [0,1] and rounded. Atomic: written to a
  * temporary file in the same folder, then renamed. */
 drdc_status drdc_image_write_png(const char *path, const drdc_image *img);
-
-/* Heatmap colouring: value v maps to t = clamp((v - lo) / (hi - lo), 0, 1), then through the
- * fixed "turbo" colour map (Google's polynomial approximation; t = 0 dark blue, t = 1 dark
- * red). A heatmap is a c = 1 image of raw values; the result is RGB. */
-void drdc_colormap_turbo(float t, float rgb[3]);
-drdc_status drdc_heatmap_colorize(const drdc_image *heat, float lo, float hi, drdc_image *rgb_out);
-
-/* Overlay: out = (1 - opacity * t) * image + opacity * t * colour(t), so normal regions keep the
- * image and anomalous ones show the colour. heat and image must have the same size. */
-drdc_status drdc_heatmap_overlay(const drdc_image *image, const drdc_image *heat, float lo, float hi,
-                                 float opacity, drdc_image *out);
 
 #ifdef __cplusplus
 }

@@ -67,6 +67,10 @@ drdc_status dt_scope_begin(void);            /* opens a nested scope on this thr
 drdc_status dt_scope_keep(dt_tensor t);      /* moves t out of its scope (to the enclosing one, or to the caller) */
 drdc_status dt_scope_end(void);              /* frees all handles still in the innermost scope and closes it */
 int dt_scope_depth(void);                    /* open scopes on this thread */
+/* Ends the innermost scope of a function that produces `result`: when st is DRDC_OK, result (may be
+ * NULL) is kept (moved to the caller) and stored in *out (out may be NULL); otherwise *out = NULL.
+ * The scope is always closed. Returns st, or the failure of keeping or closing. */
+drdc_status dt_scope_finish(drdc_status st, dt_tensor result, dt_tensor *out);
 
 /* ---- dtypes and devices --------------------------------------------------------------- */
 size_t dt_dtype_size(dt_dtype d);            /* bytes per element (0 for an unknown value) */
