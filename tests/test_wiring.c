@@ -11,7 +11,7 @@
 #include "drdc/model/model.h"
 #include "drdc/stages/fusion.h"
 #include "drdc/formats/image.h"
-#include "drdc/model/train.h"
+#include "drdc/model/calibrate.h"
 #include "testlib.h"
 
 #include <math.h>

@@ -1,9 +1,8 @@
 /* cmd_backbone.c: `drdc backbone`: the ImageNet self-check of a backbone and its weights: classifies
  * images and prints the top-k classes with their labels (a wrong forward pass or wrongly named
  * weights shows up at once as nonsense labels). */
-#include "drdc/stages/backbone.h"
 #include "drdc/commands/commands.h"
-#include "drdc/formats/image.h"
+#include "drdc/model/classify.h"
 #include "drdc/shim/runtime.h"
 
 #include <errno.h>
@@ -99,101 +98,38 @@ static int beside(char *out, size_t cap, const char *path, const char *rel) {
     return f != NULL;
 }
 
-/* Loads every image, resized to size x size, into one [N,3,size,size] tensor on dev. */
-static drdc_status load_batch(dt_tensor *out, const drdc_opt_multi *paths, int size, dt_device dev) {
-    size_t plane = (size_t)size * (size_t)size;
-    float *buf = malloc(sizeof(float) * 3 * plane * (size_t)paths->n);
-    if (!buf) return drdc_fail(DRDC_ERR_NOMEM, "out of memory for %d images", paths->n);
-    drdc_status st = DRDC_OK;
-    for (int i = 0; !st && i < paths->n; i++) {
-        drdc_image img = {0}, small = {0};
-        st = drdc_image_load_rgb(paths->values[i], &img);
-        if (!st) st = drdc_image_resize(&img, size, size, &small);
-        for (size_t p = 0; !st && p < plane; p++)   /* HWC -> CHW */
-            for (int c = 0; c < 3; c++) buf[((size_t)i * 3 + (size_t)c) * plane + p] = small.data[p * 3 + (size_t)c];
-        drdc_image_free(&img);
-        drdc_image_free(&small);
-    }
-    int64_t shape[4] = {paths->n, 3, size, size};
-    if (!st) st = dt_from_host(out, buf, DT_F32, shape, 4, dev);
-    free(buf);
-    return st;
-}
-
 static drdc_status classify_and_print(void) {
     drdc_runtime rt;
     drdc_status st = drdc_runtime_init(&rt, A.device, A.threads);
     if (st) return st;
-    drdc_backbone_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    snprintf(cfg.arch, sizeof cfg.arch, "%s", A.arch);
-    int size = A.size;
-    if (!size) {
-        st = drdc_backbone_native_size(A.arch, &size);
-        if (st) return drdc_error_context(DRDC_ERR_USAGE, "--arch");
-    }
-    drdc_backbone bb;
-    if (size < 32) return drdc_fail(DRDC_ERR_USAGE, "--size %d: at least 32 px", size);
-    st = drdc_backbone_build(&bb, &cfg, size, rt.device, 0);
-    if (st) return st;
-    labels lab = {0};
-    dt_tensor images = NULL, logits = NULL, probs = NULL, top_p = NULL, top_i = NULL;
-    if (A.weights) {
-        st = drdc_backbone_load(&bb, A.weights);
-    } else {
+    if (!A.weights)
         fprintf(stderr,
                 "drdc backbone: WARNING: no --weights given: this is a RANDOM %s with untrained weights.\n"
                 "drdc backbone: WARNING: its classes below are meaningless; anomaly detection with it falls far\n"
                 "drdc backbone: WARNING: below the paper. Give pretrained weights (../shared/weights).\n",
                 A.arch);
-    }
+    labels lab = {0};
+    drdc_topk top = {0};
     char path[2048];
-    if (!st && A.labels)
-        st = labels_load(&lab, A.labels);
-    else if (!st && A.weights && beside(path, sizeof path, A.weights, "check/imagenet_labels.txt"))
-        st = labels_load(&lab, path);
-    if (!st) st = load_batch(&images, &A.images, size, rt.device);
-    if (!st) st = drdc_backbone_classify(&logits, &bb, images);
-    if (!st) st = dt_softmax(&probs, logits, 1);                          /* [N,classes] */
-    int k = A.top < bb.n_classes ? A.top : bb.n_classes;
-    if (!st) st = dt_topk(&top_p, &top_i, probs, k, 1, 1);                /* [N,k] */
-    dt_tensor top_p_cpu = NULL, top_i_cpu = NULL;
-    if (!st) st = dt_to_device(&top_p_cpu, top_p, (dt_device){DT_CPU, 0});
-    if (!st) st = dt_to_device(&top_i_cpu, top_i, (dt_device){DT_CPU, 0});
-    float *p = NULL;
-    int64_t *idx = NULL;
-    size_t n = (size_t)A.images.n * (size_t)k;
-    if (!st) {
-        p = malloc(sizeof *p * n);
-        idx = malloc(sizeof *idx * n);
-        if (!p || !idx) st = drdc_fail(DRDC_ERR_NOMEM, "out of memory");
-    }
-    if (!st) st = dt_copy_to_host(top_p_cpu, p, sizeof *p * n);
-    if (!st) st = dt_copy_to_host(top_i_cpu, idx, sizeof *idx * n);
-    if (!st) {
-        printf("%s (%s weights), %dx%d px, %s\n", bb.arch, A.weights ? A.weights : "RANDOM", size, size,
-               rt.device_name);
-        for (int i = 0; i < A.images.n; i++) {
-            printf("%s:\n", A.images.values[i]);
-            for (int j = 0; j < k; j++) {
-                int c = (int)idx[(size_t)i * (size_t)k + (size_t)j];
-                const char *name = label_of(&lab, bb.n_classes, c);
-                printf("  %d. %6.4f  %4d  %s\n", j + 1, p[(size_t)i * (size_t)k + (size_t)j], c,
-                       name ? name : "(no label)");
-            }
+    if (A.labels)
+        TRY(labels_load(&lab, A.labels));
+    else if (A.weights && beside(path, sizeof path, A.weights, "check/imagenet_labels.txt"))
+        TRY(labels_load(&lab, path));
+    TRY(drdc_classify_images(&top, A.arch, A.weights, A.images.values, A.images.n, A.size, A.top, rt.device));
+    printf("%s (%s weights), %dx%d px, %s\n", A.arch, A.weights ? A.weights : "RANDOM", top.size, top.size,
+           rt.device_name);
+    for (int i = 0; i < top.n_images; i++) {
+        printf("%s:\n", A.images.values[i]);
+        for (int j = 0; j < top.k; j++) {
+            int c = (int)top.idx[(size_t)i * (size_t)top.k + (size_t)j];
+            const char *name = label_of(&lab, top.n_classes, c);
+            printf("  %d. %6.4f  %4d  %s\n", j + 1, top.p[(size_t)i * (size_t)top.k + (size_t)j], c,
+                   name ? name : "(no label)");
         }
     }
-    free(p);
-    free(idx);
-    dt_free(top_p_cpu);
-    dt_free(top_i_cpu);
-    dt_free(top_p);
-    dt_free(top_i);
-    dt_free(probs);
-    dt_free(logits);
-    dt_free(images);
+done:
+    drdc_topk_free(&top);
     labels_free(&lab);
-    drdc_backbone_free(&bb);
     return st;
 }
 
@@ -201,13 +137,9 @@ int drdc_cmd_backbone(int argc, char **argv) {
     memset(&A, 0, sizeof A);
     A.arch = "mobilenet_v2";
     A.top = 5;
-    int help = 0;
-    drdc_status st = drdc_cli_parse(&SPEC, argc, argv, &help);
-    if (st) return drdc_cli_report("backbone", st);
-    if (help) {
-        drdc_cli_print_help(stdout, &SPEC);
-        return 0;
-    }
+    int rc = drdc_cli_begin(&SPEC, argc, argv);
+    if (rc >= 0) return rc;
+    drdc_status st;
     if (A.images.n == 0)
         return drdc_cli_report("backbone", drdc_fail(DRDC_ERR_USAGE, "--image FILE is required"));
     st = classify_and_print();

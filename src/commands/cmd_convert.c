@@ -25,13 +25,9 @@ const drdc_command *drdc_convert_spec(void) { return &SPEC; }
 
 int drdc_cmd_convert(int argc, char **argv) {
     memset(&A, 0, sizeof A);
-    int help = 0;
-    drdc_status st = drdc_cli_parse(&SPEC, argc, argv, &help);
-    if (st) return drdc_cli_report("convert", st);
-    if (help) {
-        drdc_cli_print_help(stdout, &SPEC);
-        return 0;
-    }
+    int rc = drdc_cli_begin(&SPEC, argc, argv);
+    if (rc >= 0) return rc;
+    drdc_status st;
     if (!A.in || !A.out)
         return drdc_cli_report("convert", drdc_fail(DRDC_ERR_USAGE, "--in FILE.pth and --out FILE.safetensors are required"));
     int n = 0, skipped = 0;

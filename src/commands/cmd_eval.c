@@ -1,16 +1,13 @@
 /* cmd_eval.c: `drdc eval`: exact per-category metrics of a model's maps (or of maps made by any
  * other tool, --maps) on a labelled test set. */
 #include "drdc/commands/commands.h"
-#include "drdc/data/dataset.h"
-#include "drdc/model/eval.h"
 #include "drdc/core/fsutil.h"
-#include "drdc/stages/fusion.h"
-#include "drdc/data/loader.h"
-#include "drdc/model/model.h"
+#include "drdc/data/dataset.h"
 #include "drdc/formats/npy.h"
-#include "drdc/core/progress.h"
+#include "drdc/model/calibrate.h"
+#include "drdc/model/eval.h"
+#include "drdc/model/model.h"
 #include "drdc/shim/runtime.h"
-#include "drdc/model/train.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -145,131 +142,16 @@ static drdc_status eval_maps(void) {
     return run_eval(A.dataset, A.data_root, NULL, 1, methods, maps_source, (void *)A.maps, NULL, NULL, NULL);
 }
 
-/* --model: the maps of one category's test images are computed in batches the first time one of
- * them is asked for, and kept until the next category. Methods: "base" (UniAD's map at
- * data.image_size), "diffusion" (the diffusion map of eqs. 14-16 alone; its image score is the
- * same pooled maximum) and "drdc" (the fused map), the last two at refiner.image_size. */
-enum { SRC_BASE, SRC_DIFF, SRC_DRDC, N_SRC };
-static const char *const SRC_NAMES[N_SRC] = {"base", "diffusion", "drdc"};
-
-typedef struct model_source {
-    const drdc_model *m;
-    int want[N_SRC];
-    int size;              /* maps are size x size */
-    int load_size;         /* images are loaded at load_size x load_size (drdc_model_input_size) */
-    int category;          /* category cached, -1 none */
-    float *maps[N_SRC];    /* [n][size*size] per method */
-    float *scores[N_SRC];  /* [n] */
-} model_source;
-
-static drdc_status fill_category(model_source *ms, const drdc_dataset *ds, int c) {
-    const drdc_category *cat = &ds->categories[c];
-    int S = ms->size, I = ms->load_size, n = cat->n_test;
-    size_t plane = (size_t)S * S;
-    ms->category = -1;
-    for (int k = 0; k < N_SRC; k++) {
-        free(ms->maps[k]);
-        free(ms->scores[k]);
-        ms->maps[k] = ms->scores[k] = NULL;
-        if (!ms->want[k]) continue;
-        ms->maps[k] = malloc(sizeof(float) * (size_t)n * plane);
-        ms->scores[k] = malloc(sizeof(float) * (size_t)n);
-        if (!ms->maps[k] || !ms->scores[k]) return drdc_fail(DRDC_ERR_NOMEM, "out of memory for %d maps", n);
-    }
-    drdc_loader_options lo;
-    drdc_loader_options_default(&lo);
-    lo.image_size = I;
-    lo.batch_size = ms->m->cfg.infer.batch;
-    lo.workers = ms->m->cfg.data.workers;
-    drdc_loader *ld = NULL;
-    drdc_status st = drdc_loader_create(&ld, cat->test, cat->n_test, &lo);
-    if (!st) st = drdc_loader_start_epoch(ld, 0);
-    const drdc_batch *b;
-    /* the category's maps come first, in batches: their own progress line (DRDC takes minutes) */
-    char label[320];
-    snprintf(label, sizeof label, "maps of %s", cat->name);
-    drdc_progress prog;
-    drdc_progress_begin(&prog, label, n, 0);
-    int n_done = 0;
-    while (!st && !(st = drdc_loader_next(ld, &b)) && b) {
-        const int64_t shape[4] = {b->n, 3, I, I};
-        dt_tensor host = NULL, images = NULL, out[2 * N_SRC] = {NULL};   /* map, score per method */
-        st = dt_from_host(&host, b->images, DT_F32, shape, 4, (dt_device){DT_CPU, 0});
-        if (!st) st = dt_to_device(&images, host, ms->m->dev);
-        if (!st && (ms->want[SRC_DRDC] || ms->want[SRC_DIFF])) {
-            st = drdc_model_drdc(&out[2 * SRC_DRDC], &out[2 * SRC_DRDC + 1], &out[2 * SRC_BASE], &out[2 * SRC_BASE + 1],
-                                 ms->want[SRC_DIFF] ? &out[2 * SRC_DIFF] : NULL, ms->m, images, 0, NULL);
-            if (!st && ms->want[SRC_DIFF])
-                st = drdc_fusion_image_score(&out[2 * SRC_DIFF + 1], out[2 * SRC_DIFF], ms->m->cfg.infer.pool);
-        } else if (!st) {
-            st = drdc_model_base(&out[2 * SRC_BASE], &out[2 * SRC_BASE + 1], ms->m, images);
-        }
-        int first = b->index[0];   /* unshuffled: the batch holds samples first .. first + n - 1 */
-        for (int k = 0; !st && k < N_SRC; k++) {
-            if (!ms->want[k] || !out[2 * k]) continue;
-            st = dt_copy_to_host(out[2 * k], ms->maps[k] + (size_t)first * plane, sizeof(float) * b->n * plane);
-            if (!st) st = dt_copy_to_host(out[2 * k + 1], ms->scores[k] + first, sizeof(float) * (size_t)b->n);
-        }
-        dt_free(host);
-        dt_free(images);
-        for (int k = 0; k < 2 * N_SRC; k++) dt_free(out[k]);
-        n_done += b->n;
-        if (!st) drdc_progress_update(&prog, n_done, NULL);
-    }
-    drdc_progress_end(&prog);
-    drdc_loader_free(ld);
-    if (!st) ms->category = c;
-    return st;
-}
-
-static drdc_status model_source_fn(void *ctx, const drdc_dataset *ds, const drdc_sample *s, drdc_image *maps,
-                                   float *scores) {
-    model_source *ms = ctx;
-    int S = ms->size;
-    if (ms->category != s->category) {
-        drdc_status st = fill_category(ms, ds, s->category);
-        if (st) return st;
-    }
-    int i = (int)(s - ds->categories[s->category].test), m = 0;
-    for (int k = 0; k < N_SRC; k++) {
-        if (!ms->want[k]) continue;
-        drdc_status st = drdc_image_alloc(&maps[m], S, S, 1);
-        if (st) return st;
-        memcpy(maps[m].data, ms->maps[k] + (size_t)i * S * S, sizeof(float) * (size_t)S * S);
-        scores[m++] = ms->scores[k][i];
-    }
-    return DRDC_OK;
-}
-
-/* --set: applies the infer.* overrides to the loaded model and recomputes its normal statistics
- * (standardisation, thresholds, colour ranges) on its validation images, which the stored ones
- * no longer describe. */
+/* --set: the infer.* overrides on the loaded model, then its normal statistics recomputed on its
+ * validation images (the stored ones describe the trained settings). */
 static drdc_status apply_overrides(drdc_model *m, const char *path) {
-    for (int i = 0; i < A.set.n; i++)
-        if (strncmp(A.set.values[i], "infer.", 6) != 0)
-            return drdc_fail(DRDC_ERR_USAGE, "--set %s: only infer.* keys can change after training (the other keys "
-                             "describe the trained networks of %s)", A.set.values[i], path);
-    drdc_status st = DRDC_OK;
-    for (int i = 0; i < A.set.n && !st; i++) st = drdc_config_set(&m->cfg, A.set.values[i]);
-    if (!st) st = drdc_config_validate(&m->cfg);
-    if (st) return drdc_error_context(st, "--set");
-    drdc_data_config dc = m->cfg.data;
-    if (A.data_root) snprintf(dc.root, sizeof dc.root, "%s", A.data_root);
-    drdc_dataset ds;
-    if ((st = drdc_dataset_open_config(&ds, &dc))) return drdc_error_context(st, "recalibration after --set");
-    drdc_sample_list train = {0}, val = {0};
-    st = drdc_dataset_split(&ds, dc.val_fraction, (uint64_t)m->cfg.train.seed, &train, &val);
-    if (!st && A.calib_images > 0 && A.calib_images < val.n) {   /* evenly spaced, so every category counts */
-        for (int i = 0; i < A.calib_images; i++) val.items[i] = val.items[(int64_t)i * val.n / A.calib_images];
-        val.n = A.calib_images;
-    }
-    if (!st) st = drdc_calibrate(m, &val, 0);
-    if (!st)
-        printf("recalibrated with the --set values on %d validation images (of the model's data split)\n", val.n);
-    drdc_sample_list_free(&train);
-    drdc_sample_list_free(&val);
-    drdc_dataset_free(&ds);
-    return st ? drdc_error_context(st, "recalibration after --set") : DRDC_OK;
+    drdc_status st = drdc_model_set_infer(m, A.set.values, A.set.n, path);
+    if (st) return st;
+    int n = 0;
+    st = drdc_model_recalibrate(m, A.data_root, A.calib_images, &n);
+    if (st) return drdc_error_context(st, "recalibration after --set");
+    printf("recalibrated with the --set values on %d validation images (of the model's data split)\n", n);
+    return DRDC_OK;
 }
 
 static drdc_status eval_model(const drdc_runtime *rt) {
@@ -278,68 +160,47 @@ static drdc_status eval_model(const drdc_runtime *rt) {
         return drdc_fail(DRDC_ERR_INPUT, "no --model given and no %s: train one first (drdc train --config FILE) or "
                          "give --model FILE", path);
     drdc_model m;
+    drdc_model_source *ms = NULL;
     drdc_status st = drdc_model_load(&m, path, rt->device);
     if (st) return st;
-    if (A.set.n && (st = apply_overrides(&m, path))) {
-        drdc_model_free(&m);
-        return st;
-    }
+    if (A.set.n) TRY(apply_overrides(&m, path));
     const char *method = A.method ? A.method : (m.refiner_steps > 0 ? "both" : "base");
     if (!A.method && m.refiner_steps <= 0)
         fprintf(stderr, "warning: %s has no trained diffusion refiner (0 refiner steps): evaluating the base "
                 "method only (train stage 2 for DRDC)\n", path);
     printf("model %s: %s backbone (%s), base %d epochs, refiner %d steps\n", path, m.cfg.backbone.arch,
            m.backbone_pretrained ? "pretrained" : "RANDOM", m.base_epochs, m.refiner_steps);
-    model_source ms = {&m, {0}, 0, 0, -1, {NULL}, {NULL}};
-    int all = strcmp(method, "all") == 0;
-    ms.want[SRC_BASE] = all || strcmp(method, "drdc") != 0;
-    ms.want[SRC_DIFF] = all;
-    ms.want[SRC_DRDC] = all || strcmp(method, "base") != 0;
-    if (ms.want[SRC_DRDC] && m.refiner_steps <= 0) {
-        drdc_model_free(&m);
-        return drdc_fail(DRDC_ERR_INPUT, "--method %s needs the diffusion refiner, and %s has none (train stage 2, or "
-                         "use --method base)", method, path);
+    unsigned want = strcmp(method, "all") == 0    ? DRDC_METHOD_BASE | DRDC_METHOD_DIFFUSION | DRDC_METHOD_DRDC
+                    : strcmp(method, "both") == 0 ? DRDC_METHOD_BASE | DRDC_METHOD_DRDC
+                    : strcmp(method, "drdc") == 0 ? DRDC_METHOD_DRDC
+                                                  : DRDC_METHOD_BASE;
+    st = drdc_model_source_new(&ms, &m, want);
+    if (st) {
+        drdc_error_context(st, "--method %s with %s", method, path);
+        goto done;
     }
-    ms.size = ms.want[SRC_DRDC] ? m.cfg.refiner.image_size : m.cfg.data.image_size;
-    ms.load_size = drdc_model_input_size(&m, ms.want[SRC_DRDC]);
-    if (ms.want[SRC_DRDC]) {
+    if (want & DRDC_METHOD_DRDC) {
         char how[256];
         drdc_model_describe_drdc(&m, how, sizeof how);
         printf("drdc inference: %s\n", how);
     }
-    /* the calibrated colour range of each method's maps (the diffusion map has no threshold) */
-    double src_lo[N_SRC] = {m.stats.score_lo, 0, m.stats.drdc_lo}, src_hi[N_SRC] = {m.stats.score_hi, 0, m.stats.drdc_hi};
-    drdc_colour_range(&(drdc_norm_stats){m.stats.diff_mean, m.stats.diff_std}, NAN, &src_lo[SRC_DIFF], &src_hi[SRC_DIFF]);
-    const char *methods[N_SRC];
-    double lo[N_SRC], hi[N_SRC];
-    int n_methods = 0;
-    for (int k = 0; k < N_SRC; k++) {
-        if (!ms.want[k]) continue;
-        lo[n_methods] = src_lo[k];
-        hi[n_methods] = src_hi[k];
-        methods[n_methods++] = SRC_NAMES[k];
-    }
-    if (!st)
-        st = run_eval(A.dataset ? A.dataset : m.cfg.data.dataset, A.data_root ? A.data_root : m.cfg.data.root,
-                      &m.cfg.data, n_methods, methods, model_source_fn, &ms, m.stats.ready ? lo : NULL,
-                      m.stats.ready ? hi : NULL, drdc_model_describe_json(&m, path));
-    for (int k = 0; k < N_SRC; k++) {
-        free(ms.maps[k]);
-        free(ms.scores[k]);
-    }
+    const char *methods[3];
+    double lo[3], hi[3];
+    int n_methods = drdc_model_source_methods(ms, methods, lo, hi);
+    TRY(run_eval(A.dataset ? A.dataset : m.cfg.data.dataset, A.data_root ? A.data_root : m.cfg.data.root, &m.cfg.data,
+                 n_methods, methods, drdc_model_source_maps, ms, m.stats.ready ? lo : NULL, m.stats.ready ? hi : NULL,
+                 drdc_model_describe_json(&m, path)));
+done:
+    drdc_model_source_free(ms);
     drdc_model_free(&m);
     return st;
 }
 
 int drdc_cmd_eval(int argc, char **argv) {
     memset(&A, 0, sizeof A);
-    int help = 0;
-    drdc_status st = drdc_cli_parse(&SPEC, argc, argv, &help);
-    if (st) return drdc_cli_report("eval", st);
-    if (help) {
-        drdc_cli_print_help(stdout, &SPEC);
-        return 0;
-    }
+    int rc = drdc_cli_begin(&SPEC, argc, argv);
+    if (rc >= 0) return rc;
+    drdc_status st;
     if (A.method && strcmp(A.method, "base") && strcmp(A.method, "drdc") && strcmp(A.method, "both") &&
         strcmp(A.method, "all"))
         return drdc_cli_report("eval", drdc_fail(DRDC_ERR_USAGE, "--method must be base, drdc, both or all, not '%s'",

@@ -48,13 +48,9 @@ int drdc_cmd_synth(int argc, char **argv) {
     A.test = 20;
     A.size = 128;
     A.seed = 0;
-    int help = 0;
-    drdc_status st = drdc_cli_parse(&SPEC, argc, argv, &help);
-    if (st) return drdc_cli_report("synth", st);
-    if (help) {
-        drdc_cli_print_help(stdout, &SPEC);
-        return 0;
-    }
+    int rc = drdc_cli_begin(&SPEC, argc, argv);
+    if (rc >= 0) return rc;
+    drdc_status st;
     if (!A.out) return drdc_cli_report("synth", drdc_fail(DRDC_ERR_USAGE, "--out DIR is required"));
     /* Writing over an older dataset would leave its extra files behind and mix two datasets. */
     if (dir_has_entries(A.out))

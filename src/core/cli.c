@@ -125,3 +125,14 @@ drdc_status drdc_cli_check_table(const drdc_command *cmd) {
     }
     return DRDC_OK;
 }
+
+int drdc_cli_begin(const drdc_command *cmd, int argc, char **argv) {
+    int help = 0;
+    drdc_status st = drdc_cli_parse(cmd, argc, argv, &help);
+    if (st) return drdc_cli_report(cmd->name, st);
+    if (help) {
+        drdc_cli_print_help(stdout, cmd);
+        return 0;
+    }
+    return -1;
+}

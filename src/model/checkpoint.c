@@ -203,10 +203,7 @@ drdc_status drdc_checkpoint_load_model(drdc_model *m, const char *out_dir, const
                          "same --config and --set options, or train into a new --out", path, diff);
     }
     if (rebuild_refiner) {   /* the requested (possibly different) refiner, freshly initialised */
-        drdc_unet_free(&m->refiner);
-        drdc_schedule_free(&m->schedule);
-        drdc_status st2 = drdc_unet_build(&m->refiner, &m->cfg.refiner, dev, (uint64_t)m->cfg.train.seed + 3);
-        if (!st2) st2 = drdc_schedule_from_config(&m->schedule, &m->cfg.refiner, dev);
+        drdc_status st2 = drdc_model_build_refiner(m);
         if (st2) {
             drdc_model_free(m);
             return drdc_error_context(st2, "%s: building the refiner", path);

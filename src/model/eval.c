@@ -1,6 +1,9 @@
 /* eval.c: walks a dataset's test images, gathers each method's maps and scores, and computes
  * the exact per-category metrics, tables, JSON and CSV (see eval.h). */
 #include "drdc/model/eval.h"
+#include "drdc/data/loader.h"
+#include "drdc/model/calibrate.h"
+#include "drdc/stages/fusion.h"
 #include "drdc/core/fsutil.h"
 #include "drdc/stages/heatmap.h"
 #include "drdc/stages/metrics.h"
@@ -418,4 +421,142 @@ drdc_status drdc_eval_write_csv(const drdc_eval_result *r, const char *path) {
     drdc_status st = drdc_write_file_atomic(path, buf, n);
     free(buf);
     return st;
+}
+
+/* ---- a model's maps as a map source (eval.h) ------------------------------------------------- */
+
+enum { SRC_BASE, SRC_DIFF, SRC_DRDC, N_SRC };
+static const char *const SRC_NAMES[N_SRC] = {"base", "diffusion", "drdc"};
+
+struct drdc_model_source {
+    const drdc_model *m;
+    int want[N_SRC];
+    int size;              /* maps are size x size */
+    int load_size;         /* images are loaded at load_size x load_size (drdc_model_input_size) */
+    int category;          /* category cached, -1 none */
+    float *maps[N_SRC];    /* [n][size*size] per method */
+    float *scores[N_SRC];  /* [n] */
+};
+typedef struct drdc_model_source model_source;
+
+static drdc_status fill_category(model_source *ms, const drdc_dataset *ds, int c) {
+    const drdc_category *cat = &ds->categories[c];
+    int S = ms->size, I = ms->load_size, n = cat->n_test;
+    size_t plane = (size_t)S * S;
+    ms->category = -1;
+    for (int k = 0; k < N_SRC; k++) {
+        free(ms->maps[k]);
+        free(ms->scores[k]);
+        ms->maps[k] = ms->scores[k] = NULL;
+        if (!ms->want[k]) continue;
+        ms->maps[k] = malloc(sizeof(float) * (size_t)n * plane);
+        ms->scores[k] = malloc(sizeof(float) * (size_t)n);
+        if (!ms->maps[k] || !ms->scores[k]) return drdc_fail(DRDC_ERR_NOMEM, "out of memory for %d maps", n);
+    }
+    drdc_loader_options lo;
+    drdc_loader_options_default(&lo);
+    lo.image_size = I;
+    lo.batch_size = ms->m->cfg.infer.batch;
+    lo.workers = ms->m->cfg.data.workers;
+    drdc_loader *ld = NULL;
+    drdc_status st = drdc_loader_create(&ld, cat->test, cat->n_test, &lo);
+    if (!st) st = drdc_loader_start_epoch(ld, 0);
+    const drdc_batch *b;
+    /* the category's maps come first, in batches: their own progress line (DRDC takes minutes) */
+    char label[320];
+    snprintf(label, sizeof label, "maps of %s", cat->name);
+    drdc_progress prog;
+    drdc_progress_begin(&prog, label, n, 0);
+    int n_done = 0;
+    while (!st && !(st = drdc_loader_next(ld, &b)) && b) {
+        dt_tensor images = NULL, out[2 * N_SRC] = {NULL};   /* map, score per method */
+        st = drdc_model_upload(&images, ms->m, b->images, b->n, 3, I);
+        if (!st && (ms->want[SRC_DRDC] || ms->want[SRC_DIFF])) {
+            st = drdc_model_drdc(&out[2 * SRC_DRDC], &out[2 * SRC_DRDC + 1], &out[2 * SRC_BASE], &out[2 * SRC_BASE + 1],
+                                 ms->want[SRC_DIFF] ? &out[2 * SRC_DIFF] : NULL, ms->m, images, 0, NULL);
+            if (!st && ms->want[SRC_DIFF])
+                st = drdc_fusion_image_score(&out[2 * SRC_DIFF + 1], out[2 * SRC_DIFF], ms->m->cfg.infer.pool);
+        } else if (!st) {
+            st = drdc_model_base(&out[2 * SRC_BASE], &out[2 * SRC_BASE + 1], ms->m, images);
+        }
+        int first = b->index[0];   /* unshuffled: the batch holds samples first .. first + n - 1 */
+        for (int k = 0; !st && k < N_SRC; k++) {
+            if (!ms->want[k] || !out[2 * k]) continue;
+            st = dt_copy_to_host(out[2 * k], ms->maps[k] + (size_t)first * plane, sizeof(float) * b->n * plane);
+            if (!st) st = dt_copy_to_host(out[2 * k + 1], ms->scores[k] + first, sizeof(float) * (size_t)b->n);
+        }
+        dt_free(images);
+        for (int k = 0; k < 2 * N_SRC; k++) dt_free(out[k]);
+        n_done += b->n;
+        if (!st) drdc_progress_update(&prog, n_done, NULL);
+    }
+    drdc_progress_end(&prog);
+    drdc_loader_free(ld);
+    if (!st) ms->category = c;
+    return st;
+}
+
+drdc_status drdc_model_source_maps(void *ctx, const drdc_dataset *ds, const drdc_sample *s, drdc_image *maps,
+                                   float *scores) {
+    model_source *ms = ctx;
+    int S = ms->size;
+    if (ms->category != s->category) {
+        drdc_status st = fill_category(ms, ds, s->category);
+        if (st) return st;
+    }
+    int i = (int)(s - ds->categories[s->category].test), m = 0;
+    for (int k = 0; k < N_SRC; k++) {
+        if (!ms->want[k]) continue;
+        drdc_status st = drdc_image_alloc(&maps[m], S, S, 1);
+        if (st) return st;
+        memcpy(maps[m].data, ms->maps[k] + (size_t)i * S * S, sizeof(float) * (size_t)S * S);
+        scores[m++] = ms->scores[k][i];
+    }
+    return DRDC_OK;
+}
+
+drdc_status drdc_model_source_new(drdc_model_source **out, const drdc_model *m, unsigned methods) {
+    *out = NULL;
+    model_source *ms = calloc(1, sizeof *ms);
+    if (!ms) return drdc_fail(DRDC_ERR_NOMEM, "out of memory");
+    ms->m = m;
+    ms->category = -1;
+    ms->want[SRC_BASE] = (methods & DRDC_METHOD_BASE) != 0;
+    ms->want[SRC_DIFF] = (methods & DRDC_METHOD_DIFFUSION) != 0;
+    ms->want[SRC_DRDC] = (methods & DRDC_METHOD_DRDC) != 0;
+    int refined = ms->want[SRC_DIFF] || ms->want[SRC_DRDC];
+    if (refined && m->refiner_steps <= 0) {
+        free(ms);
+        return drdc_fail(DRDC_ERR_INPUT, "the diffusion and drdc methods need the diffusion refiner, and this model "
+                         "has none (train stage 2, or use --method base)");
+    }
+    ms->size = refined ? m->cfg.refiner.image_size : m->cfg.data.image_size;
+    ms->load_size = drdc_model_input_size(m, refined);
+    *out = ms;
+    return DRDC_OK;
+}
+
+int drdc_model_source_methods(const drdc_model_source *ms, const char **names, double *lo, double *hi) {
+    const drdc_model_stats *s = &ms->m->stats;
+    double src_lo[N_SRC] = {s->score_lo, 0, s->drdc_lo}, src_hi[N_SRC] = {s->score_hi, 0, s->drdc_hi};
+    /* the diffusion map has no threshold: its validation mean to mean + 6 std */
+    drdc_colour_range(&(drdc_norm_stats){s->diff_mean, s->diff_std}, NAN, &src_lo[SRC_DIFF], &src_hi[SRC_DIFF]);
+    int n = 0;
+    for (int k = 0; k < N_SRC; k++) {
+        if (!ms->want[k]) continue;
+        if (names) names[n] = SRC_NAMES[k];
+        if (lo) lo[n] = src_lo[k];
+        if (hi) hi[n] = src_hi[k];
+        n++;
+    }
+    return n;
+}
+
+void drdc_model_source_free(drdc_model_source *ms) {
+    if (!ms) return;
+    for (int k = 0; k < N_SRC; k++) {
+        free(ms->maps[k]);
+        free(ms->scores[k]);
+    }
+    free(ms);
 }

@@ -16,7 +16,8 @@ drdc_status drdc_model_build(drdc_model *m, const drdc_config *cfg, dt_device de
     m->cfg = *cfg;
     m->dev = dev;
     int S = cfg->data.image_size;
-    drdc_status st = drdc_backbone_build(&m->backbone, &cfg->backbone, S, dev, (uint64_t)cfg->train.seed);
+    drdc_status st = drdc_backbone_build(&m->backbone, &cfg->backbone, S, dev,
+                                         drdc_seed(cfg->train.seed, DRDC_SEED_BACKBONE_INIT));
     if (st) return drdc_error_context(st, "building backbone %s", cfg->backbone.arch);
     if (cfg->backbone.weights[0]) {
         st = drdc_backbone_load(&m->backbone, cfg->backbone.weights);
@@ -27,18 +28,29 @@ drdc_status drdc_model_build(drdc_model *m, const drdc_config *cfg, dt_device de
         m->backbone_pretrained = 1;
     }
     st = drdc_base_build(&m->base, &cfg->base, drdc_backbone_channels(&m->backbone), S / 16, S / 16, dev,
-                          (uint64_t)cfg->train.seed + 1);
+                          drdc_seed(cfg->train.seed, DRDC_SEED_BASE_INIT));
     if (st) {
         drdc_model_free(m);
         return drdc_error_context(st, "building the base transformer");
     }
-    st = drdc_unet_build(&m->refiner, &cfg->refiner, dev, (uint64_t)cfg->train.seed + 3);
-    if (!st) st = drdc_schedule_from_config(&m->schedule, &cfg->refiner, dev);
+    st = drdc_model_build_refiner(m);
     if (st) {
         drdc_model_free(m);
-        return drdc_error_context(st, "building the diffusion refiner");
+        return st;
     }
     return DRDC_OK;
+}
+
+drdc_status drdc_model_refiner_init(drdc_unet *unet, const drdc_config *cfg, dt_device dev) {
+    return drdc_unet_build(unet, &cfg->refiner, dev, drdc_seed(cfg->train.seed, DRDC_SEED_REFINER_INIT));
+}
+
+drdc_status drdc_model_build_refiner(drdc_model *m) {
+    drdc_unet_free(&m->refiner);
+    drdc_schedule_free(&m->schedule);
+    drdc_status st = drdc_model_refiner_init(&m->refiner, &m->cfg, m->dev);
+    if (!st) st = drdc_schedule_from_config(&m->schedule, &m->cfg.refiner, m->dev);
+    return st ? drdc_error_context(st, "building the diffusion refiner") : DRDC_OK;
 }
 
 void drdc_model_free(drdc_model *m) {
@@ -47,6 +59,20 @@ void drdc_model_free(drdc_model *m) {
     drdc_unet_free(&m->refiner);
     drdc_schedule_free(&m->schedule);
     memset(m, 0, sizeof *m);
+}
+
+drdc_status drdc_model_set_infer(drdc_model *m, const char *const *sets, int n, const char *path) {
+    for (int i = 0; i < n; i++)
+        if (strncmp(sets[i], "infer.", 6) != 0)
+            return drdc_fail(DRDC_ERR_USAGE, "--set %s: only infer.* keys can change after training (the other keys "
+                             "describe the trained networks of %s)", sets[i], path);
+    drdc_config c = m->cfg;
+    drdc_status st = DRDC_OK;
+    for (int i = 0; i < n && !st; i++) st = drdc_config_set(&c, sets[i]);
+    if (!st) st = drdc_config_validate(&c);
+    if (st) return drdc_error_context(st, "--set");
+    m->cfg = c;
+    return DRDC_OK;
 }
 
 void drdc_model_describe_drdc(const drdc_model *m, char *out, size_t cap) {
@@ -374,6 +400,24 @@ done:
     return st;
 }
 
+drdc_status drdc_model_upload(dt_tensor *out, const drdc_model *m, const float *data, int n, int c, int size) {
+    *out = NULL;
+    const int64_t shape[4] = {n, c, size, size};
+    dt_tensor host = NULL;
+    drdc_status st = dt_from_host(&host, data, DT_F32, shape, 4, (dt_device){DT_CPU, 0});
+    if (!st) st = dt_to_device(out, host, m->dev);
+    dt_free(host);
+    return st;
+}
+
+drdc_status drdc_model_refiner_range(dt_tensor *x, dt_tensor images) {
+    dt_tensor x2 = NULL;
+    drdc_status st = dt_mul_scalar(&x2, images, 2.0);
+    if (!st) st = dt_add_scalar(x, x2, -1.0);
+    dt_free(x2);
+    return st;
+}
+
 int drdc_model_input_size(const drdc_model *m, int with_refiner) {
     int S = m->cfg.data.image_size, R = m->cfg.refiner.image_size;
     return with_refiner && R > S ? R : S;
@@ -409,7 +453,7 @@ static drdc_status drdc_one(dt_tensor *const *outs_in, const drdc_model *m, dt_t
     int prev = dt_set_grad_enabled(0);
     st = dt_scope_begin();
     if (st) goto out;
-    dt_tensor img_s, img_r, bmap, bscore, bmap_r, x2, x, x_hat, hd, ht = NULL, sc = NULL;
+    dt_tensor img_s, img_r, bmap, bscore, bmap_r, x, x_hat, hd, ht = NULL, sc = NULL;
     double t0 = drdc_now_seconds(), t1, t2;
     TRY(resize_images(&img_s, images, S));                          /* [B,3,S,S] */
     TRY(drdc_model_base(&bmap, &bscore, m, img_s));                 /* [B,1,S,S], [B] */
@@ -418,8 +462,7 @@ static drdc_status drdc_one(dt_tensor *const *outs_in, const drdc_model *m, dt_t
     t1 = drdc_now_seconds();
     TRY(resize_images(&img_r, images, R));                          /* [B,3,R,R] in [0,1] */
     TRY(image_draws(&ro, m, img_r));                                /* this batch's masks and noise */
-    TRY(dt_mul_scalar(&x2, img_r, 2.0));
-    TRY(dt_add_scalar(&x, x2, -1.0));                               /* [B,3,R,R] in [-1,1] */
+    TRY(drdc_model_refiner_range(&x, img_r));                       /* [B,3,R,R] in [-1,1] */
     TRY(drdc_diffusion_refine(&x_hat, NULL, NULL, &m->schedule, drdc_unet_eps, (void *)&m->refiner, x, &ro));
                                                                     /* [B,G,steps,3,R,R] */
     if (times) TRY(dt_synchronize(m->dev));

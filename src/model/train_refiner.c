@@ -1,4 +1,5 @@
 /* train_refiner.c: stage 2, the inpainting U-Net with model conditioning (eq. 10), EMA, resume. */
+#include "drdc/core/rng.h"
 #include "drdc/model/checkpoint.h"
 #include "drdc/stages/diffusion.h"
 #include "drdc/core/fsutil.h"
@@ -18,19 +19,15 @@ static drdc_status refiner_step(const drdc_model *m, const drdc_unet *live, dt_o
                                 const dt_tensor *params, int n_params, const drdc_batch *b, double *loss_out) {
     const drdc_refiner_config *rc = &m->cfg.refiner;
     const drdc_infer_config *ic = &m->cfg.infer;
-    int R = b->size;
-    const int64_t shape[4] = {b->n, 3, R, R};
     drdc_train_batch tb = {0};
-    dt_tensor host, images, x2, x0, eps, loss;
+    dt_tensor images, x0, eps, loss;
     drdc_status st = dt_scope_begin();
     if (st) return st;
-    TRY(dt_from_host(&host, b->images, DT_F32, shape, 4, (dt_device){DT_CPU, 0}));
-    TRY(dt_to_device(&images, host, m->dev));                       /* [B,3,R,R] in [0,1] */
-    TRY(dt_mul_scalar(&x2, images, 2.0));
-    TRY(dt_add_scalar(&x0, x2, -1.0));                              /* [B,3,R,R] in [-1,1] */
+    TRY(drdc_model_upload(&images, m, b->images, b->n, 3, b->size));  /* [B,3,R,R] in [0,1] */
+    TRY(drdc_model_refiner_range(&x0, images));                       /* [B,3,R,R] in [-1,1] */
     TRY(drdc_diffusion_train_batch(&tb, &m->schedule, x0, ic->grids, ic->n_grids, ic->K, rc->max_train_t, gen));
     TRY(drdc_unet_forward(&eps, live, tb.x_t, tb.t, tb.cond, 1, gen));   /* [B,3,R,R] */
-    TRY(dt_mse_loss(&loss, eps, tb.eps));                          /* eq. (10) */
+    TRY(dt_mse_loss(&loss, eps, tb.eps));                           /* eq. (10) */
     TRY(drdc_optimise(loss_out, loss, params, n_params, rc->clip, opt));
 done:
     if (st == DRDC_ERR_NUMERIC)
@@ -78,12 +75,12 @@ drdc_status drdc_train_refiner(drdc_model *m, const drdc_sample_list *train, con
         if (!o->quiet) fprintf(stderr, "train refiner: %d of %d steps already done\n", m->refiner_steps, rc->steps);
         return DRDC_OK;
     }
-    TRY(drdc_unet_build(&live, rc, m->dev, (uint64_t)m->cfg.train.seed + 3));
+    TRY(drdc_model_refiner_init(&live, &m->cfg, m->dev));
     TRY(copy_params(&live.params, &m->refiner.params));
     TRY(drdc_params_trainable(&live.params, params, MAX_PARAMS, &n_params));
     TRY(dt_adamw_new(&opt, 0.9, 0.999, 1e-8));
     TRY(dt_adamw_add_group(opt, params, n_params, rc->lr, rc->weight_decay));
-    TRY(dt_generator_new(&gen, (uint64_t)m->cfg.train.seed + 5));
+    TRY(dt_generator_new(&gen, drdc_seed(m->cfg.train.seed, DRDC_SEED_REFINER_TRAIN)));
     drdc_stage_state ss = {"refiner", opt, gen, &live.params, 0, 0};
     if (o->resume && m->refiner_steps > 0) {
         char path[4096];
@@ -107,7 +104,7 @@ drdc_status drdc_train_refiner(drdc_model *m, const drdc_sample_list *train, con
     lo.workers = m->cfg.data.workers;
     lo.shuffle = 1;
     lo.drop_last = train->n > rc->batch;   /* full batches, when there are enough images */
-    lo.seed = (uint64_t)m->cfg.train.seed + 1000;
+    lo.seed = drdc_seed(m->cfg.train.seed, DRDC_SEED_REFINER_ORDER);
     TRY(drdc_loader_create(&ld, train->items, train->n, &lo));
     if (!o->quiet)
         fprintf(stderr, "train refiner: U-Net with %.1fM parameters, %dx%d images, batch %d, steps %d to %d\n",

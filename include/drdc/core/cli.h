@@ -58,6 +58,11 @@ drdc_status drdc_cli_parse(const drdc_command *cmd, int argc, char **argv, int *
 
 void drdc_cli_print_help(FILE *f, const drdc_command *cmd);
 
+/* The prologue every command shares: parses argv against the command's table and, with --help,
+ * prints the help. Returns -1 when the command should go on, else the exit code to return now (0
+ * after --help; a usage error is reported as drdc_cli_report does). */
+int drdc_cli_begin(const drdc_command *cmd, int argc, char **argv);
+
 /* Reports a failed command the same way everywhere: "drdc CMD: message" on stderr, plus
  * "(see 'drdc CMD --help')" for usage errors. Returns the exit code for st. */
 int drdc_cli_report(const char *cmd, drdc_status st);

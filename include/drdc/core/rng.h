@@ -3,7 +3,7 @@
  * Everything random in drdc is seeded from train.seed: host-side orders (data split, loader
  * shuffles, synthetic data) by splitmix64, tensors by libtorch generators. Each use draws from its
  * own stream, train.seed + a drdc_seed_stream offset, so adding a draw to one stage never shifts
- * another's. The offsets are part of the model format (they decide the initial weights and the
+ * another's (streams that share an offset use different generators: libtorch's or splitmix64). The offsets are part of the model format (they decide the initial weights and the
  * training order that --resume replays): append, never renumber. */
 #ifndef DRDC_RNG_H
 #define DRDC_RNG_H
@@ -16,14 +16,15 @@ extern "C" {
 #endif
 
 typedef enum drdc_seed_stream {
-    DRDC_SEED_BACKBONE = 0,        /* random backbone weights (when none are given); also the data split
-                                    * and the base stage's loader order */
+    DRDC_SEED_BACKBONE_INIT = 0,   /* random backbone weights (when none are given) */
+    DRDC_SEED_SPLIT = 0,           /* the train/validation split (splitmix64 per category) */
+    DRDC_SEED_BASE_ORDER = 0,      /* the base stage's loader order (splitmix64 per epoch) */
     DRDC_SEED_BASE_INIT = 1,       /* the base transformer's initial weights */
     DRDC_SEED_BASE_TRAIN = 2,      /* feature jitter and dropout of stage 1 */
     DRDC_SEED_REFINER_INIT = 3,    /* the U-Net's initial weights */
     DRDC_SEED_REFINER_TRAIN = 5,   /* eq. (10) batches (grid, partition, t, noise) and dropout of stage 2 */
     DRDC_SEED_INFER = 7,           /* per-image inpainting draws at test time (mixed with the image's hash) */
-    DRDC_SEED_REFINER_DATA = 1000, /* the refiner's loader order */
+    DRDC_SEED_REFINER_ORDER = 1000, /* the refiner's loader order */
 } drdc_seed_stream;
 
 /* The seed of a stream: train.seed + its offset. */

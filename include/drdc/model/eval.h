@@ -14,6 +14,7 @@
 #include "drdc/data/dataset.h"
 #include "drdc/core/error.h"
 #include "drdc/formats/image.h"
+#include "drdc/model/model.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -59,6 +60,27 @@ drdc_status drdc_evaluate(const drdc_dataset *ds, int n_methods, const char *con
                           drdc_map_source source, void *ctx, const drdc_eval_options *opt,
                           drdc_eval_result *out);
 void drdc_eval_result_free(drdc_eval_result *r);   /* safe on a zeroed struct */
+
+/* ---- a trained model's maps as a map source -------------------------------------------------- */
+
+/* Methods a model source computes (a set of flags). "base": UniAD's map at data.image_size (eq. 2);
+ * "diffusion": the diffusion map alone (eqs. 14-16), scored by the same pooled maximum; "drdc": the
+ * fused map (eq. 17); the last two at refiner.image_size. */
+enum { DRDC_METHOD_BASE = 1, DRDC_METHOD_DIFFUSION = 2, DRDC_METHOD_DRDC = 4 };
+typedef struct drdc_model_source drdc_model_source;
+
+/* A source of m's maps for drdc_evaluate (m is borrowed and must outlive it). A category's test maps
+ * are computed in batches of infer.batch the first time one of them is asked for (with a progress
+ * line) and kept until the next category. Asking for diffusion or drdc of a model without a trained
+ * refiner is DRDC_ERR_INPUT. */
+drdc_status drdc_model_source_new(drdc_model_source **out, const drdc_model *m, unsigned methods);
+/* The methods in the order their maps come, and each one's calibrated colour range (any output may
+ * be NULL); returns their number. */
+int drdc_model_source_methods(const drdc_model_source *ms, const char **names, double *lo, double *hi);
+/* The drdc_map_source callback; ctx is the drdc_model_source. */
+drdc_status drdc_model_source_maps(void *ctx, const drdc_dataset *ds, const drdc_sample *s, drdc_image *maps,
+                                   float *scores);
+void drdc_model_source_free(drdc_model_source *ms);   /* NULL-safe */
 
 /* The map file of sample s: DIR[/method]/<category>/<defect>/<image stem>.npy (method NULL:
  * no method folder). The layout --dump-maps writes and --maps reads. */

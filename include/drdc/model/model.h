@@ -58,6 +58,11 @@ typedef struct drdc_model {
  * on stderr that the backbone is random). Seeds from cfg->train.seed. */
 drdc_status drdc_model_build(drdc_model *m, const drdc_config *cfg, dt_device dev);
 
+/* (Re)builds m->refiner and m->schedule from m->cfg with their initial weights (replacing any). */
+drdc_status drdc_model_build_refiner(drdc_model *m);
+/* A U-Net with the refiner's initial weights for cfg (the one place its seed stream is used). */
+drdc_status drdc_model_refiner_init(drdc_unet *unet, const drdc_config *cfg, dt_device dev);
+
 /* Adds the model's tensors and metadata to a writer (a checkpoint adds its own on top). */
 drdc_status drdc_model_write(const drdc_model *m, drdc_st_writer *w);
 /* Writes the model file atomically. */
@@ -75,6 +80,14 @@ drdc_status drdc_model_load_st(drdc_model *m, const drdc_st_file *f, dt_device d
  * over the scales s of Up(||Down_s(f) - Down_s(f^)||_2), Down = area) and score [B] (max of the
  * p x p average pool). */
 drdc_status drdc_model_base(dt_tensor *map, dt_tensor *score, const drdc_model *m, dt_tensor images);
+
+/* Host data -> the model's device: n items of c x size x size float32 values (the loader's
+ * [n,3,S,S] image batches in [0,1], or [n,1,R,R] maps) as one [n,c,size,size] tensor on m->dev.
+ * The one place a host batch becomes a device tensor. */
+drdc_status drdc_model_upload(dt_tensor *out, const drdc_model *m, const float *data, int n, int c, int size);
+
+/* The refiner's image range, in training and inference alike: x = 2 * images - 1 ([0,1] -> [-1,1]). */
+drdc_status drdc_model_refiner_range(dt_tensor *x, dt_tensor images);
 
 /* The size of the images the model takes: data.image_size, or with the refiner the larger of
  * data.image_size and refiner.image_size (each stage gets them area-resized down to its own size,
@@ -102,6 +115,12 @@ drdc_status drdc_model_drdc(dt_tensor *heat, dt_tensor *score, dt_tensor *base_m
 uint64_t drdc_model_image_seed(const drdc_model *m, const float *pixels, size_t n);
 
 void drdc_model_free(drdc_model *m);   /* safe on a zeroed struct */
+
+/* Applies "infer.KEY=VALUE" overrides to a loaded model's config and validates it. Only infer.* keys
+ * may change after training (the others describe the trained networks): any other key is a usage
+ * error naming it and the model file `path`. The stored statistics then describe other settings:
+ * recalibrate (calibrate.h) before trusting thresholds. */
+drdc_status drdc_model_set_infer(drdc_model *m, const char *const *sets, int n, const char *path);
 
 /* One line for people: the DRDC inference settings in use ("start from the image, tau 250, 10 DDIM
  * steps, K 2, grids 8,16, x0 clipping off"). */

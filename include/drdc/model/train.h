@@ -1,18 +1,18 @@
-/* train.h: training stages and calibration on the validation split.
+/* train.h: training: a whole run (drdc_train_run) and its two stages.
  *
  * Stage 1 (base): the UniAD transformer learns to reconstruct frozen backbone features of
  * normal images of every category together (MSE, feature jitter, AdamW, gradient clipping,
  * StepLR). A checkpoint (model + optimizer moments + generator state + epoch) is written
  * atomically to <out>/checkpoint.safetensors at epoch ends every train.checkpoint_every steps
  * and at the end; --resume continues from it to the same result as an uninterrupted run.
- * Calibration: the validation split's base maps give the normal statistics and the image-score
- * threshold stored in the model file. */
+ * After each stage the model is calibrated on the validation split (calibrate.h) and written. */
 #ifndef DRDC_TRAIN_H
 #define DRDC_TRAIN_H
 
 #include "drdc/data/dataset.h"
 #include "drdc/stages/fusion.h"
 #include "drdc/model/model.h"
+#include "drdc/shim/runtime.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -23,6 +23,13 @@ typedef struct drdc_train_options {
     int resume;            /* continue from out_dir/checkpoint.safetensors */
     int quiet;             /* no progress lines */
 } drdc_train_options;
+
+/* A training run as `drdc train` does it: makes the run folder (cfg->train.out, default
+ * runs/<name>), prints the resolved config, opens the dataset and splits it (validation images are
+ * never trained on), builds the model or (resume, or stage "refiner") loads the folder's checkpoint,
+ * trains stage "base", "refiner" or "all" (NULL), calibrates, writes model.safetensors and points
+ * runs/latest at the folder. */
+drdc_status drdc_train_run(drdc_config *cfg, const char *stage, int resume, const drdc_runtime *rt);
 
 /* One optimisation step: the loss value (a non-finite loss is DRDC_ERR_NUMERIC and changes
  * nothing), zero grads, backward, gradient clipping to `clip` (0: none), AdamW step. */
@@ -44,14 +51,6 @@ drdc_status drdc_train_refiner(drdc_model *m, const drdc_sample_list *train, con
  * min(ema_decay, (1 + n) / (10 + n)). ema <- decay * ema + (1 - decay) * live after each step. */
 double drdc_ema_decay_at(const drdc_refiner_config *rc, int n);
 
-/* Colour range of a method's heatmaps over normal images (see drdc_model_stats): mean to
- * mean + 2 (threshold - mean) when the threshold lies above the mean, else mean to mean + 6 std
- * (pass NAN when a map has no threshold). */
-void drdc_colour_range(const drdc_norm_stats *ns, double threshold, double *lo, double *hi);
-
-/* Runs the validation list through the model (base, and the refiner when trained) and stores
- * the normal statistics, thresholds and colour ranges in m->stats. */
-drdc_status drdc_calibrate(drdc_model *m, const drdc_sample_list *val, int quiet);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,162 @@
+/* calibrate.c: the normal statistics of a trained model, from its validation images (never test
+ * images): standardisation of both maps for eq. (17), the image-score thresholds and the heatmap
+ * colour ranges (calibrate.h). */
+#include "drdc/model/calibrate.h"
+#include "drdc/core/progress.h"
+#include "drdc/core/rng.h"
+#include "drdc/data/loader.h"
+#include "drdc/stages/fusion.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void drdc_colour_range(const drdc_norm_stats *ns, double threshold, double *lo, double *hi) {
+    *lo = ns->mean;
+    *hi = threshold > ns->mean ? ns->mean + 2.0 * (threshold - ns->mean) : ns->mean + 6.0 * ns->std;
+}
+
+/* Appends b->n maps [n,1,R,R] (host copy) to a growing host array. */
+static drdc_status append_maps(float **dst, size_t *len, dt_tensor maps) {
+    size_t n = (size_t)dt_numel(maps);
+    float *grown = realloc(*dst, sizeof(float) * (*len + n));
+    if (!grown) return drdc_fail(DRDC_ERR_NOMEM, "out of memory keeping validation maps");
+    *dst = grown;
+    drdc_status st = dt_copy_to_host(maps, *dst + *len, sizeof(float) * n);
+    if (!st) *len += n;
+    return st;
+}
+
+drdc_status drdc_calibrate(drdc_model *m, const drdc_sample_list *val, int quiet) {
+    if (val->n == 0)
+        return drdc_fail(DRDC_ERR_INPUT, "no validation images to calibrate on (data.val_fraction is 0 or the "
+                         "categories have fewer than 2 training images)");
+    int with_refiner = m->refiner_steps > 0, R = m->cfg.refiner.image_size;
+    int size = drdc_model_input_size(m, with_refiner);
+    drdc_loader *ld = NULL;
+    double *base_scores = malloc(sizeof(double) * (size_t)val->n), *drdc_scores = malloc(sizeof(double) * (size_t)val->n);
+    float *kept_base = NULL, *kept_diff = NULL, *sc = NULL;
+    size_t n_base = 0, n_diff = 0;
+    drdc_stats_acc acc_base, acc_diff, acc_drdc;
+    drdc_stats_reset(&acc_base);
+    drdc_stats_reset(&acc_diff);
+    drdc_stats_reset(&acc_drdc);
+    drdc_norm_stats ns_base, ns_diff, ns_drdc;
+    int k = 0;
+    drdc_status st = base_scores && drdc_scores ? DRDC_OK : drdc_fail(DRDC_ERR_NOMEM, "out of memory");
+    if (st) goto done;
+    drdc_loader_options lo;
+    drdc_loader_options_default(&lo);
+    lo.image_size = size;
+    lo.batch_size = m->cfg.infer.batch;
+    lo.workers = m->cfg.data.workers;
+    lo.shuffle = 0;
+    sc = malloc(sizeof(float) * (size_t)lo.batch_size);
+    if (!sc) {
+        st = drdc_fail(DRDC_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    TRY(drdc_loader_create(&ld, val->items, val->n, &lo));
+    TRY(drdc_loader_start_epoch(ld, 0));
+    drdc_progress prog;
+    drdc_progress_begin(&prog, "calibrate (validation images)", val->n, quiet);
+    const drdc_batch *b;
+    /* pass 1: base maps and scores, and the diffusion maps when there is a refiner */
+    for (;;) {
+        TRY(drdc_loader_next(ld, &b));
+        if (!b) break;
+        dt_tensor images = NULL, map = NULL, score = NULL, hd = NULL;
+        st = drdc_model_upload(&images, m, b->images, b->n, 3, size);
+        if (!st && with_refiner) st = drdc_model_drdc(NULL, NULL, &map, &score, &hd, m, images, 1, NULL);
+        if (!st && !with_refiner) st = drdc_model_base(&map, &score, m, images);
+        if (!st) st = drdc_stats_add(&acc_base, map);
+        if (!st) st = dt_copy_to_host(score, sc, sizeof(float) * (size_t)b->n);
+        if (!st && with_refiner) st = drdc_stats_add(&acc_diff, hd);
+        if (!st && with_refiner) st = append_maps(&kept_base, &n_base, map);
+        if (!st && with_refiner) st = append_maps(&kept_diff, &n_diff, hd);
+        dt_free(images);
+        dt_free(map);
+        dt_free(score);
+        dt_free(hd);
+        if (st) {
+            drdc_progress_end(&prog);
+            goto done;
+        }
+        for (int i = 0; i < b->n; i++) base_scores[k++] = sc[i];
+        drdc_progress_update(&prog, k, NULL);
+    }
+    drdc_progress_end(&prog);
+    TRY(drdc_stats_get(&acc_base, &ns_base));
+    TRY(drdc_quantile(&m->stats.base_threshold, base_scores, k, m->cfg.infer.threshold_quantile));
+    m->stats.base_mean = ns_base.mean;
+    m->stats.base_std = ns_base.std;
+    drdc_colour_range(&ns_base, m->stats.base_threshold, &m->stats.score_lo, &m->stats.score_hi);
+    m->stats.n_val_images = k;
+    m->stats.ready = 1;
+    if (!with_refiner) goto done;
+    /* pass 2: the fused maps with the statistics of pass 1 */
+    TRY(drdc_stats_get(&acc_diff, &ns_diff));
+    m->stats.fuse_base_mean = ns_base.mean;
+    m->stats.fuse_base_std = ns_base.std;
+    m->stats.diff_mean = ns_diff.mean;
+    m->stats.diff_std = ns_diff.std;
+    drdc_fusion_opts fo;
+    TRY(drdc_fusion_opts_from_config(&fo, &m->cfg.infer));
+    fo.base_stats = ns_base;
+    fo.diff_stats = ns_diff;
+    for (int i0 = 0; i0 < k; i0 += lo.batch_size) {
+        int n = k - i0 < lo.batch_size ? k - i0 : lo.batch_size;
+        size_t off = (size_t)i0 * R * R;
+        dt_tensor hbd = NULL, hdd = NULL, heat = NULL, score = NULL;
+        st = drdc_model_upload(&hbd, m, kept_base + off, n, 1, R);
+        if (!st) st = drdc_model_upload(&hdd, m, kept_diff + off, n, 1, R);
+        if (!st) st = drdc_fusion_final(&heat, &score, hdd, hbd, &fo);
+        if (!st) st = drdc_stats_add(&acc_drdc, heat);
+        if (!st) st = dt_copy_to_host(score, sc, sizeof(float) * (size_t)n);
+        for (int i = 0; !st && i < n; i++) drdc_scores[i0 + i] = sc[i];
+        dt_free(hbd);
+        dt_free(hdd);
+        dt_free(heat);
+        dt_free(score);
+        if (st) goto done;
+    }
+    TRY(drdc_stats_get(&acc_drdc, &ns_drdc));
+    m->stats.drdc_mean = ns_drdc.mean;
+    m->stats.drdc_std = ns_drdc.std;
+    TRY(drdc_quantile(&m->stats.drdc_threshold, drdc_scores, k, m->cfg.infer.threshold_quantile));
+    drdc_colour_range(&ns_drdc, m->stats.drdc_threshold, &m->stats.drdc_lo, &m->stats.drdc_hi);
+    m->stats.drdc_ready = 1;
+done:
+    drdc_loader_free(ld);
+    free(base_scores);
+    free(drdc_scores);
+    free(kept_base);
+    free(kept_diff);
+    free(sc);
+    return st;
+}
+
+drdc_status drdc_model_recalibrate(drdc_model *m, const char *data_root, int n_images, int *n_used) {
+    drdc_data_config dc = m->cfg.data;
+    if (data_root) {
+        if (strlen(data_root) >= sizeof dc.root)
+            return drdc_fail(DRDC_ERR_INPUT, "data root '%.64s...' is longer than %zu bytes", data_root, sizeof dc.root - 1);
+        snprintf(dc.root, sizeof dc.root, "%s", data_root);
+    }
+    drdc_dataset ds;
+    drdc_sample_list train = {0}, val = {0};
+    drdc_status st = drdc_dataset_open_config(&ds, &dc);
+    if (st) return st;
+    TRY(drdc_dataset_split(&ds, dc.val_fraction, drdc_seed(m->cfg.train.seed, DRDC_SEED_SPLIT), &train, &val));
+    if (n_images > 0 && n_images < val.n) {   /* evenly spaced, so every category counts */
+        for (int i = 0; i < n_images; i++) val.items[i] = val.items[(int64_t)i * val.n / n_images];
+        val.n = n_images;
+    }
+    TRY(drdc_calibrate(m, &val, 0));
+    if (n_used) *n_used = val.n;
+done:
+    drdc_sample_list_free(&train);
+    drdc_sample_list_free(&val);
+    drdc_dataset_free(&ds);
+    return st;
+}

@@ -1,0 +1,125 @@
+/* infer.c: scoring image files with a trained model (infer.h). */
+#include "drdc/model/infer.h"
+#include "drdc/core/progress.h"
+#include "drdc/stages/heatmap.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+drdc_status drdc_inferer_open(drdc_inferer *inf, const char *path, const char *method, const char *const *sets,
+                              int n_sets, const drdc_runtime *rt) {
+    memset(inf, 0, sizeof *inf);
+    inf->model_path = path;
+    drdc_status st = drdc_model_load(&inf->m, path, rt->device);
+    if (st) return st;
+    drdc_model *m = &inf->m;
+    if (method && strcmp(method, "drdc") == 0 && m->refiner_steps <= 0) {
+        st = drdc_fail(DRDC_ERR_INPUT, "--method drdc needs the diffusion refiner, and %s has none (use --method base)",
+                       path);
+        goto done;
+    }
+    inf->use_drdc = method ? strcmp(method, "drdc") == 0 : m->refiner_steps > 0;
+    if (!method && m->refiner_steps <= 0)
+        fprintf(stderr, "warning: %s has no trained diffusion refiner (0 refiner steps): using --method base "
+                "(train stage 2 for DRDC)\n", path);
+    if (n_sets) TRY(drdc_model_set_infer(m, sets, n_sets, path));
+    if (!m->stats.ready) {
+        st = drdc_fail(DRDC_ERR_INPUT, "%s is not calibrated (training did not finish)", path);
+        goto done;
+    }
+    if (inf->use_drdc && !m->stats.drdc_ready) {
+        st = drdc_fail(DRDC_ERR_INPUT, "%s is not calibrated for DRDC (use --method base)", path);
+        goto done;
+    }
+    inf->map_size = inf->use_drdc ? m->cfg.refiner.image_size : m->cfg.data.image_size;
+    inf->load_size = drdc_model_input_size(m, inf->use_drdc);
+    inf->lo = inf->use_drdc ? m->stats.drdc_lo : m->stats.score_lo;
+    inf->hi = inf->use_drdc ? m->stats.drdc_hi : m->stats.score_hi;
+    inf->threshold = inf->use_drdc ? m->stats.drdc_threshold : m->stats.base_threshold;
+    if (inf->use_drdc) drdc_model_describe_drdc(m, inf->how, sizeof inf->how);
+done:
+    if (st) drdc_inferer_close(inf);
+    return st;
+}
+
+void drdc_inferer_close(drdc_inferer *inf) {
+    drdc_model_free(&inf->m);
+    memset(inf, 0, sizeof *inf);
+}
+
+void drdc_infer_result_free(drdc_infer_result *r) {
+    drdc_image_free(&r->image);
+    drdc_image_free(&r->map);
+}
+
+/* HWC [0,1] image -> CHW floats (the loader's layout). */
+static void to_chw(const drdc_image *img, float *chw) {
+    size_t plane = (size_t)img->w * img->h;
+    for (size_t p = 0; p < plane; p++)
+        for (int c = 0; c < 3; c++) chw[(size_t)c * plane + p] = img->data[p * 3 + (size_t)c];
+}
+
+drdc_status drdc_infer_image(const drdc_inferer *inf, const char *path, drdc_infer_result *r) {
+    memset(r, 0, sizeof *r);
+    const drdc_model *m = &inf->m;
+    const int S = inf->map_size, I = inf->load_size;
+    drdc_image small = {0}, map = {0};
+    float *chw = NULL;
+    dt_tensor images = NULL, out_map = NULL, out_score = NULL, bscore = NULL;
+    double t0 = drdc_now_seconds();
+    drdc_status st = drdc_image_load_rgb(path, &r->image);
+    if (st) goto done;
+    TRY(drdc_image_resize(&r->image, I, I, &small));               /* as the loader does */
+    chw = malloc(sizeof(float) * 3 * (size_t)I * I);
+    if (!chw) {
+        st = drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory", path);
+        goto done;
+    }
+    to_chw(&small, chw);
+    TRY(drdc_model_upload(&images, m, chw, 1, 3, I));              /* [1,3,I,I] */
+    r->load_s = drdc_now_seconds() - t0;
+    if (inf->use_drdc) {
+        drdc_stage_times tm;
+        TRY(drdc_model_drdc(&out_map, &out_score, NULL, &bscore, NULL, m, images, 0, &tm));
+        r->base_s = tm.base_s, r->refine_s = tm.refine_s, r->fusion_s = tm.fusion_s;
+    } else {
+        double t1 = drdc_now_seconds();
+        TRY(drdc_model_base(&out_map, &out_score, m, images));
+        TRY(dt_synchronize(m->dev));
+        r->base_s = drdc_now_seconds() - t1;
+    }
+    TRY(drdc_image_alloc(&map, S, S, 1));
+    TRY(dt_copy_to_host(out_map, map.data, sizeof(float) * (size_t)S * S));
+    TRY(dt_copy_to_host(out_score, &r->score, sizeof(float)));
+    r->base_score = r->score;
+    if (bscore) TRY(dt_copy_to_host(bscore, &r->base_score, sizeof(float)));
+    TRY(drdc_image_resize(&map, r->image.w, r->image.h, &r->map)); /* the image's original size */
+done:
+    free(chw);
+    drdc_image_free(&small);
+    drdc_image_free(&map);
+    dt_free(images);
+    dt_free(out_map);
+    dt_free(out_score);
+    dt_free(bscore);
+    return st;
+}
+
+drdc_status drdc_infer_write_pictures(const drdc_inferer *inf, const drdc_infer_result *r, const char *heat,
+                                      const char *overlay) {
+    drdc_image colour = {0}, over = {0};
+    drdc_status st = DRDC_OK;
+    if (heat) {
+        TRY(drdc_heatmap_colorize(&r->map, (float)inf->lo, (float)inf->hi, &colour));
+        TRY(drdc_image_write_png(heat, &colour));
+    }
+    if (overlay) {
+        TRY(drdc_heatmap_overlay(&r->image, &r->map, (float)inf->lo, (float)inf->hi, 0.6f, &over));
+        TRY(drdc_image_write_png(overlay, &over));
+    }
+done:
+    drdc_image_free(&colour);
+    drdc_image_free(&over);
+    return st;
+}
