@@ -61,9 +61,5 @@ int drdc_cmd_train(int argc, char **argv) {
     drdc_runtime rt;
     st = drdc_runtime_init(&rt, A.device, A.threads);
     if (st) return drdc_cli_report("train", st);
-    st = drdc_train_run(&cfg, A.stage, A.resume, &rt);
-    if (st == DRDC_ERR_NOMEM)
-        drdc_error_hint(st, "out of memory: lower base.batch or refiner.batch, or refiner.image_size / "
-                        "refiner.channels; the last checkpoint is kept and --resume continues from it");
-    return drdc_cli_report("train", st);
+    return drdc_cli_report("train", drdc_train_run(&cfg, A.stage, A.resume, &rt));
 }

@@ -42,6 +42,8 @@ drdc_status drdc_calibrate(drdc_model *m, const drdc_sample_list *val, int quiet
     drdc_stats_reset(&acc_diff);
     drdc_stats_reset(&acc_drdc);
     drdc_norm_stats ns_base, ns_diff, ns_drdc;
+    drdc_progress prog = {0};
+    dt_tensor tmp[4] = {NULL};   /* one batch's temporaries */
     int k = 0;
     drdc_status st = base_scores && drdc_scores ? DRDC_OK : drdc_fail(DRDC_ERR_NOMEM, "out of memory");
     if (st) goto done;
@@ -58,29 +60,25 @@ drdc_status drdc_calibrate(drdc_model *m, const drdc_sample_list *val, int quiet
     }
     TRY(drdc_loader_create(&ld, val->items, val->n, &lo));
     TRY(drdc_loader_start_epoch(ld, 0));
-    drdc_progress prog;
     drdc_progress_begin(&prog, "calibrate (validation images)", val->n, quiet);
     const drdc_batch *b;
     /* pass 1: base maps and scores, and the diffusion maps when there is a refiner */
     for (;;) {
         TRY(drdc_loader_next(ld, &b));
         if (!b) break;
-        dt_tensor images = NULL, map = NULL, score = NULL, hd = NULL;
-        st = drdc_model_upload(&images, m, b->images, b->n, 3, size);
-        if (!st && with_refiner) st = drdc_model_drdc(NULL, NULL, &map, &score, &hd, m, images, 1, NULL);
-        if (!st && !with_refiner) st = drdc_model_base(&map, &score, m, images);
-        if (!st) st = drdc_stats_add(&acc_base, map);
-        if (!st) st = dt_copy_to_host(score, sc, sizeof(float) * (size_t)b->n);
-        if (!st && with_refiner) st = drdc_stats_add(&acc_diff, hd);
-        if (!st && with_refiner) st = append_maps(&kept_base, &n_base, map);
-        if (!st && with_refiner) st = append_maps(&kept_diff, &n_diff, hd);
-        dt_free(images);
-        dt_free(map);
-        dt_free(score);
-        dt_free(hd);
-        if (st) {
-            drdc_progress_end(&prog);
-            goto done;
+        dt_free_all(tmp, 4);
+        dt_tensor *images = &tmp[0], *map = &tmp[1], *score = &tmp[2], *hd = &tmp[3];
+        TRY(drdc_model_upload(images, m, b->images, b->n, 3, size));
+        if (with_refiner)
+            TRY(drdc_model_drdc(NULL, NULL, map, score, hd, m, *images, 1, NULL));
+        else
+            TRY(drdc_model_base(map, score, m, *images));
+        TRY(drdc_stats_add(&acc_base, *map));
+        TRY(dt_copy_to_host(*score, sc, sizeof(float) * (size_t)b->n));
+        if (with_refiner) {
+            TRY(drdc_stats_add(&acc_diff, *hd));
+            TRY(append_maps(&kept_base, &n_base, *map));
+            TRY(append_maps(&kept_diff, &n_diff, *hd));
         }
         for (int i = 0; i < b->n; i++) base_scores[k++] = sc[i];
         drdc_progress_update(&prog, k, NULL);
@@ -107,18 +105,14 @@ drdc_status drdc_calibrate(drdc_model *m, const drdc_sample_list *val, int quiet
     for (int i0 = 0; i0 < k; i0 += lo.batch_size) {
         int n = k - i0 < lo.batch_size ? k - i0 : lo.batch_size;
         size_t off = (size_t)i0 * R * R;
-        dt_tensor hbd = NULL, hdd = NULL, heat = NULL, score = NULL;
-        st = drdc_model_upload(&hbd, m, kept_base + off, n, 1, R);
-        if (!st) st = drdc_model_upload(&hdd, m, kept_diff + off, n, 1, R);
-        if (!st) st = drdc_fusion_final(&heat, &score, hdd, hbd, &fo);
-        if (!st) st = drdc_stats_add(&acc_drdc, heat);
-        if (!st) st = dt_copy_to_host(score, sc, sizeof(float) * (size_t)n);
-        for (int i = 0; !st && i < n; i++) drdc_scores[i0 + i] = sc[i];
-        dt_free(hbd);
-        dt_free(hdd);
-        dt_free(heat);
-        dt_free(score);
-        if (st) goto done;
+        dt_free_all(tmp, 4);
+        dt_tensor *hbd = &tmp[0], *hdd = &tmp[1], *heat = &tmp[2], *score = &tmp[3];
+        TRY(drdc_model_upload(hbd, m, kept_base + off, n, 1, R));
+        TRY(drdc_model_upload(hdd, m, kept_diff + off, n, 1, R));
+        TRY(drdc_fusion_final(heat, score, *hdd, *hbd, &fo));
+        TRY(drdc_stats_add(&acc_drdc, *heat));
+        TRY(dt_copy_to_host(*score, sc, sizeof(float) * (size_t)n));
+        for (int i = 0; i < n; i++) drdc_scores[i0 + i] = sc[i];
     }
     TRY(drdc_stats_get(&acc_drdc, &ns_drdc));
     m->stats.drdc_mean = ns_drdc.mean;
@@ -127,6 +121,8 @@ drdc_status drdc_calibrate(drdc_model *m, const drdc_sample_list *val, int quiet
     drdc_colour_range(&ns_drdc, m->stats.drdc_threshold, &m->stats.drdc_lo, &m->stats.drdc_hi);
     m->stats.drdc_ready = 1;
 done:
+    drdc_progress_end(&prog);
+    dt_free_all(tmp, 4);
     drdc_loader_free(ld);
     free(base_scores);
     free(drdc_scores);

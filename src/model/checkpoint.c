@@ -20,15 +20,16 @@ drdc_status drdc_tensor_to_writer(drdc_st_writer *w, const char *name, dt_tensor
     dt_dtype dt = dt_dtype_of(t);
     drdc_st_dtype sdt = dt == DT_U8 ? DRDC_ST_U8 : dt == DT_I64 ? DRDC_ST_I64 : DRDC_ST_F32;
     dt_tensor conv = NULL;
-    if (sdt == DRDC_ST_F32 && dt != DT_F32) {
-        st = dt_to_dtype(&conv, t, DT_F32);
-        if (st) return st;
-    }
     size_t nbytes = (size_t)dt_numel(t) * drdc_st_dtype_size(sdt);
-    void *buf = malloc(nbytes ? nbytes : 1);
-    if (!buf) st = drdc_fail(DRDC_ERR_NOMEM, "out of memory saving %s", name);
-    if (!st) st = dt_copy_to_host(conv ? conv : t, buf, nbytes);
-    if (!st) st = drdc_st_writer_add(w, name, sdt, nd, shape, buf, nbytes);
+    void *buf = NULL;
+    if (sdt == DRDC_ST_F32 && dt != DT_F32) TRY(dt_to_dtype(&conv, t, DT_F32));
+    if (!(buf = malloc(nbytes ? nbytes : 1))) {
+        st = drdc_fail(DRDC_ERR_NOMEM, "out of memory saving %s", name);
+        goto done;
+    }
+    TRY(dt_copy_to_host(conv ? conv : t, buf, nbytes));
+    TRY(drdc_st_writer_add(w, name, sdt, nd, shape, buf, nbytes));
+done:
     free(buf);
     dt_free(conv);
     return st;
@@ -51,10 +52,10 @@ drdc_status drdc_tensor_from_st(dt_tensor *out, const drdc_st_tensor *t, dt_devi
 
 drdc_status drdc_checkpoint_save(const drdc_model *m, const drdc_stage_state *s, const char *out_dir) {
     drdc_st_writer *w = NULL;
-    dt_tensor rng = NULL;
+    dt_tensor rng = NULL, moments[2] = {NULL, NULL};
     char path[4096], name[160], num[32];
-    drdc_status st = drdc_st_writer_new(&w);
-    if (st) return st;
+    drdc_status st = DRDC_OK;
+    TRY(drdc_st_writer_new(&w));
     TRY(drdc_model_write(m, w));
     TRY(drdc_st_writer_set_meta(w, "stage", s->stage));
     snprintf(num, sizeof num, "%d", s->epoch);
@@ -62,20 +63,16 @@ drdc_status drdc_checkpoint_save(const drdc_model *m, const drdc_stage_state *s,
     snprintf(num, sizeof num, "%d", s->batch);
     TRY(drdc_st_writer_set_meta(w, "stage_batch", num));
     for (int i = 0; i < dt_adamw_num_params(s->opt); i++) {
-        dt_tensor a = NULL, b = NULL;
         int64_t step = 0;
-        TRY(dt_adamw_state_get(&a, &b, &step, s->opt, i));
-        if (a) {
-            snprintf(name, sizeof name, "opt.%s.%d.exp_avg", s->stage, i);
-            st = drdc_tensor_to_writer(w, name, a);
-            snprintf(name, sizeof name, "opt.%s.%d.exp_avg_sq", s->stage, i);
-            if (!st) st = drdc_tensor_to_writer(w, name, b);
-            snprintf(name, sizeof name, "opt.%s.%d.step", s->stage, i);
-            if (!st) st = drdc_st_writer_add(w, name, DRDC_ST_I64, 0, NULL, &step, sizeof step);
-        }
-        dt_free(a);
-        dt_free(b);
-        if (st) goto done;
+        dt_free_all(moments, 2);
+        TRY(dt_adamw_state_get(&moments[0], &moments[1], &step, s->opt, i));
+        if (!moments[0]) continue;   /* the parameter has not been updated yet */
+        snprintf(name, sizeof name, "opt.%s.%d.exp_avg", s->stage, i);
+        TRY(drdc_tensor_to_writer(w, name, moments[0]));
+        snprintf(name, sizeof name, "opt.%s.%d.exp_avg_sq", s->stage, i);
+        TRY(drdc_tensor_to_writer(w, name, moments[1]));
+        snprintf(name, sizeof name, "opt.%s.%d.step", s->stage, i);
+        TRY(drdc_st_writer_add(w, name, DRDC_ST_I64, 0, NULL, &step, sizeof step));
     }
     TRY(dt_generator_get_state(&rng, s->gen));
     snprintf(name, sizeof name, "rng.%s", s->stage);
@@ -88,6 +85,7 @@ drdc_status drdc_checkpoint_save(const drdc_model *m, const drdc_stage_state *s,
     TRY(drdc_st_writer_write(w, path));
 done:
     dt_free(rng);
+    dt_free_all(moments, 2);
     drdc_st_writer_free(w);
     return st;
 }
@@ -99,6 +97,7 @@ drdc_status drdc_checkpoint_restore(drdc_stage_state *s, drdc_params *extra, con
     if (!*found) return DRDC_OK;
     char name[160];
     drdc_status st = DRDC_OK;
+    dt_tensor moments[2] = {NULL, NULL}, rng = NULL;
     for (int i = 0; i < dt_adamw_num_params(s->opt); i++) {
         snprintf(name, sizeof name, "opt.%s.%d.exp_avg", s->stage, i);
         const drdc_st_tensor *ta = drdc_st_find(f, name), *tb = NULL, *ts = NULL;
@@ -108,24 +107,25 @@ drdc_status drdc_checkpoint_restore(drdc_stage_state *s, drdc_params *extra, con
         snprintf(name, sizeof name, "opt.%s.%d.step", s->stage, i);
         TRY(drdc_st_get(f, name, &ts));
         int64_t step;
-        if (ts->nbytes != sizeof step) return drdc_fail(DRDC_ERR_FORMAT, "%s: tensor %s is not one I64", src, name);
+        if (ts->nbytes != sizeof step) {
+            st = drdc_fail(DRDC_ERR_FORMAT, "%s: tensor %s is not one I64", src, name);
+            goto done;
+        }
         memcpy(&step, ts->data, sizeof step);
-        dt_tensor a = NULL, b = NULL;
-        st = drdc_tensor_from_st(&a, ta, dev);
-        if (!st) st = drdc_tensor_from_st(&b, tb, dev);
-        if (!st) st = dt_adamw_state_set(s->opt, i, a, b, step);
-        dt_free(a);
-        dt_free(b);
-        if (st) return drdc_error_context(st, "%s: optimizer state %d", src, i);
+        dt_free_all(moments, 2);
+        TRY(drdc_tensor_from_st(&moments[0], ta, dev));
+        TRY(drdc_tensor_from_st(&moments[1], tb, dev));
+        st = dt_adamw_state_set(s->opt, i, moments[0], moments[1], step);
+        if (st) {
+            drdc_error_context(st, "%s: optimizer state %d", src, i);
+            goto done;
+        }
     }
     const drdc_st_tensor *tr = NULL;
     snprintf(name, sizeof name, "rng.%s", s->stage);
     TRY(drdc_st_get(f, name, &tr));
-    dt_tensor rng = NULL;
     TRY(drdc_tensor_from_st(&rng, tr, (dt_device){DT_CPU, 0}));
-    st = dt_generator_set_state(s->gen, rng);
-    dt_free(rng);
-    if (st) goto done;
+    TRY(dt_generator_set_state(s->gen, rng));
     if (extra) {
         snprintf(name, sizeof name, "%s_live.", s->stage);
         TRY(drdc_params_load(extra, f, name, 0));
@@ -134,6 +134,8 @@ drdc_status drdc_checkpoint_restore(drdc_stage_state *s, drdc_params *extra, con
     s->epoch = e ? atoi(e) : 0;
     s->batch = b ? atoi(b) : 0;
 done:
+    dt_free_all(moments, 2);
+    dt_free(rng);
     return st;
 }
 

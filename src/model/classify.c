@@ -19,19 +19,22 @@ static drdc_status load_batch(dt_tensor *out, const char *const *paths, int n, i
     float *buf = malloc(sizeof(float) * 3 * plane * (size_t)n);
     if (!buf) return drdc_fail(DRDC_ERR_NOMEM, "out of memory for %d images", n);
     drdc_status st = DRDC_OK;
-    for (int i = 0; !st && i < n; i++) {
-        drdc_image img = {0}, small = {0};
-        st = drdc_image_load_rgb(paths[i], &img);
-        if (!st) st = drdc_image_resize(&img, size, size, &small);
-        for (size_t p = 0; !st && p < plane; p++)   /* HWC -> CHW */
-            for (int c = 0; c < 3; c++) buf[((size_t)i * 3 + (size_t)c) * plane + p] = small.data[p * 3 + (size_t)c];
+    drdc_image img = {0}, small = {0};
+    dt_tensor host = NULL;
+    for (int i = 0; i < n; i++) {
         drdc_image_free(&img);
         drdc_image_free(&small);
+        TRY(drdc_image_load_rgb(paths[i], &img));
+        TRY(drdc_image_resize(&img, size, size, &small));
+        for (size_t p = 0; p < plane; p++)   /* HWC -> CHW */
+            for (int c = 0; c < 3; c++) buf[((size_t)i * 3 + (size_t)c) * plane + p] = small.data[p * 3 + (size_t)c];
     }
     const int64_t shape[4] = {n, 3, size, size};
-    dt_tensor host = NULL;
-    if (!st) st = dt_from_host(&host, buf, DT_F32, shape, 4, (dt_device){DT_CPU, 0});
-    if (!st) st = dt_to_device(out, host, dev);
+    TRY(dt_from_host(&host, buf, DT_F32, shape, 4, (dt_device){DT_CPU, 0}));
+    TRY(dt_to_device(out, host, dev));
+done:
+    drdc_image_free(&img);
+    drdc_image_free(&small);
     dt_free(host);
     free(buf);
     return st;
@@ -47,7 +50,8 @@ drdc_status drdc_classify_images(drdc_topk *out, const char *arch, const char *w
     if (!size && (st = drdc_backbone_native_size(arch, &size))) return drdc_error_context(DRDC_ERR_USAGE, "--arch");
     if (size < 32) return drdc_fail(DRDC_ERR_USAGE, "--size %d: at least 32 px", size);
     drdc_backbone bb;
-    if ((st = drdc_backbone_build(&bb, &cfg, size, dev, 0))) return st;
+    st = drdc_backbone_build(&bb, &cfg, size, dev, 0);
+    if (st) return st;
     dt_tensor images = NULL, logits = NULL, probs = NULL, top_p = NULL, top_i = NULL, p_cpu = NULL, i_cpu = NULL;
     const dt_device cpu = {DT_CPU, 0};
     if (weights) TRY(drdc_backbone_load(&bb, weights));

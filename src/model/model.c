@@ -48,8 +48,10 @@ drdc_status drdc_model_refiner_init(drdc_unet *unet, const drdc_config *cfg, dt_
 drdc_status drdc_model_build_refiner(drdc_model *m) {
     drdc_unet_free(&m->refiner);
     drdc_schedule_free(&m->schedule);
-    drdc_status st = drdc_model_refiner_init(&m->refiner, &m->cfg, m->dev);
-    if (!st) st = drdc_schedule_from_config(&m->schedule, &m->cfg.refiner, m->dev);
+    drdc_status st = DRDC_OK;
+    TRY(drdc_model_refiner_init(&m->refiner, &m->cfg, m->dev));
+    TRY(drdc_schedule_from_config(&m->schedule, &m->cfg.refiner, m->dev));
+done:
     return st ? drdc_error_context(st, "building the diffusion refiner") : DRDC_OK;
 }
 
@@ -68,11 +70,11 @@ drdc_status drdc_model_set_infer(drdc_model *m, const char *const *sets, int n, 
                              "describe the trained networks of %s)", sets[i], path);
     drdc_config c = m->cfg;
     drdc_status st = DRDC_OK;
-    for (int i = 0; i < n && !st; i++) st = drdc_config_set(&c, sets[i]);
-    if (!st) st = drdc_config_validate(&c);
-    if (st) return drdc_error_context(st, "--set");
+    for (int i = 0; i < n; i++) TRY(drdc_config_set(&c, sets[i]));
+    TRY(drdc_config_validate(&c));
     m->cfg = c;
-    return DRDC_OK;
+done:
+    return st ? drdc_error_context(st, "--set") : DRDC_OK;
 }
 
 void drdc_model_describe_drdc(const drdc_model *m, char *out, size_t cap) {
@@ -186,9 +188,11 @@ done:
 
 drdc_status drdc_model_save(const drdc_model *m, const char *path) {
     drdc_st_writer *w = NULL;
-    drdc_status st = drdc_st_writer_new(&w);
-    if (!st) st = drdc_model_write(m, w);
-    if (!st) st = drdc_st_writer_write(w, path);
+    drdc_status st = DRDC_OK;
+    TRY(drdc_st_writer_new(&w));
+    TRY(drdc_model_write(m, w));
+    TRY(drdc_st_writer_write(w, path));
+done:
     drdc_st_writer_free(w);
     return st;
 }
@@ -244,7 +248,7 @@ static drdc_status base_map_scales(dt_tensor *map, dt_tensor rec, dt_tensor feat
     int64_t shape[4];
     drdc_status st = dt_shape(shape, 4, feats);
     if (st) return st;
-    if ((st = dt_scope_begin())) return st;
+    TRY(dt_scope_begin());
     dt_tensor sum = NULL, res = NULL;
     for (int i = 0; i < ic->n_base_scales; i++) {
         dt_tensor r = rec, f = feats, low, up;
@@ -266,11 +270,9 @@ static drdc_status base_map_scales(dt_tensor *map, dt_tensor rec, dt_tensor feat
         }
     }
     TRY(dt_mul_scalar(&res, sum, 1.0 / ic->n_base_scales));
-    TRY(dt_scope_keep(res));
+    return dt_scope_finish(st, res, map);
 done:
-    dt_scope_end();   /* frees every temporary, and res unless the keep (the last step) succeeded */
-    *map = st ? NULL : res;
-    return st;
+    return dt_scope_finish(st, NULL, map);
 }
 
 /* Runs fn on each image of a batch alone ([1,...] slices) and concatenates each wanted output along
@@ -287,15 +289,19 @@ static drdc_status per_image(dt_tensor *const *outs, int n_outs, const drdc_mode
     if (B == 1) return fn(outs, m, images, ctx);
     dt_tensor *parts = calloc((size_t)(n_outs * B), sizeof *parts);
     if (!parts) return drdc_fail(DRDC_ERR_NOMEM, "out of memory for a batch of %lld images", (long long)B);
-    for (int64_t b = 0; b < B && !st; b++) {
-        dt_tensor one = NULL, *slot[8];
+    dt_tensor one = NULL;
+    for (int64_t b = 0; b < B; b++) {
+        dt_tensor *slot[8];
         for (int i = 0; i < n_outs; i++) slot[i] = outs[i] ? &parts[i * B + b] : NULL;
-        st = dt_narrow(&one, images, 0, b, 1);                 /* [1,3,H,W] */
-        if (!st) st = fn(slot, m, one, ctx);
+        TRY(dt_narrow(&one, images, 0, b, 1));                 /* [1,3,H,W] */
+        TRY(fn(slot, m, one, ctx));
         dt_free(one);
+        one = NULL;
     }
-    for (int i = 0; i < n_outs && !st; i++)
-        if (outs[i]) st = dt_cat(outs[i], &parts[i * B], (int)B, 0);
+    for (int i = 0; i < n_outs; i++)
+        if (outs[i]) TRY(dt_cat(outs[i], &parts[i * B], (int)B, 0));
+done:
+    dt_free(one);
     for (int64_t k = 0; k < n_outs * B; k++) dt_free(parts[k]);
     free(parts);
     return st;
@@ -319,8 +325,9 @@ static drdc_status base_one(dt_tensor *const *outs, const drdc_model *m, dt_tens
     TRY(drdc_fusion_image_score(score, *map, m->cfg.infer.pool));  /* [B] */
     TRY(dt_scope_keep(*map));
     TRY(dt_scope_keep(*score));
-done:
-    dt_scope_end();
+done:;
+    drdc_status end = dt_scope_end();   /* frees the temporaries (and the outputs unless kept) */
+    if (!st) st = end;
     dt_set_grad_enabled(prev);
     if (st) {
         dt_free(*map);
@@ -365,6 +372,7 @@ static drdc_status image_draws(drdc_refine_opts *ro, const drdc_model *m, dt_ten
     const size_t plane = (size_t)(3 * R * R);
     const dt_device cpu = {DT_CPU, 0}, dev = dt_device_of(images);
     dt_tensor host = NULL, *per[4] = {NULL, NULL, NULL, NULL};
+    dt_generator gen = NULL;
     float *px = malloc(sizeof(float) * plane * (size_t)B);
     for (int i = 0; i < 4; i++) per[i] = calloc((size_t)B, sizeof(dt_tensor));
     if (!px || !per[0] || !per[1] || !per[2] || !per[3]) {
@@ -375,17 +383,16 @@ static drdc_status image_draws(drdc_refine_opts *ro, const drdc_model *m, dt_ten
     TRY(dt_copy_to_host(host, px, sizeof(float) * plane * (size_t)B));   /* [B,3,R,R] */
     const int64_t nshape[5] = {G, K, 3, R, R}, kshape[6] = {S, G, K, 3, R, R};
     for (int64_t b = 0; b < B; b++) {
-        dt_generator gen = NULL;
         dt_tensor grid_masks[DRDC_MAX_LIST] = {NULL};
         TRY(dt_generator_new(&gen, drdc_model_image_seed(m, px + (size_t)b * plane, plane)));
-        for (int64_t g = 0; g < G && !st; g++)
-            st = drdc_inpaint_masks(&grid_masks[g], (int)R, (int)R, ro->grids[g], (int)K, gen, cpu); /* [K,1,R,R] */
-        if (!st) st = dt_stack(&per[0][b], grid_masks, (int)G, 0);                 /* [G,K,1,R,R] */
-        if (!st) st = dt_randn(&per[1][b], nshape, 5, DT_F32, cpu, gen);           /* z */
-        if (!st) st = dt_randn(&per[2][b], nshape, 5, DT_F32, cpu, gen);           /* eps0 */
-        if (!st) st = dt_randn(&per[3][b], kshape, 6, DT_F32, cpu, gen);           /* eps' per step */
+        for (int64_t g = 0; g < G; g++)
+            TRY(drdc_inpaint_masks(&grid_masks[g], (int)R, (int)R, ro->grids[g], (int)K, gen, cpu)); /* [K,1,R,R] */
+        TRY(dt_stack(&per[0][b], grid_masks, (int)G, 0));                 /* [G,K,1,R,R] */
+        TRY(dt_randn(&per[1][b], nshape, 5, DT_F32, cpu, gen));           /* z */
+        TRY(dt_randn(&per[2][b], nshape, 5, DT_F32, cpu, gen));           /* eps0 */
+        TRY(dt_randn(&per[3][b], kshape, 6, DT_F32, cpu, gen));           /* eps' per step */
         dt_generator_free(gen);
-        if (st) goto done;
+        gen = NULL;
     }
     dt_tensor all[4];
     TRY(dt_stack(&all[0], per[0], (int)B, 0));    /* [B,G,K,1,R,R] */
@@ -395,6 +402,7 @@ static drdc_status image_draws(drdc_refine_opts *ro, const drdc_model *m, dt_ten
     dt_tensor *dst[4] = {&ro->masks, &ro->z, &ro->eps0, &ro->eps_known};
     for (int i = 0; i < 4; i++) TRY(dt_to_device(dst[i], all[i], dev));
 done:
+    dt_generator_free(gen);
     free(px);
     for (int i = 0; i < 4; i++) free(per[i]);   /* the handles belong to the caller's scope */
     return st;
@@ -404,16 +412,20 @@ drdc_status drdc_model_upload(dt_tensor *out, const drdc_model *m, const float *
     *out = NULL;
     const int64_t shape[4] = {n, c, size, size};
     dt_tensor host = NULL;
-    drdc_status st = dt_from_host(&host, data, DT_F32, shape, 4, (dt_device){DT_CPU, 0});
-    if (!st) st = dt_to_device(out, host, m->dev);
+    drdc_status st = DRDC_OK;
+    TRY(dt_from_host(&host, data, DT_F32, shape, 4, (dt_device){DT_CPU, 0}));
+    TRY(dt_to_device(out, host, m->dev));
+done:
     dt_free(host);
     return st;
 }
 
 drdc_status drdc_model_refiner_range(dt_tensor *x, dt_tensor images) {
     dt_tensor x2 = NULL;
-    drdc_status st = dt_mul_scalar(&x2, images, 2.0);
-    if (!st) st = dt_add_scalar(x, x2, -1.0);
+    drdc_status st = DRDC_OK;
+    TRY(dt_mul_scalar(&x2, images, 2.0));
+    TRY(dt_add_scalar(x, x2, -1.0));
+done:
     dt_free(x2);
     return st;
 }
@@ -481,8 +493,9 @@ static drdc_status drdc_one(dt_tensor *const *outs_in, const drdc_model *m, dt_t
             TRY(dt_scope_keep(keep[i]));
             *outs[i] = keep[i];
         }
-done:
-    dt_scope_end();
+done:;
+    drdc_status end = dt_scope_end();
+    if (!st) st = end;
 out:
     dt_set_grad_enabled(prev);
     if (st)

@@ -18,13 +18,18 @@
 
 drdc_status drdc_optimise(double *loss_value, dt_tensor loss, const dt_tensor *params, int n_params, double clip,
                           dt_optimizer opt) {
-    drdc_status st = dt_item(loss_value, loss);
-    if (st) return st;
-    if (!isfinite(*loss_value))
-        return drdc_fail(DRDC_ERR_NUMERIC, "the loss became %g; stopping, the last checkpoint is kept", *loss_value);
-    if ((st = dt_zero_grad(params, n_params)) || (st = dt_backward(loss))) return st;
-    if (clip > 0 && (st = dt_clip_grad_norm(params, n_params, clip, NULL))) return st;
-    return dt_adamw_step(opt);
+    drdc_status st = DRDC_OK;
+    TRY(dt_item(loss_value, loss));
+    if (!isfinite(*loss_value)) {
+        st = drdc_fail(DRDC_ERR_NUMERIC, "the loss became %g; stopping", *loss_value);
+        goto done;
+    }
+    TRY(dt_zero_grad(params, n_params));
+    TRY(dt_backward(loss));
+    if (clip > 0) TRY(dt_clip_grad_norm(params, n_params, clip, NULL));
+    TRY(dt_adamw_step(opt));
+done:
+    return st;
 }
 
 
@@ -139,9 +144,8 @@ drdc_status drdc_train_run(drdc_config *cfg, const char *stage, int resume_flag,
         printf("base model: %d epochs, %.1f s this run\n", m.base_epochs, drdc_now_seconds() - t0);
         if (m.refiner_steps == 0) {   /* a usable base-only model while stage 2 trains */
             m.stats.drdc_ready = 0;
-            st = drdc_calibrate(&m, &val, 0);
-            if (!st) st = drdc_model_save(&m, path);
-            if (st) goto done;
+            TRY(drdc_calibrate(&m, &val, 0));
+            TRY(drdc_model_save(&m, path));
             printf("calibrated on %d validation images: base map mean %.4g, std %.4g; base image-score threshold "
                    "%.4g (%.3g quantile); base model written to %s\n", m.stats.n_val_images, m.stats.base_mean,
                    m.stats.base_std, m.stats.base_threshold, cfg->infer.threshold_quantile, path);
@@ -158,15 +162,25 @@ drdc_status drdc_train_run(drdc_config *cfg, const char *stage, int resume_flag,
         st = drdc_train_refiner(&m, &train, &o);
         if (st) goto done;
         printf("refiner: %d steps, %.1f s this run\n", m.refiner_steps, drdc_now_seconds() - t0);
-        st = drdc_calibrate(&m, &val, 0);
-        if (!st) st = drdc_model_save(&m, path);
-        if (st) goto done;
+        TRY(drdc_calibrate(&m, &val, 0));
+        TRY(drdc_model_save(&m, path));
         printf("calibrated on %d validation images: DRDC map mean %.4g, std %.4g; image-score threshold %.4g\n",
                m.stats.n_val_images, m.stats.drdc_mean, m.stats.drdc_std, m.stats.drdc_threshold);
     }
     st = update_latest(out_dir);
     if (!st) printf("model written to %s (runs/latest points at it)\n", path);
 done:
+    if (st == DRDC_ERR_NOMEM)
+        drdc_error_hint(st, "out of memory: lower base.batch or refiner.batch, or refiner.image_size / "
+                        "refiner.channels");
+    if (st == DRDC_ERR_NOMEM || st == DRDC_ERR_NUMERIC) {   /* say what is left to continue from */
+        char ck[DRDC_PATH_CAP + 32];
+        drdc_checkpoint_path(ck, sizeof ck, out_dir);
+        if (drdc_is_file(ck))
+            drdc_error_hint(st, "the last checkpoint, %s, is kept; --resume continues from it", ck);
+        else
+            drdc_error_hint(st, "no checkpoint had been written yet");
+    }
     free(json);
     drdc_model_free(&m);
     drdc_sample_list_free(&train);

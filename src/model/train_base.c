@@ -34,8 +34,8 @@ done:
     if (st == DRDC_ERR_NUMERIC)
         st = drdc_error_context(st, "base stage, epoch %d, batch %d (lower base.lr or check the input images)",
                                 b->epoch, b->batch_index);
-    dt_scope_end();
-    return st;
+    drdc_status end = dt_scope_end();
+    return st ? st : end;
 }
 
 drdc_status drdc_train_base(drdc_model *m, const drdc_sample_list *train, const drdc_train_options *o) {
@@ -45,6 +45,7 @@ drdc_status drdc_train_base(drdc_model *m, const drdc_sample_list *train, const 
     dt_optimizer opt = NULL;
     dt_generator gen = NULL;
     drdc_loader *ld = NULL;
+    drdc_progress prog = {0};
     drdc_status st;
     TRY(drdc_params_trainable(&m->base.params, params, MAX_PARAMS, &n_params));
     TRY(dt_adamw_new(&opt, 0.9, 0.999, 1e-8));
@@ -74,7 +75,6 @@ drdc_status drdc_train_base(drdc_model *m, const drdc_sample_list *train, const 
     lo.seed = drdc_seed(m->cfg.train.seed, DRDC_SEED_BASE_ORDER);
     TRY(drdc_loader_create(&ld, train->items, train->n, &lo));
     int per_epoch = drdc_loader_batches_per_epoch(ld);
-    drdc_progress prog;
     drdc_progress_begin(&prog, "train base (images)", (int64_t)(bc->epochs - m->base_epochs) * train->n, o->quiet);
     int64_t images_done = 0, steps_since_ckpt = 0;
     double loss_sum = 0;
@@ -90,11 +90,7 @@ drdc_status drdc_train_base(drdc_model *m, const drdc_sample_list *train, const 
             TRY(drdc_loader_next(ld, &b));
             if (!b) break;
             double loss;
-            st = base_step(m, opt, gen, params, n_params, b, &loss);
-            if (st) {
-                drdc_progress_end(&prog);
-                goto done;
-            }
+            TRY(base_step(m, opt, gen, params, n_params, b, &loss));
             loss_sum += loss;
             steps++;
             steps_since_ckpt++;
@@ -117,6 +113,7 @@ drdc_status drdc_train_base(drdc_model *m, const drdc_sample_list *train, const 
         }
     }
 done:
+    drdc_progress_end(&prog);
     drdc_loader_free(ld);
     dt_optimizer_free(opt);
     dt_generator_free(gen);

@@ -33,8 +33,8 @@ done:
     if (st == DRDC_ERR_NUMERIC)
         st = drdc_error_context(st, "refiner stage, epoch %d, batch %d (lower refiner.lr)", b->epoch, b->batch_index);
     drdc_train_batch_free(&tb);
-    dt_scope_end();
-    return st;
+    drdc_status end = dt_scope_end();
+    return st ? st : end;
 }
 
 /* The EMA's decay at update n (0-based): ema_decay, or with the warm-up min(ema_decay, (1 + n) / (10 + n))
@@ -70,6 +70,7 @@ drdc_status drdc_train_refiner(drdc_model *m, const drdc_sample_list *train, con
     dt_optimizer opt = NULL;
     dt_generator gen = NULL;
     drdc_loader *ld = NULL;
+    drdc_progress prog = {0};
     drdc_status st;
     if (m->refiner_steps >= rc->steps) {
         if (!o->quiet) fprintf(stderr, "train refiner: %d of %d steps already done\n", m->refiner_steps, rc->steps);
@@ -110,7 +111,6 @@ drdc_status drdc_train_refiner(drdc_model *m, const drdc_sample_list *train, con
         fprintf(stderr, "train refiner: U-Net with %.1fM parameters, %dx%d images, batch %d, steps %d to %d\n",
                 drdc_unet_num_params(&live) / 1e6, rc->image_size, rc->image_size, rc->batch, m->refiner_steps,
                 rc->steps);
-    drdc_progress prog;
     drdc_progress_begin(&prog, "train refiner (steps)", rc->steps - m->refiner_steps, o->quiet);
     int start_steps = m->refiner_steps, since_ckpt = 0;
     double loss_avg = 0;
@@ -125,12 +125,8 @@ drdc_status drdc_train_refiner(drdc_model *m, const drdc_sample_list *train, con
             TRY(drdc_loader_next(ld, &b));
             if (!b || m->refiner_steps >= rc->steps) break;
             double loss;
-            st = refiner_step(m, &live, opt, gen, params, n_params, b, &loss);
-            if (!st) st = ema_update(&m->refiner, &live, drdc_ema_decay_at(rc, m->refiner_steps));
-            if (st) {
-                drdc_progress_end(&prog);
-                goto done;
-            }
+            TRY(refiner_step(m, &live, opt, gen, params, n_params, b, &loss));
+            TRY(ema_update(&m->refiner, &live, drdc_ema_decay_at(rc, m->refiner_steps)));
             m->refiner_steps++;
             ss.batch++;
             since_ckpt++;
@@ -148,8 +144,8 @@ drdc_status drdc_train_refiner(drdc_model *m, const drdc_sample_list *train, con
             ss.batch = 0;
         }
     }
-    drdc_progress_end(&prog);
 done:
+    drdc_progress_end(&prog);
     drdc_loader_free(ld);
     dt_optimizer_free(opt);
     dt_generator_free(gen);

@@ -62,6 +62,13 @@ typedef enum dt_interp_mode {
 
 /* ---- handles, scopes, counters -------------------------------------------------------- */
 void dt_free(dt_tensor t);                   /* frees a handle (NULL-safe); removes it from its scope */
+/* Frees n handles and sets them to NULL (for a loop's per-iteration temporaries). */
+static inline void dt_free_all(dt_tensor *ts, int n) {
+    for (int i = 0; i < n; i++) {
+        dt_free(ts[i]);
+        ts[i] = 0;
+    }
+}
 long dt_live_handles(void);                  /* tensor handles alive in the process */
 drdc_status dt_scope_begin(void);            /* opens a nested scope on this thread */
 drdc_status dt_scope_keep(dt_tensor t);      /* moves t out of its scope (to the enclosing one, or to the caller) */
