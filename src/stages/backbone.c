@@ -40,6 +40,20 @@ static const eff_coef EFF_COEFS[] = {
 static const double IMAGENET_MEAN[3] = {0.485, 0.456, 0.406};
 static const double IMAGENET_STD[3] = {0.229, 0.224, 0.225};
 
+/* The EfficientNet(-Lite) coefficients of arch, or NULL when it is not one of them. */
+static const eff_coef *find_coef(const char *arch) {
+    for (size_t i = 0; i < sizeof EFF_COEFS / sizeof EFF_COEFS[0]; i++)
+        if (strcmp(arch, EFF_COEFS[i].name) == 0) return &EFF_COEFS[i];
+    return NULL;
+}
+
+static int known_arch(const char *arch) { return strcmp(arch, "mobilenet_v2") == 0 || find_coef(arch) != NULL; }
+
+static drdc_status unknown_arch(const char *arch) {
+    return drdc_fail(DRDC_ERR_CONFIG,
+                     "backbone.arch '%s' is not known (mobilenet_v2, efficientnet-b0..b7, efficientnet-lite0..4)", arch);
+}
+
 /* The port's round_filters (depth_divisor 8, min_depth None); skip: lite's fixed stem/head. */
 static int round_filters(int filters, double width, int skip) {
     if (skip) return filters;
@@ -98,14 +112,8 @@ static drdc_status plan(drdc_backbone *bb, const char *arch) {
         memcpy(bb->feat_blocks, def, sizeof def);
         return DRDC_OK;
     }
-    const eff_coef *c = NULL;
-    for (size_t i = 0; i < sizeof EFF_COEFS / sizeof EFF_COEFS[0]; i++)
-        if (strcmp(arch, EFF_COEFS[i].name) == 0) c = &EFF_COEFS[i];
-    if (!c)
-        return drdc_fail(DRDC_ERR_CONFIG,
-                         "backbone.arch: unknown architecture '%s' (expected mobilenet_v2, efficientnet-b0..b7 "
-                         "or efficientnet-lite0..4)",
-                         arch);
+    const eff_coef *c = find_coef(arch);
+    if (!c) return unknown_arch(arch);
     int lite = strncmp(arch, "efficientnet-lite", 17) == 0;
     bb->family = lite ? DRDC_BACKBONE_EFFICIENTNET_LITE : DRDC_BACKBONE_EFFICIENTNET;
     bb->native_size = c->native;
@@ -172,6 +180,20 @@ drdc_status drdc_backbone_default_blocks(const char *arch, int *blocks, int *n) 
     if (st) return st;
     memcpy(blocks, tmp.feat_blocks, sizeof(int) * (size_t)tmp.n_feat);
     *n = tmp.n_feat;
+    return DRDC_OK;
+}
+
+/* ---- config rules ------------------------------------------------------------------------ */
+
+drdc_status drdc_backbone_check_config(const drdc_backbone_config *bb) {
+    if (!bb) return drdc_fail(DRDC_ERR_INPUT, "backbone config check: NULL config");
+    if (!known_arch(bb->arch)) return unknown_arch(bb->arch);
+    if (bb->n_blocks > DRDC_MAX_LIST)
+        return drdc_fail(DRDC_ERR_CONFIG, "backbone.blocks: %d blocks, at most %d", bb->n_blocks, DRDC_MAX_LIST);
+    for (int i = 1; i < bb->n_blocks; i++)
+        if (bb->blocks[i] <= bb->blocks[i - 1])
+            return drdc_fail(DRDC_ERR_CONFIG, "backbone.blocks must be increasing (block %d after block %d)",
+                             bb->blocks[i], bb->blocks[i - 1]);
     return DRDC_OK;
 }
 
@@ -291,7 +313,10 @@ drdc_status drdc_backbone_build(drdc_backbone *bb, const drdc_backbone_config *c
     if (dt_scope_depth() != 0)
         return drdc_fail(DRDC_ERR_STATE, "drdc_backbone_build: called inside a shim scope (its weights would be "
                                          "freed when the scope ends)");
-    drdc_status st = plan(bb, cfg->arch);
+    memset(bb, 0, sizeof *bb);
+    drdc_status st = drdc_backbone_check_config(cfg);
+    if (st) return st;
+    st = plan(bb, cfg->arch);
     if (st) return st;
     if (image_size < 32) {
         memset(bb, 0, sizeof *bb);
@@ -299,20 +324,14 @@ drdc_status drdc_backbone_build(drdc_backbone *bb, const drdc_backbone_config *c
     }
     bb->image_size = image_size;
     bb->device = dev;
-    if (cfg->n_blocks > 0) {
-        if (cfg->n_blocks > DRDC_MAX_LIST) {
-            memset(bb, 0, sizeof *bb);
-            return drdc_fail(DRDC_ERR_CONFIG, "backbone.blocks: %d blocks, at most %d", cfg->n_blocks, DRDC_MAX_LIST);
-        }
+    if (cfg->n_blocks > 0) {   /* increasing, at most DRDC_MAX_LIST: drdc_backbone_check_config */
         for (int i = 0; i < cfg->n_blocks; i++) {
             int b = cfg->blocks[i];
-            if (b < 0 || b >= bb->n_blocks || (i > 0 && b <= cfg->blocks[i - 1])) {
+            if (b < 0 || b >= bb->n_blocks) {
                 int n = bb->n_blocks;
                 memset(bb, 0, sizeof *bb);
-                return drdc_fail(DRDC_ERR_CONFIG,
-                                 "backbone.blocks: block %d is out of range or out of order (%s has blocks 0..%d; "
-                                 "give increasing indices)",
-                                 b, cfg->arch, n - 1);
+                return drdc_fail(DRDC_ERR_CONFIG, "backbone.blocks: block %d is out of range (%s has blocks 0..%d)", b,
+                                 cfg->arch, n - 1);
             }
             bb->feat_blocks[i] = b;
         }

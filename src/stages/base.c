@@ -12,6 +12,43 @@
 #define LN_EPS 1e-5   /* nn.LayerNorm's default, as UniAD */
 
 
+/* ---- config rules -------------------------------------------------------------------------- */
+
+/* The rules that do not depend on the feature grid: heads divides hidden, hidden even, the
+ * neighbour mask odd or 0 (and what they need to be computed: heads >= 1, hidden >= 2, mask >= 0). */
+static drdc_status check_heads_and_mask(const drdc_base_config *b) {
+    if (b->heads < 1) return drdc_fail(DRDC_ERR_CONFIG, "base.heads %d must be >= 1", b->heads);
+    if (b->hidden < 2) return drdc_fail(DRDC_ERR_CONFIG, "base.hidden %d must be >= 2", b->hidden);
+    if (b->neighbor_mask < 0) return drdc_fail(DRDC_ERR_CONFIG, "base.neighbor_mask %d must be >= 0", b->neighbor_mask);
+    if (b->hidden % b->heads != 0)
+        return drdc_fail(DRDC_ERR_CONFIG, "base.heads %d does not divide base.hidden %d", b->heads, b->hidden);
+    if (b->hidden % 2 != 0)
+        return drdc_fail(DRDC_ERR_CONFIG,
+                         "base.hidden %d must be even (half for rows, half for columns of the position embedding)",
+                         b->hidden);
+    if (b->neighbor_mask != 0 && b->neighbor_mask % 2 == 0)
+        return drdc_fail(DRDC_ERR_CONFIG, "base.neighbor_mask %d must be odd (or 0 = off)", b->neighbor_mask);
+    return DRDC_OK;
+}
+
+/* Whether the n x n neighbour mask hides every token from some token of an h x w feature grid
+ * (that token's softmax would be over -inf only: NaN). The centre token is the worst off: it keeps
+ * a visible token iff h/2 or w/2 (rounded down) exceeds the mask radius n/2. */
+static int mask_hides_all(int n, int h, int w) { return n > 0 && h / 2 <= n / 2 && w / 2 <= n / 2; }
+
+drdc_status drdc_base_check_config(const drdc_base_config *b, int image_size) {
+    if (!b) return drdc_fail(DRDC_ERR_INPUT, "base config check: NULL config");
+    drdc_status st = check_heads_and_mask(b);
+    if (st) return st;
+    const int h = image_size / 16;
+    if (mask_hides_all(b->neighbor_mask, h, h))
+        return drdc_fail(DRDC_ERR_CONFIG,
+                         "base.neighbor_mask %d hides every token from some token of the %dx%d feature grid "
+                         "(data.image_size %d / 16); use a smaller odd value or 0",
+                         b->neighbor_mask, h, h, image_size);
+    return DRDC_OK;
+}
+
 /* ---- building ------------------------------------------------------------------------------ */
 
 /* nn.Linear under UniAD's xavier_uniform initializer: weight U(+-sqrt(6/(in+out))), bias 0. */
@@ -194,34 +231,27 @@ drdc_status drdc_base_neighbor_mask(dt_tensor *out_mask, int feat_h, int feat_w,
     return st ? drdc_error_context(st, "uniad neighbour mask") : DRDC_OK;
 }
 
+
 drdc_status drdc_base_build(drdc_base *model, const drdc_base_config *cfg, int in_channels, int feat_h,
                              int feat_w, dt_device dev, uint64_t seed) {
     if (!model || !cfg) return drdc_fail(DRDC_ERR_INPUT, "uniad build: model or config is NULL");
     memset(model, 0, sizeof *model);
     if (in_channels < 1 || feat_h < 1 || feat_w < 1)
         return drdc_fail(DRDC_ERR_INPUT, "uniad build: bad feature shape C=%d h=%d w=%d", in_channels, feat_h, feat_w);
-    if (cfg->hidden < 2 || cfg->hidden % 2 != 0)
-        return drdc_fail(DRDC_ERR_CONFIG, "base.hidden = %d: must be even (half row, half column embedding)",
-                         cfg->hidden);
-    if (cfg->heads < 1 || cfg->hidden % cfg->heads != 0)
-        return drdc_fail(DRDC_ERR_CONFIG, "base.heads = %d: must divide base.hidden = %d", cfg->heads, cfg->hidden);
+    drdc_status st = check_heads_and_mask(cfg);
+    if (st) return st;
     if (cfg->enc_layers < 1 || cfg->dec_layers < 1)
         return drdc_fail(DRDC_ERR_CONFIG, "base.enc_layers = %d, base.dec_layers = %d: each must be >= 1",
                          cfg->enc_layers, cfg->dec_layers);
     if (cfg->ffn < 1) return drdc_fail(DRDC_ERR_CONFIG, "base.ffn = %d: must be >= 1", cfg->ffn);
     if (!(cfg->dropout >= 0.0 && cfg->dropout < 1.0))
         return drdc_fail(DRDC_ERR_CONFIG, "base.dropout = %g: must be in [0, 1)", cfg->dropout);
-    if (cfg->neighbor_mask < 0 || (cfg->neighbor_mask > 0 && cfg->neighbor_mask % 2 == 0))
-        return drdc_fail(DRDC_ERR_CONFIG, "base.neighbor_mask = %d: must be 0 (off) or odd", cfg->neighbor_mask);
-    if (cfg->neighbor_mask > 0) {
-        /* a token attends to nothing (softmax of all -inf = NaN) when the window covers the whole map */
-        int span = 2 * (cfg->neighbor_mask / 2) + 1;
-        if (feat_h <= span && feat_w <= span)
-            return drdc_fail(DRDC_ERR_CONFIG,
-                             "base.neighbor_mask = %d: on a %dx%d feature map the centre token could attend to "
-                             "nothing; use a smaller neighbourhood or a larger image",
-                             cfg->neighbor_mask, feat_h, feat_w);
-    }
+    /* the grid is the built one here (not data.image_size / 16, which drdc_base_check_config assumes) */
+    if (mask_hides_all(cfg->neighbor_mask, feat_h, feat_w))
+        return drdc_fail(DRDC_ERR_CONFIG,
+                         "base.neighbor_mask = %d: on a %dx%d feature map the centre token could attend to "
+                         "nothing; use a smaller neighbourhood or a larger image",
+                         cfg->neighbor_mask, feat_h, feat_w);
     if (!(cfg->jitter_scale >= 0.0) || !(cfg->jitter_prob >= 0.0 && cfg->jitter_prob <= 1.0))
         return drdc_fail(DRDC_ERR_CONFIG, "base.jitter_scale = %g / base.jitter_prob = %g out of range",
                          cfg->jitter_scale, cfg->jitter_prob);
@@ -239,7 +269,6 @@ drdc_status drdc_base_build(drdc_base *model, const drdc_base_config *cfg, int i
         return drdc_fail(DRDC_ERR_NOMEM, "uniad build: out of memory");
     }
     dt_generator g = NULL;
-    drdc_status st = DRDC_OK;
     TRY(dt_generator_new(&g, seed));
     TRY(add_parameters(&model->params, cfg, in_channels, feat_h, feat_w, dev, g));
     TRY(wire(model));

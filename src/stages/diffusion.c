@@ -1,7 +1,8 @@
-/* diffusion.c: the diffusion refiner around a network callback (see diffusion.h): the linear
- * schedule, q_sample (eq. 4), the inpainting masks of paper 4.2, the training batch and loss of
- * eq. (10) and the DDIM inpainting sampler with test-time conditioning (eqs. 7, 11-13, one step
- * in drdc_ddim_step) folded per grid by eq. (8). Every tensor step runs inside a shim scope, so no temporary outlives its call; each
+/* diffusion.c: the diffusion refiner around a network callback (see diffusion.h): the config
+ * rules of the schedule and the sampler, the linear schedule, q_sample (eq. 4), the inpainting
+ * masks of paper 4.2, the training batch and loss of eq. (10) and the DDIM inpainting sampler
+ * with test-time conditioning (eqs. 7, 11-13, one step in drdc_ddim_step) folded per grid by
+ * eq. (8). Every tensor step runs inside a shim scope, so no temporary outlives its call; each
  * DDIM step has its own scope so memory does not grow with the number of steps. */
 #include "drdc/stages/diffusion.h"
 
@@ -11,6 +12,36 @@
 
 
 static const dt_device k_cpu = {DT_CPU, 0};
+
+/* ---- config rules ----------------------------------------------------------------------------- */
+
+drdc_status drdc_diffusion_check_config(const drdc_refiner_config *r, const drdc_infer_config *in) {
+    if (!r || !in) return drdc_fail(DRDC_ERR_INPUT, "diffusion config check: NULL config");
+    if (!(r->beta_start < r->beta_end))
+        return drdc_fail(DRDC_ERR_CONFIG, "refiner.beta_start %g must be below refiner.beta_end %g", r->beta_start,
+                         r->beta_end);
+    if (r->max_train_t > r->timesteps)
+        return drdc_fail(DRDC_ERR_CONFIG, "refiner.max_train_t %d exceeds refiner.timesteps %d", r->max_train_t,
+                         r->timesteps);
+    if (in->tau >= r->timesteps)
+        return drdc_fail(DRDC_ERR_CONFIG, "infer.tau %d must be below refiner.timesteps %d", in->tau, r->timesteps);
+    if (in->steps > in->tau) return drdc_fail(DRDC_ERR_CONFIG, "infer.steps %d exceeds infer.tau %d", in->steps, in->tau);
+    if (in->n_grids < 1 || in->n_grids > DRDC_MAX_LIST)
+        return drdc_fail(DRDC_ERR_CONFIG, "infer.grids has %d cell sizes, want 1..%d", in->n_grids, DRDC_MAX_LIST);
+    int coarsest = 0;
+    for (int g = 0; g < in->n_grids; g++) {
+        if (in->grids[g] < 1 || r->image_size % in->grids[g] != 0)
+            return drdc_fail(DRDC_ERR_CONFIG, "infer.grids: cell size %d does not divide refiner.image_size %d",
+                             in->grids[g], r->image_size);
+        if (in->grids[g] > coarsest) coarsest = in->grids[g];
+    }
+    long cells = (long)(r->image_size / coarsest) * (r->image_size / coarsest);
+    if (in->K > cells)
+        return drdc_fail(DRDC_ERR_CONFIG,
+                         "infer.K %d exceeds the %ld cells of the coarsest grid (%d px cells on refiner.image_size %d)",
+                         in->K, cells, coarsest, r->image_size);
+    return DRDC_OK;
+}
 
 /* ---- shapes ----------------------------------------------------------------------------------- */
 

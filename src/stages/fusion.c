@@ -1,6 +1,7 @@
-/* fusion.c: spatio-temporal heatmap fusion (paper 4.4, eqs. 14-17), the UniAD image score, and
- * the normal statistics (running mean / std in double, quantiles) that standardise the maps and
- * calibrate the image-score threshold. See fusion.h. Every tensor step runs inside a shim scope. */
+/* fusion.c: spatio-temporal heatmap fusion (paper 4.4, eqs. 14-17) and its config rules, the
+ * UniAD image score, and the normal statistics (running mean / std in double, quantiles) that
+ * standardise the maps and calibrate the image-score threshold. See fusion.h. Every tensor step
+ * runs inside a shim scope. */
 #include "drdc/stages/fusion.h"
 
 #include <math.h>
@@ -15,6 +16,16 @@ static drdc_status check_map(dt_tensor h, const char *fn, const char *name, int6
     if (dt_dtype_of(h) != DT_F32)
         return drdc_fail(DRDC_ERR_INPUT, "%s: %s is %s, want f32", fn, name, dt_dtype_name(dt_dtype_of(h)));
     return dt_shape(shape, 4, h);
+}
+
+drdc_status drdc_fusion_check_config(const drdc_infer_config *in, int image_size) {
+    if (!in) return drdc_fail(DRDC_ERR_INPUT, "fusion config check: NULL config");
+    if (in->filter % 2 == 0) return drdc_fail(DRDC_ERR_CONFIG, "infer.filter %d must be odd", in->filter);
+    if (in->filter > image_size)
+        return drdc_fail(DRDC_ERR_CONFIG, "infer.filter %d exceeds data.image_size %d", in->filter, image_size);
+    if (in->pool > image_size)
+        return drdc_fail(DRDC_ERR_CONFIG, "infer.pool %d exceeds data.image_size %d", in->pool, image_size);
+    return DRDC_OK;
 }
 
 drdc_status drdc_fusion_opts_from_config(drdc_fusion_opts *o, const drdc_infer_config *ic) {

@@ -140,41 +140,53 @@ static int level_has_attention(const drdc_refiner_config *cfg, int level) {
     return 0;
 }
 
-static drdc_status check_config(const drdc_refiner_config *c) {
+drdc_status drdc_unet_check_config(const drdc_refiner_config *c) {
+    if (!c) return drdc_fail(DRDC_ERR_INPUT, "unet config check: NULL config");
+    /* what the rules below need to be computed at all */
     if (c->n_mult < 1 || c->n_mult > DRDC_MAX_LIST)
         return drdc_fail(DRDC_ERR_CONFIG, "refiner.channel_mult has %d levels: need 1..%d", c->n_mult, DRDC_MAX_LIST);
     if (c->channels < 1) return drdc_fail(DRDC_ERR_CONFIG, "refiner.channels %d must be >= 1", c->channels);
-    if (c->res_blocks < 1) return drdc_fail(DRDC_ERR_CONFIG, "refiner.res_blocks %d must be >= 1", c->res_blocks);
     if (c->head_channels < 1)
         return drdc_fail(DRDC_ERR_CONFIG, "refiner.head_channels %d must be >= 1", c->head_channels);
-    if (!(c->dropout >= 0.0 && c->dropout < 1.0))
-        return drdc_fail(DRDC_ERR_CONFIG, "refiner.dropout %g must be in [0, 1)", c->dropout);
-    const int down = 1 << (c->n_mult - 1);
+    for (int l = 0; l < c->n_mult; l++)
+        if (c->channel_mult[l] < 1)
+            return drdc_fail(DRDC_ERR_CONFIG, "refiner.channel_mult %d must be >= 1", c->channel_mult[l]);
+    /* the architecture */
+    const int levels = c->n_mult, down = 1 << (levels - 1);
     if (c->image_size < down || c->image_size % down != 0)
-        return drdc_fail(DRDC_ERR_CONFIG, "refiner.image_size %d is not divisible by %d = 2^(levels-1) for the %d "
-                         "levels of refiner.channel_mult", c->image_size, down, c->n_mult);
-    for (int l = 0; l < c->n_mult; l++) {
+        return drdc_fail(DRDC_ERR_CONFIG,
+                         "refiner.image_size %d is not divisible by %d = 2^(levels-1) for the %d levels of "
+                         "refiner.channel_mult",
+                         c->image_size, down, levels);
+    for (int l = 0; l < levels; l++) {
         const int ch = c->channels * c->channel_mult[l];
-        if (c->channel_mult[l] < 1 || ch % GN_GROUPS != 0)
-            return drdc_fail(DRDC_ERR_CONFIG, "refiner.channels %d x refiner.channel_mult %d = %d channels is not a "
-                             "positive multiple of 32 (GroupNorm(32))", c->channels, c->channel_mult[l], ch);
+        if (ch % GN_GROUPS != 0)
+            return drdc_fail(DRDC_ERR_CONFIG,
+                             "refiner.channels %d x refiner.channel_mult %d = %d channels is not a multiple of 32 "
+                             "(GroupNorm(32))",
+                             c->channels, c->channel_mult[l], ch);
     }
     for (int a = 0; a < c->n_attention; a++) {
         int level = -1;
-        for (int l = 0; l < c->n_mult; l++)
+        for (int l = 0; l < levels; l++)
             if ((c->image_size >> l) == c->attention_res[a]) level = l;
-        if (level < 0)
-            return drdc_fail(DRDC_ERR_CONFIG, "refiner.attention_res %d is not the resolution of a U-Net level "
-                             "(image_size %d, %d levels)", c->attention_res[a], c->image_size, c->n_mult);
+        if (level < 0) {
+            char res[160] = "";
+            size_t u = 0;
+            for (int l = 0; l < levels && u < sizeof res; l++)
+                u += (size_t)snprintf(res + u, sizeof res - u, "%s%d", l ? ", " : "", c->image_size >> l);
+            return drdc_fail(DRDC_ERR_CONFIG, "refiner.attention_res %d is not a resolution of the U-Net levels (%s)",
+                             c->attention_res[a], res);
+        }
         const int ch = c->channels * c->channel_mult[level];
         if (ch % c->head_channels != 0)
-            return drdc_fail(DRDC_ERR_CONFIG, "refiner.head_channels %d does not divide the %d channels at resolution "
-                             "%d", c->head_channels, ch, c->attention_res[a]);
+            return drdc_fail(DRDC_ERR_CONFIG, "refiner.head_channels %d does not divide the %d channels at resolution %d",
+                             c->head_channels, ch, c->attention_res[a]);
     }
-    const int mid = c->channels * c->channel_mult[c->n_mult - 1];
+    const int mid = c->channels * c->channel_mult[levels - 1];   /* the middle block always has attention */
     if (mid % c->head_channels != 0)
-        return drdc_fail(DRDC_ERR_CONFIG, "refiner.head_channels %d does not divide the %d channels of the middle "
-                         "block's attention (refiner.channels x the last refiner.channel_mult)", c->head_channels, mid);
+        return drdc_fail(DRDC_ERR_CONFIG, "refiner.head_channels %d does not divide the %d channels of the U-Net's "
+                         "middle block", c->head_channels, mid);
     return DRDC_OK;
 }
 
@@ -276,8 +288,11 @@ done:
 drdc_status drdc_unet_build(drdc_unet *unet, const drdc_refiner_config *cfg, dt_device dev, uint64_t seed) {
     if (!unet || !cfg) return drdc_fail(DRDC_ERR_INPUT, "unet build: unet or config is NULL");
     memset(unet, 0, sizeof *unet);
-    drdc_status st = check_config(cfg);
+    drdc_status st = drdc_unet_check_config(cfg);
     if (st) return st;
+    if (cfg->res_blocks < 1) return drdc_fail(DRDC_ERR_CONFIG, "refiner.res_blocks %d must be >= 1", cfg->res_blocks);
+    if (!(cfg->dropout >= 0.0 && cfg->dropout < 1.0))
+        return drdc_fail(DRDC_ERR_CONFIG, "refiner.dropout %g must be in [0, 1)", cfg->dropout);
     unet->cfg = *cfg;
     unet->model_channels = cfg->channels;
     unet->emb_channels = 4 * cfg->channels;

@@ -85,11 +85,18 @@ typedef struct drdc_base {
     drdc_base_dec_layer *dec;     /* [cfg.dec_layers] (owned array) */
 } drdc_base;
 
+/* The base model's config rules (DRDC_ERR_CONFIG naming the keys): base.heads divides
+ * base.hidden, base.hidden is even, base.neighbor_mask is odd or 0 and leaves every token of the
+ * (image_size/16) x (image_size/16) feature grid something to attend to (image_size is
+ * data.image_size: the backbone's features are at stride 16). */
+drdc_status drdc_base_check_config(const drdc_base_config *b, int image_size);
+
 /* Builds the model with UniAD's initialisation drawn from a generator seeded with `seed`, and
- * the neighbour mask. Checks: in_channels, feat_h, feat_w >= 1; hidden even and divisible by
- * heads; layers >= 1; ffn >= 1; dropout in [0,1); neighbor_mask 0 or odd and small enough that
- * every token keeps something to attend to (DRDC_ERR_INPUT / DRDC_ERR_CONFIG naming the value).
- * On failure the model is left zeroed (nothing to free). */
+ * the neighbour mask. Checks: in_channels, feat_h, feat_w >= 1; the rules of
+ * drdc_base_check_config that do not depend on the grid (same messages); layers >= 1; ffn >= 1;
+ * dropout in [0,1); the neighbour mask leaves every token of the feat_h x feat_w grid something
+ * to attend to (DRDC_ERR_INPUT / DRDC_ERR_CONFIG naming the value). On failure the model is left
+ * zeroed (nothing to free). */
 drdc_status drdc_base_build(drdc_base *model, const drdc_base_config *cfg, int in_channels, int feat_h,
                              int feat_w, dt_device dev, uint64_t seed);
 

@@ -1,6 +1,7 @@
 /* diffusion.h: DRDC's diffusion refiner without the network (paper 4.2-4.3, DESIGN.md section 3).
  *
  * Provides
+ * - the config rules of the schedule and the sampler (drdc_diffusion_check_config);
  * - the linear noise schedule (betas, alphas, abar) and q_sample (eq. 4);
  * - the inpainting masks of paper 4.2 (cells of n x n pixels split at random into K sets);
  * - the training batch of eq. (10) (x_t, t, condition x~_k, target eps) and its loss;
@@ -41,6 +42,14 @@ extern "C" {
  * dt_scope_keep on it dt_scope_depth() times). Under no-grad. A failure's message is passed up
  * with the step and timestep added. */
 typedef drdc_status (*drdc_eps_fn)(dt_tensor *eps_out, void *ctx, dt_tensor x_t, dt_tensor t, dt_tensor cond);
+
+/* ---- config rules ---------------------------------------------------------------------------- */
+
+/* The refiner's schedule and sampler rules between config keys (DRDC_ERR_CONFIG naming the keys;
+ * each key's own range is the config table's): beta_start < beta_end, max_train_t <= timesteps,
+ * infer.tau < timesteps, infer.steps <= infer.tau, every infer.grids cell size divides
+ * refiner.image_size, infer.K <= the cells of the coarsest grid. */
+drdc_status drdc_diffusion_check_config(const drdc_refiner_config *r, const drdc_infer_config *in);
 
 /* ---- schedule (eqs. 3-4) --------------------------------------------------------------------- */
 

@@ -41,6 +41,10 @@ typedef struct drdc_fusion_opts {
     drdc_norm_stats base_stats;       /* of h_base over normal validation images */
 } drdc_fusion_opts;
 
+/* The fusion's config rules (DRDC_ERR_CONFIG naming the keys): infer.filter is odd, infer.filter
+ * and infer.pool are at most image_size (data.image_size, the size of the maps). */
+drdc_status drdc_fusion_check_config(const drdc_infer_config *in, int image_size);
+
 /* Fills opts from the inference config (scales, filter, alpha, pool, standardize "normal" | "none").
  * The statistics are set to mean 0, std 1 (the identity) until the caller fills them in.
  * An unknown standardize value is DRDC_ERR_CONFIG naming infer.standardize. */
