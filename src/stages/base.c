@@ -1,5 +1,5 @@
-/* transformer.c: UniAD's feature-reconstruction transformer, DRDC's base model (see
- * transformer.h). Multi-head attention is written out with linear / bmm / softmax (libtorch 1.13
+/* base.c: UniAD's feature-reconstruction transformer, DRDC's base model, and its config rules
+ * (see base.h). Multi-head attention is written out with linear / bmm / softmax (libtorch 1.13
  * has no fused attention); every forward step runs inside a shim scope, so no temporary handle
  * outlives the call. Layout inside: batch first, tokens [B,L,E] with token index y*w + x. */
 #include "drdc/stages/base.h"

@@ -23,7 +23,10 @@
  * b0 0,2,4,10 (16+24+40+112 = 192), lite4 0,4,8,20; drdc_backbone_default_blocks tells.
  *
  * The backbone is frozen: no parameter requires grad; every forward pass runs under no-grad, in
- * eval mode, inside a shim scope (no handle leaks, also on errors). */
+ * eval mode, inside a shim scope (no handle leaks, also on errors).
+ *
+ * Equations: none of DESIGN.md's (1)-(17); drdc_backbone_features computes f, the features that
+ * (1) and (2) (base.h) compare with their reconstruction. */
 #ifndef DRDC_BACKBONE_H
 #define DRDC_BACKBONE_H
 

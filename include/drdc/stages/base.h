@@ -1,4 +1,4 @@
-/* transformer.h: the base model of DRDC, UniAD's feature-reconstruction transformer (paper 3.1,
+/* base.h: the base model of DRDC, UniAD's feature-reconstruction transformer (paper 3.1,
  * DESIGN.md section 3), written in C over the libtorch shim.
  *
  * What it computes (UniAD, models/reconstructions/uniad.py, "learned" position embedding,
@@ -26,7 +26,11 @@
  * Initialisation follows UniAD (initializer "xavier_uniform"): every Linear weight (attention
  * out_proj included) xavier-uniform, biases 0; in_proj_weight xavier-uniform over [3E,E] (torch's
  * MultiheadAttention), in_proj_bias 0; LayerNorm 1/0; position tables U[0,1); learned queries
- * N(0,1) (nn.Embedding's default). */
+ * N(0,1) (nn.Embedding's default).
+ *
+ * Equations (DESIGN.md section 3): f_hat: drdc_base_forward; (1) L_base = ||f - f_hat||^2 (MSE):
+ * drdc_base_loss; (2) H_base = ||f - f_hat||_2 over channels, before its upsampling to the image:
+ * drdc_base_anomaly_map. */
 #ifndef DRDC_TRANSFORMER_H
 #define DRDC_TRANSFORMER_H
 

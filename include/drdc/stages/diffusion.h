@@ -7,6 +7,12 @@
  * - the training batch of eq. (10) (x_t, t, condition x~_k, target eps) and its loss;
  * - the DDIM inpainting sampler with test-time conditioning (eqs. 7, 11-13) and the per-grid
  *   combination of eq. (8).
+ * Equations (DESIGN.md section 3): (3)-(4) the schedule and x_t: drdc_schedule_init,
+ * drdc_q_sample; (6)/(10) the refiner's training loss: drdc_diffusion_train_batch (x_t, t, x~_k,
+ * eps) then drdc_diffusion_loss on the network's eps_theta; (7) x0_hat and (11)-(13) one reverse
+ * step: drdc_ddim_step (run from tau by drdc_ddim_inpaint_runs); (8) the per-grid fold
+ * x^_{n,t} = sum_k (1 - M_k) x^_{k,t}: drdc_diffusion_refine. The network eps_theta itself (5) is
+ * unet.h's; (9) and (14)-(17) are fusion.h's.
  * The U-Net is not called directly: everything takes a network CALLBACK (drdc_eps_fn), as
  * stable-diffusion.cpp's samplers do, so the sampler can be tested with fake networks.
  *

@@ -10,7 +10,12 @@
  * Normal statistics: after training, run h_diff_f and h_base of the normal validation images
  * through a drdc_stats_acc each; drdc_stats_get gives the (mean, std) that drdc_fusion_blend
  * standardises with. drdc_quantile picks the image-score threshold from validation scores.
- * Every tensor result is owned by the caller (dt_free); inputs are borrowed. */
+ * Every tensor result is owned by the caller (dt_free); inputs are borrowed.
+ *
+ * Equations (DESIGN.md section 3): (9) H_{n,t} = ||x - x^_{n,t}||_2 over RGB and (14)-(15) its
+ * multi-scale mean H_diff: drdc_fusion_diffusion_map ((9) is its scale-1 term); (16) H'_diff:
+ * drdc_fusion_mean_filter; (17) H = a H'_diff + (1 - a) H_base: drdc_fusion_blend; the image
+ * score (max of the p x p average pool of H): drdc_fusion_image_score. */
 #ifndef DRDC_FUSION_H
 #define DRDC_FUSION_H
 

@@ -44,7 +44,11 @@
  * loads with drdc_params_load unchanged.
  * Initialisation as guided-diffusion: PyTorch's defaults (Conv and Linear weight and bias
  * U(+-1/sqrt(fan_in)), GroupNorm weight 1, bias 0), and zero_module (weight and bias 0) on every
- * ResBlock's out_layers.3, every AttentionBlock's proj_out and out.2: a new model outputs 0. */
+ * ResBlock's out_layers.3, every AttentionBlock's proj_out and out.2: a new model outputs 0.
+ *
+ * Equations (DESIGN.md section 3): the network eps_theta of (5) and (10), on concat(x_t, x~_k):
+ * drdc_unet_forward (drdc_unet_eps is it as the sampler's callback); its training loss (6)/(10)
+ * is diffusion.h's drdc_diffusion_loss. */
 #ifndef DRDC_UNET_H
 #define DRDC_UNET_H
 
