@@ -155,53 +155,59 @@ done:
     return st;
 }
 
+/* A Linear or LayerNorm of the model: "<prefix><part>.weight" and ".bias" go to *w and *b. */
+typedef struct param_pair {
+    const char *part;
+    dt_tensor *w, *b;
+} param_pair;
+
+static drdc_status get_pairs(const drdc_params *p, const char *prefix, const param_pair *pairs, int n) {
+    drdc_status st = DRDC_OK;
+    for (int i = 0; i < n; i++) {
+        TRY(drdc_params_getf(pairs[i].w, p, "%s%s.weight", prefix, pairs[i].part));
+        TRY(drdc_params_getf(pairs[i].b, p, "%s%s.bias", prefix, pairs[i].part));
+    }
+done:
+    return st;
+}
+
 /* Fills the model's borrowed handles from its store. */
 static drdc_status wire(drdc_base *m) {
     const drdc_params *p = &m->params;
     drdc_status st = DRDC_OK;
-    char pre[256];
-    TRY(drdc_params_getf(&m->input_proj_weight, p, "input_proj.weight"));
-    TRY(drdc_params_getf(&m->input_proj_bias, p, "input_proj.bias"));
-    TRY(drdc_params_getf(&m->output_proj_weight, p, "output_proj.weight"));
-    TRY(drdc_params_getf(&m->output_proj_bias, p, "output_proj.bias"));
-    TRY(drdc_params_getf(&m->row_embed, p, "pos_embed.row_embed.weight"));
-    TRY(drdc_params_getf(&m->col_embed, p, "pos_embed.col_embed.weight"));
-    TRY(drdc_params_getf(&m->dec_norm_weight, p, "transformer.decoder.norm.weight"));
-    TRY(drdc_params_getf(&m->dec_norm_bias, p, "transformer.decoder.norm.bias"));
+    char pre[256], sub[300];
+    const param_pair top[2] = {{"input_proj", &m->input_proj_weight, &m->input_proj_bias},       /* [E,C], [E] */
+                               {"output_proj", &m->output_proj_weight, &m->output_proj_bias}};   /* [C,E], [C] */
+    const param_pair dec_norm[1] = {{"norm", &m->dec_norm_weight, &m->dec_norm_bias}};            /* [E], [E] */
+    TRY(get_pairs(p, "", top, 2));
+    TRY(drdc_params_getf(&m->row_embed, p, "pos_embed.row_embed.weight"));                        /* [h,E/2] */
+    TRY(drdc_params_getf(&m->col_embed, p, "pos_embed.col_embed.weight"));                        /* [w,E/2] */
+    TRY(get_pairs(p, "transformer.decoder.", dec_norm, 1));
     for (int i = 0; i < m->cfg.enc_layers; i++) {
         drdc_base_enc_layer *l = &m->enc[i];
-        char sub[300];
-        snprintf(pre, sizeof pre, "transformer.encoder.layers.%d", i);
-        snprintf(sub, sizeof sub, "%s.self_attn", pre);
+        const param_pair parts[4] = {{"linear1", &l->linear1_weight, &l->linear1_bias},
+                                     {"linear2", &l->linear2_weight, &l->linear2_bias},
+                                     {"norm1", &l->norm1_weight, &l->norm1_bias},
+                                     {"norm2", &l->norm2_weight, &l->norm2_bias}};
+        snprintf(pre, sizeof pre, "transformer.encoder.layers.%d.", i);
+        snprintf(sub, sizeof sub, "%sself_attn", pre);
         TRY(get_attn(&l->self_attn, p, sub));
-        TRY(drdc_params_getf(&l->linear1_weight, p, "%s.linear1.weight", pre));
-        TRY(drdc_params_getf(&l->linear1_bias, p, "%s.linear1.bias", pre));
-        TRY(drdc_params_getf(&l->linear2_weight, p, "%s.linear2.weight", pre));
-        TRY(drdc_params_getf(&l->linear2_bias, p, "%s.linear2.bias", pre));
-        TRY(drdc_params_getf(&l->norm1_weight, p, "%s.norm1.weight", pre));
-        TRY(drdc_params_getf(&l->norm1_bias, p, "%s.norm1.bias", pre));
-        TRY(drdc_params_getf(&l->norm2_weight, p, "%s.norm2.weight", pre));
-        TRY(drdc_params_getf(&l->norm2_bias, p, "%s.norm2.bias", pre));
+        TRY(get_pairs(p, pre, parts, 4));
     }
     for (int i = 0; i < m->cfg.dec_layers; i++) {
         drdc_base_dec_layer *l = &m->dec[i];
-        char sub[300];
-        snprintf(pre, sizeof pre, "transformer.decoder.layers.%d", i);
-        TRY(drdc_params_getf(&l->learned_embed, p, "%s.learned_embed.weight", pre));
-        snprintf(sub, sizeof sub, "%s.self_attn", pre);
+        const param_pair parts[5] = {{"linear1", &l->linear1_weight, &l->linear1_bias},
+                                     {"linear2", &l->linear2_weight, &l->linear2_bias},
+                                     {"norm1", &l->norm1_weight, &l->norm1_bias},
+                                     {"norm2", &l->norm2_weight, &l->norm2_bias},
+                                     {"norm3", &l->norm3_weight, &l->norm3_bias}};
+        snprintf(pre, sizeof pre, "transformer.decoder.layers.%d.", i);
+        TRY(drdc_params_getf(&l->learned_embed, p, "%slearned_embed.weight", pre));               /* [L,E] */
+        snprintf(sub, sizeof sub, "%sself_attn", pre);
         TRY(get_attn(&l->self_attn, p, sub));
-        snprintf(sub, sizeof sub, "%s.multihead_attn", pre);
+        snprintf(sub, sizeof sub, "%smultihead_attn", pre);
         TRY(get_attn(&l->multihead_attn, p, sub));
-        TRY(drdc_params_getf(&l->linear1_weight, p, "%s.linear1.weight", pre));
-        TRY(drdc_params_getf(&l->linear1_bias, p, "%s.linear1.bias", pre));
-        TRY(drdc_params_getf(&l->linear2_weight, p, "%s.linear2.weight", pre));
-        TRY(drdc_params_getf(&l->linear2_bias, p, "%s.linear2.bias", pre));
-        TRY(drdc_params_getf(&l->norm1_weight, p, "%s.norm1.weight", pre));
-        TRY(drdc_params_getf(&l->norm1_bias, p, "%s.norm1.bias", pre));
-        TRY(drdc_params_getf(&l->norm2_weight, p, "%s.norm2.weight", pre));
-        TRY(drdc_params_getf(&l->norm2_bias, p, "%s.norm2.bias", pre));
-        TRY(drdc_params_getf(&l->norm3_weight, p, "%s.norm3.weight", pre));
-        TRY(drdc_params_getf(&l->norm3_bias, p, "%s.norm3.bias", pre));
+        TRY(get_pairs(p, pre, parts, 5));
     }
 done:
     return st;
