@@ -40,6 +40,20 @@ static const eff_coef EFF_COEFS[] = {
 static const double IMAGENET_MEAN[3] = {0.485, 0.456, 0.406};
 static const double IMAGENET_STD[3] = {0.229, 0.224, 0.225};
 
+/* The EfficientNet(-Lite) coefficients of arch, or NULL when it is not one of them. */
+static const eff_coef *find_coef(const char *arch) {
+    for (size_t i = 0; i < sizeof EFF_COEFS / sizeof EFF_COEFS[0]; i++)
+        if (strcmp(arch, EFF_COEFS[i].name) == 0) return &EFF_COEFS[i];
+    return NULL;
+}
+
+static int known_arch(const char *arch) { return strcmp(arch, "mobilenet_v2") == 0 || find_coef(arch) != NULL; }
+
+static drdc_status unknown_arch(const char *arch) {
+    return drdc_fail(DRDC_ERR_CONFIG,
+                     "backbone.arch '%s' is not known (mobilenet_v2, efficientnet-b0..b7, efficientnet-lite0..4)", arch);
+}
+
 /* The port's round_filters (depth_divisor 8, min_depth None); skip: lite's fixed stem/head. */
 static int round_filters(int filters, double width, int skip) {
     if (skip) return filters;
@@ -98,14 +112,8 @@ static drdc_status plan(drdc_backbone *bb, const char *arch) {
         memcpy(bb->feat_blocks, def, sizeof def);
         return DRDC_OK;
     }
-    const eff_coef *c = NULL;
-    for (size_t i = 0; i < sizeof EFF_COEFS / sizeof EFF_COEFS[0]; i++)
-        if (strcmp(arch, EFF_COEFS[i].name) == 0) c = &EFF_COEFS[i];
-    if (!c)
-        return drdc_fail(DRDC_ERR_CONFIG,
-                         "backbone.arch: unknown architecture '%s' (expected mobilenet_v2, efficientnet-b0..b7 "
-                         "or efficientnet-lite0..4)",
-                         arch);
+    const eff_coef *c = find_coef(arch);
+    if (!c) return unknown_arch(arch);
     int lite = strncmp(arch, "efficientnet-lite", 17) == 0;
     bb->family = lite ? DRDC_BACKBONE_EFFICIENTNET_LITE : DRDC_BACKBONE_EFFICIENTNET;
     bb->native_size = c->native;
@@ -175,6 +183,20 @@ drdc_status drdc_backbone_default_blocks(const char *arch, int *blocks, int *n) 
     return DRDC_OK;
 }
 
+/* ---- config rules ------------------------------------------------------------------------ */
+
+drdc_status drdc_backbone_check_config(const drdc_backbone_config *bb) {
+    if (!bb) return drdc_fail(DRDC_ERR_INPUT, "backbone config check: NULL config");
+    if (!known_arch(bb->arch)) return unknown_arch(bb->arch);
+    if (bb->n_blocks > DRDC_MAX_LIST)
+        return drdc_fail(DRDC_ERR_CONFIG, "backbone.blocks: %d blocks, at most %d", bb->n_blocks, DRDC_MAX_LIST);
+    for (int i = 1; i < bb->n_blocks; i++)
+        if (bb->blocks[i] <= bb->blocks[i - 1])
+            return drdc_fail(DRDC_ERR_CONFIG, "backbone.blocks must be increasing (block %d after block %d)",
+                             bb->blocks[i], bb->blocks[i - 1]);
+    return DRDC_OK;
+}
+
 /* ---- parameters ------------------------------------------------------------------------- */
 
 /* conv weight [out, in/groups, k, k] and optional bias, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) as
@@ -184,12 +206,14 @@ static drdc_status add_conv(drdc_backbone *bb, dt_generator g, const char *name,
     char full[256];
     int64_t shape[4] = {out, in / groups, k, k};
     double bound = 1.0 / sqrt((double)(in / groups) * k * k);
+    drdc_status st = DRDC_OK;
     snprintf(full, sizeof full, "%s.weight", name);
-    drdc_status st = drdc_params_add_uniform(&bb->params, full, shape, 4, bound, bb->device, g, 0);
-    if (!st && bias) {
+    TRY(drdc_params_add_uniform(&bb->params, full, shape, 4, bound, bb->device, g, 0));   /* [out,in/groups,k,k] */
+    if (bias) {
         snprintf(full, sizeof full, "%s.bias", name);
-        st = drdc_params_add_uniform(&bb->params, full, shape, 1, bound, bb->device, g, 0);
+        TRY(drdc_params_add_uniform(&bb->params, full, shape, 1, bound, bb->device, g, 0)); /* [out] */
     }
+done:
     return st;
 }
 
@@ -199,82 +223,87 @@ static drdc_status add_bn(drdc_backbone *bb, const char *name, int ch) {
     static const double values[4] = {1.0, 0.0, 0.0, 1.0};
     char full[256];
     int64_t shape[1] = {ch};
+    drdc_status st = DRDC_OK;
     for (int i = 0; i < 4; i++) {
         snprintf(full, sizeof full, "%s.%s", name, fields[i]);
-        drdc_status st = drdc_params_add_full(&bb->params, full, shape, 1, values[i], bb->device, 0);
-        if (st) return st;
+        TRY(drdc_params_add_full(&bb->params, full, shape, 1, values[i], bb->device, 0));   /* [ch] */
     }
-    return DRDC_OK;
+done:
+    return st;
 }
 
 static drdc_status add_linear(drdc_backbone *bb, dt_generator g, const char *name, int in, int out) {
     char full[256];
     int64_t shape[2] = {out, in};
     double bound = 1.0 / sqrt((double)in);
+    drdc_status st = DRDC_OK;
     snprintf(full, sizeof full, "%s.weight", name);
-    drdc_status st = drdc_params_add_uniform(&bb->params, full, shape, 2, bound, bb->device, g, 0);
-    if (!st) {
-        snprintf(full, sizeof full, "%s.bias", name);
-        st = drdc_params_add_uniform(&bb->params, full, shape, 1, bound, bb->device, g, 0);
-    }
+    TRY(drdc_params_add_uniform(&bb->params, full, shape, 2, bound, bb->device, g, 0));   /* [out,in] */
+    snprintf(full, sizeof full, "%s.bias", name);
+    TRY(drdc_params_add_uniform(&bb->params, full, shape, 1, bound, bb->device, g, 0));   /* [out] */
+done:
     return st;
 }
 
 static drdc_status add_mobilenet_params(drdc_backbone *bb, dt_generator g) {
     char name[128];
-    drdc_status st = add_conv(bb, g, "features.0.0", 3, 32, 3, 1, 1);   /* [32,3,3,3] */
-    for (int i = 1; !st && i < bb->n_blocks; i++) {
+    drdc_status st = DRDC_OK;
+    TRY(add_conv(bb, g, "features.0.0", 3, 32, 3, 1, 1));   /* [32,3,3,3] */
+    for (int i = 1; i < bb->n_blocks; i++) {
         const drdc_backbone_block *b = &bb->blocks[i];
         if (b->expand_ch == b->in_ch) {   /* features.1: depthwise, project */
             snprintf(name, sizeof name, "features.%d.conv.0.0", i);
-            st = add_conv(bb, g, name, b->in_ch, b->in_ch, b->kernel, b->in_ch, 1);
+            TRY(add_conv(bb, g, name, b->in_ch, b->in_ch, b->kernel, b->in_ch, 1));
             snprintf(name, sizeof name, "features.%d.conv.1", i);
-            if (!st) st = add_conv(bb, g, name, b->in_ch, b->out_ch, 1, 1, 1);
+            TRY(add_conv(bb, g, name, b->in_ch, b->out_ch, 1, 1, 1));
             continue;
         }
         snprintf(name, sizeof name, "features.%d.conv.0.0", i);
-        st = add_conv(bb, g, name, b->in_ch, b->expand_ch, 1, 1, 1);
+        TRY(add_conv(bb, g, name, b->in_ch, b->expand_ch, 1, 1, 1));
         snprintf(name, sizeof name, "features.%d.conv.1.0", i);
-        if (!st) st = add_conv(bb, g, name, b->expand_ch, b->expand_ch, b->kernel, b->expand_ch, 1);
+        TRY(add_conv(bb, g, name, b->expand_ch, b->expand_ch, b->kernel, b->expand_ch, 1));
         snprintf(name, sizeof name, "features.%d.conv.2", i);
-        if (!st) st = add_conv(bb, g, name, b->expand_ch, b->out_ch, 1, 1, 1);
+        TRY(add_conv(bb, g, name, b->expand_ch, b->out_ch, 1, 1, 1));
     }
     snprintf(name, sizeof name, "features.%d.0", bb->n_blocks);   /* features.18.0: 320 -> 1280 */
-    if (!st) st = add_conv(bb, g, name, bb->blocks[bb->n_blocks - 1].out_ch, bb->head_ch, 1, 1, 1);
-    if (!st) st = add_linear(bb, g, "classifier.1", bb->head_ch, bb->n_classes);
+    TRY(add_conv(bb, g, name, bb->blocks[bb->n_blocks - 1].out_ch, bb->head_ch, 1, 1, 1));
+    TRY(add_linear(bb, g, "classifier.1", bb->head_ch, bb->n_classes));
+done:
     return st;
 }
 
 static drdc_status add_efficientnet_params(drdc_backbone *bb, dt_generator g) {
     char name[128];
-    drdc_status st = add_conv(bb, g, "_conv_stem", 3, bb->stem_ch, 3, 1, 0);
-    if (!st) st = add_bn(bb, "_bn0", bb->stem_ch);
-    for (int i = 0; !st && i < bb->n_blocks; i++) {
+    drdc_status st = DRDC_OK;
+    TRY(add_conv(bb, g, "_conv_stem", 3, bb->stem_ch, 3, 1, 0));
+    TRY(add_bn(bb, "_bn0", bb->stem_ch));
+    for (int i = 0; i < bb->n_blocks; i++) {
         const drdc_backbone_block *b = &bb->blocks[i];
         if (b->expand_ch != b->in_ch) {
             snprintf(name, sizeof name, "_blocks.%d._expand_conv", i);
-            st = add_conv(bb, g, name, b->in_ch, b->expand_ch, 1, 1, 0);
+            TRY(add_conv(bb, g, name, b->in_ch, b->expand_ch, 1, 1, 0));
             snprintf(name, sizeof name, "_blocks.%d._bn0", i);
-            if (!st) st = add_bn(bb, name, b->expand_ch);
+            TRY(add_bn(bb, name, b->expand_ch));
         }
         snprintf(name, sizeof name, "_blocks.%d._depthwise_conv", i);
-        if (!st) st = add_conv(bb, g, name, b->expand_ch, b->expand_ch, b->kernel, b->expand_ch, 0);
+        TRY(add_conv(bb, g, name, b->expand_ch, b->expand_ch, b->kernel, b->expand_ch, 0));
         snprintf(name, sizeof name, "_blocks.%d._bn1", i);
-        if (!st) st = add_bn(bb, name, b->expand_ch);
-        if (!st && b->se_ch) {
+        TRY(add_bn(bb, name, b->expand_ch));
+        if (b->se_ch) {
             snprintf(name, sizeof name, "_blocks.%d._se_reduce", i);
-            st = add_conv(bb, g, name, b->expand_ch, b->se_ch, 1, 1, 1);
+            TRY(add_conv(bb, g, name, b->expand_ch, b->se_ch, 1, 1, 1));
             snprintf(name, sizeof name, "_blocks.%d._se_expand", i);
-            if (!st) st = add_conv(bb, g, name, b->se_ch, b->expand_ch, 1, 1, 1);
+            TRY(add_conv(bb, g, name, b->se_ch, b->expand_ch, 1, 1, 1));
         }
         snprintf(name, sizeof name, "_blocks.%d._project_conv", i);
-        if (!st) st = add_conv(bb, g, name, b->expand_ch, b->out_ch, 1, 1, 0);
+        TRY(add_conv(bb, g, name, b->expand_ch, b->out_ch, 1, 1, 0));
         snprintf(name, sizeof name, "_blocks.%d._bn2", i);
-        if (!st) st = add_bn(bb, name, b->out_ch);
+        TRY(add_bn(bb, name, b->out_ch));
     }
-    if (!st) st = add_conv(bb, g, "_conv_head", bb->blocks[bb->n_blocks - 1].out_ch, bb->head_ch, 1, 1, 0);
-    if (!st) st = add_bn(bb, "_bn1", bb->head_ch);
-    if (!st) st = add_linear(bb, g, "_fc", bb->head_ch, bb->n_classes);
+    TRY(add_conv(bb, g, "_conv_head", bb->blocks[bb->n_blocks - 1].out_ch, bb->head_ch, 1, 1, 0));
+    TRY(add_bn(bb, "_bn1", bb->head_ch));
+    TRY(add_linear(bb, g, "_fc", bb->head_ch, bb->n_classes));
+done:
     return st;
 }
 
@@ -284,7 +313,10 @@ drdc_status drdc_backbone_build(drdc_backbone *bb, const drdc_backbone_config *c
     if (dt_scope_depth() != 0)
         return drdc_fail(DRDC_ERR_STATE, "drdc_backbone_build: called inside a shim scope (its weights would be "
                                          "freed when the scope ends)");
-    drdc_status st = plan(bb, cfg->arch);
+    memset(bb, 0, sizeof *bb);
+    drdc_status st = drdc_backbone_check_config(cfg);
+    if (st) return st;
+    st = plan(bb, cfg->arch);
     if (st) return st;
     if (image_size < 32) {
         memset(bb, 0, sizeof *bb);
@@ -292,20 +324,14 @@ drdc_status drdc_backbone_build(drdc_backbone *bb, const drdc_backbone_config *c
     }
     bb->image_size = image_size;
     bb->device = dev;
-    if (cfg->n_blocks > 0) {
-        if (cfg->n_blocks > DRDC_MAX_LIST) {
-            memset(bb, 0, sizeof *bb);
-            return drdc_fail(DRDC_ERR_CONFIG, "backbone.blocks: %d blocks, at most %d", cfg->n_blocks, DRDC_MAX_LIST);
-        }
+    if (cfg->n_blocks > 0) {   /* increasing, at most DRDC_MAX_LIST: drdc_backbone_check_config */
         for (int i = 0; i < cfg->n_blocks; i++) {
             int b = cfg->blocks[i];
-            if (b < 0 || b >= bb->n_blocks || (i > 0 && b <= cfg->blocks[i - 1])) {
+            if (b < 0 || b >= bb->n_blocks) {
                 int n = bb->n_blocks;
                 memset(bb, 0, sizeof *bb);
-                return drdc_fail(DRDC_ERR_CONFIG,
-                                 "backbone.blocks: block %d is out of range or out of order (%s has blocks 0..%d; "
-                                 "give increasing indices)",
-                                 b, cfg->arch, n - 1);
+                return drdc_fail(DRDC_ERR_CONFIG, "backbone.blocks: block %d is out of range (%s has blocks 0..%d)", b,
+                                 cfg->arch, n - 1);
             }
             bb->feat_blocks[i] = b;
         }
@@ -317,13 +343,12 @@ drdc_status drdc_backbone_build(drdc_backbone *bb, const drdc_backbone_config *c
         bb->channels += bb->feat_channels[i];
     }
     dt_generator g = NULL;
-    st = dt_generator_new(&g, seed);
-    if (!st) {
-        if (bb->family == DRDC_BACKBONE_MOBILENET_V2)
-            st = add_mobilenet_params(bb, g);
-        else
-            st = add_efficientnet_params(bb, g);
-    }
+    TRY(dt_generator_new(&g, seed));
+    if (bb->family == DRDC_BACKBONE_MOBILENET_V2)
+        TRY(add_mobilenet_params(bb, g));
+    else
+        TRY(add_efficientnet_params(bb, g));
+done:
     dt_generator_free(g);
     if (st) {
         drdc_backbone_free(bb);
@@ -356,15 +381,9 @@ void drdc_backbone_free(drdc_backbone *bb) {
 }
 
 /* ---- forward pass -----------------------------------------------------------------------
- * Every function below runs inside the scope opened by run(): on an error it simply returns
- * (the scope frees what was made); on success it frees intermediates early to keep the peak
- * memory low. `x` arguments are borrowed. */
-
-#define TRY_RETURN(call)              \
-    do {                              \
-        drdc_status tr_st_ = (call);  \
-        if (tr_st_) return tr_st_;    \
-    } while (0)
+ * Every function below runs inside the scope opened by run(): on an error it leaves through
+ * `done:` and what it made is freed there or, at the latest, when that scope ends; on success it
+ * frees intermediates early to keep the peak memory low. `x` arguments are borrowed. */
 
 /* *x = y, freeing the old *x */
 static void replace(dt_tensor *x, dt_tensor y) {
@@ -378,25 +397,29 @@ static drdc_status conv(dt_tensor *out, const drdc_backbone *bb, dt_tensor x, co
                         int64_t groups, const int *pad) {
     dt_tensor w, b = NULL, padded = NULL;
     char full[256];
-    TRY_RETURN(drdc_params_getf(&w, &bb->params, "%s.weight", name));
+    int64_t k;
+    int p[4];
+    drdc_status st = DRDC_OK;
+    TRY(drdc_params_getf(&w, &bb->params, "%s.weight", name));
     snprintf(full, sizeof full, "%s.bias", name);
     b = drdc_params_get(&bb->params, full);
-    int64_t k;
-    TRY_RETURN(dt_size(&k, w, -1));
-    int p[4];
+    TRY(dt_size(&k, w, -1));
     if (pad) {
         memcpy(p, pad, sizeof p);
     } else {
         int64_t h, wd;
-        TRY_RETURN(dt_size(&h, x, 2));
-        TRY_RETURN(dt_size(&wd, x, 3));
+        TRY(dt_size(&h, x, 2));
+        TRY(dt_size(&wd, x, 3));
         same_pad((int)wd, (int)k, stride, &p[0], &p[1]);
         same_pad((int)h, (int)k, stride, &p[2], &p[3]);
     }
-    if (p[0] == p[1] && p[2] == p[3])   /* symmetric: let the conv pad */
-        return dt_conv2d(out, x, w, b, stride, stride, p[2], p[0], 1, 1, groups);
-    TRY_RETURN(dt_constant_pad_nd(&padded, x, p[0], p[1], p[2], p[3], 0.0));   /* [N,C,H+t+b,W+l+r] */
-    drdc_status st = dt_conv2d(out, padded, w, b, stride, stride, 0, 0, 1, 1, groups);
+    if (p[0] == p[1] && p[2] == p[3]) {   /* symmetric: let the conv pad */
+        TRY(dt_conv2d(out, x, w, b, stride, stride, p[2], p[0], 1, 1, groups));
+    } else {
+        TRY(dt_constant_pad_nd(&padded, x, p[0], p[1], p[2], p[3], 0.0));    /* [N,C,H+t+b,W+l+r] */
+        TRY(dt_conv2d(out, padded, w, b, stride, stride, 0, 0, 1, 1, groups));
+    }
+done:
     dt_free(padded);
     return st;
 }
@@ -404,57 +427,64 @@ static drdc_status conv(dt_tensor *out, const drdc_backbone *bb, dt_tensor x, co
 /* *x = BatchNorm_name(*x) with running statistics */
 static drdc_status bn_(dt_tensor *x, const drdc_backbone *bb, const char *name) {
     dt_tensor w, b, m, v, y;
-    TRY_RETURN(drdc_params_getf(&w, &bb->params, "%s.weight", name));
-    TRY_RETURN(drdc_params_getf(&b, &bb->params, "%s.bias", name));
-    TRY_RETURN(drdc_params_getf(&m, &bb->params, "%s.running_mean", name));
-    TRY_RETURN(drdc_params_getf(&v, &bb->params, "%s.running_var", name));
-    TRY_RETURN(dt_batch_norm_eval(&y, *x, m, v, w, b, bb->bn_eps));
+    drdc_status st = DRDC_OK;
+    TRY(drdc_params_getf(&w, &bb->params, "%s.weight", name));
+    TRY(drdc_params_getf(&b, &bb->params, "%s.bias", name));
+    TRY(drdc_params_getf(&m, &bb->params, "%s.running_mean", name));
+    TRY(drdc_params_getf(&v, &bb->params, "%s.running_var", name));
+    TRY(dt_batch_norm_eval(&y, *x, m, v, w, b, bb->bn_eps));
     replace(x, y);
-    return DRDC_OK;
+done:
+    return st;
 }
 
 /* *x = act(*x): swish for EfficientNet, ReLU6 otherwise */
 static drdc_status act_(dt_tensor *x, const drdc_backbone *bb) {
     dt_tensor y;
-    TRY_RETURN(bb->family == DRDC_BACKBONE_EFFICIENTNET ? dt_silu(&y, *x) : dt_relu6(&y, *x));
+    drdc_status st = DRDC_OK;
+    TRY(bb->family == DRDC_BACKBONE_EFFICIENTNET ? dt_silu(&y, *x) : dt_relu6(&y, *x));
     replace(x, y);
-    return DRDC_OK;
+done:
+    return st;
 }
 
 /* *x = conv(*x) */
 static drdc_status conv_(dt_tensor *x, const drdc_backbone *bb, const char *name, int stride, int64_t groups,
                          const int *pad) {
     dt_tensor y;
-    TRY_RETURN(conv(&y, bb, *x, name, stride, groups, pad));
+    drdc_status st = DRDC_OK;
+    TRY(conv(&y, bb, *x, name, stride, groups, pad));
     replace(x, y);
-    return DRDC_OK;
+done:
+    return st;
 }
 
 /* images [B,3,H,W] in [0,1] -> *out normalised: x*2-1 (MobileNetV2 TF weights) or
  * (x - mean) / std with ImageNet statistics (EfficientNet, as UniAD) */
 static drdc_status normalise(dt_tensor *out, const drdc_backbone *bb, dt_tensor images) {
+    dt_tensor t = NULL, m = NULL, s = NULL, c = NULL;
+    drdc_status st = DRDC_OK;
     if (bb->family == DRDC_BACKBONE_MOBILENET_V2) {
-        dt_tensor t;
-        TRY_RETURN(dt_mul_scalar(&t, images, 2.0));   /* [B,3,H,W] in [0,2] */
-        TRY_RETURN(dt_add_scalar(out, t, -1.0));      /* [B,3,H,W] in [-1,1] */
-        dt_free(t);
-        return DRDC_OK;
+        TRY(dt_mul_scalar(&t, images, 2.0));                              /* [B,3,H,W] in [0,2] */
+        TRY(dt_add_scalar(out, t, -1.0));                                 /* [B,3,H,W] in [-1,1] */
+    } else {
+        float mean[3], inv_std[3];
+        for (int i = 0; i < 3; i++) {
+            mean[i] = (float)IMAGENET_MEAN[i];
+            inv_std[i] = (float)IMAGENET_STD[i];
+        }
+        int64_t shape[4] = {1, 3, 1, 1};
+        TRY(dt_from_host(&m, mean, DT_F32, shape, 4, bb->device));        /* [1,3,1,1] */
+        TRY(dt_from_host(&s, inv_std, DT_F32, shape, 4, bb->device));     /* [1,3,1,1] */
+        TRY(dt_sub(&c, images, m));                                       /* [B,3,H,W] */
+        TRY(dt_div(out, c, s));                                           /* [B,3,H,W] */
     }
-    float mean[3], inv_std[3];
-    for (int i = 0; i < 3; i++) {
-        mean[i] = (float)IMAGENET_MEAN[i];
-        inv_std[i] = (float)IMAGENET_STD[i];
-    }
-    int64_t shape[4] = {1, 3, 1, 1};
-    dt_tensor m, s, c;
-    TRY_RETURN(dt_from_host(&m, mean, DT_F32, shape, 4, bb->device));     /* [1,3,1,1] */
-    TRY_RETURN(dt_from_host(&s, inv_std, DT_F32, shape, 4, bb->device));  /* [1,3,1,1] */
-    TRY_RETURN(dt_sub(&c, images, m));                                    /* [B,3,H,W] */
-    TRY_RETURN(dt_div(out, c, s));                                        /* [B,3,H,W] */
+done:
+    dt_free(t);
     dt_free(c);
     dt_free(m);
     dt_free(s);
-    return DRDC_OK;
+    return st;
 }
 
 /* MobileNetV2 features.i (i >= 1): x [B,Cin,H,W] -> *out [B,Cout,H/s,W/s] */
@@ -462,29 +492,31 @@ static drdc_status mobilenet_block(dt_tensor *out, const drdc_backbone *bb, int 
     const drdc_backbone_block *b = &bb->blocks[i];
     char name[64];
     dt_tensor h = NULL;
+    drdc_status st = DRDC_OK;
     if (b->expand_ch == b->in_ch) {   /* features.1 */
         snprintf(name, sizeof name, "features.%d.conv.0.0", i);
-        TRY_RETURN(conv(&h, bb, x, name, b->stride, b->in_ch, NULL));   /* [B,Cin,H/s,W/s] depthwise */
-        TRY_RETURN(act_(&h, bb));
+        TRY(conv(&h, bb, x, name, b->stride, b->in_ch, NULL));          /* [B,Cin,H/s,W/s] depthwise */
+        TRY(act_(&h, bb));
         snprintf(name, sizeof name, "features.%d.conv.1", i);
-        TRY_RETURN(conv_(&h, bb, name, 1, 1, NULL));                     /* [B,Cout,H/s,W/s] project */
+        TRY(conv_(&h, bb, name, 1, 1, NULL));                            /* [B,Cout,H/s,W/s] project */
     } else {
         snprintf(name, sizeof name, "features.%d.conv.0.0", i);
-        TRY_RETURN(conv(&h, bb, x, name, 1, 1, NULL));                   /* [B,E,H,W] expand */
-        TRY_RETURN(act_(&h, bb));
+        TRY(conv(&h, bb, x, name, 1, 1, NULL));                          /* [B,E,H,W] expand */
+        TRY(act_(&h, bb));
         snprintf(name, sizeof name, "features.%d.conv.1.0", i);
-        TRY_RETURN(conv_(&h, bb, name, b->stride, b->expand_ch, NULL));  /* [B,E,H/s,W/s] depthwise */
-        TRY_RETURN(act_(&h, bb));
+        TRY(conv_(&h, bb, name, b->stride, b->expand_ch, NULL));         /* [B,E,H/s,W/s] depthwise */
+        TRY(act_(&h, bb));
         snprintf(name, sizeof name, "features.%d.conv.2", i);
-        TRY_RETURN(conv_(&h, bb, name, 1, 1, NULL));                     /* [B,Cout,H/s,W/s] project */
+        TRY(conv_(&h, bb, name, 1, 1, NULL));                            /* [B,Cout,H/s,W/s] project */
     }
     if (b->residual) {
         dt_tensor y;
-        TRY_RETURN(dt_add(&y, h, x));                                    /* [B,Cout,H,W] */
+        TRY(dt_add(&y, h, x));                                           /* [B,Cout,H,W] */
         replace(&h, y);
     }
     *out = h;
-    return DRDC_OK;
+done:
+    return st;
 }
 
 /* EfficientNet _blocks.i (MBConvBlock.forward in eval mode, drop-connect off):
@@ -494,46 +526,48 @@ static drdc_status efficientnet_block(dt_tensor *out, const drdc_backbone *bb, i
     static const int nopad[4] = {0, 0, 0, 0};
     char name[64];
     dt_tensor h = NULL;
+    drdc_status st = DRDC_OK;
     if (b->expand_ch != b->in_ch) {
         snprintf(name, sizeof name, "_blocks.%d._expand_conv", i);
-        TRY_RETURN(conv(&h, bb, x, name, 1, 1, nopad));                  /* [B,E,H,W] */
+        TRY(conv(&h, bb, x, name, 1, 1, nopad));                         /* [B,E,H,W] */
         snprintf(name, sizeof name, "_blocks.%d._bn0", i);
-        TRY_RETURN(bn_(&h, bb, name));
-        TRY_RETURN(act_(&h, bb));
+        TRY(bn_(&h, bb, name));
+        TRY(act_(&h, bb));
         snprintf(name, sizeof name, "_blocks.%d._depthwise_conv", i);
-        TRY_RETURN(conv_(&h, bb, name, b->stride, b->expand_ch, b->pad));   /* [B,E,H',W'] */
+        TRY(conv_(&h, bb, name, b->stride, b->expand_ch, b->pad));          /* [B,E,H',W'] */
     } else {
         snprintf(name, sizeof name, "_blocks.%d._depthwise_conv", i);
-        TRY_RETURN(conv(&h, bb, x, name, b->stride, b->expand_ch, b->pad)); /* [B,E,H',W'] */
+        TRY(conv(&h, bb, x, name, b->stride, b->expand_ch, b->pad));        /* [B,E,H',W'] */
     }
     snprintf(name, sizeof name, "_blocks.%d._bn1", i);
-    TRY_RETURN(bn_(&h, bb, name));
-    TRY_RETURN(act_(&h, bb));
+    TRY(bn_(&h, bb, name));
+    TRY(act_(&h, bb));
     if (b->se_ch) {
         dt_tensor s, gate, y;
-        TRY_RETURN(dt_adaptive_avg_pool2d(&s, h, 1, 1));                 /* [B,E,1,1] */
+        TRY(dt_adaptive_avg_pool2d(&s, h, 1, 1));                        /* [B,E,1,1] */
         snprintf(name, sizeof name, "_blocks.%d._se_reduce", i);
-        TRY_RETURN(conv_(&s, bb, name, 1, 1, nopad));                     /* [B,S,1,1] */
-        TRY_RETURN(act_(&s, bb));
+        TRY(conv_(&s, bb, name, 1, 1, nopad));                            /* [B,S,1,1] */
+        TRY(act_(&s, bb));
         snprintf(name, sizeof name, "_blocks.%d._se_expand", i);
-        TRY_RETURN(conv_(&s, bb, name, 1, 1, nopad));                     /* [B,E,1,1] */
-        TRY_RETURN(dt_sigmoid(&gate, s));                                 /* [B,E,1,1] */
+        TRY(conv_(&s, bb, name, 1, 1, nopad));                            /* [B,E,1,1] */
+        TRY(dt_sigmoid(&gate, s));                                        /* [B,E,1,1] */
         dt_free(s);
-        TRY_RETURN(dt_mul(&y, gate, h));                                  /* [B,E,H',W'] */
+        TRY(dt_mul(&y, gate, h));                                         /* [B,E,H',W'] */
         dt_free(gate);
         replace(&h, y);
     }
     snprintf(name, sizeof name, "_blocks.%d._project_conv", i);
-    TRY_RETURN(conv_(&h, bb, name, 1, 1, nopad));                         /* [B,Cout,H',W'] */
+    TRY(conv_(&h, bb, name, 1, 1, nopad));                                /* [B,Cout,H',W'] */
     snprintf(name, sizeof name, "_blocks.%d._bn2", i);
-    TRY_RETURN(bn_(&h, bb, name));
+    TRY(bn_(&h, bb, name));
     if (b->residual) {
         dt_tensor y;
-        TRY_RETURN(dt_add(&y, h, x));                                     /* [B,Cout,H,W] */
+        TRY(dt_add(&y, h, x));                                            /* [B,Cout,H,W] */
         replace(&h, y);
     }
     *out = h;
-    return DRDC_OK;
+done:
+    return st;
 }
 
 static drdc_status check_images(const drdc_backbone *bb, dt_tensor images, int need_size) {
@@ -561,32 +595,33 @@ static drdc_status check_images(const drdc_backbone *bb, dt_tensor images, int n
  * to feats[j] (a new handle, may be NULL when not wanted); the last output to *tail (may be
  * NULL). */
 static drdc_status trunk(const drdc_backbone *bb, dt_tensor images, int last, dt_tensor *feats, dt_tensor *tail) {
-    dt_tensor x;
-    TRY_RETURN(normalise(&x, bb, images));                                /* [B,3,H,W] */
+    dt_tensor x = NULL;
+    drdc_status st = DRDC_OK;
+    TRY(normalise(&x, bb, images));                                       /* [B,3,H,W] */
     int j = 0;
     for (int i = 0; i <= last; i++) {
         dt_tensor y;
         if (bb->family == DRDC_BACKBONE_MOBILENET_V2) {
             if (i == 0) {
-                TRY_RETURN(conv(&y, bb, x, "features.0.0", 2, 1, NULL));  /* [B,32,H/2,W/2] stem */
+                TRY(conv(&y, bb, x, "features.0.0", 2, 1, NULL));         /* [B,32,H/2,W/2] stem */
                 replace(&x, y);
-                TRY_RETURN(act_(&x, bb));
+                TRY(act_(&x, bb));
             } else {
-                TRY_RETURN(mobilenet_block(&y, bb, i, x));                /* [B,c_i,H/s_i,W/s_i] */
+                TRY(mobilenet_block(&y, bb, i, x));                       /* [B,c_i,H/s_i,W/s_i] */
                 replace(&x, y);
             }
         } else {
             if (i == 0) {
-                TRY_RETURN(conv(&y, bb, x, "_conv_stem", 2, 1, bb->stem_pad)); /* [B,stem,H/2,W/2] */
+                TRY(conv(&y, bb, x, "_conv_stem", 2, 1, bb->stem_pad));        /* [B,stem,H/2,W/2] */
                 replace(&x, y);
-                TRY_RETURN(bn_(&x, bb, "_bn0"));
-                TRY_RETURN(act_(&x, bb));
+                TRY(bn_(&x, bb, "_bn0"));
+                TRY(act_(&x, bb));
             }
-            TRY_RETURN(efficientnet_block(&y, bb, i, x));                 /* [B,c_i,~H/s_i,~W/s_i] */
+            TRY(efficientnet_block(&y, bb, i, x));                        /* [B,c_i,~H/s_i,~W/s_i] */
             replace(&x, y);
         }
         if (j < bb->n_feat && bb->feat_blocks[j] == i) {
-            if (feats) TRY_RETURN(dt_detach(&feats[j], x));               /* shares storage with x */
+            if (feats) TRY(dt_detach(&feats[j], x));                      /* shares storage with x */
             j++;
         }
     }
@@ -594,7 +629,8 @@ static drdc_status trunk(const drdc_backbone *bb, dt_tensor images, int last, dt
         *tail = x;
     else
         dt_free(x);
-    return DRDC_OK;
+done:
+    return st;
 }
 
 /* Runs fn inside a scope with grad off; the n results are kept for the caller. */
@@ -605,17 +641,18 @@ static drdc_status run(forward_fn fn, dt_tensor *outs, int n, const drdc_backbon
     drdc_status st = dt_scope_begin();
     if (st) return st;
     int prev = dt_set_grad_enabled(0);
-    st = fn(outs, n, bb, images);
-    for (int i = 0; !st && i < n; i++) st = dt_scope_keep(outs[i]);
+    TRY(fn(outs, n, bb, images));
+    for (int i = 0; i < n; i++) TRY(dt_scope_keep(outs[i]));
+done:
     dt_set_grad_enabled(prev);
     if (st) {
         for (int i = 0; i < n; i++) {
             dt_free(outs[i]);   /* kept ones are the caller's now: free them here */
             outs[i] = NULL;
         }
+        drdc_error_context(st, "backbone %s", bb->arch);
     }
-    drdc_status st2 = dt_scope_end();
-    return st ? drdc_error_context(st, "backbone %s", bb->arch) : st2;
+    return dt_scope_finish(st, NULL, NULL);
 }
 
 static drdc_status blocks_fn(dt_tensor *outs, int n, const drdc_backbone *bb, dt_tensor images) {
@@ -626,47 +663,54 @@ static drdc_status blocks_fn(dt_tensor *outs, int n, const drdc_backbone *bb, dt
 static drdc_status features_fn(dt_tensor *outs, int n, const drdc_backbone *bb, dt_tensor images) {
     (void)n;
     dt_tensor feats[DRDC_MAX_LIST] = {0}, resized[DRDC_MAX_LIST] = {0};
-    TRY_RETURN(trunk(bb, images, bb->feat_blocks[bb->n_feat - 1], feats, NULL));
     int64_t h, w;
-    TRY_RETURN(dt_size(&h, images, 2));
-    TRY_RETURN(dt_size(&w, images, 3));
+    drdc_status st = DRDC_OK;
+    TRY(trunk(bb, images, bb->feat_blocks[bb->n_feat - 1], feats, NULL));
+    TRY(dt_size(&h, images, 2));
+    TRY(dt_size(&w, images, 3));
     for (int j = 0; j < bb->n_feat; j++) {
-        TRY_RETURN(dt_interpolate(&resized[j], feats[j], h / 16, w / 16, DT_INTERP_BILINEAR_AC)); /* [B,c_j,H/16,W/16] */
+        TRY(dt_interpolate(&resized[j], feats[j], h / 16, w / 16, DT_INTERP_BILINEAR_AC)); /* [B,c_j,H/16,W/16] */
         dt_free(feats[j]);
         feats[j] = NULL;
     }
-    TRY_RETURN(dt_cat(&outs[0], resized, bb->n_feat, 1));                 /* [B,C,H/16,W/16] */
-    for (int j = 0; j < bb->n_feat; j++) dt_free(resized[j]);
-    return DRDC_OK;
+    TRY(dt_cat(&outs[0], resized, bb->n_feat, 1));                        /* [B,C,H/16,W/16] */
+done:
+    for (int j = 0; j < bb->n_feat; j++) {
+        dt_free(feats[j]);
+        dt_free(resized[j]);
+    }
+    return st;
 }
 
 static drdc_status classify_fn(dt_tensor *outs, int n, const drdc_backbone *bb, dt_tensor images) {
     (void)n;
     static const int nopad[4] = {0, 0, 0, 0};
-    dt_tensor x, y, w, b;
-    TRY_RETURN(trunk(bb, images, bb->n_blocks - 1, NULL, &x));           /* [B,c_last,H/32,W/32] */
+    dt_tensor x = NULL, y, w, b;
+    drdc_status st = DRDC_OK;
+    TRY(trunk(bb, images, bb->n_blocks - 1, NULL, &x));                   /* [B,c_last,H/32,W/32] */
     static const int64_t hw[2] = {2, 3};
     if (bb->family == DRDC_BACKBONE_MOBILENET_V2) {
         char name[32];
         snprintf(name, sizeof name, "features.%d.0", bb->n_blocks);
-        TRY_RETURN(conv_(&x, bb, name, 1, 1, NULL));                      /* [B,1280,H/32,W/32] */
-        TRY_RETURN(act_(&x, bb));
-        TRY_RETURN(dt_mean(&y, x, hw, 2, 0));                             /* [B,1280] */
+        TRY(conv_(&x, bb, name, 1, 1, NULL));                             /* [B,1280,H/32,W/32] */
+        TRY(act_(&x, bb));
+        TRY(dt_mean(&y, x, hw, 2, 0));                                    /* [B,1280] */
         replace(&x, y);
-        TRY_RETURN(drdc_params_getf(&w, &bb->params, "classifier.1.weight"));
-        TRY_RETURN(drdc_params_getf(&b, &bb->params, "classifier.1.bias"));
+        TRY(drdc_params_getf(&w, &bb->params, "classifier.1.weight"));
+        TRY(drdc_params_getf(&b, &bb->params, "classifier.1.bias"));
     } else {
-        TRY_RETURN(conv_(&x, bb, "_conv_head", 1, 1, nopad));             /* [B,head,H/32,W/32] */
-        TRY_RETURN(bn_(&x, bb, "_bn1"));
-        TRY_RETURN(act_(&x, bb));
-        TRY_RETURN(dt_mean(&y, x, hw, 2, 0));                             /* [B,head] */
+        TRY(conv_(&x, bb, "_conv_head", 1, 1, nopad));                    /* [B,head,H/32,W/32] */
+        TRY(bn_(&x, bb, "_bn1"));
+        TRY(act_(&x, bb));
+        TRY(dt_mean(&y, x, hw, 2, 0));                                    /* [B,head] */
         replace(&x, y);
-        TRY_RETURN(drdc_params_getf(&w, &bb->params, "_fc.weight"));
-        TRY_RETURN(drdc_params_getf(&b, &bb->params, "_fc.bias"));
+        TRY(drdc_params_getf(&w, &bb->params, "_fc.weight"));
+        TRY(drdc_params_getf(&b, &bb->params, "_fc.bias"));
     }
-    TRY_RETURN(dt_linear(&outs[0], x, w, b));                             /* [B,n_classes] */
+    TRY(dt_linear(&outs[0], x, w, b));                                    /* [B,n_classes] */
+done:
     dt_free(x);
-    return DRDC_OK;
+    return st;
 }
 
 drdc_status drdc_backbone_blocks_out(dt_tensor *outs, int n, const drdc_backbone *bb, dt_tensor images) {
@@ -674,20 +718,20 @@ drdc_status drdc_backbone_blocks_out(dt_tensor *outs, int n, const drdc_backbone
     if (n != bb->n_feat)
         return drdc_fail(DRDC_ERR_INPUT, "backbone %s: %d outputs asked, it has %d feature blocks", bb->arch, n,
                          bb->n_feat);
-    TRY_RETURN(check_images(bb, images, 0));
-    return run(blocks_fn, outs, n, bb, images);
+    drdc_status st = check_images(bb, images, 0);
+    return st ? st : run(blocks_fn, outs, n, bb, images);
 }
 
 drdc_status drdc_backbone_features(dt_tensor *out, const drdc_backbone *bb, dt_tensor images) {
     if (!bb || !out) return drdc_fail(DRDC_ERR_INPUT, "drdc_backbone_features: NULL argument");
     *out = NULL;
-    TRY_RETURN(check_images(bb, images, 1));
-    return run(features_fn, out, 1, bb, images);
+    drdc_status st = check_images(bb, images, 1);
+    return st ? st : run(features_fn, out, 1, bb, images);
 }
 
 drdc_status drdc_backbone_classify(dt_tensor *logits, const drdc_backbone *bb, dt_tensor images) {
     if (!bb || !logits) return drdc_fail(DRDC_ERR_INPUT, "drdc_backbone_classify: NULL argument");
     *logits = NULL;
-    TRY_RETURN(check_images(bb, images, 0));
-    return run(classify_fn, logits, 1, bb, images);
+    drdc_status st = check_images(bb, images, 0);
+    return st ? st : run(classify_fn, logits, 1, bb, images);
 }

@@ -1,5 +1,5 @@
-/* transformer.c: UniAD's feature-reconstruction transformer, DRDC's base model (see
- * transformer.h). Multi-head attention is written out with linear / bmm / softmax (libtorch 1.13
+/* base.c: UniAD's feature-reconstruction transformer, DRDC's base model, and its config rules
+ * (see base.h). Multi-head attention is written out with linear / bmm / softmax (libtorch 1.13
  * has no fused attention); every forward step runs inside a shim scope, so no temporary handle
  * outlives the call. Layout inside: batch first, tokens [B,L,E] with token index y*w + x. */
 #include "drdc/stages/base.h"
@@ -12,6 +12,43 @@
 #define LN_EPS 1e-5   /* nn.LayerNorm's default, as UniAD */
 
 
+/* ---- config rules -------------------------------------------------------------------------- */
+
+/* The rules that do not depend on the feature grid: heads divides hidden, hidden even, the
+ * neighbour mask odd or 0 (and what they need to be computed: heads >= 1, hidden >= 2, mask >= 0). */
+static drdc_status check_heads_and_mask(const drdc_base_config *b) {
+    if (b->heads < 1) return drdc_fail(DRDC_ERR_CONFIG, "base.heads %d must be >= 1", b->heads);
+    if (b->hidden < 2) return drdc_fail(DRDC_ERR_CONFIG, "base.hidden %d must be >= 2", b->hidden);
+    if (b->neighbor_mask < 0) return drdc_fail(DRDC_ERR_CONFIG, "base.neighbor_mask %d must be >= 0", b->neighbor_mask);
+    if (b->hidden % b->heads != 0)
+        return drdc_fail(DRDC_ERR_CONFIG, "base.heads %d does not divide base.hidden %d", b->heads, b->hidden);
+    if (b->hidden % 2 != 0)
+        return drdc_fail(DRDC_ERR_CONFIG,
+                         "base.hidden %d must be even (half for rows, half for columns of the position embedding)",
+                         b->hidden);
+    if (b->neighbor_mask != 0 && b->neighbor_mask % 2 == 0)
+        return drdc_fail(DRDC_ERR_CONFIG, "base.neighbor_mask %d must be odd (or 0 = off)", b->neighbor_mask);
+    return DRDC_OK;
+}
+
+/* Whether the n x n neighbour mask hides every token from some token of an h x w feature grid
+ * (that token's softmax would be over -inf only: NaN). The centre token is the worst off: it keeps
+ * a visible token iff h/2 or w/2 (rounded down) exceeds the mask radius n/2. */
+static int mask_hides_all(int n, int h, int w) { return n > 0 && h / 2 <= n / 2 && w / 2 <= n / 2; }
+
+drdc_status drdc_base_check_config(const drdc_base_config *b, int image_size) {
+    if (!b) return drdc_fail(DRDC_ERR_INPUT, "base config check: NULL config");
+    drdc_status st = check_heads_and_mask(b);
+    if (st) return st;
+    const int h = image_size / 16;
+    if (mask_hides_all(b->neighbor_mask, h, h))
+        return drdc_fail(DRDC_ERR_CONFIG,
+                         "base.neighbor_mask %d hides every token from some token of the %dx%d feature grid "
+                         "(data.image_size %d / 16); use a smaller odd value or 0",
+                         b->neighbor_mask, h, h, image_size);
+    return DRDC_OK;
+}
+
 /* ---- building ------------------------------------------------------------------------------ */
 
 /* nn.Linear under UniAD's xavier_uniform initializer: weight U(+-sqrt(6/(in+out))), bias 0. */
@@ -19,11 +56,13 @@ static drdc_status add_linear(drdc_params *p, const char *prefix, int64_t out_f,
                               dt_generator g) {
     char name[256];
     const int64_t wshape[2] = {out_f, in_f}, bshape[1] = {out_f};
+    drdc_status st = DRDC_OK;
     snprintf(name, sizeof name, "%s.weight", prefix);
-    drdc_status st = drdc_params_add_uniform(p, name, wshape, 2, sqrt(6.0 / (double)(in_f + out_f)), dev, g, 1);
-    if (st) return st;
+    TRY(drdc_params_add_uniform(p, name, wshape, 2, sqrt(6.0 / (double)(in_f + out_f)), dev, g, 1));
     snprintf(name, sizeof name, "%s.bias", prefix);
-    return drdc_params_add_full(p, name, bshape, 1, 0.0, dev, 1);
+    TRY(drdc_params_add_full(p, name, bshape, 1, 0.0, dev, 1));
+done:
+    return st;
 }
 
 /* nn.MultiheadAttention: in_proj_weight [3E,E] xavier-uniform (fan_in E, fan_out 3E), in_proj_bias
@@ -31,23 +70,27 @@ static drdc_status add_linear(drdc_params *p, const char *prefix, int64_t out_f,
 static drdc_status add_mha(drdc_params *p, const char *prefix, int64_t E, dt_device dev, dt_generator g) {
     char name[200];
     const int64_t wshape[2] = {3 * E, E}, bshape[1] = {3 * E};
+    drdc_status st = DRDC_OK;
     snprintf(name, sizeof name, "%s.in_proj_weight", prefix);
-    drdc_status st = drdc_params_add_uniform(p, name, wshape, 2, sqrt(6.0 / (double)(E + 3 * E)), dev, g, 1);
-    if (st) return st;
+    TRY(drdc_params_add_uniform(p, name, wshape, 2, sqrt(6.0 / (double)(E + 3 * E)), dev, g, 1));
     snprintf(name, sizeof name, "%s.in_proj_bias", prefix);
-    if ((st = drdc_params_add_full(p, name, bshape, 1, 0.0, dev, 1))) return st;
+    TRY(drdc_params_add_full(p, name, bshape, 1, 0.0, dev, 1));
     snprintf(name, sizeof name, "%s.out_proj", prefix);
-    return add_linear(p, name, E, E, dev, g);
+    TRY(add_linear(p, name, E, E, dev, g));
+done:
+    return st;
 }
 
 static drdc_status add_layer_norm(drdc_params *p, const char *prefix, int64_t E, dt_device dev) {
     char name[256];
     const int64_t shape[1] = {E};
+    drdc_status st = DRDC_OK;
     snprintf(name, sizeof name, "%s.weight", prefix);
-    drdc_status st = drdc_params_add_full(p, name, shape, 1, 1.0, dev, 1);
-    if (st) return st;
+    TRY(drdc_params_add_full(p, name, shape, 1, 1.0, dev, 1));
     snprintf(name, sizeof name, "%s.bias", prefix);
-    return drdc_params_add_full(p, name, shape, 1, 0.0, dev, 1);
+    TRY(drdc_params_add_full(p, name, shape, 1, 0.0, dev, 1));
+done:
+    return st;
 }
 
 /* nn.Embedding table that UniAD resets with nn.init.uniform_: U[0,1). */
@@ -64,21 +107,21 @@ static drdc_status add_parameters(drdc_params *p, const drdc_base_config *cfg, i
                                   dt_device dev, dt_generator g) {
     const int64_t E = cfg->hidden, F = cfg->ffn, L = h * w;
     char prefix[160];
-    drdc_status st;
+    drdc_status st = DRDC_OK;
     /* learned position embedding: row and column tables */
     const int64_t row_shape[2] = {h, E / 2}, col_shape[2] = {w, E / 2};
-    if ((st = add_unit_uniform(p, "pos_embed.row_embed.weight", row_shape, dev, g))) return st;
-    if ((st = add_unit_uniform(p, "pos_embed.col_embed.weight", col_shape, dev, g))) return st;
+    TRY(add_unit_uniform(p, "pos_embed.row_embed.weight", row_shape, dev, g));   /* [h,E/2] */
+    TRY(add_unit_uniform(p, "pos_embed.col_embed.weight", col_shape, dev, g));   /* [w,E/2] */
     for (int i = 0; i < cfg->enc_layers; i++) {
         const char *parts[] = {"self_attn", "linear1", "linear2", "norm1", "norm2"};
         char names[5][160];
         for (int k = 0; k < 5; k++)
             snprintf(names[k], sizeof names[k], "transformer.encoder.layers.%d.%s", i, parts[k]);
-        if ((st = add_mha(p, names[0], E, dev, g))) return st;
-        if ((st = add_linear(p, names[1], F, E, dev, g))) return st;
-        if ((st = add_linear(p, names[2], E, F, dev, g))) return st;
-        if ((st = add_layer_norm(p, names[3], E, dev))) return st;
-        if ((st = add_layer_norm(p, names[4], E, dev))) return st;
+        TRY(add_mha(p, names[0], E, dev, g));
+        TRY(add_linear(p, names[1], F, E, dev, g));
+        TRY(add_linear(p, names[2], E, F, dev, g));
+        TRY(add_layer_norm(p, names[3], E, dev));
+        TRY(add_layer_norm(p, names[4], E, dev));
     }
     for (int i = 0; i < cfg->dec_layers; i++) {
         const char *parts[] = {"learned_embed.weight", "self_attn", "multihead_attn", "linear1", "linear2",
@@ -87,77 +130,87 @@ static drdc_status add_parameters(drdc_params *p, const drdc_base_config *cfg, i
         for (int k = 0; k < 8; k++)
             snprintf(names[k], sizeof names[k], "transformer.decoder.layers.%d.%s", i, parts[k]);
         const int64_t q_shape[2] = {L, E};
-        if ((st = drdc_params_add_normal(p, names[0], q_shape, 2, 1.0, dev, g, 1))) return st; /* nn.Embedding: N(0,1) */
-        if ((st = add_mha(p, names[1], E, dev, g))) return st;
-        if ((st = add_mha(p, names[2], E, dev, g))) return st;
-        if ((st = add_linear(p, names[3], F, E, dev, g))) return st;
-        if ((st = add_linear(p, names[4], E, F, dev, g))) return st;
-        for (int k = 5; k < 8; k++)
-            if ((st = add_layer_norm(p, names[k], E, dev))) return st;
+        TRY(drdc_params_add_normal(p, names[0], q_shape, 2, 1.0, dev, g, 1));  /* [L,E] nn.Embedding: N(0,1) */
+        TRY(add_mha(p, names[1], E, dev, g));
+        TRY(add_mha(p, names[2], E, dev, g));
+        TRY(add_linear(p, names[3], F, E, dev, g));
+        TRY(add_linear(p, names[4], E, F, dev, g));
+        for (int k = 5; k < 8; k++) TRY(add_layer_norm(p, names[k], E, dev));
     }
     snprintf(prefix, sizeof prefix, "transformer.decoder.norm");
-    if ((st = add_layer_norm(p, prefix, E, dev))) return st;
-    if ((st = add_linear(p, "input_proj", E, C, dev, g))) return st;
-    return add_linear(p, "output_proj", C, E, dev, g);
+    TRY(add_layer_norm(p, prefix, E, dev));
+    TRY(add_linear(p, "input_proj", E, C, dev, g));
+    TRY(add_linear(p, "output_proj", C, E, dev, g));
+done:
+    return st;
 }
 
 static drdc_status get_attn(drdc_base_attn *a, const drdc_params *p, const char *prefix) {
-    drdc_status st;
-    if ((st = drdc_params_getf(&a->in_proj_weight, p, "%s.in_proj_weight", prefix))) return st;
-    if ((st = drdc_params_getf(&a->in_proj_bias, p, "%s.in_proj_bias", prefix))) return st;
-    if ((st = drdc_params_getf(&a->out_proj_weight, p, "%s.out_proj.weight", prefix))) return st;
-    return drdc_params_getf(&a->out_proj_bias, p, "%s.out_proj.bias", prefix);
+    drdc_status st = DRDC_OK;
+    TRY(drdc_params_getf(&a->in_proj_weight, p, "%s.in_proj_weight", prefix));
+    TRY(drdc_params_getf(&a->in_proj_bias, p, "%s.in_proj_bias", prefix));
+    TRY(drdc_params_getf(&a->out_proj_weight, p, "%s.out_proj.weight", prefix));
+    TRY(drdc_params_getf(&a->out_proj_bias, p, "%s.out_proj.bias", prefix));
+done:
+    return st;
+}
+
+/* A Linear or LayerNorm of the model: "<prefix><part>.weight" and ".bias" go to *w and *b. */
+typedef struct param_pair {
+    const char *part;
+    dt_tensor *w, *b;
+} param_pair;
+
+static drdc_status get_pairs(const drdc_params *p, const char *prefix, const param_pair *pairs, int n) {
+    drdc_status st = DRDC_OK;
+    for (int i = 0; i < n; i++) {
+        TRY(drdc_params_getf(pairs[i].w, p, "%s%s.weight", prefix, pairs[i].part));
+        TRY(drdc_params_getf(pairs[i].b, p, "%s%s.bias", prefix, pairs[i].part));
+    }
+done:
+    return st;
 }
 
 /* Fills the model's borrowed handles from its store. */
 static drdc_status wire(drdc_base *m) {
     const drdc_params *p = &m->params;
-    drdc_status st;
-    char pre[256];
-    if ((st = drdc_params_getf(&m->input_proj_weight, p, "input_proj.weight"))) return st;
-    if ((st = drdc_params_getf(&m->input_proj_bias, p, "input_proj.bias"))) return st;
-    if ((st = drdc_params_getf(&m->output_proj_weight, p, "output_proj.weight"))) return st;
-    if ((st = drdc_params_getf(&m->output_proj_bias, p, "output_proj.bias"))) return st;
-    if ((st = drdc_params_getf(&m->row_embed, p, "pos_embed.row_embed.weight"))) return st;
-    if ((st = drdc_params_getf(&m->col_embed, p, "pos_embed.col_embed.weight"))) return st;
-    if ((st = drdc_params_getf(&m->dec_norm_weight, p, "transformer.decoder.norm.weight"))) return st;
-    if ((st = drdc_params_getf(&m->dec_norm_bias, p, "transformer.decoder.norm.bias"))) return st;
+    drdc_status st = DRDC_OK;
+    char pre[256], sub[300];
+    const param_pair top[2] = {{"input_proj", &m->input_proj_weight, &m->input_proj_bias},       /* [E,C], [E] */
+                               {"output_proj", &m->output_proj_weight, &m->output_proj_bias}};   /* [C,E], [C] */
+    const param_pair dec_norm[1] = {{"norm", &m->dec_norm_weight, &m->dec_norm_bias}};            /* [E], [E] */
+    TRY(get_pairs(p, "", top, 2));
+    TRY(drdc_params_getf(&m->row_embed, p, "pos_embed.row_embed.weight"));                        /* [h,E/2] */
+    TRY(drdc_params_getf(&m->col_embed, p, "pos_embed.col_embed.weight"));                        /* [w,E/2] */
+    TRY(get_pairs(p, "transformer.decoder.", dec_norm, 1));
     for (int i = 0; i < m->cfg.enc_layers; i++) {
         drdc_base_enc_layer *l = &m->enc[i];
-        char sub[300];
-        snprintf(pre, sizeof pre, "transformer.encoder.layers.%d", i);
-        snprintf(sub, sizeof sub, "%s.self_attn", pre);
-        if ((st = get_attn(&l->self_attn, p, sub))) return st;
-        if ((st = drdc_params_getf(&l->linear1_weight, p, "%s.linear1.weight", pre))) return st;
-        if ((st = drdc_params_getf(&l->linear1_bias, p, "%s.linear1.bias", pre))) return st;
-        if ((st = drdc_params_getf(&l->linear2_weight, p, "%s.linear2.weight", pre))) return st;
-        if ((st = drdc_params_getf(&l->linear2_bias, p, "%s.linear2.bias", pre))) return st;
-        if ((st = drdc_params_getf(&l->norm1_weight, p, "%s.norm1.weight", pre))) return st;
-        if ((st = drdc_params_getf(&l->norm1_bias, p, "%s.norm1.bias", pre))) return st;
-        if ((st = drdc_params_getf(&l->norm2_weight, p, "%s.norm2.weight", pre))) return st;
-        if ((st = drdc_params_getf(&l->norm2_bias, p, "%s.norm2.bias", pre))) return st;
+        const param_pair parts[4] = {{"linear1", &l->linear1_weight, &l->linear1_bias},
+                                     {"linear2", &l->linear2_weight, &l->linear2_bias},
+                                     {"norm1", &l->norm1_weight, &l->norm1_bias},
+                                     {"norm2", &l->norm2_weight, &l->norm2_bias}};
+        snprintf(pre, sizeof pre, "transformer.encoder.layers.%d.", i);
+        snprintf(sub, sizeof sub, "%sself_attn", pre);
+        TRY(get_attn(&l->self_attn, p, sub));
+        TRY(get_pairs(p, pre, parts, 4));
     }
     for (int i = 0; i < m->cfg.dec_layers; i++) {
         drdc_base_dec_layer *l = &m->dec[i];
-        char sub[300];
-        snprintf(pre, sizeof pre, "transformer.decoder.layers.%d", i);
-        if ((st = drdc_params_getf(&l->learned_embed, p, "%s.learned_embed.weight", pre))) return st;
-        snprintf(sub, sizeof sub, "%s.self_attn", pre);
-        if ((st = get_attn(&l->self_attn, p, sub))) return st;
-        snprintf(sub, sizeof sub, "%s.multihead_attn", pre);
-        if ((st = get_attn(&l->multihead_attn, p, sub))) return st;
-        if ((st = drdc_params_getf(&l->linear1_weight, p, "%s.linear1.weight", pre))) return st;
-        if ((st = drdc_params_getf(&l->linear1_bias, p, "%s.linear1.bias", pre))) return st;
-        if ((st = drdc_params_getf(&l->linear2_weight, p, "%s.linear2.weight", pre))) return st;
-        if ((st = drdc_params_getf(&l->linear2_bias, p, "%s.linear2.bias", pre))) return st;
-        if ((st = drdc_params_getf(&l->norm1_weight, p, "%s.norm1.weight", pre))) return st;
-        if ((st = drdc_params_getf(&l->norm1_bias, p, "%s.norm1.bias", pre))) return st;
-        if ((st = drdc_params_getf(&l->norm2_weight, p, "%s.norm2.weight", pre))) return st;
-        if ((st = drdc_params_getf(&l->norm2_bias, p, "%s.norm2.bias", pre))) return st;
-        if ((st = drdc_params_getf(&l->norm3_weight, p, "%s.norm3.weight", pre))) return st;
-        if ((st = drdc_params_getf(&l->norm3_bias, p, "%s.norm3.bias", pre))) return st;
+        const param_pair parts[5] = {{"linear1", &l->linear1_weight, &l->linear1_bias},
+                                     {"linear2", &l->linear2_weight, &l->linear2_bias},
+                                     {"norm1", &l->norm1_weight, &l->norm1_bias},
+                                     {"norm2", &l->norm2_weight, &l->norm2_bias},
+                                     {"norm3", &l->norm3_weight, &l->norm3_bias}};
+        snprintf(pre, sizeof pre, "transformer.decoder.layers.%d.", i);
+        TRY(drdc_params_getf(&l->learned_embed, p, "%slearned_embed.weight", pre));               /* [L,E] */
+        snprintf(sub, sizeof sub, "%sself_attn", pre);
+        TRY(get_attn(&l->self_attn, p, sub));
+        snprintf(sub, sizeof sub, "%smultihead_attn", pre);
+        TRY(get_attn(&l->multihead_attn, p, sub));
+        TRY(get_pairs(p, pre, parts, 5));
     }
-    return DRDC_OK;
+done:
+    return st;
 }
 
 drdc_status drdc_base_neighbor_mask(dt_tensor *out_mask, int feat_h, int feat_w, int n, dt_device dev) {
@@ -184,34 +237,27 @@ drdc_status drdc_base_neighbor_mask(dt_tensor *out_mask, int feat_h, int feat_w,
     return st ? drdc_error_context(st, "uniad neighbour mask") : DRDC_OK;
 }
 
+
 drdc_status drdc_base_build(drdc_base *model, const drdc_base_config *cfg, int in_channels, int feat_h,
                              int feat_w, dt_device dev, uint64_t seed) {
     if (!model || !cfg) return drdc_fail(DRDC_ERR_INPUT, "uniad build: model or config is NULL");
     memset(model, 0, sizeof *model);
     if (in_channels < 1 || feat_h < 1 || feat_w < 1)
         return drdc_fail(DRDC_ERR_INPUT, "uniad build: bad feature shape C=%d h=%d w=%d", in_channels, feat_h, feat_w);
-    if (cfg->hidden < 2 || cfg->hidden % 2 != 0)
-        return drdc_fail(DRDC_ERR_CONFIG, "base.hidden = %d: must be even (half row, half column embedding)",
-                         cfg->hidden);
-    if (cfg->heads < 1 || cfg->hidden % cfg->heads != 0)
-        return drdc_fail(DRDC_ERR_CONFIG, "base.heads = %d: must divide base.hidden = %d", cfg->heads, cfg->hidden);
+    drdc_status st = check_heads_and_mask(cfg);
+    if (st) return st;
     if (cfg->enc_layers < 1 || cfg->dec_layers < 1)
         return drdc_fail(DRDC_ERR_CONFIG, "base.enc_layers = %d, base.dec_layers = %d: each must be >= 1",
                          cfg->enc_layers, cfg->dec_layers);
     if (cfg->ffn < 1) return drdc_fail(DRDC_ERR_CONFIG, "base.ffn = %d: must be >= 1", cfg->ffn);
     if (!(cfg->dropout >= 0.0 && cfg->dropout < 1.0))
         return drdc_fail(DRDC_ERR_CONFIG, "base.dropout = %g: must be in [0, 1)", cfg->dropout);
-    if (cfg->neighbor_mask < 0 || (cfg->neighbor_mask > 0 && cfg->neighbor_mask % 2 == 0))
-        return drdc_fail(DRDC_ERR_CONFIG, "base.neighbor_mask = %d: must be 0 (off) or odd", cfg->neighbor_mask);
-    if (cfg->neighbor_mask > 0) {
-        /* a token attends to nothing (softmax of all -inf = NaN) when the window covers the whole map */
-        int span = 2 * (cfg->neighbor_mask / 2) + 1;
-        if (feat_h <= span && feat_w <= span)
-            return drdc_fail(DRDC_ERR_CONFIG,
-                             "base.neighbor_mask = %d: on a %dx%d feature map the centre token could attend to "
-                             "nothing; use a smaller neighbourhood or a larger image",
-                             cfg->neighbor_mask, feat_h, feat_w);
-    }
+    /* the grid is the built one here (not data.image_size / 16, which drdc_base_check_config assumes) */
+    if (mask_hides_all(cfg->neighbor_mask, feat_h, feat_w))
+        return drdc_fail(DRDC_ERR_CONFIG,
+                         "base.neighbor_mask = %d: on a %dx%d feature map the centre token could attend to "
+                         "nothing; use a smaller neighbourhood or a larger image",
+                         cfg->neighbor_mask, feat_h, feat_w);
     if (!(cfg->jitter_scale >= 0.0) || !(cfg->jitter_prob >= 0.0 && cfg->jitter_prob <= 1.0))
         return drdc_fail(DRDC_ERR_CONFIG, "base.jitter_scale = %g / base.jitter_prob = %g out of range",
                          cfg->jitter_scale, cfg->jitter_prob);
@@ -229,12 +275,13 @@ drdc_status drdc_base_build(drdc_base *model, const drdc_base_config *cfg, int i
         return drdc_fail(DRDC_ERR_NOMEM, "uniad build: out of memory");
     }
     dt_generator g = NULL;
-    drdc_status st = dt_generator_new(&g, seed);
-    if (!st) st = add_parameters(&model->params, cfg, in_channels, feat_h, feat_w, dev, g);
+    TRY(dt_generator_new(&g, seed));
+    TRY(add_parameters(&model->params, cfg, in_channels, feat_h, feat_w, dev, g));
+    TRY(wire(model));
+    if (cfg->neighbor_mask > 0)
+        TRY(drdc_base_neighbor_mask(&model->attn_mask, feat_h, feat_w, cfg->neighbor_mask, dev)); /* [L,L] */
+done:
     dt_generator_free(g);
-    if (!st) st = wire(model);
-    if (!st && cfg->neighbor_mask > 0) st = drdc_base_neighbor_mask(&model->attn_mask, feat_h, feat_w,
-                                                                     cfg->neighbor_mask, dev);
     if (st) {
         drdc_base_free(model);
         return drdc_error_context(st, "building the base transformer");
@@ -253,18 +300,6 @@ void drdc_base_free(drdc_base *model) {
 
 /* ---- forward ------------------------------------------------------------------------------- */
 
-/* Ends the scope opened by a step: on success `result` moves to the caller through *out. */
-static drdc_status scope_finish(drdc_status st, dt_tensor result, dt_tensor *out) {
-    if (!st) st = dt_scope_keep(result);
-    drdc_status end = dt_scope_end();
-    if (!st && end) {
-        dt_free(result);
-        st = end;
-    }
-    if (!st) *out = result;
-    return st;
-}
-
 /* Dropout on an intermediate of the current scope (p = 0 or not training: x itself). */
 static drdc_status dropout(dt_tensor *out, dt_tensor x, double p, int training, dt_generator g) {
     if (!training || p <= 0.0) {
@@ -280,12 +315,12 @@ static drdc_status mha(dt_tensor *out, const drdc_base_attn *a, dt_tensor query,
                        dt_tensor mask, int heads, double p, int training, dt_generator g) {
     *out = NULL;
     int64_t qs[3], ks[3];
-    drdc_status st = dt_shape(qs, 3, query);
-    if (!st) st = dt_shape(ks, 3, key);
+    drdc_status st = dt_scope_begin();
     if (st) return st;
-    const int64_t B = qs[0], L = qs[1], E = qs[2], S = ks[1], H = heads, D = E / H;
-    if ((st = dt_scope_begin())) return st;
     dt_tensor wq, wk, wv, bq, bk, bv, q, k, v, qh, kh, vh, t, kt, scores, attn, o, res = NULL;
+    TRY(dt_shape(qs, 3, query));
+    TRY(dt_shape(ks, 3, key));
+    const int64_t B = qs[0], L = qs[1], E = qs[2], S = ks[1], H = heads, D = E / H;
     TRY(dt_narrow(&wq, a->in_proj_weight, 0, 0, E));                     /* [E,E] */
     TRY(dt_narrow(&wk, a->in_proj_weight, 0, E, E));                     /* [E,E] */
     TRY(dt_narrow(&wv, a->in_proj_weight, 0, 2 * E, E));                 /* [E,E] */
@@ -319,17 +354,19 @@ static drdc_status mha(dt_tensor *out, const drdc_base_attn *a, dt_tensor query,
     TRY(dt_reshape(&t, t, o3, 3));                                       /* [B,L,E] */
     TRY(dt_linear(&res, t, a->out_proj_weight, a->out_proj_bias));      /* [B,L,E] */
 done:
-    return scope_finish(st, res, out);
+    return dt_scope_finish(st, res, out);
 }
 
 /* Feed-forward block: linear2(dropout(relu(linear1(x)))) then dropout, [B,L,E] -> [B,L,E]. */
 static drdc_status ffn(dt_tensor *out, dt_tensor x, dt_tensor w1, dt_tensor b1, dt_tensor w2, dt_tensor b2,
                        double p, int training, dt_generator g) {
-    drdc_status st = dt_linear(out, x, w1, b1);                          /* [B,L,F] */
-    if (!st) st = dt_relu(out, *out);                                    /* [B,L,F] */
-    if (!st) st = dropout(out, *out, p, training, g);                    /* [B,L,F] */
-    if (!st) st = dt_linear(out, *out, w2, b2);                          /* [B,L,E] */
-    if (!st) st = dropout(out, *out, p, training, g);                    /* [B,L,E] */
+    drdc_status st = DRDC_OK;
+    TRY(dt_linear(out, x, w1, b1));                                      /* [B,L,F] */
+    TRY(dt_relu(out, *out));                                             /* [B,L,F] */
+    TRY(dropout(out, *out, p, training, g));                             /* [B,L,F] */
+    TRY(dt_linear(out, *out, w2, b2));                                   /* [B,L,E] */
+    TRY(dropout(out, *out, p, training, g));                             /* [B,L,E] */
+done:
     return st;
 }
 
@@ -350,7 +387,7 @@ static drdc_status encoder_layer(dt_tensor *out, const drdc_base *m, const drdc_
     TRY(dt_add(&y, y, f));                                               /* [B,L,E] */
     TRY(dt_layer_norm(&res, y, 1, l->norm2_weight, l->norm2_bias, LN_EPS)); /* [B,L,E] */
 done:
-    return scope_finish(st, res, out);
+    return dt_scope_finish(st, res, out);
 }
 
 /* Post-norm decoder layer with its own learned query (UniAD's TransformerDecoderLayer):
@@ -362,10 +399,10 @@ static drdc_status decoder_layer(dt_tensor *out, const drdc_base *m, const drdc_
     *out = NULL;
     const double p = m->cfg.dropout;
     int64_t B;
-    drdc_status st = dt_size(&B, memory, 0);
+    drdc_status st = dt_scope_begin();
     if (st) return st;
-    if ((st = dt_scope_begin())) return st;
     dt_tensor q0, q, k, a, t, f, res = NULL;
+    TRY(dt_size(&B, memory, 0));
     const int64_t qshape[3] = {B, m->tokens, m->cfg.hidden};
     TRY(dt_unsqueeze(&q0, l->learned_embed, 0));                         /* [1,L,E] */
     TRY(dt_expand(&q0, q0, qshape, 3));                                  /* [B,L,E] */
@@ -385,7 +422,7 @@ static drdc_status decoder_layer(dt_tensor *out, const drdc_base *m, const drdc_
     TRY(dt_add(&t, t, f));                                               /* [B,L,E] */
     TRY(dt_layer_norm(&res, t, 1, l->norm3_weight, l->norm3_bias, LN_EPS)); /* [B,L,E] */
 done:
-    return scope_finish(st, res, out);
+    return dt_scope_finish(st, res, out);
 }
 
 /* Checks that t is [B,C,h,w] for this model; writes B. */
@@ -411,10 +448,27 @@ static drdc_status jitter_coin(int *apply, double prob, dt_generator g) {
     const int64_t one[1] = {1};
     dt_tensor u = NULL;
     double v = 1.0;
-    drdc_status st = dt_rand(&u, one, 1, DT_F32, (dt_device){DT_CPU, 0}, g);
-    if (!st) st = dt_item(&v, u);
-    dt_free(u);
+    drdc_status st = DRDC_OK;
+    TRY(dt_rand(&u, one, 1, DT_F32, (dt_device){DT_CPU, 0}, g));       /* [1] U[0,1) */
+    TRY(dt_item(&v, u));
     *apply = v <= prob;
+done:
+    dt_free(u);
+    return st;
+}
+
+/* features [B,C,h,w] for this model and, when given, jitter noise of the same shape; writes B. */
+static drdc_status check_inputs(int64_t *B, const drdc_base *m, dt_tensor features, dt_tensor jitter_noise) {
+    int64_t nB = 0;
+    drdc_status st = DRDC_OK;
+    TRY(check_features(B, m, features, "features"));
+    if (jitter_noise) {
+        TRY(check_features(&nB, m, jitter_noise, "jitter noise"));
+        if (nB != *B)
+            return drdc_fail(DRDC_ERR_INPUT, "uniad: jitter noise batch %lld != features batch %lld", (long long)nB,
+                             (long long)*B);
+    }
+done:
     return st;
 }
 
@@ -422,16 +476,12 @@ drdc_status drdc_base_forward_ex(dt_tensor *out_rec, const drdc_base *m, dt_tens
                                   dt_generator g, dt_tensor jitter_noise) {
     if (!out_rec || !m || !m->enc) return drdc_fail(DRDC_ERR_INPUT, "uniad forward: NULL output or unbuilt model");
     *out_rec = NULL;
-    int64_t B = 0, nB = 0;
-    drdc_status st = check_features(&B, m, features, "features");
-    if (!st && jitter_noise) {
-        st = check_features(&nB, m, jitter_noise, "jitter noise");
-        if (!st && nB != B) st = drdc_fail(DRDC_ERR_INPUT, "uniad: jitter noise batch %lld != features batch %lld",
-                                           (long long)nB, (long long)B);
-    }
+    int64_t B = 0;
+    drdc_status st = check_inputs(&B, m, features, jitter_noise);
     if (st) return st;
     const int64_t C = m->in_channels, h = m->feat_h, w = m->feat_w, L = m->tokens, E = m->cfg.hidden;
-    if ((st = dt_scope_begin())) return st;
+    st = dt_scope_begin();
+    if (st) return st;
     dt_tensor x = features, noise = jitter_noise, norms, j, tok, src, colx, rowy, pos, memory, out, rec = NULL;
     /* feature jitter (training only): f + N(0,1) * ||f||_2 / C * scale, per token */
     int jitter = 0;
@@ -472,7 +522,7 @@ drdc_status drdc_base_forward_ex(dt_tensor *out_rec, const drdc_base *m, dt_tens
     const int64_t bchw[4] = {B, C, h, w};
     TRY(dt_reshape(&rec, out, bchw, 4));                                 /* [B,C,h,w] */
 done:
-    st = scope_finish(st, rec, out_rec);
+    st = dt_scope_finish(st, rec, out_rec);
     return st ? drdc_error_context(st, "base transformer forward") : DRDC_OK;
 }
 
@@ -488,14 +538,15 @@ static drdc_status same_bchw(dt_tensor a, dt_tensor b, const char *what) {
     if (dt_ndim(a) != 4 || dt_ndim(b) != 4)
         return drdc_fail(DRDC_ERR_INPUT, "uniad %s: expected [B,C,h,w] tensors, got %d and %d dims", what, dt_ndim(a),
                          dt_ndim(b));
-    drdc_status st = dt_shape(sa, 4, a);
-    if (!st) st = dt_shape(sb, 4, b);
-    if (st) return st;
+    drdc_status st = DRDC_OK;
+    TRY(dt_shape(sa, 4, a));
+    TRY(dt_shape(sb, 4, b));
     if (memcmp(sa, sb, sizeof sa) != 0)
         return drdc_fail(DRDC_ERR_INPUT, "uniad %s: reconstruction [%lld,%lld,%lld,%lld] vs features [%lld,%lld,%lld,%lld]",
                          what, (long long)sa[0], (long long)sa[1], (long long)sa[2], (long long)sa[3],
                          (long long)sb[0], (long long)sb[1], (long long)sb[2], (long long)sb[3]);
-    return DRDC_OK;
+done:
+    return st;
 }
 
 drdc_status drdc_base_loss(dt_tensor *out_loss, dt_tensor rec, dt_tensor features) {
@@ -511,10 +562,11 @@ drdc_status drdc_base_anomaly_map(dt_tensor *out_map, dt_tensor rec, dt_tensor f
     *out_map = NULL;
     drdc_status st = same_bchw(rec, features, "anomaly map");
     if (st) return st;
-    if ((st = dt_scope_begin())) return st;
+    st = dt_scope_begin();
+    if (st) return st;
     dt_tensor diff, map = NULL;
     TRY(dt_sub(&diff, features, rec));                                   /* [B,C,h,w] */
     TRY(dt_norm2(&map, diff, 1, 1));                                     /* [B,1,h,w] */
 done:
-    return scope_finish(st, map, out_map);
+    return dt_scope_finish(st, map, out_map);
 }

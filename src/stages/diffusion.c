@@ -1,8 +1,9 @@
-/* diffusion.c: the diffusion refiner around a network callback (see diffusion.h): the linear
- * schedule, q_sample (eq. 4), the inpainting masks of paper 4.2, the training batch of eq. (10)
- * and the DDIM inpainting sampler with test-time conditioning (eqs. 7, 11-13) folded per grid by
- * eq. (8). Every tensor step runs inside a shim scope, so no temporary outlives its call; the
- * sampler opens one scope per step so memory does not grow with the number of steps. */
+/* diffusion.c: the diffusion refiner around a network callback (see diffusion.h): the config
+ * rules of the schedule and the sampler, the linear schedule, q_sample (eq. 4), the inpainting
+ * masks of paper 4.2, the training batch and loss of eq. (10) and the DDIM inpainting sampler
+ * with test-time conditioning (eqs. 7, 11-13, one step in drdc_ddim_step) folded per grid by
+ * eq. (8). Every tensor step runs inside a shim scope, so no temporary outlives its call; each
+ * DDIM step has its own scope so memory does not grow with the number of steps. */
 #include "drdc/stages/diffusion.h"
 
 #include <math.h>
@@ -12,14 +13,37 @@
 
 static const dt_device k_cpu = {DT_CPU, 0};
 
-/* Ends the scope opened by a function: on success `result` (may be NULL) moves to the caller. */
-static drdc_status scope_finish(drdc_status st, dt_tensor result, dt_tensor *out) {
-    if (!st && result) st = dt_scope_keep(result);
-    drdc_status end = dt_scope_end();
-    if (!st) st = end;
-    if (out) *out = st ? NULL : result;
-    return st;
+/* ---- config rules ----------------------------------------------------------------------------- */
+
+drdc_status drdc_diffusion_check_config(const drdc_refiner_config *r, const drdc_infer_config *in) {
+    if (!r || !in) return drdc_fail(DRDC_ERR_INPUT, "diffusion config check: NULL config");
+    if (!(r->beta_start < r->beta_end))
+        return drdc_fail(DRDC_ERR_CONFIG, "refiner.beta_start %g must be below refiner.beta_end %g", r->beta_start,
+                         r->beta_end);
+    if (r->max_train_t > r->timesteps)
+        return drdc_fail(DRDC_ERR_CONFIG, "refiner.max_train_t %d exceeds refiner.timesteps %d", r->max_train_t,
+                         r->timesteps);
+    if (in->tau >= r->timesteps)
+        return drdc_fail(DRDC_ERR_CONFIG, "infer.tau %d must be below refiner.timesteps %d", in->tau, r->timesteps);
+    if (in->steps > in->tau) return drdc_fail(DRDC_ERR_CONFIG, "infer.steps %d exceeds infer.tau %d", in->steps, in->tau);
+    if (in->n_grids < 1 || in->n_grids > DRDC_MAX_LIST)
+        return drdc_fail(DRDC_ERR_CONFIG, "infer.grids has %d cell sizes, want 1..%d", in->n_grids, DRDC_MAX_LIST);
+    int coarsest = 0;
+    for (int g = 0; g < in->n_grids; g++) {
+        if (in->grids[g] < 1 || r->image_size % in->grids[g] != 0)
+            return drdc_fail(DRDC_ERR_CONFIG, "infer.grids: cell size %d does not divide refiner.image_size %d",
+                             in->grids[g], r->image_size);
+        if (in->grids[g] > coarsest) coarsest = in->grids[g];
+    }
+    long cells = (long)(r->image_size / coarsest) * (r->image_size / coarsest);
+    if (in->K > cells)
+        return drdc_fail(DRDC_ERR_CONFIG,
+                         "infer.K %d exceeds the %ld cells of the coarsest grid (%d px cells on refiner.image_size %d)",
+                         in->K, cells, coarsest, r->image_size);
+    return DRDC_OK;
 }
+
+/* ---- shapes ----------------------------------------------------------------------------------- */
 
 /* Checks rank, f32 dtype and dims of a tensor (a dim of -1 matches anything). */
 static drdc_status expect_shape(dt_tensor t, const char *fn, const char *name, int ndim, const int64_t *want) {
@@ -39,6 +63,21 @@ static drdc_status expect_shape(dt_tensor t, const char *fn, const char *name, i
     return DRDC_OK;
 }
 
+/* Checks that images are f32 [N,3,H,W] and writes their shape. */
+static drdc_status image_shape(int64_t shape[4], dt_tensor x, const char *fn, const char *name) {
+    static const int64_t want[4] = {-1, 3, -1, -1};
+    drdc_status st = DRDC_OK;
+    TRY(expect_shape(x, fn, name, 4, want));
+    TRY(dt_shape(shape, 4, x));
+done:
+    return st;
+}
+
+/* expect_shape for an optional tensor: NULL passes. */
+static drdc_status expect_given(dt_tensor t, const char *fn, const char *name, int ndim, const int64_t *want) {
+    return t ? expect_shape(t, fn, name, ndim, want) : DRDC_OK;
+}
+
 /* ---- schedule --------------------------------------------------------------------------------- */
 
 drdc_status drdc_schedule_init(drdc_schedule *s, int T, double beta_start, double beta_end, dt_device dev) {
@@ -48,14 +87,15 @@ drdc_status drdc_schedule_init(drdc_schedule *s, int T, double beta_start, doubl
     if (!(beta_start > 0.0) || !(beta_end >= beta_start) || !(beta_end < 1.0))
         return drdc_fail(DRDC_ERR_INPUT, "diffusion schedule: betas %g..%g, want 0 < beta_start <= beta_end < 1",
                          beta_start, beta_end);
+    drdc_status st = DRDC_OK;
     s->T = T;
     s->device = dev;
     s->betas = malloc(sizeof(double) * (size_t)T);
     s->abar64 = malloc(sizeof(double) * (size_t)T);
     s->abar = malloc(sizeof(float) * (size_t)T);
     if (!s->betas || !s->abar64 || !s->abar) {
-        drdc_schedule_free(s);
-        return drdc_fail(DRDC_ERR_NOMEM, "diffusion schedule: out of memory for %d timesteps", T);
+        st = drdc_fail(DRDC_ERR_NOMEM, "diffusion schedule: out of memory for %d timesteps", T);
+        goto done;
     }
     double prod = 1.0;
     for (int i = 0; i < T; i++) {
@@ -66,12 +106,11 @@ drdc_status drdc_schedule_init(drdc_schedule *s, int T, double beta_start, doubl
         s->abar[i] = (float)prod;
     }
     const int64_t shape[1] = {T};
-    drdc_status st = dt_from_host(&s->abar_dev, s->abar, DT_F32, shape, 1, dev);  /* [T] */
-    if (st) {
-        drdc_schedule_free(s);
-        return drdc_error_context(st, "diffusion schedule: abar to device");
-    }
-    return DRDC_OK;
+    st = dt_from_host(&s->abar_dev, s->abar, DT_F32, shape, 1, dev);  /* [T] */
+    if (st) drdc_error_context(st, "diffusion schedule: abar to device");
+done:
+    if (st) drdc_schedule_free(s);
+    return st;
 }
 
 drdc_status drdc_schedule_from_config(drdc_schedule *s, const drdc_refiner_config *rc, dt_device dev) {
@@ -119,7 +158,7 @@ drdc_status drdc_schedule_gather(dt_tensor *out, const drdc_schedule *s, dt_tens
     const int64_t shape[4] = {-1, 1, 1, 1};
     TRY(dt_reshape(&res, ab, shape, 4));                               /* [N,1,1,1] */
 done:
-    return scope_finish(st, res, out);
+    return dt_scope_finish(st, res, out);
 }
 
 drdc_status drdc_q_sample(dt_tensor *x_t, const drdc_schedule *s, dt_tensor x0, dt_tensor t, dt_tensor eps) {
@@ -139,7 +178,7 @@ drdc_status drdc_q_sample(dt_tensor *x_t, const drdc_schedule *s, dt_tensor x0, 
     TRY(dt_add(&res, a, b));                   /* [N,C,H,W] x_t, eq. (4) */
 done:
     if (st) drdc_error_context(st, "q_sample");
-    return scope_finish(st, res, x_t);
+    return dt_scope_finish(st, res, x_t);
 }
 
 /* ---- masks ------------------------------------------------------------------------------------ */
@@ -153,6 +192,15 @@ static drdc_status check_grid(const char *fn, int H, int W, int grid, int K, int
                          K, (long long)c, grid);
     *cells = c;
     return DRDC_OK;
+}
+
+/* check_grid for every grid size of a list. */
+static drdc_status check_grids(const char *fn, int H, int W, const int *grids, int n_grids, int K) {
+    int64_t cells = 0;
+    drdc_status st = DRDC_OK;
+    for (int g = 0; g < n_grids; g++) TRY(check_grid(fn, H, W, grids[g], K, &cells));
+done:
+    return st;
 }
 
 /* One mask M_k [H,W]: 1 everywhere except the cells perm[p] with p mod K == k. */
@@ -185,21 +233,24 @@ drdc_status drdc_inpaint_masks_from_perm(float *out, int H, int W, int grid, int
 static drdc_status draw_perm(int64_t **out, int64_t cells, dt_generator g) {
     *out = NULL;
     dt_tensor p = NULL;
-    drdc_status st = dt_randperm(&p, cells, k_cpu, g);
-    if (st) return drdc_error_context(st, "inpaint masks: drawing the partition");
-    int64_t *host = malloc(sizeof(int64_t) * (size_t)cells);
-    if (!host) {
-        dt_free(p);
-        return drdc_fail(DRDC_ERR_NOMEM, "inpaint masks: out of memory for %lld cells", (long long)cells);
-    }
-    st = dt_copy_to_host(p, host, sizeof(int64_t) * (size_t)cells);
-    dt_free(p);
+    int64_t *host = NULL;
+    drdc_status st = dt_randperm(&p, cells, k_cpu, g);                     /* [cells] i64 */
     if (st) {
-        free(host);
-        return st;
+        drdc_error_context(st, "inpaint masks: drawing the partition");
+        goto done;
     }
+    host = malloc(sizeof(int64_t) * (size_t)cells);
+    if (!host) {
+        st = drdc_fail(DRDC_ERR_NOMEM, "inpaint masks: out of memory for %lld cells", (long long)cells);
+        goto done;
+    }
+    TRY(dt_copy_to_host(p, host, sizeof(int64_t) * (size_t)cells));
     *out = host;
-    return DRDC_OK;
+    host = NULL;
+done:
+    dt_free(p);
+    free(host);
+    return st;
 }
 
 drdc_status drdc_inpaint_masks(dt_tensor *masks, int H, int W, int grid, int K, dt_generator g, dt_device dev) {
@@ -209,15 +260,17 @@ drdc_status drdc_inpaint_masks(dt_tensor *masks, int H, int W, int grid, int K, 
     drdc_status st = check_grid("inpaint masks", H, W, grid, K, &cells);
     if (st) return st;
     int64_t *perm = NULL;
-    if ((st = draw_perm(&perm, cells, g))) return st;
-    float *host = malloc(sizeof(float) * (size_t)K * H * W);
-    if (!host) {
-        free(perm);
-        return drdc_fail(DRDC_ERR_NOMEM, "inpaint masks: out of memory for %d masks of %dx%d", K, H, W);
-    }
-    st = drdc_inpaint_masks_from_perm(host, H, W, grid, K, perm);
+    float *host = NULL;
     const int64_t shape[4] = {K, 1, H, W};
-    if (!st) st = dt_from_host(masks, host, DT_F32, shape, 4, dev);  /* [K,1,H,W] */
+    TRY(draw_perm(&perm, cells, g));
+    host = malloc(sizeof(float) * (size_t)K * H * W);
+    if (!host) {
+        st = drdc_fail(DRDC_ERR_NOMEM, "inpaint masks: out of memory for %d masks of %dx%d", K, H, W);
+        goto done;
+    }
+    TRY(drdc_inpaint_masks_from_perm(host, H, W, grid, K, perm));
+    TRY(dt_from_host(masks, host, DT_F32, shape, 4, dev));                /* [K,1,H,W] */
+done:
     free(host);
     free(perm);
     return st;
@@ -238,7 +291,7 @@ drdc_status drdc_inpaint_condition(dt_tensor *cond, dt_tensor x, dt_tensor mask,
     TRY(dt_add(&res, kx, hz));                 /* [N,3,H,W] x~ */
 done:
     if (st) drdc_error_context(st, "inpaint condition");
-    return scope_finish(st, res, cond);
+    return dt_scope_finish(st, res, cond);
 }
 
 /* ---- training batch --------------------------------------------------------------------------- */
@@ -257,8 +310,10 @@ void drdc_train_batch_free(drdc_train_batch *b) {
 static drdc_status draw_ints(int64_t *dst, int64_t n, int64_t high, dt_generator g) {
     dt_tensor r = NULL;
     const int64_t shape[1] = {n};
-    drdc_status st = dt_randint(&r, 0, high, shape, 1, k_cpu, g);
-    if (!st) st = dt_copy_to_host(r, dst, sizeof(int64_t) * (size_t)n);
+    drdc_status st = DRDC_OK;
+    TRY(dt_randint(&r, 0, high, shape, 1, k_cpu, g));                     /* [n] i64 */
+    TRY(dt_copy_to_host(r, dst, sizeof(int64_t) * (size_t)n));
+done:
     dt_free(r);
     return st;
 }
@@ -269,37 +324,30 @@ drdc_status drdc_diffusion_train_batch(drdc_train_batch *out, const drdc_schedul
     if (!out) return drdc_fail(DRDC_ERR_INPUT, "%s: NULL output", fn);
     memset(out, 0, sizeof *out);
     if (!s || !s->abar) return drdc_fail(DRDC_ERR_INPUT, "%s: schedule not initialised", fn);
-    const int64_t want[4] = {-1, 3, -1, -1};
-    drdc_status st = expect_shape(x0, fn, "x0", 4, want);
+    int64_t shape[4];
+    drdc_status st = image_shape(shape, x0, fn, "x0");
     if (st) return st;
     if (!grids || n_grids < 1 || n_grids > DRDC_MAX_LIST)
         return drdc_fail(DRDC_ERR_INPUT, "%s: %d grid sizes, want 1..%d", fn, n_grids, DRDC_MAX_LIST);
     if (max_train_t < 1 || max_train_t > s->T)
         return drdc_fail(DRDC_ERR_INPUT, "%s: max_train_t %d, want 1..T = %d", fn, max_train_t, s->T);
-    int64_t shape[4];
-    if ((st = dt_shape(shape, 4, x0))) return st;
     const int64_t B = shape[0];
     const int H = (int)shape[2], W = (int)shape[3];
-    int64_t cells = 0;
-    for (int i = 0; i < n_grids; i++)
-        if ((st = check_grid(fn, H, W, grids[i], K, &cells))) return st;
+    st = check_grids(fn, H, W, grids, n_grids, K);
+    if (st) return st;
     if (B < 1) return drdc_fail(DRDC_ERR_INPUT, "%s: empty batch", fn);
     const dt_device dev = dt_device_of(x0);
 
+    st = dt_scope_begin();
+    if (st) return st;
+    dt_tensor t = NULL, mask = NULL, z = NULL, eps = NULL, cond = NULL, x_t = NULL;
     int64_t *gi = malloc(sizeof(int64_t) * (size_t)B * 3);
     float *mask_host = malloc(sizeof(float) * (size_t)B * H * W);
     if (!gi || !mask_host) {
-        free(gi);
-        free(mask_host);
-        return drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory for %lld masks", fn, (long long)B);
+        st = drdc_fail(DRDC_ERR_NOMEM, "out of memory for %lld masks", (long long)B);
+        goto done;
     }
     int64_t *ki = gi + B, *ti = gi + 2 * B;
-    if ((st = dt_scope_begin())) {
-        free(gi);
-        free(mask_host);
-        return st;
-    }
-    dt_tensor t = NULL, mask = NULL, z = NULL, eps = NULL, cond = NULL, x_t = NULL;
     TRY(draw_ints(gi, B, n_grids, g));                                  /* grid index per sample */
     TRY(draw_ints(ki, B, K, g));                                        /* hidden set per sample */
     TRY(draw_ints(ti, B, max_train_t, g));                              /* timestep per sample */
@@ -317,25 +365,39 @@ drdc_status drdc_diffusion_train_batch(drdc_train_batch *out, const drdc_schedul
     TRY(dt_randn(&eps, xshape, 4, DT_F32, dev, g));                      /* [B,3,H,W] */
     TRY(drdc_inpaint_condition(&cond, x0, mask, z));                     /* [B,3,H,W] x~_k */
     TRY(drdc_q_sample(&x_t, s, x0, t, eps));                             /* [B,3,H,W] eq. (4) */
+    /* each handle goes into *out as soon as it leaves the scope, so that a failure frees it */
     TRY(dt_scope_keep(t));
-    TRY(dt_scope_keep(mask));
-    TRY(dt_scope_keep(eps));
-    TRY(dt_scope_keep(cond));
-    TRY(dt_scope_keep(x_t));
     out->t = t;
+    TRY(dt_scope_keep(mask));
     out->mask = mask;
+    TRY(dt_scope_keep(eps));
     out->eps = eps;
+    TRY(dt_scope_keep(cond));
     out->cond = cond;
+    TRY(dt_scope_keep(x_t));
     out->x_t = x_t;
 done:
     free(gi);
     free(mask_host);
+    st = dt_scope_finish(st, NULL, NULL);   /* the rest of the temporaries */
     if (st) {
         drdc_error_context(st, "%s", fn);
-        drdc_train_batch_free(out);   /* kept handles are freed; the rest go with the scope */
+        drdc_train_batch_free(out);
     }
-    drdc_status end = dt_scope_end();
-    return st ? st : end;
+    return st;
+}
+
+drdc_status drdc_diffusion_loss(dt_tensor *loss, dt_tensor eps_pred, dt_tensor eps) {
+    static const char *fn = "diffusion loss";
+    if (!loss) return drdc_fail(DRDC_ERR_INPUT, "%s: NULL output", fn);
+    *loss = NULL;
+    int64_t shape[4];
+    drdc_status st = DRDC_OK;
+    TRY(image_shape(shape, eps_pred, fn, "eps_theta"));
+    TRY(expect_shape(eps, fn, "eps", 4, shape));
+    TRY(dt_mse_loss(loss, eps_pred, eps));                               /* [] eq. (10) */
+done:
+    return st;
 }
 
 /* ---- DDIM sampler ----------------------------------------------------------------------------- */
@@ -352,9 +414,8 @@ drdc_status drdc_ddim_timesteps(int *out, int tau, int steps) {
 static drdc_status call_network(dt_tensor *eps_out, drdc_eps_fn fn, void *ctx, dt_tensor x_t, dt_tensor t,
                                 dt_tensor cond, int64_t N, int64_t chunk) {
     *eps_out = NULL;
-    drdc_status st;
     if (chunk <= 0 || chunk >= N) {
-        st = fn(eps_out, ctx, x_t, t, cond);
+        drdc_status st = fn(eps_out, ctx, x_t, t, cond);                 /* [N,3,H,W] */
         if (st) return drdc_error_context(st, "network callback");
         if (!*eps_out) return drdc_fail(DRDC_ERR_STATE, "network callback returned no tensor");
         return DRDC_OK;
@@ -362,24 +423,33 @@ static drdc_status call_network(dt_tensor *eps_out, drdc_eps_fn fn, void *ctx, d
     int64_t n_chunks = (N + chunk - 1) / chunk;
     dt_tensor *parts = calloc((size_t)n_chunks, sizeof *parts);
     if (!parts) return drdc_fail(DRDC_ERR_NOMEM, "network callback: out of memory for %lld chunks", (long long)n_chunks);
-    st = DRDC_OK;
-    for (int64_t c = 0; c < n_chunks && !st; c++) {
+    drdc_status st = DRDC_OK;
+    dt_tensor xc = NULL, tc = NULL, cc = NULL;
+    for (int64_t c = 0; c < n_chunks; c++) {
         int64_t start = c * chunk, len = start + chunk <= N ? chunk : N - start;
-        dt_tensor xc = NULL, tc = NULL, cc = NULL;
-        st = dt_narrow(&xc, x_t, 0, start, len);                         /* [len,3,H,W] */
-        if (!st) st = dt_narrow(&tc, t, 0, start, len);                  /* [len] */
-        if (!st) st = dt_narrow(&cc, cond, 0, start, len);               /* [len,3,H,W] */
-        if (!st) {
-            st = fn(&parts[c], ctx, xc, tc, cc);                         /* [len,3,H,W] */
-            if (st) drdc_error_context(st, "network callback (runs %lld..%lld)", (long long)start,
-                                       (long long)(start + len - 1));
-            else if (!parts[c]) st = drdc_fail(DRDC_ERR_STATE, "network callback returned no tensor");
+        TRY(dt_narrow(&xc, x_t, 0, start, len));                         /* [len,3,H,W] */
+        TRY(dt_narrow(&tc, t, 0, start, len));                           /* [len] */
+        TRY(dt_narrow(&cc, cond, 0, start, len));                        /* [len,3,H,W] */
+        st = fn(&parts[c], ctx, xc, tc, cc);                             /* [len,3,H,W] */
+        if (st) {
+            drdc_error_context(st, "network callback (runs %lld..%lld)", (long long)start,
+                               (long long)(start + len - 1));
+            goto done;
+        }
+        if (!parts[c]) {
+            st = drdc_fail(DRDC_ERR_STATE, "network callback returned no tensor");
+            goto done;
         }
         dt_free(xc);
         dt_free(tc);
         dt_free(cc);
+        xc = tc = cc = NULL;
     }
-    if (!st) st = dt_cat(eps_out, parts, (int)n_chunks, 0);             /* [N,3,H,W] */
+    TRY(dt_cat(eps_out, parts, (int)n_chunks, 0));                       /* [N,3,H,W] */
+done:
+    dt_free(xc);
+    dt_free(tc);
+    dt_free(cc);
     for (int64_t c = 0; c < n_chunks; c++) dt_free(parts[c]);
     free(parts);
     return st;
@@ -388,9 +458,11 @@ static drdc_status call_network(dt_tensor *eps_out, drdc_eps_fn fn, void *ctx, d
 /* a * x + b * y for scalars a, b (as torch's x * a + y * b). */
 static drdc_status axpby(dt_tensor *out, double a, dt_tensor x, double b, dt_tensor y) {
     dt_tensor ax = NULL, by = NULL;
-    drdc_status st = dt_mul_scalar(&ax, x, a);
-    if (!st) st = dt_mul_scalar(&by, y, b);
-    if (!st) st = dt_add(out, ax, by);
+    drdc_status st = DRDC_OK;
+    TRY(dt_mul_scalar(&ax, x, a));
+    TRY(dt_mul_scalar(&by, y, b));
+    TRY(dt_add(out, ax, by));
+done:
     dt_free(ax);
     dt_free(by);
     return st;
@@ -399,30 +471,37 @@ static drdc_status axpby(dt_tensor *out, double a, dt_tensor x, double b, dt_ten
 /* x[i] along dim 0 as a view: [A,rest...] -> [rest...]. */
 static drdc_status select0(dt_tensor *out, dt_tensor x, int64_t i) {
     dt_tensor row = NULL;
-    drdc_status st = dt_narrow(&row, x, 0, i, 1);
-    if (!st) st = dt_squeeze(out, row, 0);
+    drdc_status st = DRDC_OK;
+    TRY(dt_narrow(&row, x, 0, i, 1));                                    /* [1,rest...] */
+    TRY(dt_squeeze(out, row, 0));                                        /* [rest...] */
+done:
     dt_free(row);
     return st;
 }
 
-/* One step t -> t' for all runs; *x_next [N,3,H,W]. Runs inside the caller's per-step scope. */
-static drdc_status ddim_step(dt_tensor *x_next, const drdc_schedule *s, drdc_eps_fn eps_fn, void *eps_ctx,
-                             dt_tensor x_t, dt_tensor x, dt_tensor masks, dt_tensor hidden, dt_tensor cond,
-                             dt_tensor eps_known_i,
-                             int64_t N, int step, int t, int t_next, const drdc_sampler_opts *o, drdc_x0_fn on_x0,
-                             void *on_ctx) {
-    drdc_status st;
+drdc_status drdc_ddim_step(dt_tensor *x_next, const drdc_schedule *s, drdc_eps_fn eps_fn, void *eps_ctx,
+                           dt_tensor x_t, int t, int t_next, dt_tensor x, dt_tensor masks, dt_tensor cond,
+                           dt_tensor eps_known, const drdc_sampler_opts *o, int step, drdc_x0_fn on_x0,
+                           void *on_ctx) {
+    static const char *fn = "ddim step";
+    if (!x_next) return drdc_fail(DRDC_ERR_INPUT, "%s: NULL output", fn);
+    *x_next = NULL;
+    if (!s || !s->abar || !eps_fn || !o || !x || !masks || !cond)
+        return drdc_fail(DRDC_ERR_INPUT, "%s: NULL schedule, network, options, x, masks or cond", fn);
+    if (t < 0 || t >= s->T || t_next < -1 || t_next >= t)
+        return drdc_fail(DRDC_ERR_INPUT, "%s: t = %d -> t' = %d, want T = %d > t > t' >= -1", fn, t, t_next, s->T);
+    int64_t xs[4];
+    drdc_status st = image_shape(xs, x_t, fn, "x_t");
+    if (st) return st;
+    st = dt_scope_begin();
+    if (st) return st;
     dt_tensor tt = NULL, e = NULL, x0_hat = NULL, scaled = NULL, epsk = NULL, known = NULL, unknown = NULL;
-    dt_tensor mk = NULL, hu = NULL;
+    dt_tensor neg = NULL, hidden = NULL, mk = NULL, hu = NULL, res = NULL;
     const double ab = drdc_schedule_abar(s, t), ab_next = drdc_schedule_abar(s, t_next);
-    const int64_t tshape[1] = {N};
+    const int64_t tshape[1] = {xs[0]};
     TRY(dt_full(&tt, tshape, 1, (double)t, DT_I64, dt_device_of(x_t)));         /* [N] i64 */
-    TRY(call_network(&e, eps_fn, eps_ctx, x_t, tt, cond, N, o->chunk));          /* [N,3,H,W] eps_theta */
-    {
-        int64_t want[4];
-        TRY(dt_shape(want, 4, x_t));
-        TRY(expect_shape(e, "ddim", "the network's output", 4, want));
-    }
+    TRY(call_network(&e, eps_fn, eps_ctx, x_t, tt, cond, xs[0], o->chunk));      /* [N,3,H,W] eps_theta */
+    TRY(expect_shape(e, "ddim", "the network's output", 4, xs));
     /* (7) x0_hat = (x_t - sqrt(1 - abar_t) e) / sqrt(abar_t) */
     TRY(axpby(&scaled, 1.0, x_t, -sqrt(1.0 - ab), e));                           /* [N,3,H,W] */
     TRY(dt_mul_scalar(&x0_hat, scaled, 1.0 / sqrt(ab)));                         /* [N,3,H,W] */
@@ -440,19 +519,32 @@ static drdc_status ddim_step(dt_tensor *x_next, const drdc_schedule *s, drdc_eps
             goto done;
         }
     }
-    if (eps_known_i) {
-        epsk = eps_known_i;                                                      /* [N,3,H,W] given */
-    } else {
-        int64_t xs[4];
-        TRY(dt_shape(xs, 4, x_t));
+    if (eps_known)
+        epsk = eps_known;                                                        /* [N,3,H,W] given */
+    else
         TRY(dt_randn(&epsk, xs, 4, DT_F32, dt_device_of(x_t), o->gen));         /* [N,3,H,W] eps' */
-    }
     TRY(axpby(&known, sqrt(ab_next), x, sqrt(1.0 - ab_next), epsk));             /* (11) [N,3,H,W] */
     TRY(axpby(&unknown, sqrt(ab_next), x0_hat, sqrt(1.0 - ab_next), e));         /* (12) [N,3,H,W] */
     /* (13) written out, so that known pixels are exactly `known` */
+    TRY(dt_neg(&neg, masks));
+    TRY(dt_add_scalar(&hidden, neg, 1.0));                                       /* [N,1,H,W] 1 - M */
     TRY(dt_mul(&mk, masks, known));                                              /* [N,3,H,W] M known */
     TRY(dt_mul(&hu, hidden, unknown));                                           /* [N,3,H,W] (1 - M) unknown */
-    TRY(dt_add(x_next, mk, hu));                                                 /* [N,3,H,W] x_t' */
+    TRY(dt_add(&res, mk, hu));                                                   /* [N,3,H,W] x_t' */
+done:
+    return dt_scope_finish(st, res, x_next);
+}
+
+/* The sampler's arguments: x [N,3,H,W] and the given masks and noise of its N runs. */
+static drdc_status check_runs(const char *fn, int64_t xs[4], dt_tensor x, dt_tensor masks, dt_tensor z,
+                              dt_tensor eps0, dt_tensor eps_known, int steps) {
+    drdc_status st = DRDC_OK;
+    TRY(image_shape(xs, x, fn, "x"));
+    const int64_t mwant[4] = {xs[0], 1, xs[2], xs[3]}, ewant[5] = {steps, xs[0], 3, xs[2], xs[3]};
+    TRY(expect_shape(masks, fn, "masks", 4, mwant));
+    TRY(expect_given(z, fn, "z", 4, xs));
+    TRY(expect_given(eps0, fn, "eps0", 4, xs));
+    TRY(expect_given(eps_known, fn, "eps_known", 5, ewant));
 done:
     return st;
 }
@@ -468,33 +560,21 @@ drdc_status drdc_ddim_inpaint_runs(dt_tensor *x_final, const drdc_schedule *s, d
         return drdc_fail(DRDC_ERR_INPUT, "%s: tau %d, want 1 <= tau < T = %d", fn, o->tau, s->T);
     if (o->steps < 1 || o->steps > o->tau)
         return drdc_fail(DRDC_ERR_INPUT, "%s: %d steps from tau %d, want 1 <= steps <= tau", fn, o->steps, o->tau);
-    const int64_t xwant[4] = {-1, 3, -1, -1};
-    drdc_status st = expect_shape(x, fn, "x", 4, xwant);
-    if (st) return st;
     int64_t xs[4];
-    if ((st = dt_shape(xs, 4, x))) return st;
-    const int64_t N = xs[0];
-    const int64_t mwant[4] = {N, 1, xs[2], xs[3]}, ewant[5] = {o->steps, N, 3, xs[2], xs[3]};
-    if ((st = expect_shape(masks, fn, "masks", 4, mwant))) return st;
-    if (z && (st = expect_shape(z, fn, "z", 4, xs))) return st;
-    if (eps0 && (st = expect_shape(eps0, fn, "eps0", 4, xs))) return st;
-    if (eps_known && (st = expect_shape(eps_known, fn, "eps_known", 5, ewant))) return st;
-    int *ts = malloc(sizeof(int) * (size_t)o->steps);
-    if (!ts) return drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory", fn);
-    if ((st = drdc_ddim_timesteps(ts, o->tau, o->steps))) {
-        free(ts);
-        return st;
-    }
+    drdc_status st = check_runs(fn, xs, x, masks, z, eps0, eps_known, o->steps);
+    if (st) return st;
+    st = dt_scope_begin();
+    if (st) return st;
     const int prev_grad = dt_set_grad_enabled(0);
-    if ((st = dt_scope_begin())) {
-        dt_set_grad_enabled(prev_grad);
-        free(ts);
-        return st;
-    }
     const dt_device dev = dt_device_of(x);
-    dt_tensor zz = z, e0 = eps0, cond = NULL, x_cur = NULL, neg = NULL, hidden = NULL;
-    TRY(dt_neg(&neg, masks));
-    TRY(dt_add_scalar(&hidden, neg, 1.0));                                      /* [N,1,H,W] 1 - M */
+    dt_tensor zz = z, e0 = eps0, cond = NULL, x_cur = NULL;
+    int step = -1;   /* the step running, for the error message */
+    int *ts = malloc(sizeof(int) * (size_t)o->steps);
+    if (!ts) {
+        st = drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory", fn);
+        goto done;
+    }
+    TRY(drdc_ddim_timesteps(ts, o->tau, o->steps));
     if (!zz) TRY(dt_randn(&zz, xs, 4, DT_F32, dev, o->gen));                   /* [N,3,H,W] z */
     if (!e0) TRY(dt_randn(&e0, xs, 4, DT_F32, dev, o->gen));                   /* [N,3,H,W] eps */
     TRY(drdc_inpaint_condition(&cond, x, masks, zz));                           /* [N,3,H,W] x~_k */
@@ -503,28 +583,24 @@ drdc_status drdc_ddim_inpaint_runs(dt_tensor *x_final, const drdc_schedule *s, d
         dt_tensor from = o->start == DRDC_START_MASKED ? cond : x;               /* what is noised to tau */
         TRY(axpby(&x_cur, sqrt(ab), from, sqrt(1.0 - ab), e0));                 /* [N,3,H,W] x_tau */
     }
-    for (int i = 0; i < o->steps; i++) {
-        const int t_next = i + 1 < o->steps ? ts[i + 1] : -1;
-        TRY(dt_scope_begin());
+    for (step = 0; step < o->steps; step++) {
+        const int t_next = step + 1 < o->steps ? ts[step + 1] : -1;
         dt_tensor ek = NULL, x_next = NULL;
-        if (eps_known) st = select0(&ek, eps_known, i);                          /* [N,3,H,W] */
-        if (!st)
-            st = ddim_step(&x_next, s, eps_fn, eps_ctx, x_cur, x, masks, hidden, cond, ek, N, i, ts[i], t_next, o,
-                           on_x0, on_ctx);
-        if (!st) st = dt_scope_keep(x_next);                                    /* into the sampler's scope */
-        drdc_status end = dt_scope_end();
-        if (!st) st = end;
-        if (st) {
-            drdc_error_context(st, "%s: step %d (t = %d -> %d)", fn, i, ts[i], t_next);
-            goto done;
-        }
+        if (eps_known) TRY(select0(&ek, eps_known, step));                       /* [N,3,H,W] eps' given */
+        st = drdc_ddim_step(&x_next, s, eps_fn, eps_ctx, x_cur, ts[step], t_next, x, masks, cond, ek, o, step,
+                            on_x0, on_ctx);                                     /* [N,3,H,W] */
+        dt_free(ek);
+        if (st) goto done;
         dt_free(x_cur);
         x_cur = x_next;
     }
 done:
+    if (st && step >= 0 && step < o->steps)
+        drdc_error_context(st, "%s: step %d (t = %d -> %d)", fn, step, ts[step],
+                           step + 1 < o->steps ? ts[step + 1] : -1);
     free(ts);
     dt_set_grad_enabled(prev_grad);
-    return scope_finish(st, x_final ? x_cur : NULL, x_final);
+    return dt_scope_finish(st, x_final ? x_cur : NULL, x_final);
 }
 
 /* ---- the refiner's pass: all (image, grid, hidden set) runs as one batch ------------------------ */
@@ -563,9 +639,29 @@ static drdc_status fold_x0(void *ctx, int step, int t, dt_tensor x0_hat) {
     TRY(dt_unsqueeze(&src, sum, 2));                              /* [B,G,1,3,H,W] */
     TRY(dt_narrow(&dst, f->x_hat, 2, step, 1));                   /* [B,G,1,3,H,W] view into x_hat */
     TRY(dt_copy_(dst, src));
-done:;
-    drdc_status end = dt_scope_end();
-    return st ? st : end;
+done:
+    return dt_scope_finish(st, NULL, NULL);
+}
+
+/* The refine call's arguments: x [B,3,H,W] (shape into xs), the grids, and the given masks and
+ * noise of its runs. */
+static drdc_status check_refine(const char *fn, int64_t xs[4], dt_tensor x, const drdc_refine_opts *o) {
+    drdc_status st = DRDC_OK;
+    TRY(image_shape(xs, x, fn, "x"));
+    if (o->n_grids < 1 || o->n_grids > DRDC_MAX_LIST)
+        return drdc_fail(DRDC_ERR_INPUT, "%s: %d grid sizes, want 1..%d", fn, o->n_grids, DRDC_MAX_LIST);
+    if (o->sampler.steps < 1) return drdc_fail(DRDC_ERR_INPUT, "%s: %d DDIM steps, want >= 1", fn, o->sampler.steps);
+    const int64_t B = xs[0], G = o->n_grids, K = o->K, S = o->sampler.steps, H = xs[2], W = xs[3];
+    TRY(check_grids(fn, (int)H, (int)W, o->grids, o->n_grids, o->K));
+    if (B < 1) return drdc_fail(DRDC_ERR_INPUT, "%s: empty batch", fn);
+    const int64_t mshape[6] = {B, G, K, 1, H, W}, nshape[6] = {B, G, K, 3, H, W};
+    const int64_t kshape[7] = {S, B, G, K, 3, H, W};
+    TRY(expect_given(o->masks, fn, "masks", 6, mshape));
+    TRY(expect_given(o->z, fn, "z", 6, nshape));
+    TRY(expect_given(o->eps0, fn, "eps0", 6, nshape));
+    TRY(expect_given(o->eps_known, fn, "eps_known", 7, kshape));
+done:
+    return st;
 }
 
 drdc_status drdc_diffusion_refine(dt_tensor *x_hat, dt_tensor *x_final, dt_tensor *masks_out, const drdc_schedule *s,
@@ -576,33 +672,17 @@ drdc_status drdc_diffusion_refine(dt_tensor *x_hat, dt_tensor *x_final, dt_tenso
     if (x_final) *x_final = NULL;
     if (masks_out) *masks_out = NULL;
     if (!o) return drdc_fail(DRDC_ERR_INPUT, "%s: NULL options", fn);
-    const int64_t xwant[4] = {-1, 3, -1, -1};
-    drdc_status st = expect_shape(x, fn, "x", 4, xwant);
-    if (st) return st;
-    if (o->n_grids < 1 || o->n_grids > DRDC_MAX_LIST)
-        return drdc_fail(DRDC_ERR_INPUT, "%s: %d grid sizes, want 1..%d", fn, o->n_grids, DRDC_MAX_LIST);
-    if (o->sampler.steps < 1) return drdc_fail(DRDC_ERR_INPUT, "%s: %d DDIM steps, want >= 1", fn, o->sampler.steps);
     int64_t xs[4];
-    if ((st = dt_shape(xs, 4, x))) return st;
+    drdc_status st = check_refine(fn, xs, x, o);
+    if (st) return st;
     const int64_t B = xs[0], G = o->n_grids, K = o->K, S = o->sampler.steps, H = xs[2], W = xs[3];
     const int64_t N = B * G * K;
-    int64_t cells = 0;
-    for (int g = 0; g < o->n_grids; g++)
-        if ((st = check_grid(fn, (int)H, (int)W, o->grids[g], o->K, &cells))) return st;
-    if (B < 1) return drdc_fail(DRDC_ERR_INPUT, "%s: empty batch", fn);
     const int64_t mshape[6] = {B, G, K, 1, H, W}, nshape[6] = {B, G, K, 3, H, W};
-    const int64_t kshape[7] = {S, B, G, K, 3, H, W};
-    if (o->masks && (st = expect_shape(o->masks, fn, "masks", 6, mshape))) return st;
-    if (o->z && (st = expect_shape(o->z, fn, "z", 6, nshape))) return st;
-    if (o->eps0 && (st = expect_shape(o->eps0, fn, "eps0", 6, nshape))) return st;
-    if (o->eps_known && (st = expect_shape(o->eps_known, fn, "eps_known", 7, kshape))) return st;
     const dt_device dev = dt_device_of(x);
 
+    st = dt_scope_begin();
+    if (st) return st;
     const int prev_grad = dt_set_grad_enabled(0);
-    if ((st = dt_scope_begin())) {
-        dt_set_grad_enabled(prev_grad);
-        return st;
-    }
     dt_tensor masks = o->masks, ones = NULL, hidden = NULL, xe = NULL, xr = NULL, mr = NULL;
     dt_tensor zr = NULL, e0r = NULL, ekr = NULL, out = NULL, fin = NULL, fin6 = NULL;
     dt_tensor *drawn = NULL;
@@ -613,11 +693,10 @@ drdc_status drdc_diffusion_refine(dt_tensor *x_hat, dt_tensor *x_final, dt_tenso
             st = drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory", fn);
             goto done;
         }
-        for (int64_t b = 0; b < B && !st; b++)
-            for (int64_t g = 0; g < G && !st; g++)
-                st = drdc_inpaint_masks(&drawn[b * G + g], (int)H, (int)W, o->grids[g], o->K, o->sampler.gen,
-                                        dev);                                   /* [K,1,H,W] */
-        if (st) goto done;
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t g = 0; g < G; g++)
+                TRY(drdc_inpaint_masks(&drawn[b * G + g], (int)H, (int)W, o->grids[g], o->K, o->sampler.gen,
+                                       dev));                                   /* [K,1,H,W] */
         dt_tensor stacked = NULL;
         TRY(dt_stack(&stacked, drawn, (int)(B * G), 0));                        /* [B*G,K,1,H,W] */
         TRY(dt_reshape(&masks, stacked, mshape, 6));                            /* [B,G,K,1,H,W] */
@@ -656,7 +735,7 @@ done:
     free(drawn);   /* the drawn handles themselves belong to the scope */
     if (st) drdc_error_context(st, "%s", fn);
     dt_set_grad_enabled(prev_grad);
-    st = scope_finish(st, out, x_hat);
+    st = dt_scope_finish(st, out, x_hat);
     if (st) {
         /* the kept extras were moved out of the scope before a later failure: free them */
         if (fin_kept) dt_free(fin);

@@ -1,21 +1,13 @@
-/* fusion.c: spatio-temporal heatmap fusion (paper 4.4, eqs. 14-17), the UniAD image score, and
- * the normal statistics (running mean / std in double, quantiles) that standardise the maps and
- * calibrate the image-score threshold. See fusion.h. Every tensor step runs inside a shim scope. */
+/* fusion.c: spatio-temporal heatmap fusion (paper 4.4, eqs. 14-17) and its config rules, the
+ * UniAD image score, and the normal statistics (running mean / std in double, quantiles) that
+ * standardise the maps and calibrate the image-score threshold. See fusion.h. Every tensor step
+ * runs inside a shim scope. */
 #include "drdc/stages/fusion.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-
-/* Ends the scope opened by a function: on success `result` moves to the caller. */
-static drdc_status scope_finish(drdc_status st, dt_tensor result, dt_tensor *out) {
-    if (!st && result) st = dt_scope_keep(result);
-    drdc_status end = dt_scope_end();
-    if (!st) st = end;
-    if (out) *out = st ? NULL : result;
-    return st;
-}
 
 /* Checks a map: rank 4, f32; fills its shape. */
 static drdc_status check_map(dt_tensor h, const char *fn, const char *name, int64_t shape[4]) {
@@ -24,6 +16,16 @@ static drdc_status check_map(dt_tensor h, const char *fn, const char *name, int6
     if (dt_dtype_of(h) != DT_F32)
         return drdc_fail(DRDC_ERR_INPUT, "%s: %s is %s, want f32", fn, name, dt_dtype_name(dt_dtype_of(h)));
     return dt_shape(shape, 4, h);
+}
+
+drdc_status drdc_fusion_check_config(const drdc_infer_config *in, int image_size) {
+    if (!in) return drdc_fail(DRDC_ERR_INPUT, "fusion config check: NULL config");
+    if (in->filter % 2 == 0) return drdc_fail(DRDC_ERR_CONFIG, "infer.filter %d must be odd", in->filter);
+    if (in->filter > image_size)
+        return drdc_fail(DRDC_ERR_CONFIG, "infer.filter %d exceeds data.image_size %d", in->filter, image_size);
+    if (in->pool > image_size)
+        return drdc_fail(DRDC_ERR_CONFIG, "infer.pool %d exceeds data.image_size %d", in->pool, image_size);
+    return DRDC_OK;
 }
 
 drdc_status drdc_fusion_opts_from_config(drdc_fusion_opts *o, const drdc_infer_config *ic) {
@@ -43,6 +45,21 @@ drdc_status drdc_fusion_opts_from_config(drdc_fusion_opts *o, const drdc_infer_c
     return DRDC_OK;
 }
 
+/* x [B,3,H,W] and its refinements x_hat [B,G,S,3,H,W] (shapes into xs, hs). */
+static drdc_status check_refined(const char *fn, int64_t xs[4], int64_t hs[6], dt_tensor x, dt_tensor x_hat) {
+    drdc_status st = DRDC_OK;
+    TRY(check_map(x, fn, "x", xs));
+    if (!x_hat || dt_ndim(x_hat) != 6 || dt_dtype_of(x_hat) != DT_F32)
+        return drdc_fail(DRDC_ERR_INPUT, "%s: x_hat must be f32 [B,G,S,3,H,W]", fn);
+    TRY(dt_shape(hs, 6, x_hat));
+    if (hs[0] != xs[0] || hs[3] != xs[1] || hs[4] != xs[2] || hs[5] != xs[3])
+        return drdc_fail(DRDC_ERR_INPUT, "%s: x_hat [%lld,%lld,%lld,%lld,%lld,%lld] does not match x [%lld,%lld,%lld,%lld]",
+                         fn, (long long)hs[0], (long long)hs[1], (long long)hs[2], (long long)hs[3], (long long)hs[4],
+                         (long long)hs[5], (long long)xs[0], (long long)xs[1], (long long)xs[2], (long long)xs[3]);
+done:
+    return st;
+}
+
 /* Size of Down_s for one side: floor(n * s), at least 1. */
 static int64_t scaled_size(int64_t n, double s) {
     int64_t m = (int64_t)floor((double)n * s);
@@ -55,21 +72,15 @@ drdc_status drdc_fusion_diffusion_map(dt_tensor *h_diff, dt_tensor x, dt_tensor 
     if (!h_diff) return drdc_fail(DRDC_ERR_INPUT, "%s: NULL output", fn);
     *h_diff = NULL;
     int64_t xs[4], hs[6];
-    drdc_status st = check_map(x, fn, "x", xs);
+    drdc_status st = check_refined(fn, xs, hs, x, x_hat);
     if (st) return st;
-    if (!x_hat || dt_ndim(x_hat) != 6 || dt_dtype_of(x_hat) != DT_F32)
-        return drdc_fail(DRDC_ERR_INPUT, "%s: x_hat must be f32 [B,G,S,3,H,W]", fn);
-    if ((st = dt_shape(hs, 6, x_hat))) return st;
-    if (hs[0] != xs[0] || hs[3] != xs[1] || hs[4] != xs[2] || hs[5] != xs[3])
-        return drdc_fail(DRDC_ERR_INPUT, "%s: x_hat [%lld,%lld,%lld,%lld,%lld,%lld] does not match x [%lld,%lld,%lld,%lld]",
-                         fn, (long long)hs[0], (long long)hs[1], (long long)hs[2], (long long)hs[3], (long long)hs[4],
-                         (long long)hs[5], (long long)xs[0], (long long)xs[1], (long long)xs[2], (long long)xs[3]);
     if (!scales || n_scales < 1) return drdc_fail(DRDC_ERR_INPUT, "%s: no scales", fn);
     for (int i = 0; i < n_scales; i++)
         if (!(scales[i] > 0.0 && scales[i] <= 1.0))
             return drdc_fail(DRDC_ERR_INPUT, "%s: scale %g, want (0,1]", fn, scales[i]);
     const int64_t B = xs[0], C = xs[1], H = xs[2], W = xs[3], M = hs[1] * hs[2];   /* M = G*S maps per image */
-    if ((st = dt_scope_begin())) return st;
+    st = dt_scope_begin();
+    if (st) return st;
     dt_tensor xv = NULL, diff = NULL, d = NULL, acc = NULL, res = NULL;
     const int64_t vshape[6] = {B, 1, 1, C, H, W}, dshape[4] = {B * M, C, H, W};
     TRY(dt_reshape(&xv, x, vshape, 6));                                    /* [B,1,1,3,H,W] */
@@ -94,7 +105,7 @@ drdc_status drdc_fusion_diffusion_map(dt_tensor *h_diff, dt_tensor x, dt_tensor 
     }
 done:
     if (st) drdc_error_context(st, "%s", fn);
-    return scope_finish(st, res, h_diff);
+    return dt_scope_finish(st, res, h_diff);
 }
 
 drdc_status drdc_fusion_mean_filter(dt_tensor *out, dt_tensor h, int f) {
@@ -127,9 +138,29 @@ drdc_status drdc_fusion_standardize(dt_tensor *out, dt_tensor h, const drdc_norm
     drdc_status st = check_stats(fn, "the", stats);
     if (st) return st;
     dt_tensor c = NULL;
-    st = dt_add_scalar(&c, h, -stats->mean);                               /* h - mean */
-    if (!st) st = dt_mul_scalar(out, c, 1.0 / stats->std);                 /* (h - mean) / std */
+    TRY(dt_add_scalar(&c, h, -stats->mean));                               /* h - mean */
+    TRY(dt_mul_scalar(out, c, 1.0 / stats->std));                          /* (h - mean) / std */
+done:
     dt_free(c);
+    return st;
+}
+
+/* The two maps of a blend: same shape, f32 [B,1,H,W]; alpha in [0,1]; usable statistics. */
+static drdc_status check_blend(const char *fn, dt_tensor h_diff_f, dt_tensor h_base, double alpha,
+                               const drdc_norm_stats *diff_stats, const drdc_norm_stats *base_stats) {
+    int64_t ds[4], bs[4];
+    drdc_status st = DRDC_OK;
+    TRY(check_map(h_diff_f, fn, "diffusion map", ds));
+    TRY(check_map(h_base, fn, "base map", bs));
+    if (memcmp(ds, bs, sizeof ds))
+        return drdc_fail(DRDC_ERR_INPUT, "%s: diffusion map [%lld,%lld,%lld,%lld] and base map [%lld,%lld,%lld,%lld] differ "
+                         "(upsample the base map to the image size first)", fn, (long long)ds[0], (long long)ds[1],
+                         (long long)ds[2], (long long)ds[3], (long long)bs[0], (long long)bs[1], (long long)bs[2],
+                         (long long)bs[3]);
+    if (!(alpha >= 0.0 && alpha <= 1.0)) return drdc_fail(DRDC_ERR_INPUT, "%s: alpha %g, want [0,1]", fn, alpha);
+    if (diff_stats) TRY(check_stats(fn, "diffusion map", diff_stats));
+    if (base_stats) TRY(check_stats(fn, "base map", base_stats));
+done:
     return st;
 }
 
@@ -138,19 +169,10 @@ drdc_status drdc_fusion_blend(dt_tensor *heat, dt_tensor h_diff_f, dt_tensor h_b
     static const char *fn = "fusion blend";
     if (!heat) return drdc_fail(DRDC_ERR_INPUT, "%s: NULL output", fn);
     *heat = NULL;
-    int64_t ds[4], bs[4];
-    drdc_status st = check_map(h_diff_f, fn, "diffusion map", ds);
+    drdc_status st = check_blend(fn, h_diff_f, h_base, alpha, diff_stats, base_stats);
     if (st) return st;
-    if ((st = check_map(h_base, fn, "base map", bs))) return st;
-    if (memcmp(ds, bs, sizeof ds))
-        return drdc_fail(DRDC_ERR_INPUT, "%s: diffusion map [%lld,%lld,%lld,%lld] and base map [%lld,%lld,%lld,%lld] differ "
-                         "(upsample the base map to the image size first)", fn, (long long)ds[0], (long long)ds[1],
-                         (long long)ds[2], (long long)ds[3], (long long)bs[0], (long long)bs[1], (long long)bs[2],
-                         (long long)bs[3]);
-    if (!(alpha >= 0.0 && alpha <= 1.0)) return drdc_fail(DRDC_ERR_INPUT, "%s: alpha %g, want [0,1]", fn, alpha);
-    if (diff_stats && (st = check_stats(fn, "diffusion map", diff_stats))) return st;
-    if (base_stats && (st = check_stats(fn, "base map", base_stats))) return st;
-    if ((st = dt_scope_begin())) return st;
+    st = dt_scope_begin();
+    if (st) return st;
     dt_tensor sd = NULL, sb = NULL, wd = NULL, wb = NULL, res = NULL;
     TRY(drdc_fusion_standardize(&sd, h_diff_f, diff_stats));               /* [B,1,H,W] */
     TRY(drdc_fusion_standardize(&sb, h_base, base_stats));                 /* [B,1,H,W] */
@@ -159,7 +181,7 @@ drdc_status drdc_fusion_blend(dt_tensor *heat, dt_tensor h_diff_f, dt_tensor h_b
     TRY(dt_add(&res, wd, wb));                                             /* [B,1,H,W] eq. (17) */
 done:
     if (st) drdc_error_context(st, "%s", fn);
-    return scope_finish(st, res, heat);
+    return dt_scope_finish(st, res, heat);
 }
 
 drdc_status drdc_fusion_image_score(dt_tensor *score, dt_tensor heat, int pool) {
@@ -173,14 +195,15 @@ drdc_status drdc_fusion_image_score(dt_tensor *score, dt_tensor heat, int pool) 
     int64_t p = pool;
     if (p > hs[2]) p = hs[2];
     if (p > hs[3]) p = hs[3];
-    if ((st = dt_scope_begin())) return st;
+    st = dt_scope_begin();
+    if (st) return st;
     dt_tensor pooled = NULL, res = NULL;
     const int64_t dims[3] = {1, 2, 3};
     TRY(dt_avg_pool2d(&pooled, heat, p, 1, 0, 1));                         /* [B,C,H-p+1,W-p+1] */
     TRY(dt_amax(&res, pooled, dims, 3, 0));                                /* [B] */
 done:
     if (st) drdc_error_context(st, "%s", fn);
-    return scope_finish(st, res, score);
+    return dt_scope_finish(st, res, score);
 }
 
 drdc_status drdc_fusion_diffusion_heat(dt_tensor *h_diff_f, dt_tensor x, dt_tensor x_hat, const drdc_fusion_opts *o) {
@@ -188,8 +211,10 @@ drdc_status drdc_fusion_diffusion_heat(dt_tensor *h_diff_f, dt_tensor x, dt_tens
     *h_diff_f = NULL;
     if (!o) return drdc_fail(DRDC_ERR_INPUT, "fusion: NULL options");
     dt_tensor h = NULL;
-    drdc_status st = drdc_fusion_diffusion_map(&h, x, x_hat, o->scales, o->n_scales);   /* [B,1,H,W] */
-    if (!st) st = drdc_fusion_mean_filter(h_diff_f, h, o->filter);                     /* [B,1,H,W] */
+    drdc_status st = DRDC_OK;
+    TRY(drdc_fusion_diffusion_map(&h, x, x_hat, o->scales, o->n_scales));             /* [B,1,H,W] */
+    TRY(drdc_fusion_mean_filter(h_diff_f, h, o->filter));                              /* [B,1,H,W] */
+done:
     dt_free(h);
     return st;
 }
@@ -200,17 +225,18 @@ drdc_status drdc_fusion_final(dt_tensor *heat, dt_tensor *score, dt_tensor h_dif
     if (score) *score = NULL;
     if (!o) return drdc_fail(DRDC_ERR_INPUT, "fusion: NULL options");
     dt_tensor h = NULL, s = NULL;
-    drdc_status st = drdc_fusion_blend(&h, h_diff_f, h_base, o->alpha, o->standardize ? &o->diff_stats : NULL,
-                                       o->standardize ? &o->base_stats : NULL);        /* [B,1,H,W] */
-    if (!st && score) st = drdc_fusion_image_score(&s, h, o->pool);                    /* [B] */
-    if (st) {
-        dt_free(h);
-        return st;
-    }
-    if (heat) *heat = h;
-    else dt_free(h);
+    drdc_status st = DRDC_OK;
+    TRY(drdc_fusion_blend(&h, h_diff_f, h_base, o->alpha, o->standardize ? &o->diff_stats : NULL,
+                          o->standardize ? &o->base_stats : NULL));                    /* [B,1,H,W] eq. (17) */
+    if (score) TRY(drdc_fusion_image_score(&s, h, o->pool));                           /* [B] */
     if (score) *score = s;
-    return DRDC_OK;
+    if (heat) {
+        *heat = h;
+        h = NULL;
+    }
+done:
+    dt_free(h);   /* not wanted, or a failure */
+    return st;
 }
 
 /* ---- normal statistics ------------------------------------------------------------------------ */
@@ -250,9 +276,8 @@ drdc_status drdc_stats_add(drdc_stats_acc *a, dt_tensor maps) {
     TRY(dt_sum_all(&m2_t, sq));
     TRY(dt_item(&m2, m2_t));
     merge(a, n, mean, m2);
-done:;
-    drdc_status end = dt_scope_end();
-    return st ? st : end;
+done:
+    return dt_scope_finish(st, NULL, NULL);
 }
 
 drdc_status drdc_stats_add_host(drdc_stats_acc *a, const float *v, int64_t n) {
@@ -292,10 +317,11 @@ drdc_status drdc_quantile(double *out, const double *v, int64_t n, double q) {
     if (!(q >= 0.0 && q <= 1.0)) return drdc_fail(DRDC_ERR_INPUT, "quantile: q = %g, want [0,1]", q);
     double *s = malloc(sizeof(double) * (size_t)n);
     if (!s) return drdc_fail(DRDC_ERR_NOMEM, "quantile: out of memory for %lld values", (long long)n);
+    drdc_status st = DRDC_OK;
     for (int64_t i = 0; i < n; i++) {
         if (!isfinite(v[i])) {
-            free(s);
-            return drdc_fail(DRDC_ERR_NUMERIC, "quantile: value %lld is %g", (long long)i, v[i]);
+            st = drdc_fail(DRDC_ERR_NUMERIC, "quantile: value %lld is %g", (long long)i, v[i]);
+            goto done;
         }
         s[i] = v[i];
     }
@@ -306,6 +332,7 @@ drdc_status drdc_quantile(double *out, const double *v, int64_t n, double q) {
     const int64_t hi = lo + 1 < n ? lo + 1 : lo;
     const double frac = pos - (double)lo;
     *out = s[lo] + (s[hi] - s[lo]) * frac;
+done:
     free(s);
-    return DRDC_OK;
+    return st;
 }

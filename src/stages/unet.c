@@ -27,14 +27,15 @@ static drdc_status add_layer(drdc_params *p, const char *prefix, const int64_t *
     for (int d = 1; d < ndim; d++) fan_in *= wshape[d];
     const double bound = 1.0 / sqrt((double)fan_in);
     const int64_t bshape[1] = {wshape[0]};
-    drdc_status st;
+    drdc_status st = DRDC_OK;
     snprintf(name, sizeof name, "%s.weight", prefix);
-    st = zero ? drdc_params_add_full(p, name, wshape, ndim, 0.0, dev, 1)
-              : drdc_params_add_uniform(p, name, wshape, ndim, bound, dev, g, 1);
-    if (st) return st;
+    TRY(zero ? drdc_params_add_full(p, name, wshape, ndim, 0.0, dev, 1)
+             : drdc_params_add_uniform(p, name, wshape, ndim, bound, dev, g, 1));
     snprintf(name, sizeof name, "%s.bias", prefix);
-    return zero ? drdc_params_add_full(p, name, bshape, 1, 0.0, dev, 1)
-                : drdc_params_add_uniform(p, name, bshape, 1, bound, dev, g, 1);
+    TRY(zero ? drdc_params_add_full(p, name, bshape, 1, 0.0, dev, 1)
+             : drdc_params_add_uniform(p, name, bshape, 1, bound, dev, g, 1));
+done:
+    return st;
 }
 
 static drdc_status add_conv(drdc_params *p, const char *prefix, int64_t out_ch, int64_t in_ch, int64_t k, int zero,
@@ -46,82 +47,91 @@ static drdc_status add_conv(drdc_params *p, const char *prefix, int64_t out_ch, 
 static drdc_status add_group_norm(drdc_params *p, const char *prefix, int64_t ch, dt_device dev) {
     char name[256];
     const int64_t shape[1] = {ch};
+    drdc_status st = DRDC_OK;
     snprintf(name, sizeof name, "%s.weight", prefix);
-    drdc_status st = drdc_params_add_full(p, name, shape, 1, 1.0, dev, 1);
-    if (st) return st;
+    TRY(drdc_params_add_full(p, name, shape, 1, 1.0, dev, 1));
     snprintf(name, sizeof name, "%s.bias", prefix);
-    return drdc_params_add_full(p, name, shape, 1, 0.0, dev, 1);
+    TRY(drdc_params_add_full(p, name, shape, 1, 0.0, dev, 1));
+done:
+    return st;
 }
 
 /* Looks up "<prefix>.<part>.weight" and ".bias". */
 static drdc_status get_pair(dt_tensor *w, dt_tensor *b, const drdc_params *p, const char *prefix, const char *part) {
-    drdc_status st = drdc_params_getf(w, p, "%s%s.weight", prefix, part);
-    if (st) return st;
-    return drdc_params_getf(b, p, "%s%s.bias", prefix, part);
+    drdc_status st = DRDC_OK;
+    TRY(drdc_params_getf(w, p, "%s%s.weight", prefix, part));
+    TRY(drdc_params_getf(b, p, "%s%s.bias", prefix, part));
+done:
+    return st;
 }
 
 /* ResBlock(in_ch -> out_ch) under prefix ("input_blocks.1.0"), in state-dict order; wires rb. */
 static drdc_status add_resblock(drdc_unet_resblock *rb, drdc_params *p, const char *prefix, int in_ch, int out_ch,
                                 int emb_ch, dt_device dev, dt_generator g) {
     char name[200];
-    drdc_status st;
+    drdc_status st = DRDC_OK;
     const int64_t emb_shape[2] = {2 * (int64_t)out_ch, emb_ch};
     rb->in_ch = in_ch;
     rb->out_ch = out_ch;
     snprintf(name, sizeof name, "%s.in_layers.0", prefix);
-    if ((st = add_group_norm(p, name, in_ch, dev))) return st;
+    TRY(add_group_norm(p, name, in_ch, dev));
     snprintf(name, sizeof name, "%s.in_layers.2", prefix);
-    if ((st = add_conv(p, name, out_ch, in_ch, 3, 0, dev, g))) return st;
+    TRY(add_conv(p, name, out_ch, in_ch, 3, 0, dev, g));
     snprintf(name, sizeof name, "%s.emb_layers.1", prefix);
-    if ((st = add_layer(p, name, emb_shape, 2, 0, dev, g))) return st;
+    TRY(add_layer(p, name, emb_shape, 2, 0, dev, g));
     snprintf(name, sizeof name, "%s.out_layers.0", prefix);
-    if ((st = add_group_norm(p, name, out_ch, dev))) return st;
+    TRY(add_group_norm(p, name, out_ch, dev));
     snprintf(name, sizeof name, "%s.out_layers.3", prefix);
-    if ((st = add_conv(p, name, out_ch, out_ch, 3, 1, dev, g))) return st;   /* zero_module */
+    TRY(add_conv(p, name, out_ch, out_ch, 3, 1, dev, g));   /* zero_module */
     if (in_ch != out_ch) {
         snprintf(name, sizeof name, "%s.skip_connection", prefix);
-        if ((st = add_conv(p, name, out_ch, in_ch, 1, 0, dev, g))) return st;
+        TRY(add_conv(p, name, out_ch, in_ch, 1, 0, dev, g));
     }
     char pre[220];
     snprintf(pre, sizeof pre, "%s.", prefix);
-    if ((st = get_pair(&rb->in_norm_w, &rb->in_norm_b, p, pre, "in_layers.0"))) return st;
-    if ((st = get_pair(&rb->in_conv_w, &rb->in_conv_b, p, pre, "in_layers.2"))) return st;
-    if ((st = get_pair(&rb->emb_w, &rb->emb_b, p, pre, "emb_layers.1"))) return st;
-    if ((st = get_pair(&rb->out_norm_w, &rb->out_norm_b, p, pre, "out_layers.0"))) return st;
-    if ((st = get_pair(&rb->out_conv_w, &rb->out_conv_b, p, pre, "out_layers.3"))) return st;
-    if (in_ch != out_ch && (st = get_pair(&rb->skip_w, &rb->skip_b, p, pre, "skip_connection"))) return st;
-    return DRDC_OK;
+    TRY(get_pair(&rb->in_norm_w, &rb->in_norm_b, p, pre, "in_layers.0"));
+    TRY(get_pair(&rb->in_conv_w, &rb->in_conv_b, p, pre, "in_layers.2"));
+    TRY(get_pair(&rb->emb_w, &rb->emb_b, p, pre, "emb_layers.1"));
+    TRY(get_pair(&rb->out_norm_w, &rb->out_norm_b, p, pre, "out_layers.0"));
+    TRY(get_pair(&rb->out_conv_w, &rb->out_conv_b, p, pre, "out_layers.3"));
+    if (in_ch != out_ch) TRY(get_pair(&rb->skip_w, &rb->skip_b, p, pre, "skip_connection"));
+done:
+    return st;
 }
 
 /* AttentionBlock(ch) with num_head_channels = head_ch. */
 static drdc_status add_attn(drdc_unet_attn *a, drdc_params *p, const char *prefix, int ch, int head_ch,
                             dt_device dev, dt_generator g) {
     char name[200];
-    drdc_status st;
+    drdc_status st = DRDC_OK;
     const int64_t qkv_shape[3] = {3 * (int64_t)ch, ch, 1}, proj_shape[3] = {ch, ch, 1};
     a->ch = ch;
     a->heads = ch / head_ch;
     snprintf(name, sizeof name, "%s.norm", prefix);
-    if ((st = add_group_norm(p, name, ch, dev))) return st;
+    TRY(add_group_norm(p, name, ch, dev));
     snprintf(name, sizeof name, "%s.qkv", prefix);
-    if ((st = add_layer(p, name, qkv_shape, 3, 0, dev, g))) return st;
+    TRY(add_layer(p, name, qkv_shape, 3, 0, dev, g));
     snprintf(name, sizeof name, "%s.proj_out", prefix);
-    if ((st = add_layer(p, name, proj_shape, 3, 1, dev, g))) return st;   /* zero_module */
+    TRY(add_layer(p, name, proj_shape, 3, 1, dev, g));   /* zero_module */
     char pre[220];
     snprintf(pre, sizeof pre, "%s.", prefix);
-    if ((st = get_pair(&a->norm_w, &a->norm_b, p, pre, "norm"))) return st;
-    if ((st = get_pair(&a->qkv_w, &a->qkv_b, p, pre, "qkv"))) return st;
-    return get_pair(&a->proj_w, &a->proj_b, p, pre, "proj_out");
+    TRY(get_pair(&a->norm_w, &a->norm_b, p, pre, "norm"));
+    TRY(get_pair(&a->qkv_w, &a->qkv_b, p, pre, "qkv"));
+    TRY(get_pair(&a->proj_w, &a->proj_b, p, pre, "proj_out"));
+done:
+    return st;
 }
 
 /* A 3x3 conv that stands alone in a block (input conv, Downsample.op, Upsample.conv). */
 static drdc_status add_block_conv(drdc_unet_block *b, drdc_params *p, const char *name, drdc_unet_conv_kind kind,
                                   int out_ch, int in_ch, dt_device dev, dt_generator g) {
-    drdc_status st = add_conv(p, name, out_ch, in_ch, 3, 0, dev, g);
-    if (st) return st;
+    drdc_status st = DRDC_OK;
+    TRY(add_conv(p, name, out_ch, in_ch, 3, 0, dev, g));                 /* [out,in,3,3] */
     b->conv_kind = kind;
     b->out_ch = out_ch;
-    return get_pair(&b->conv_w, &b->conv_b, p, name, "");
+    TRY(get_pair(&b->conv_w, &b->conv_b, p, name, ""));
+done:
+    return st;
 }
 
 static int level_has_attention(const drdc_refiner_config *cfg, int level) {
@@ -130,41 +140,53 @@ static int level_has_attention(const drdc_refiner_config *cfg, int level) {
     return 0;
 }
 
-static drdc_status check_config(const drdc_refiner_config *c) {
+drdc_status drdc_unet_check_config(const drdc_refiner_config *c) {
+    if (!c) return drdc_fail(DRDC_ERR_INPUT, "unet config check: NULL config");
+    /* what the rules below need to be computed at all */
     if (c->n_mult < 1 || c->n_mult > DRDC_MAX_LIST)
         return drdc_fail(DRDC_ERR_CONFIG, "refiner.channel_mult has %d levels: need 1..%d", c->n_mult, DRDC_MAX_LIST);
     if (c->channels < 1) return drdc_fail(DRDC_ERR_CONFIG, "refiner.channels %d must be >= 1", c->channels);
-    if (c->res_blocks < 1) return drdc_fail(DRDC_ERR_CONFIG, "refiner.res_blocks %d must be >= 1", c->res_blocks);
     if (c->head_channels < 1)
         return drdc_fail(DRDC_ERR_CONFIG, "refiner.head_channels %d must be >= 1", c->head_channels);
-    if (!(c->dropout >= 0.0 && c->dropout < 1.0))
-        return drdc_fail(DRDC_ERR_CONFIG, "refiner.dropout %g must be in [0, 1)", c->dropout);
-    const int down = 1 << (c->n_mult - 1);
+    for (int l = 0; l < c->n_mult; l++)
+        if (c->channel_mult[l] < 1)
+            return drdc_fail(DRDC_ERR_CONFIG, "refiner.channel_mult %d must be >= 1", c->channel_mult[l]);
+    /* the architecture */
+    const int levels = c->n_mult, down = 1 << (levels - 1);
     if (c->image_size < down || c->image_size % down != 0)
-        return drdc_fail(DRDC_ERR_CONFIG, "refiner.image_size %d is not divisible by %d = 2^(levels-1) for the %d "
-                         "levels of refiner.channel_mult", c->image_size, down, c->n_mult);
-    for (int l = 0; l < c->n_mult; l++) {
+        return drdc_fail(DRDC_ERR_CONFIG,
+                         "refiner.image_size %d is not divisible by %d = 2^(levels-1) for the %d levels of "
+                         "refiner.channel_mult",
+                         c->image_size, down, levels);
+    for (int l = 0; l < levels; l++) {
         const int ch = c->channels * c->channel_mult[l];
-        if (c->channel_mult[l] < 1 || ch % GN_GROUPS != 0)
-            return drdc_fail(DRDC_ERR_CONFIG, "refiner.channels %d x refiner.channel_mult %d = %d channels is not a "
-                             "positive multiple of 32 (GroupNorm(32))", c->channels, c->channel_mult[l], ch);
+        if (ch % GN_GROUPS != 0)
+            return drdc_fail(DRDC_ERR_CONFIG,
+                             "refiner.channels %d x refiner.channel_mult %d = %d channels is not a multiple of 32 "
+                             "(GroupNorm(32))",
+                             c->channels, c->channel_mult[l], ch);
     }
     for (int a = 0; a < c->n_attention; a++) {
         int level = -1;
-        for (int l = 0; l < c->n_mult; l++)
+        for (int l = 0; l < levels; l++)
             if ((c->image_size >> l) == c->attention_res[a]) level = l;
-        if (level < 0)
-            return drdc_fail(DRDC_ERR_CONFIG, "refiner.attention_res %d is not the resolution of a U-Net level "
-                             "(image_size %d, %d levels)", c->attention_res[a], c->image_size, c->n_mult);
+        if (level < 0) {
+            char res[160] = "";
+            size_t u = 0;
+            for (int l = 0; l < levels && u < sizeof res; l++)
+                u += (size_t)snprintf(res + u, sizeof res - u, "%s%d", l ? ", " : "", c->image_size >> l);
+            return drdc_fail(DRDC_ERR_CONFIG, "refiner.attention_res %d is not a resolution of the U-Net levels (%s)",
+                             c->attention_res[a], res);
+        }
         const int ch = c->channels * c->channel_mult[level];
         if (ch % c->head_channels != 0)
-            return drdc_fail(DRDC_ERR_CONFIG, "refiner.head_channels %d does not divide the %d channels at resolution "
-                             "%d", c->head_channels, ch, c->attention_res[a]);
+            return drdc_fail(DRDC_ERR_CONFIG, "refiner.head_channels %d does not divide the %d channels at resolution %d",
+                             c->head_channels, ch, c->attention_res[a]);
     }
-    const int mid = c->channels * c->channel_mult[c->n_mult - 1];
+    const int mid = c->channels * c->channel_mult[levels - 1];   /* the middle block always has attention */
     if (mid % c->head_channels != 0)
-        return drdc_fail(DRDC_ERR_CONFIG, "refiner.head_channels %d does not divide the %d channels of the middle "
-                         "block's attention (refiner.channels x the last refiner.channel_mult)", c->head_channels, mid);
+        return drdc_fail(DRDC_ERR_CONFIG, "refiner.head_channels %d does not divide the %d channels of the U-Net's "
+                         "middle block", c->head_channels, mid);
     return DRDC_OK;
 }
 
@@ -176,22 +198,21 @@ static drdc_status build_layers(drdc_unet *u, dt_generator g) {
     const int C = c->channels, E = 4 * C, levels = c->n_mult;
     const dt_device dev = u->dev;
     char name[200];
-    drdc_status st;
+    drdc_status st = DRDC_OK;
     int chans[1 + 2 * DRDC_MAX_LIST * 17];   /* input_block_chans: n_in <= 1 + 16*16 + 15 */
     int n_chans = 0;
 
     const int64_t te0[2] = {E, C}, te2[2] = {E, E};
-    if ((st = add_layer(p, "time_embed.0", te0, 2, 0, dev, g))) return st;
-    if ((st = add_layer(p, "time_embed.2", te2, 2, 0, dev, g))) return st;
-    if ((st = get_pair(&u->temb0_w, &u->temb0_b, p, "time_embed.", "0"))) return st;
-    if ((st = get_pair(&u->temb2_w, &u->temb2_b, p, "time_embed.", "2"))) return st;
+    TRY(add_layer(p, "time_embed.0", te0, 2, 0, dev, g));
+    TRY(add_layer(p, "time_embed.2", te2, 2, 0, dev, g));
+    TRY(get_pair(&u->temb0_w, &u->temb0_b, p, "time_embed.", "0"));
+    TRY(get_pair(&u->temb2_w, &u->temb2_b, p, "time_embed.", "2"));
 
     int ch = C * c->channel_mult[0];
     const int ch0 = ch;
     int bi = 0;
-    if ((st = add_block_conv(&u->in[bi], p, "input_blocks.0.0", DRDC_UNET_CONV_INPUT, ch, drdc_unet_in_channels(c),
-                             dev, g)))
-        return st;
+    TRY(add_block_conv(&u->in[bi], p, "input_blocks.0.0", DRDC_UNET_CONV_INPUT, ch, drdc_unet_in_channels(c), dev,
+                       g));
     chans[n_chans++] = ch;
     bi++;
     for (int level = 0; level < levels; level++) {
@@ -199,12 +220,12 @@ static drdc_status build_layers(drdc_unet *u, dt_generator g) {
         for (int r = 0; r < c->res_blocks; r++, bi++) {
             drdc_unet_block *b = &u->in[bi];
             snprintf(name, sizeof name, "input_blocks.%d.0", bi);
-            if ((st = add_resblock(&b->res, p, name, ch, out_ch, E, dev, g))) return st;
+            TRY(add_resblock(&b->res, p, name, ch, out_ch, E, dev, g));
             b->has_res = 1;
             ch = out_ch;
             if (level_has_attention(c, level)) {
                 snprintf(name, sizeof name, "input_blocks.%d.1", bi);
-                if ((st = add_attn(&b->attn, p, name, ch, c->head_channels, dev, g))) return st;
+                TRY(add_attn(&b->attn, p, name, ch, c->head_channels, dev, g));
                 b->has_attn = 1;
             }
             b->out_ch = ch;
@@ -212,16 +233,19 @@ static drdc_status build_layers(drdc_unet *u, dt_generator g) {
         }
         if (level != levels - 1) {
             snprintf(name, sizeof name, "input_blocks.%d.0.op", bi);
-            if ((st = add_block_conv(&u->in[bi], p, name, DRDC_UNET_CONV_DOWN, ch, ch, dev, g))) return st;
+            TRY(add_block_conv(&u->in[bi], p, name, DRDC_UNET_CONV_DOWN, ch, ch, dev, g));
             chans[n_chans++] = ch;
             bi++;
         }
     }
-    if (bi != u->n_in) return drdc_fail(DRDC_ERR_STATE, "unet build: %d input blocks, expected %d", bi, u->n_in);
+    if (bi != u->n_in) {
+        st = drdc_fail(DRDC_ERR_STATE, "unet build: %d input blocks, expected %d", bi, u->n_in);
+        goto done;
+    }
 
-    if ((st = add_resblock(&u->mid_res0, p, "middle_block.0", ch, ch, E, dev, g))) return st;
-    if ((st = add_attn(&u->mid_attn, p, "middle_block.1", ch, c->head_channels, dev, g))) return st;
-    if ((st = add_resblock(&u->mid_res2, p, "middle_block.2", ch, ch, E, dev, g))) return st;
+    TRY(add_resblock(&u->mid_res0, p, "middle_block.0", ch, ch, E, dev, g));
+    TRY(add_attn(&u->mid_attn, p, "middle_block.1", ch, c->head_channels, dev, g));
+    TRY(add_resblock(&u->mid_res2, p, "middle_block.2", ch, ch, E, dev, g));
 
     bi = 0;
     for (int level = levels - 1; level >= 0; level--) {
@@ -230,38 +254,45 @@ static drdc_status build_layers(drdc_unet *u, dt_generator g) {
             drdc_unet_block *b = &u->out[bi];
             const int ich = chans[--n_chans];
             snprintf(name, sizeof name, "output_blocks.%d.0", bi);
-            if ((st = add_resblock(&b->res, p, name, ch + ich, out_ch, E, dev, g))) return st;
+            TRY(add_resblock(&b->res, p, name, ch + ich, out_ch, E, dev, g));
             b->has_res = 1;
             ch = out_ch;
             int k = 1;
             if (level_has_attention(c, level)) {
                 snprintf(name, sizeof name, "output_blocks.%d.1", bi);
-                if ((st = add_attn(&b->attn, p, name, ch, c->head_channels, dev, g))) return st;
+                TRY(add_attn(&b->attn, p, name, ch, c->head_channels, dev, g));
                 b->has_attn = 1;
                 k = 2;
             }
             b->out_ch = ch;
             if (level && i == c->res_blocks) {
                 snprintf(name, sizeof name, "output_blocks.%d.%d.conv", bi, k);
-                if ((st = add_block_conv(b, p, name, DRDC_UNET_CONV_UP, ch, ch, dev, g))) return st;
+                TRY(add_block_conv(b, p, name, DRDC_UNET_CONV_UP, ch, ch, dev, g));
             }
         }
     }
-    if (bi != u->n_out || n_chans != 0)
-        return drdc_fail(DRDC_ERR_STATE, "unet build: %d output blocks (expected %d), %d skips left", bi, u->n_out,
-                         n_chans);
+    if (bi != u->n_out || n_chans != 0) {
+        st = drdc_fail(DRDC_ERR_STATE, "unet build: %d output blocks (expected %d), %d skips left", bi, u->n_out,
+                       n_chans);
+        goto done;
+    }
 
-    if ((st = add_group_norm(p, "out.0", ch, dev))) return st;
-    if ((st = add_conv(p, "out.2", DRDC_UNET_OUT_CHANNELS, ch0, 3, 1, dev, g))) return st;   /* zero_module */
-    if ((st = get_pair(&u->out_norm_w, &u->out_norm_b, p, "out.", "0"))) return st;
-    return get_pair(&u->out_conv_w, &u->out_conv_b, p, "out.", "2");
+    TRY(add_group_norm(p, "out.0", ch, dev));
+    TRY(add_conv(p, "out.2", DRDC_UNET_OUT_CHANNELS, ch0, 3, 1, dev, g));   /* zero_module */
+    TRY(get_pair(&u->out_norm_w, &u->out_norm_b, p, "out.", "0"));
+    TRY(get_pair(&u->out_conv_w, &u->out_conv_b, p, "out.", "2"));
+done:
+    return st;
 }
 
 drdc_status drdc_unet_build(drdc_unet *unet, const drdc_refiner_config *cfg, dt_device dev, uint64_t seed) {
     if (!unet || !cfg) return drdc_fail(DRDC_ERR_INPUT, "unet build: unet or config is NULL");
     memset(unet, 0, sizeof *unet);
-    drdc_status st = check_config(cfg);
+    drdc_status st = drdc_unet_check_config(cfg);
     if (st) return st;
+    if (cfg->res_blocks < 1) return drdc_fail(DRDC_ERR_CONFIG, "refiner.res_blocks %d must be >= 1", cfg->res_blocks);
+    if (!(cfg->dropout >= 0.0 && cfg->dropout < 1.0))
+        return drdc_fail(DRDC_ERR_CONFIG, "refiner.dropout %g must be in [0, 1)", cfg->dropout);
     unet->cfg = *cfg;
     unet->model_channels = cfg->channels;
     unet->emb_channels = 4 * cfg->channels;
@@ -275,10 +306,11 @@ drdc_status drdc_unet_build(drdc_unet *unet, const drdc_refiner_config *cfg, dt_
     dt_generator g = NULL;
     if (!unet->in || !unet->out) {
         st = drdc_fail(DRDC_ERR_NOMEM, "unet build: out of memory for %d blocks", unet->n_in + unet->n_out);
-    } else {
-        st = dt_generator_new(&g, seed);
-        if (!st) st = build_layers(unet, g);
+        goto done;
     }
+    TRY(dt_generator_new(&g, seed));
+    TRY(build_layers(unet, g));
+done:
     dt_generator_free(g);
     if (st) {
         drdc_unet_free(unet);
@@ -367,24 +399,13 @@ typedef struct fwd_ctx {
     dt_generator g;
 } fwd_ctx;
 
-/* Closes a block's scope: on success moves *result to the enclosing scope; on failure the scope
- * takes *result with the other temporaries and *result becomes NULL. */
-static drdc_status end_block(drdc_status st, dt_tensor *result) {
-    if (!st && *result) st = dt_scope_keep(*result);
-    drdc_status st_end = dt_scope_end();
-    if (!st && st_end) {
-        dt_free(*result);   /* kept, but the scope did not close */
-        st = st_end;
-    }
-    if (st) *result = NULL;
-    return st;
-}
-
 /* GroupNorm32 (32 groups, eps 1e-5) followed by SiLU. [N,ch,H,W] -> [N,ch,H,W] */
 static drdc_status norm_silu(dt_tensor *out, dt_tensor x, dt_tensor w, dt_tensor b) {
     dt_tensor n = NULL;
-    drdc_status st = dt_group_norm(&n, x, GN_GROUPS, w, b, GN_EPS);
-    if (!st) st = dt_silu(out, n);
+    drdc_status st = DRDC_OK;
+    TRY(dt_group_norm(&n, x, GN_GROUPS, w, b, GN_EPS));                  /* [N,ch,H,W] */
+    TRY(dt_silu(out, n));                                                /* [N,ch,H,W] */
+done:
     dt_free(n);
     return st;
 }
@@ -427,9 +448,7 @@ static drdc_status resblock_forward(dt_tensor *out, const fwd_ctx *c, const drdc
         TRY(dt_add(&result, x, h2));                                      /* [N,out,H,W] */
     }
 done:
-    st = end_block(st, &result);
-    *out = result;
-    return st;
+    return dt_scope_finish(st, result, out);
 }
 
 /* AttentionBlock (QKVAttentionLegacy). x [N,C,H,W] -> [N,C,H,W] */
@@ -462,9 +481,7 @@ static drdc_status attn_forward(dt_tensor *out, const drdc_unet_attn *a, dt_tens
     TRY(dt_conv2d(&h, att4, wp, a->proj_b, 1, 1, 0, 0, 1, 1, 1));         /* [N,C,H,W] */
     TRY(dt_add(&result, x, h));                                           /* [N,C,H,W] */
 done:
-    st = end_block(st, &result);
-    *out = result;
-    return st;
+    return dt_scope_finish(st, result, out);
 }
 
 /* One TimestepEmbedSequential: [ResBlock] [AttentionBlock] [conv]. */
@@ -503,9 +520,7 @@ static drdc_status block_forward(dt_tensor *out, const fwd_ctx *c, const drdc_un
     }
     }
 done:
-    st = end_block(st, &result);
-    *out = result;
-    return st;
+    return dt_scope_finish(st, result, out);
 }
 
 static drdc_status check_image(dt_tensor x, const char *what, int64_t N, const drdc_unet *u, int64_t *H, int64_t *W) {
@@ -526,22 +541,30 @@ static drdc_status check_image(dt_tensor x, const char *what, int64_t N, const d
     return DRDC_OK;
 }
 
+/* x_t [N,3,H,W], cond the same (when the model is conditioned on it) and t [N]. */
+static drdc_status check_inputs(const drdc_unet *u, dt_tensor x_t, dt_tensor t, dt_tensor cond) {
+    int64_t H = -1, W = -1, N = -1;
+    drdc_status st = DRDC_OK;
+    TRY(check_image(x_t, "x_t", -1, u, &H, &W));
+    TRY(dt_size(&N, x_t, 0));
+    if (u->cfg.model_conditioning) TRY(check_image(cond, "cond", N, u, &H, &W));
+    if (!t || dt_ndim(t) != 1 || dt_numel(t) != N)
+        return drdc_fail(DRDC_ERR_INPUT, "unet forward: t must be [N] = [%lld] (got %d dims, %lld values)",
+                         (long long)N, t ? dt_ndim(t) : -1, t ? (long long)dt_numel(t) : -1LL);
+done:
+    return st;
+}
+
 drdc_status drdc_unet_forward(dt_tensor *eps, const drdc_unet *unet, dt_tensor x_t, dt_tensor t, dt_tensor cond,
                               int training, dt_generator g) {
     if (!eps) return drdc_fail(DRDC_ERR_INPUT, "unet forward: eps out is NULL");
     *eps = NULL;
     if (!unet || !unet->in) return drdc_fail(DRDC_ERR_INPUT, "unet forward: the U-Net is NULL or not built");
-    int64_t H = -1, W = -1, N = -1;
-    drdc_status st;
-    if ((st = check_image(x_t, "x_t", -1, unet, &H, &W))) return st;
-    if ((st = dt_size(&N, x_t, 0))) return st;
+    drdc_status st = check_inputs(unet, x_t, t, cond);
+    if (st) return st;
     const int conditioned = unet->cfg.model_conditioning;
-    if (conditioned && (st = check_image(cond, "cond", N, unet, &H, &W))) return st;
-    if (!t || dt_ndim(t) != 1 || dt_numel(t) != N)
-        return drdc_fail(DRDC_ERR_INPUT, "unet forward: t must be [N] = [%lld] (got %d dims, %lld values)",
-                         (long long)N, t ? dt_ndim(t) : -1, t ? (long long)dt_numel(t) : -1LL);
-
-    if ((st = dt_scope_begin())) return st;
+    st = dt_scope_begin();
+    if (st) return st;
     const int nb = unet->n_in;
     dt_tensor result = NULL, x = NULL, temb = NULL, e0 = NULL, e1 = NULL, emb = NULL, h = NULL, hn = NULL;
     dt_tensor m0 = NULL, m1 = NULL, raw = NULL;
@@ -592,17 +615,10 @@ drdc_status drdc_unet_forward(dt_tensor *eps, const drdc_unet *unet, dt_tensor x
     } else {
         result = raw;
     }
-    TRY(dt_scope_keep(result));
-done:;
-    drdc_status st_end = dt_scope_end();   /* frees every temporary (and result on failure) */
+done:
     free(hs);
-    if (st || st_end) {
-        if (!st) dt_free(result);          /* kept but the scope failed to close */
-        *eps = NULL;
-        return drdc_error_context(st ? st : st_end, "unet forward");
-    }
-    *eps = result;
-    return DRDC_OK;
+    st = dt_scope_finish(st, result, eps);   /* frees every temporary (and result on failure) */
+    return st ? drdc_error_context(st, "unet forward") : DRDC_OK;
 }
 
 drdc_status drdc_unet_eps(dt_tensor *eps, void *ctx, dt_tensor x_t, dt_tensor t, dt_tensor cond) {

@@ -23,7 +23,10 @@
  * b0 0,2,4,10 (16+24+40+112 = 192), lite4 0,4,8,20; drdc_backbone_default_blocks tells.
  *
  * The backbone is frozen: no parameter requires grad; every forward pass runs under no-grad, in
- * eval mode, inside a shim scope (no handle leaks, also on errors). */
+ * eval mode, inside a shim scope (no handle leaks, also on errors).
+ *
+ * Equations: none of DESIGN.md's (1)-(17); drdc_backbone_features computes f, the features that
+ * (1) and (2) (base.h) compare with their reconstruction. */
 #ifndef DRDC_BACKBONE_H
 #define DRDC_BACKBONE_H
 
@@ -78,6 +81,12 @@ typedef struct drdc_backbone {
     int channels;                     /* C = sum of feat_channels */
 } drdc_backbone;
 
+/* The backbone's config rules (DRDC_ERR_CONFIG naming the key): backbone.arch is one of
+ * mobilenet_v2, efficientnet-b0..b7, efficientnet-lite0..4; backbone.blocks has at most
+ * DRDC_MAX_LIST entries, increasing. Whether each block exists in the architecture is
+ * drdc_backbone_build's check. */
+drdc_status drdc_backbone_check_config(const drdc_backbone_config *bb);
+
 /* The default feature blocks of an architecture (into blocks, *n of them, at most DRDC_MAX_LIST).
  * An unknown arch is DRDC_ERR_CONFIG naming it. */
 drdc_status drdc_backbone_default_blocks(const char *arch, int *blocks, int *n);
@@ -88,9 +97,9 @@ drdc_status drdc_backbone_native_size(const char *arch, int *size);
 
 /* Builds the architecture cfg->arch with random PyTorch-default-like weights (conv and linear
  * weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)), BatchNorm weight 1, bias 0, running
- * mean 0, var 1) drawn from a generator seeded with seed, on dev, frozen. cfg->blocks (or the
- * default when cfg->n_blocks is 0) picks the feature blocks; an index out of range or not
- * increasing is DRDC_ERR_CONFIG. image_size (H = W, at least 32) is the size features expects
+ * mean 0, var 1) drawn from a generator seeded with seed, on dev, frozen. cfg must pass
+ * drdc_backbone_check_config; cfg->blocks (or the default when cfg->n_blocks is 0) picks the
+ * feature blocks, an index out of range is DRDC_ERR_CONFIG. image_size (H = W, at least 32) is the size features expects
  * (it must then be a multiple of 16); classify takes any size. cfg->weights is NOT loaded here (see drdc_backbone_load). On failure *bb is freed
  * and zeroed. */
 drdc_status drdc_backbone_build(drdc_backbone *bb, const drdc_backbone_config *cfg, int image_size, dt_device dev,

@@ -1,4 +1,4 @@
-/* transformer.h: the base model of DRDC, UniAD's feature-reconstruction transformer (paper 3.1,
+/* base.h: the base model of DRDC, UniAD's feature-reconstruction transformer (paper 3.1,
  * DESIGN.md section 3), written in C over the libtorch shim.
  *
  * What it computes (UniAD, models/reconstructions/uniad.py, "learned" position embedding,
@@ -26,7 +26,11 @@
  * Initialisation follows UniAD (initializer "xavier_uniform"): every Linear weight (attention
  * out_proj included) xavier-uniform, biases 0; in_proj_weight xavier-uniform over [3E,E] (torch's
  * MultiheadAttention), in_proj_bias 0; LayerNorm 1/0; position tables U[0,1); learned queries
- * N(0,1) (nn.Embedding's default). */
+ * N(0,1) (nn.Embedding's default).
+ *
+ * Equations (DESIGN.md section 3): f_hat: drdc_base_forward; (1) L_base = ||f - f_hat||^2 (MSE):
+ * drdc_base_loss; (2) H_base = ||f - f_hat||_2 over channels, before its upsampling to the image:
+ * drdc_base_anomaly_map. */
 #ifndef DRDC_TRANSFORMER_H
 #define DRDC_TRANSFORMER_H
 
@@ -85,11 +89,18 @@ typedef struct drdc_base {
     drdc_base_dec_layer *dec;     /* [cfg.dec_layers] (owned array) */
 } drdc_base;
 
+/* The base model's config rules (DRDC_ERR_CONFIG naming the keys): base.heads divides
+ * base.hidden, base.hidden is even, base.neighbor_mask is odd or 0 and leaves every token of the
+ * (image_size/16) x (image_size/16) feature grid something to attend to (image_size is
+ * data.image_size: the backbone's features are at stride 16). */
+drdc_status drdc_base_check_config(const drdc_base_config *b, int image_size);
+
 /* Builds the model with UniAD's initialisation drawn from a generator seeded with `seed`, and
- * the neighbour mask. Checks: in_channels, feat_h, feat_w >= 1; hidden even and divisible by
- * heads; layers >= 1; ffn >= 1; dropout in [0,1); neighbor_mask 0 or odd and small enough that
- * every token keeps something to attend to (DRDC_ERR_INPUT / DRDC_ERR_CONFIG naming the value).
- * On failure the model is left zeroed (nothing to free). */
+ * the neighbour mask. Checks: in_channels, feat_h, feat_w >= 1; the rules of
+ * drdc_base_check_config that do not depend on the grid (same messages); layers >= 1; ffn >= 1;
+ * dropout in [0,1); the neighbour mask leaves every token of the feat_h x feat_w grid something
+ * to attend to (DRDC_ERR_INPUT / DRDC_ERR_CONFIG naming the value). On failure the model is left
+ * zeroed (nothing to free). */
 drdc_status drdc_base_build(drdc_base *model, const drdc_base_config *cfg, int in_channels, int feat_h,
                              int feat_w, dt_device dev, uint64_t seed);
 

@@ -1,11 +1,18 @@
 /* diffusion.h: DRDC's diffusion refiner without the network (paper 4.2-4.3, DESIGN.md section 3).
  *
  * Provides
+ * - the config rules of the schedule and the sampler (drdc_diffusion_check_config);
  * - the linear noise schedule (betas, alphas, abar) and q_sample (eq. 4);
  * - the inpainting masks of paper 4.2 (cells of n x n pixels split at random into K sets);
- * - the training batch of eq. (10) (x_t, t, condition x~_k, target eps);
+ * - the training batch of eq. (10) (x_t, t, condition x~_k, target eps) and its loss;
  * - the DDIM inpainting sampler with test-time conditioning (eqs. 7, 11-13) and the per-grid
  *   combination of eq. (8).
+ * Equations (DESIGN.md section 3): (3)-(4) the schedule and x_t: drdc_schedule_init,
+ * drdc_q_sample; (6)/(10) the refiner's training loss: drdc_diffusion_train_batch (x_t, t, x~_k,
+ * eps) then drdc_diffusion_loss on the network's eps_theta; (7) x0_hat and (11)-(13) one reverse
+ * step: drdc_ddim_step (run from tau by drdc_ddim_inpaint_runs); (8) the per-grid fold
+ * x^_{n,t} = sum_k (1 - M_k) x^_{k,t}: drdc_diffusion_refine. The network eps_theta itself (5) is
+ * unet.h's; (9) and (14)-(17) are fusion.h's.
  * The U-Net is not called directly: everything takes a network CALLBACK (drdc_eps_fn), as
  * stable-diffusion.cpp's samplers do, so the sampler can be tested with fake networks.
  *
@@ -41,6 +48,14 @@ extern "C" {
  * dt_scope_keep on it dt_scope_depth() times). Under no-grad. A failure's message is passed up
  * with the step and timestep added. */
 typedef drdc_status (*drdc_eps_fn)(dt_tensor *eps_out, void *ctx, dt_tensor x_t, dt_tensor t, dt_tensor cond);
+
+/* ---- config rules ---------------------------------------------------------------------------- */
+
+/* The refiner's schedule and sampler rules between config keys (DRDC_ERR_CONFIG naming the keys;
+ * each key's own range is the config table's): beta_start < beta_end, max_train_t <= timesteps,
+ * infer.tau < timesteps, infer.steps <= infer.tau, every infer.grids cell size divides
+ * refiner.image_size, infer.K <= the cells of the coarsest grid. */
+drdc_status drdc_diffusion_check_config(const drdc_refiner_config *r, const drdc_infer_config *in);
 
 /* ---- schedule (eqs. 3-4) --------------------------------------------------------------------- */
 
@@ -105,11 +120,16 @@ typedef struct drdc_train_batch {
  * timestep t uniform in [0, max_train_t), z ~ N(0,I) for the hidden cells, eps ~ N(0,I).
  * Draw order from g: randint grid index [B], randint k [B], randint t [B], then for each b one
  * randperm (its grid's cell count), then randn z [B,3,H,W], then randn eps [B,3,H,W].
- * The caller runs the U-Net on (x_t, t, cond) and takes MSE(eps_theta, eps). Free with
- * drdc_train_batch_free. */
+ * The caller runs the U-Net on (x_t, t, cond) and takes drdc_diffusion_loss(eps_theta, eps). Free
+ * with drdc_train_batch_free. */
 drdc_status drdc_diffusion_train_batch(drdc_train_batch *out, const drdc_schedule *s, dt_tensor x0,
                                        const int *grids, int n_grids, int K, int max_train_t, dt_generator g);
 void drdc_train_batch_free(drdc_train_batch *b);  /* NULL-safe; zeroes *b */
+
+/* Eqs. (6)/(10): *loss = || eps - eps_theta(x_t, t, x~_k) ||^2, the mean over all elements (MSE),
+ * a 0-dim tensor that autograd follows. eps_pred [N,3,H,W] f32 (the network's output), eps the
+ * same shape (drdc_train_batch.eps). */
+drdc_status drdc_diffusion_loss(dt_tensor *loss, dt_tensor eps_pred, dt_tensor eps);
 
 /* ---- DDIM inpainting sampler (eqs. 7, 11-13, eta = 0) ---------------------------------------- */
 
@@ -142,6 +162,24 @@ typedef struct drdc_sampler_opts {
     dt_generator gen;   /* for every draw not given below (NULL: libtorch's default) */
 } drdc_sampler_opts;
 
+/* One DDIM step t -> t' (eta = 0) of N inpainting runs with test-time conditioning:
+ *   e      = eps_fn(x_t, t, cond)                           (one call per chunk of <= o->chunk runs)
+ *   x0_hat = (x_t - sqrt(1 - abar_t) e) / sqrt(abar_t)      (7)
+ *   with o->clip_x0: x0_hat = clamp(x0_hat, -1, 1), e = (x_t - sqrt(abar_t) x0_hat) / sqrt(1 - abar_t)
+ *   on_x0(on_ctx, step, t, x0_hat) when on_x0 is not NULL
+ *   known  = sqrt(abar_t') x + sqrt(1 - abar_t') eps'       (11)
+ *   unknown= sqrt(abar_t') x0_hat + sqrt(1 - abar_t') e     (12)
+ *   x_t'   = M known + (1 - M) unknown                      (13)
+ * x_t, x, cond [N,3,H,W] f32, masks M [N,1,H,W] (1 known, 0 hidden); 0 <= t < T and
+ * -1 <= t' < t (t' = -1: abar = 1, the clean image); eps_known [N,3,H,W] is eps', or NULL to draw
+ * it from o->gen after the network call. step only labels the x0 callback and messages.
+ * *x_next [N,3,H,W] f32 is x_t'. Runs in its own shim scope (memory does not grow with the steps);
+ * autograd follows the caller's grad mode (the sampler runs it under no-grad). */
+drdc_status drdc_ddim_step(dt_tensor *x_next, const drdc_schedule *s, drdc_eps_fn eps_fn, void *eps_ctx,
+                           dt_tensor x_t, int t, int t_next, dt_tensor x, dt_tensor masks, dt_tensor cond,
+                           dt_tensor eps_known, const drdc_sampler_opts *o, int step, drdc_x0_fn on_x0,
+                           void *on_ctx);
+
 /* One batch of N independent inpainting runs (run r: image x[r], mask masks[r]).
  *   x       [N,3,H,W] f32 the image in [-1,1]
  *   masks   [N,1,H,W] f32 M (1 known, 0 hidden)
@@ -153,14 +191,8 @@ typedef struct drdc_sampler_opts {
  * by sqrt(1 - 1) = 0, so that the count of draws does not depend on the step).
  * The run: cond = M x + (1-M) z; x_tau = sqrt(abar_tau) x0 + sqrt(1 - abar_tau) eps0 with x0 = x
  * (start DRDC_START_IMAGE) or x0 = cond (DRDC_START_MASKED; z is drawn in both cases, so the draws
- * do not depend on the start); then for each t_i (drdc_ddim_timesteps) with t' = t'_i:
- *   e      = eps_fn(x_t, t, cond)                           (one call per chunk of <= chunk runs)
- *   x0_hat = (x_t - sqrt(1 - abar_t) e) / sqrt(abar_t)      (7)
- *   with clip_x0: x0_hat = clamp(x0_hat, -1, 1), e = (x_t - sqrt(abar_t) x0_hat) / sqrt(1 - abar_t)
- *   x0_hat is passed to on_x0
- *   known  = sqrt(abar_t') x + sqrt(1 - abar_t') eps'       (11)
- *   unknown= sqrt(abar_t') x0_hat + sqrt(1 - abar_t') e     (12, DDIM eta = 0)
- *   x_t'   = M known + (1 - M) unknown                      (13)
+ * do not depend on the start); then for each t_i (drdc_ddim_timesteps) with t' = t'_i one
+ * drdc_ddim_step (eqs. 7, 11-13; x0_hat goes to on_x0).
  * *x_final (may be NULL: not wanted) gets x at t' = -1 [N,3,H,W]. Runs under no-grad. */
 drdc_status drdc_ddim_inpaint_runs(dt_tensor *x_final, const drdc_schedule *s, drdc_eps_fn eps_fn, void *eps_ctx,
                                    dt_tensor x, dt_tensor masks, dt_tensor z, dt_tensor eps0, dt_tensor eps_known,

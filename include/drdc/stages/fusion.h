@@ -10,7 +10,12 @@
  * Normal statistics: after training, run h_diff_f and h_base of the normal validation images
  * through a drdc_stats_acc each; drdc_stats_get gives the (mean, std) that drdc_fusion_blend
  * standardises with. drdc_quantile picks the image-score threshold from validation scores.
- * Every tensor result is owned by the caller (dt_free); inputs are borrowed. */
+ * Every tensor result is owned by the caller (dt_free); inputs are borrowed.
+ *
+ * Equations (DESIGN.md section 3): (9) H_{n,t} = ||x - x^_{n,t}||_2 over RGB and (14)-(15) its
+ * multi-scale mean H_diff: drdc_fusion_diffusion_map ((9) is its scale-1 term); (16) H'_diff:
+ * drdc_fusion_mean_filter; (17) H = a H'_diff + (1 - a) H_base: drdc_fusion_blend; the image
+ * score (max of the p x p average pool of H): drdc_fusion_image_score. */
 #ifndef DRDC_FUSION_H
 #define DRDC_FUSION_H
 
@@ -40,6 +45,10 @@ typedef struct drdc_fusion_opts {
     drdc_norm_stats diff_stats;       /* of h_diff_f over normal validation images */
     drdc_norm_stats base_stats;       /* of h_base over normal validation images */
 } drdc_fusion_opts;
+
+/* The fusion's config rules (DRDC_ERR_CONFIG naming the keys): infer.filter is odd, infer.filter
+ * and infer.pool are at most image_size (data.image_size, the size of the maps). */
+drdc_status drdc_fusion_check_config(const drdc_infer_config *in, int image_size);
 
 /* Fills opts from the inference config (scales, filter, alpha, pool, standardize "normal" | "none").
  * The statistics are set to mean 0, std 1 (the identity) until the caller fills them in.

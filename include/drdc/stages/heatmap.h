@@ -1,5 +1,7 @@
 /* heatmap.h: turning score maps into pictures: the fixed "turbo" colour map, colorize (raw values ->
- * RGB on a fixed range) and overlay (the coloured map over the image). */
+ * RGB on a fixed range) and overlay (the coloured map over the image).
+ *
+ * Equations: none of DESIGN.md's (1)-(17); this only displays the maps of (2) and (14)-(17). */
 #ifndef DRDC_HEATMAP_H
 #define DRDC_HEATMAP_H
 

@@ -41,7 +41,9 @@
  * touched and so (glibc, Linux: large blocks are mmap'ed) never resident.
  *
  * Precision: counts are 64-bit integers; rates and areas are double. The official AUPRO code
- * keeps FPRs in float32; this one does not, so the two agree to about 1e-7, not bit for bit. */
+ * keeps FPRs in float32; this one does not, so the two agree to about 1e-7, not bit for bit.
+ *
+ * Equations: none of DESIGN.md's (1)-(17); these score the maps and image scores of fusion.h. */
 #ifndef DRDC_METRICS_H
 #define DRDC_METRICS_H
 

@@ -44,7 +44,11 @@
  * loads with drdc_params_load unchanged.
  * Initialisation as guided-diffusion: PyTorch's defaults (Conv and Linear weight and bias
  * U(+-1/sqrt(fan_in)), GroupNorm weight 1, bias 0), and zero_module (weight and bias 0) on every
- * ResBlock's out_layers.3, every AttentionBlock's proj_out and out.2: a new model outputs 0. */
+ * ResBlock's out_layers.3, every AttentionBlock's proj_out and out.2: a new model outputs 0.
+ *
+ * Equations (DESIGN.md section 3): the network eps_theta of (5) and (10), on concat(x_t, x~_k):
+ * drdc_unet_forward (drdc_unet_eps is it as the sampler's callback); its training loss (6)/(10)
+ * is diffusion.h's drdc_diffusion_loss. */
 #ifndef DRDC_UNET_H
 #define DRDC_UNET_H
 
@@ -124,12 +128,16 @@ typedef struct drdc_unet {
     dt_tensor out_conv_w, out_conv_b;  /* out.2  [3,ch0,3,3], [3] (zero-initialised) */
 } drdc_unet;
 
+/* The U-Net's architecture rules (DRDC_ERR_CONFIG naming the keys): 1..DRDC_MAX_LIST levels
+ * (refiner.channel_mult); refiner.image_size divisible by 2^(levels-1); channels x mult a multiple
+ * of 32 at every level (GroupNorm(32)); each attention_res is a level's resolution;
+ * head_channels divides the channels at every attention resolution and in the middle block. */
+drdc_status drdc_unet_check_config(const drdc_refiner_config *cfg);
+
 /* Builds the U-Net for cfg (image_size, channels, channel_mult, res_blocks, attention_res,
  * head_channels, dropout) on dev, with guided-diffusion's initialisation drawn from a CPU
- * generator seeded with `seed`. Checks (DRDC_ERR_CONFIG naming the key): at least one level;
- * channels * mult a multiple of 32 at every level; image_size divisible by 2^(levels-1); each
- * attention resolution is a level's resolution; head_channels divides the channels of every
- * attention level and of the middle block; dropout in [0,1). On failure *unet is left zeroed. */
+ * generator seeded with `seed`. Checks (DRDC_ERR_CONFIG naming the key): drdc_unet_check_config,
+ * res_blocks >= 1, dropout in [0,1). On failure *unet is left zeroed. */
 drdc_status drdc_unet_build(drdc_unet *unet, const drdc_refiner_config *cfg, dt_device dev, uint64_t seed);
 
 /* eps_theta(x_t, t, cond):
