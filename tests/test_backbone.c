@@ -1,4 +1,4 @@
-/* test_backbone.c: the backbone against its PyTorch twin (scripts/twin_backbone.py: MobileNetV2
+/* test_backbone.c: the backbone against its PyTorch twin (scripts/twins/twin_backbone.py: MobileNetV2
  * from the weights README, EfficientNet(-Lite) from the real port), plus shapes, channels, handle
  * leaks, load errors, config errors, and the ImageNet self-check with ../shared/weights (C API,
  * and `drdc backbone` once that command is registered). */
@@ -45,7 +45,7 @@ static int run_twin(void) {
     const char *py = getenv("DRDC_PYTHON");
     if (!py || !*py) py = "/usr/bin/python3";
     snprintf(twin_dir, sizeof twin_dir, "%s", test_tmpdir("backbone_twin"));
-    int rc = test_system("'%s' '%s/scripts/twin_backbone.py' --out '%s'", py, test_source_dir(), twin_dir);
+    int rc = test_system("'%s' '%s/scripts/twins/twin_backbone.py' --out '%s'", py, test_source_dir(), twin_dir);
     if (rc == 77) {
         test_skip_part("twin comparisons: %s has no torch/numpy (see the message above)", py);
         twin_state = -1;
@@ -98,7 +98,7 @@ static void twin_case(const char *name) {
     snprintf(path, sizeof path, "%s/%s.safetensors", twin_dir, name);
     if (!file_exists(path)) {
         printf("SKIPPED twin case %s: the twin did not write it (EfficientNet port absent? run "
-               "scripts/fetch_pydeps.sh)\n", name);
+               "scripts/setup/fetch_pydeps.sh)\n", name);
         return;
     }
     drdc_st_file *f = NULL;

@@ -1,6 +1,6 @@
 /* test_diffusion.c: the diffusion refiner (src/diffusion.c) with fake networks: an oracle that
  * knows the clean image, a network that reveals which run it serves, a recording network, and
- * against the PyTorch twin (scripts/twin_diffusion.py) for the schedule, q_sample and one DDIM
+ * against the PyTorch twin (scripts/twins/twin_diffusion.py) for the schedule, q_sample and one DDIM
  * inpainting pass. Also masks, the training batch, batching/chunking and handle leaks. */
 #include "drdc/stages/diffusion.h"
 #include "drdc/stages/fusion.h"
@@ -852,7 +852,7 @@ static void test_matches_twin(void) {
     snprintf(meta, sizeof meta, "%.17g", cc.t_scale), drdc_st_writer_set_meta(w, "t_scale", meta);
     CHECK_OK(drdc_st_writer_write(w, in));
     drdc_st_writer_free(w);
-    int rc = test_system("'%s' '%s/scripts/twin_diffusion.py' ddim '%s' '%s'", py, test_source_dir(), in, out);
+    int rc = test_system("'%s' '%s/scripts/twins/twin_diffusion.py' ddim '%s' '%s'", py, test_source_dir(), in, out);
     CHECK(rc == 0);
     drdc_st_file *f = NULL;
     if (rc == 0) CHECK_OK(drdc_st_open(&f, out));

@@ -1,5 +1,5 @@
 /* test_fusion.c: spatio-temporal fusion (src/fusion.c) against the PyTorch twin
- * (scripts/twin_diffusion.py fusion: eqs. 14-17 written out per grid, step and scale), plus the
+ * (scripts/twins/twin_diffusion.py fusion: eqs. 14-17 written out per grid, step and scale), plus the
  * normal-statistics accumulator, quantiles, the mean filter's border and the error paths. */
 #include "drdc/stages/fusion.h"
 #include "drdc/formats/safetensors.h"
@@ -107,7 +107,7 @@ static void test_matches_twin(void) {
     snprintf(m, sizeof m, "%.17g", o.base_stats.std), drdc_st_writer_set_meta(w, "base_std", m);
     CHECK_OK(drdc_st_writer_write(w, in));
     drdc_st_writer_free(w);
-    int rc = test_system("'%s' '%s/scripts/twin_diffusion.py' fusion '%s' '%s'", py, test_source_dir(), in, out);
+    int rc = test_system("'%s' '%s/scripts/twins/twin_diffusion.py' fusion '%s' '%s'", py, test_source_dir(), in, out);
     CHECK(rc == 0);
     drdc_st_file *f = NULL;
     if (rc == 0) CHECK_OK(drdc_st_open(&f, out));

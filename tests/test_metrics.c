@@ -1,9 +1,9 @@
 /* test_metrics.c: image and pixel AUROC / AP / F1-max / AUPRO against scikit-learn and a
- * transcription of the official MVTec AD AUPRO (scripts/metrics_ref.py), plus sanity checks
+ * transcription of the official MVTec AD AUPRO (scripts/twins/metrics_ref.py), plus sanity checks
  * that need no Python (perfect and reversed scores, a textbook example, errors, memory).
  *
  * Cases are generated with a seeded RNG, written as .npy into the test folder, and the
- * reference is computed once by `$DRDC_PYTHON scripts/metrics_ref.py IN OUT.json`.
+ * reference is computed once by `$DRDC_PYTHON scripts/twins/metrics_ref.py IN OUT.json`.
  * Tolerances: AUROC, AP, F1-max 1e-6; AUPRO 1e-4 (the official code keeps FPRs in float32). */
 #include "testlib.h"
 
@@ -254,7 +254,7 @@ static void run_reference(void) {
         }
     }
     snprintf(out, sizeof out, "%s/ref.json", dir);
-    int rc = test_system("'%s' '%s/scripts/metrics_ref.py' '%s' '%s'", py, test_source_dir(), dir, out);
+    int rc = test_system("'%s' '%s/scripts/twins/metrics_ref.py' '%s' '%s'", py, test_source_dir(), dir, out);
     if (rc != 0) {
         snprintf(g_ref_why, sizeof g_ref_why, "metrics_ref.py failed (exit %d)", rc);
         tl_failures++; /* the script exists and Python has its modules: this is a failure */

@@ -1,11 +1,11 @@
-/* test_regressions.c: crash regressions found by fuzzing (tests/fuzz/, scripts/fuzz.sh).
+/* test_regressions.c: crash regressions found by fuzzing (tests/fuzz/, scripts/setup/fuzz.sh).
  *
  * Every file tests/fuzz/regressions/<target>-<n>.bin is an input that once crashed a parser (or
  * tripped ASan/UBSan). Each is fed to its parser here, as the fuzz target does, and must come
  * back as an error status whose message names the input: not a crash, not a success.
  * <target> is one of safetensors, config, csv, pth, npy, image. The committed seed corpus
  * (tests/fuzz/corpus/<target>/, all valid files) must still parse, so a fix that rejects
- * everything cannot pass. Run under scripts/sanitize.sh to see memory errors ASan would catch. */
+ * everything cannot pass. Run under scripts/setup/sanitize.sh to see memory errors ASan would catch. */
 #include "testlib.h"
 
 #include <dirent.h>

@@ -1,4 +1,4 @@
-/* test_unet.c: the refiner U-Net (src/unet.c) against its PyTorch twin (scripts/twin_unet.py, a
+/* test_unet.c: the refiner U-Net (src/unet.c) against its PyTorch twin (scripts/twins/twin_unet.py, a
  * transcription of guided-diffusion's UNetModel): timestep embedding, output eps, MSE loss and
  * the gradient of every parameter, each compared by relative error (max |diff| / max |ref|) with
  * the max difference printed per tensor. Also: guided-diffusion's initialisation, i64 and float
@@ -555,17 +555,17 @@ int main(void) {
         test_skip("test_unet: $DRDC_PYTHON (or /usr/bin/python3) lacks torch/numpy, needed for the twin");
     const char *dir = test_tmpdir("unet");
     snprintf(twin_path, sizeof twin_path, "%s/twin.safetensors", dir);
-    int rc = test_system("'%s' '%s/scripts/twin_unet.py' --out '%s' --image-size %d --channels %d --mult 1,2 "
+    int rc = test_system("'%s' '%s/scripts/twins/twin_unet.py' --out '%s' --image-size %d --channels %d --mult 1,2 "
                          "--res-blocks %d --attention-res %d --head-channels %d --batch %d",
                          py, test_source_dir(), twin_path, TW_SIZE, TW_CH, TW_RES_BLOCKS, TW_ATT, TW_HEAD_CH, TW_B);
     snprintf(twin_uncond_path, sizeof twin_uncond_path, "%s/twin_uncond.safetensors", dir);
     if (rc == 0)
-        rc = test_system("'%s' '%s/scripts/twin_unet.py' --out '%s' --image-size %d --channels %d --mult 1,2 "
+        rc = test_system("'%s' '%s/scripts/twins/twin_unet.py' --out '%s' --image-size %d --channels %d --mult 1,2 "
                          "--res-blocks %d --attention-res %d --head-channels %d --batch %d --no-model-conditioning",
                          py, test_source_dir(), twin_uncond_path, TW_SIZE, TW_CH, TW_RES_BLOCKS, TW_ATT, TW_HEAD_CH,
                          TW_B);
     if (rc != 0) {
-        fprintf(stderr, "the twin (scripts/twin_unet.py) failed with status %d\n", rc);
+        fprintf(stderr, "the twin (scripts/twins/twin_unet.py) failed with status %d\n", rc);
         return 1;
     }
     RUN(test_timestep_embedding_matches_twin);

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # setup.sh: installs what drdc needs on Debian 12 (apt-get) and builds it into ./build.
-# Usage: bash scripts/setup.sh [TARGET...]   (default: everything, tests included; demo.sh builds only drdc)
+# Usage: bash scripts/setup/setup.sh [TARGET...]   (default: everything, tests included; demo.sh builds only drdc)
 # Safe to run again: packages already present are not reinstalled; the build is incremental.
 #   DRDC_BUILD_DIR   build folder (default: build)
 #   DRDC_CMAKE_ARGS  extra CMake arguments (e.g. -DCMAKE_PREFIX_PATH=/path/to/libtorch)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 PACKAGES=(build-essential cmake pkg-config libtorch-dev libstb-dev libcjson-dev libopenblas0-pthread
           python3 python3-pip python3-torch python3-numpy python3-scipy python3-sklearn python3-pil)
@@ -29,5 +29,5 @@ TARGETS=()
 for t in "$@"; do TARGETS+=(--target "$t"); done
 cmake --build "$BUILD" -j"$(nproc)" "${TARGETS[@]}"
 # The EfficientNet reference ports (pure Python, from PyPI) that the backbone twin tests use.
-[ $# -eq 0 ] && { bash scripts/fetch_pydeps.sh "$BUILD/pydeps" || true; }
+[ $# -eq 0 ] && { bash scripts/setup/fetch_pydeps.sh "$BUILD/pydeps" || true; }
 echo "setup: built $BUILD/drdc"

@@ -2,7 +2,7 @@
 # fuzz.sh: builds drdc's libFuzzer targets (CMake option DRDC_FUZZ, clang, ASan + UBSan) in their
 # own build folder and runs each for a bounded time, one after the other (one process each).
 #
-# Usage: scripts/fuzz.sh [TARGET...]     TARGET: safetensors config csv pth npy image (default all)
+# Usage: scripts/setup/fuzz.sh [TARGET...]     TARGET: safetensors config csv pth npy image (default all)
 # Environment:
 #   FUZZ_SECONDS   seconds per target (default 60)
 #   FUZZ_BUILD     build folder (default <repo>/build-fuzz)
@@ -17,7 +17,7 @@
 # executions, crashes). Exit status 1 when any target found something, else 0.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BUILD="${FUZZ_BUILD:-$ROOT/build-fuzz}"
 SECONDS_EACH="${FUZZ_SECONDS:-60}"
 ALL_TARGETS="safetensors config csv pth npy image"

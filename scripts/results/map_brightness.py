@@ -6,7 +6,7 @@ map and the local mean brightness of the grey image (a box of 1/14 of the shorte
 base model's feature cell).
 
     drdc eval --model M --categories magnetic_tile --method all --every 60 --dump-maps /tmp/dm
-    /usr/bin/python3 scripts/map_brightness.py /tmp/dm ../shared/data magnetic_tile
+    /usr/bin/python3 scripts/results/map_brightness.py /tmp/dm ../shared/data magnetic_tile
 
 Needs numpy, scipy and Pillow (Debian: python3-numpy python3-scipy python3-pil).
 """

@@ -6,17 +6,17 @@
 # Every job is resumable (run it again after a crash or kill: training resumes from its checkpoint,
 # finished evaluations are skipped).
 #
-#   bash scripts/results_drdc.sh base           # stage 1 (runs/kolektor_mtile, 9 epochs)
-#   bash scripts/results_drdc.sh train-cond     # stage 2 with model conditioning (eq. 10)
-#   bash scripts/results_drdc.sh train-uncond   # stage 2 without it (U-Net input x_t only)
-#   bash scripts/results_drdc.sh table5         # Table 5 rows, every 2nd test image
-#   bash scripts/results_drdc.sh sensitivity    # Fig. 2: one inference setting at a time, every 8th
-#   bash scripts/results_drdc.sh job NAME       # one evaluation (see job() below)
+#   bash scripts/results/results_drdc.sh base           # stage 1 (runs/kolektor_mtile, 9 epochs)
+#   bash scripts/results/results_drdc.sh train-cond     # stage 2 with model conditioning (eq. 10)
+#   bash scripts/results/results_drdc.sh train-uncond   # stage 2 without it (U-Net input x_t only)
+#   bash scripts/results/results_drdc.sh table5         # Table 5 rows, every 2nd test image
+#   bash scripts/results/results_drdc.sh sensitivity    # Fig. 2: one inference setting at a time, every 8th
+#   bash scripts/results/results_drdc.sh job NAME       # one evaluation (see job() below)
 #
 # THREADS (default 0 = all cores) sets --threads; two jobs can run side by side with THREADS=1.
 # REFINER_STEPS (default 3000) is the refiner's training length.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 BIN="${DRDC_BIN:-build/drdc}"
 OUT="${RESULTS_DIR:-docs/results/drdc}"
 T="--threads ${THREADS:-0}"
@@ -94,7 +94,7 @@ table5) for j in $TABLE5; do job "$j"; done ;;
 sensitivity) for j in $SENSITIVITY; do job "$j"; done ;;
 job) job "$2" ;;
 *)
-    echo "usage: bash scripts/results_drdc.sh base|train-cond|train-uncond|table5|sensitivity|job NAME" >&2
+    echo "usage: bash scripts/results/results_drdc.sh base|train-cond|train-uncond|table5|sensitivity|job NAME" >&2
     exit 2
     ;;
 esac

@@ -6,7 +6,7 @@
 # suppressions are needed today (measured: no leak reports with libtorch loaded); if one is
 # ever needed, pass it with LSAN_OPTIONS=suppressions=FILE.
 #
-# Usage: scripts/sanitize.sh [extra ctest args]
+# Usage: scripts/setup/sanitize.sh [extra ctest args]
 # Environment:
 #   SANITIZE_BUILD    build folder (default <repo>/build-asan)
 #   SANITIZE_EXCLUDE  ctest -E regex of tests left out (default: the slow ones and the Python
@@ -14,7 +14,7 @@
 #   SANITIZE_JOBS     parallel build and test jobs (default 2)
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BUILD="${SANITIZE_BUILD:-$ROOT/build-asan}"
 EXCLUDE="${SANITIZE_EXCLUDE:-^(test_train|test_backbone|test_drdc|test_robustness|test_killresume|py_.*)$}"
 JOBS="${SANITIZE_JOBS:-2}"

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # fetch_pydeps.sh: puts the pure-Python EfficientNet reference ports that the backbone twin
-# (scripts/twin_backbone.py) compares against into build/pydeps (or $1):
+# (scripts/twins/twin_backbone.py) compares against into build/pydeps (or $1):
 #   efficientnet_pytorch 0.7.1       lukemelas' EfficientNet-PyTorch (b0..b7), sdist from PyPI
 #   efficientnet_lite_pytorch 0.1.0  its EfficientNet-Lite fork (lite0..4), wheel from PyPI
 # Only the sources are unpacked (no install, no dependencies: they need just torch, which the
 # tests take from Debian's python3-torch). Safe to run again; does nothing when both are there.
 # Without network the tests that need them skip with a message; nothing else depends on them.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 DEST="${1:-build/pydeps}"
 mkdir -p "$DEST"
 DEST="$(cd "$DEST" && pwd)"

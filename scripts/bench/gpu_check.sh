@@ -17,7 +17,7 @@
 # Without a GPU it runs the CPU parts only (steps 4 and 5 on cpu), which is how it is tested on a
 # machine without one.
 #
-# Usage: bash scripts/gpu_check.sh [--drdc PATH] [--no-build] [--build-dir DIR] [--work DIR]
+# Usage: bash scripts/bench/gpu_check.sh [--drdc PATH] [--no-build] [--build-dir DIR] [--work DIR]
 #   --drdc PATH     use this drdc binary (implies --no-build)
 #   --no-build      do not configure or build (needs --drdc, or BUILD/drdc present)
 #   --build-dir DIR build folder (default build-cuda)
@@ -26,7 +26,7 @@
 # CUDA_ARCH (e.g. 90) overrides the compute capability read from nvidia-smi.
 # Exit code: 0 when every step that ran passed, 1 otherwise.
 set -uo pipefail
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 PY="${PYTHON:-python3}"
 BUILD="$ROOT/build-cuda"
 DRDC=""

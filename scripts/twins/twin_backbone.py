@@ -16,11 +16,11 @@ References:
     the input, BatchNorm folded into conv biases, ReLU6, input x*2-1).
   - efficientnet-b*: the real port, `efficientnet_pytorch` 0.7.1 (lukemelas), and
     efficientnet-lite*: `efficientnet_lite_pytorch` 0.1.0, both pure Python, fetched into
-    build/pydeps by scripts/fetch_pydeps.sh. Where they are absent these cases are skipped
+    build/pydeps by scripts/setup/fetch_pydeps.sh. Where they are absent these cases are skipped
     (a line on stderr says so); the C test then reports them as skipped.
 BatchNorm statistics and affine parameters are randomised too, so that eval-mode BN is tested.
 
-Usage: /usr/bin/python3 scripts/twin_backbone.py --out DIR [--cases a,b] [--pydeps DIR]
+Usage: /usr/bin/python3 scripts/twins/twin_backbone.py --out DIR [--cases a,b] [--pydeps DIR]
 Exit 77 when torch itself is missing.
 """
 import argparse
@@ -39,7 +39,7 @@ except ImportError as e:  # pragma: no cover
     sys.exit(77)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCE = os.path.dirname(HERE)
+SOURCE = os.path.dirname(os.path.dirname(HERE))
 
 # name: (arch, image size, batch, seed)
 CASES = {
@@ -207,7 +207,7 @@ def run_case(name, arch, size, batch, seed, out_dir, pydeps):
         EfficientNet, err = load_port(arch, pydeps)
         if EfficientNet is None:
             print("twin_backbone: skipping %s: the EfficientNet port is not installed (%s); run "
-                  "scripts/fetch_pydeps.sh" % (name, err), file=sys.stderr)
+                  "scripts/setup/fetch_pydeps.sh" % (name, err), file=sys.stderr)
             return False
         model = EfficientNet.from_name(arch)   # note: never set_swish(): on lite it replaces ReLU6
         with torch.no_grad():

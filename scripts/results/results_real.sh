@@ -5,7 +5,7 @@
 # ../shared/ANCHORS.md), each evaluated at the images' original size and at 224 px (UniAD's
 # protocol). CPU: about 1 hour per run on 2 idle cores (base stage only: --stage base).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 BIN="${DRDC_BIN:-build/drdc}"
 OUT="${RESULTS_DIR:-docs/results}"
 mkdir -p "$OUT"

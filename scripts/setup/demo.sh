@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# demo.sh: installs and builds (scripts/setup.sh), then runs the main job on the built-in demo
+# demo.sh: installs and builds (scripts/setup/setup.sh), then runs the main job on the built-in demo
 # data: a synthetic dataset (drdc synth), one multi-class model trained on all its categories
 # (configs/tiny.json: base transformer, then the diffusion refiner), evaluation of base and
 # DRDC side by side, and heatmaps for a folder of test images. Takes a few minutes on 2 cores.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-bash scripts/setup.sh drdc
+cd "$(dirname "$0")/../.."
+bash scripts/setup/setup.sh drdc
 BIN="${DRDC_BUILD_DIR:-build}/drdc"
 "$BIN" --version
 

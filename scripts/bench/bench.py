@@ -2,7 +2,7 @@
 """bench.py: drdc's C inference speed against the PyTorch twins, stage by stage, on the same network.
 
 Runs `drdc bench` (C) with --weights-out, --check-out and --json, then loads exactly those weights
-into the PyTorch twins (scripts/twin_backbone.py, twin_transformer.py, twin_unet.py; the sampler and
+into the PyTorch twins (scripts/twins/twin_backbone.py, twin_transformer.py, twin_unet.py; the sampler and
 the fusion are written batched here, as the C code batches them), checks on the C run's own inputs
 that the twins compute the same outputs (max difference per stage), times the same stages on the
 same batch with the same thread count, and prints per stage: C ms, PyTorch ms, ratio C/PyTorch
@@ -22,7 +22,7 @@ cached here (the same work on both sides). Stages (as `drdc bench`):
 --rounds N alternates C and PyTorch N times (the medians of each side's rounds are compared),
 which evens out a machine whose load changes while the benchmark runs.
 
-Usage: /usr/bin/python3 scripts/bench.py [--drdc build/drdc] [--config configs/tiny.json]
+Usage: /usr/bin/python3 scripts/bench/bench.py [--drdc build/drdc] [--config configs/tiny.json]
        [--batch 8] [--size PX] [--iters 5] [--warmup 1] [--threads N] [--set k=v ...]
        [--rounds 1] [--stages LIST] [--json OUT.json] [--keep DIR]
 Exit codes: 0 ok (whatever the ratios), 1 a run failed, 2 usage, 3 the twins disagree with C.
@@ -49,8 +49,8 @@ except ImportError as e:  # pragma: no cover
     sys.exit(77)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCE = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
+SOURCE = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(SOURCE, "scripts", "twins"))
 import twin_backbone  # noqa: E402
 import twin_diffusion  # noqa: E402  (st_read)
 import twin_transformer  # noqa: E402
@@ -86,7 +86,7 @@ class Backbone:
         elif arch.startswith("efficientnet"):
             EfficientNet, err = twin_backbone.load_port(arch, pydeps)
             if EfficientNet is None:
-                raise SystemExit("bench.py: %s needs the EfficientNet port (scripts/fetch_pydeps.sh): %s" % (arch, err))
+                raise SystemExit("bench.py: %s needs the EfficientNet port (scripts/setup/fetch_pydeps.sh): %s" % (arch, err))
             self.model = EfficientNet.from_name(arch)
             self.kind = "effnet"
             native = self.model._global_params.image_size

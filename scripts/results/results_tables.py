@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """results_tables.py: the markdown tables of docs/RESULTS.md (issue 6) from the JSON files that
-scripts/results_drdc.sh writes with `drdc eval --json` (standard library only).
+scripts/results/results_drdc.sh writes with `drdc eval --json` (standard library only).
 
-    python3 scripts/results_tables.py [docs/results]
+    python3 scripts/results/results_tables.py [docs/results]
 """
 import json
 import os
