@@ -52,9 +52,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(SOURCE, "scripts", "twins"))
 import twin_backbone  # noqa: E402
-import twin_diffusion  # noqa: E402  (st_read)
+import twin_diffusion  # noqa: E402
 import twin_transformer  # noqa: E402
 import twin_unet  # noqa: E402
+from stio import st_read  # noqa: E402
 
 STAGES = ["backbone", "transformer", "unet", "drdc", "fusion"]
 
@@ -384,9 +385,9 @@ def main():
             if pipe is None:
                 threads = int(c_runs[0]["threads"])
                 torch.set_num_threads(threads)
-                tensors, meta = twin_diffusion.st_read(os.path.join(tmp, "weights.safetensors"))
+                tensors, meta = st_read(os.path.join(tmp, "weights.safetensors"), torch.from_numpy)
                 cfg = json.loads(meta["config"])
-                chk, _ = twin_diffusion.st_read(os.path.join(tmp, "check.safetensors"))
+                chk, _ = st_read(os.path.join(tmp, "check.safetensors"), torch.from_numpy)
                 cache_neighbor_mask()
                 pipe = Pipeline(cfg, tensors, a.pydeps)
                 print("\nPyTorch %s, %d threads, OMP_WAIT_POLICY=%s; twins vs C on the C run's inputs:"

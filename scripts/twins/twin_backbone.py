@@ -24,9 +24,7 @@ Usage: /usr/bin/python3 scripts/twins/twin_backbone.py --out DIR [--cases a,b] [
 Exit 77 when torch itself is missing.
 """
 import argparse
-import json
 import os
-import struct
 import sys
 
 try:
@@ -40,6 +38,8 @@ except ImportError as e:  # pragma: no cover
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+from stio import st_write  # noqa: E402
 
 # name: (arch, image size, batch, seed)
 CASES = {
@@ -57,33 +57,6 @@ MNV2_BLOCKS = [1, 3, 6, 13]
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
-
-
-# ---- safetensors writer (numpy + struct + json) -------------------------------------------
-_DTYPES = {np.dtype("float32"): "F32", np.dtype("int64"): "I64", np.dtype("float64"): "F64"}
-
-
-def write_safetensors(path, tensors, metadata):
-    header = {"__metadata__": {k: str(v) for k, v in metadata.items()}}
-    blobs, offset = [], 0
-    for name, arr in tensors.items():
-        arr = np.ascontiguousarray(arr)
-        if arr.dtype not in _DTYPES:
-            raise ValueError("%s: unsupported dtype %s" % (name, arr.dtype))
-        data = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
-        header[name] = {"dtype": _DTYPES[arr.dtype], "shape": list(arr.shape),
-                        "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * ((8 - len(text) % 8) % 8)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for b in blobs:
-            f.write(b)
-    os.replace(tmp, path)
 
 
 # ---- MobileNetV2, from ../shared/weights/README.md ------------------------------------------
@@ -231,7 +204,8 @@ def run_case(name, arch, size, batch, seed, out_dir, pydeps):
                 h.remove()
         feats = torch.cat([F.interpolate(outs[i], size=(size // 16, size // 16), mode="bilinear",
                                          align_corners=True) for i in blocks], dim=1)
-    tensors = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    # 0-dim buffers (BatchNorm's num_batches_tracked, which drdc ignores) as shape [1], as always
+    tensors = {k: np.atleast_1d(v.detach().numpy()) for k, v in model.state_dict().items()}
     tensors["twin.input"] = images.numpy()
     for i in blocks:
         tensors["twin.block.%d" % i] = outs[i].numpy()
@@ -240,7 +214,7 @@ def run_case(name, arch, size, batch, seed, out_dir, pydeps):
     meta = {"arch": arch, "image_size": size, "blocks": ",".join(str(b) for b in blocks),
             "channels": feats.shape[1]}
     path = os.path.join(out_dir, name + ".safetensors")
-    write_safetensors(path, tensors, meta)
+    st_write(path, tensors, meta)
     print("twin_backbone: %s: %s %dpx batch %d blocks %s -> features %s" %
           (name, arch, size, batch, meta["blocks"], list(feats.shape)))
     return True

@@ -26,50 +26,18 @@ fusion IN:  x [B,3,H,W], x_hat [B,G,S,3,H,W], h_base [B,1,H,W], scales [n] (F64)
             stats [4] (F64: mean, std of h_diff_f; mean, std of h_base; numpy, population std),
             quantiles [q] (F64, numpy.quantile linear)
 
-Run with Debian's /usr/bin/python3 (torch 1.13, numpy). Safetensors I/O by numpy/struct/json.
+Run with Debian's /usr/bin/python3 (torch 1.13, numpy). Safetensors I/O: stio.py beside it.
 """
-import json
 import math
-import struct
+import os
 import sys
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-NP = {"F32": np.float32, "F64": np.float64, "I64": np.int64}
-NAMES = {np.dtype(np.float32): "F32", np.dtype(np.float64): "F64", np.dtype(np.int64): "I64"}
-
-
-def st_read(path):
-    blob = open(path, "rb").read()
-    (n,) = struct.unpack("<Q", blob[:8])
-    header = json.loads(blob[8:8 + n].decode("utf-8"))
-    data = blob[8 + n:]
-    meta = header.pop("__metadata__", {})
-    out = {}
-    for name, e in header.items():
-        b, end = e["data_offsets"]
-        arr = np.frombuffer(data[b:end], dtype=np.dtype(NP[e["dtype"]]).newbyteorder("<"))
-        out[name] = torch.from_numpy(arr.reshape(e["shape"]).copy())
-    return out, meta
-
-
-def st_write(path, tensors):
-    arrays = {k: np.ascontiguousarray(v.numpy() if torch.is_tensor(v) else v) for k, v in tensors.items()}
-    order = sorted(arrays, key=lambda k: (-arrays[k].dtype.itemsize, k))
-    header, offset = {}, 0
-    for k in order:
-        a = arrays[k]
-        header[k] = {"dtype": NAMES[a.dtype], "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
-        offset += a.nbytes
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for k in order:
-            f.write(arrays[k].astype(arrays[k].dtype.newbyteorder("<")).tobytes())
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from stio import st_read, st_write  # noqa: E402
 
 
 # ---- diffusion ---------------------------------------------------------------------------------
@@ -179,7 +147,7 @@ def main():
         print(__doc__, file=sys.stderr)
         sys.exit(2)
     torch.set_num_threads(1)
-    inp, meta = st_read(sys.argv[2])
+    inp, meta = st_read(sys.argv[2], torch.from_numpy)
     with torch.no_grad():
         out = (ddim if sys.argv[1] == "ddim" else fusion)(inp, meta)
     st_write(sys.argv[3], out)

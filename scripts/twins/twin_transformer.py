@@ -25,12 +25,15 @@ Dropout is 0 in the twin (dropout masks cannot be shared with C); the jitter noi
 """
 import argparse
 import json
-import struct
+import os
+import sys
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from stio import st_write  # noqa: E402
 
 
 # ---- UniAD's reconstruction module ---------------------------------------------------------
@@ -190,24 +193,6 @@ class UniAD(nn.Module):
         return rec.permute(1, 2, 0).reshape(features.shape[0], -1, h, w)   # B x C x h x w
 
 
-# ---- safetensors writer (numpy + struct + json) ------------------------------------------
-
-def write_safetensors(path, tensors, metadata):
-    header, blobs, offset = {"__metadata__": metadata}, [], 0
-    for name, t in tensors.items():
-        a = np.array(t.detach().cpu().numpy(), dtype="<f4", order="C")   # keeps 0-dim shapes
-        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
-        blobs.append(a.tobytes())
-        offset += a.nbytes
-    text = json.dumps(header).encode()
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for b in blobs:
-            f.write(b)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
@@ -270,7 +255,7 @@ def main():
     for name, p in params.items():
         out["step1." + name] = p.detach().clone()
 
-    write_safetensors(a.out, out, {"format": "drdc-twin-transformer", "args": json.dumps(vars(a))})
+    st_write(a.out, out, {"format": "drdc-twin-transformer", "args": json.dumps(vars(a))}, dtype="<f4")
 
 
 if __name__ == "__main__":

@@ -24,13 +24,16 @@ attention_resolutions (downsample rates) as image_size // res.
 import argparse
 import json
 import math
-import struct
+import os
+import sys
 from abc import abstractmethod
 
-import numpy as np
 import torch as th
 import torch.nn as nn
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from stio import st_write  # noqa: E402
 
 
 # ---- guided_diffusion/nn.py --------------------------------------------------------------
@@ -281,24 +284,6 @@ def drdc_eps(model, x_t, t, cond, conditioned=True):
     return model(th.cat([x_t, cond], dim=1) if conditioned else x_t, t)
 
 
-# ---- safetensors writer (numpy + struct + json) ------------------------------------------
-
-def write_safetensors(path, tensors, metadata):
-    header, blobs, offset = {"__metadata__": metadata}, [], 0
-    for name, t in tensors.items():
-        a = np.array(t.detach().cpu().numpy(), dtype="<f4", order="C")   # keeps 0-dim shapes
-        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
-        blobs.append(a.tobytes())
-        offset += a.nbytes
-    text = json.dumps(header).encode()
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for b in blobs:
-            f.write(b)
-
-
 def randomise(model):
     """Every parameter random: weights U(+-1/sqrt(fan_in)) (the zero_module layers included),
     GroupNorm weights 1 + 0.1 N(0,1), biases 0.1 N(0,1)."""
@@ -363,7 +348,7 @@ def main():
     for name, p in model.named_parameters():
         out["grad." + name] = p.grad.clone()
 
-    write_safetensors(a.out, out, {"format": "drdc-twin-unet", "args": json.dumps(vars(a))})
+    st_write(a.out, out, {"format": "drdc-twin-unet", "args": json.dumps(vars(a))}, dtype="<f4")
 
 
 if __name__ == "__main__":
