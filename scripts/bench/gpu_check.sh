@@ -104,8 +104,8 @@ manual_build() {   # g++/gcc straight against the torch package's libtorch (no C
     g++ -O2 -std=c++17 -D_GLIBCXX_USE_CXX11_ABI="$abi" "${cuda_def[@]}" -I"$ROOT/include" -isystem "$inc" \
         -isystem "$inc/torch/csrc/api/include" -c "$ROOT/src/shim/shim.cpp" -o "$obj/shim.o" || return 1
     gcc "${cflags[@]}" -c "$ROOT/src/main.c" -o "$obj/main.o" || return 1
-    gcc "${cflags[@]}" -I"$ROOT/tests" -c "$ROOT/tests/test_shim.c" -o "$obj/test_shim.o" || return 1
-    gcc "${cflags[@]}" -I"$ROOT/tests" -c "$ROOT/tests/testlib.c" -o "$obj/testlib.o" || return 1
+    gcc "${cflags[@]}" -I"$ROOT/tests" -c "$ROOT/tests/unit/test_shim.c" -o "$obj/test_shim.o" || return 1
+    gcc "${cflags[@]}" -I"$ROOT/tests" -c "$ROOT/tests/lib/testlib.c" -o "$obj/testlib.o" || return 1
     local core=()
     for o in "$obj"/*.o; do case "$o" in */main.o|*/test_shim.o|*/testlib.o) ;; *) core+=("$o") ;; esac; done
     # shellcheck disable=SC2054  # -Wl,-rpath,DIR is one argument

@@ -8,7 +8,7 @@ resblock_updown=False, num_head_channels given, use_new_attention_order=False
 memory, not values). Module and parameter names are guided-diffusion's, so the state dict is the
 one the C model loads. DRDC's input is concat(x_t, cond) on channels (6 in, 3 out).
 
-Built tiny and seeded, it writes one safetensors file (all F32) that tests/test_unet.c reads:
+Built tiny and seeded, it writes one safetensors file (all F32) that tests/golden/test_unet.c reads:
   param.<name>   every weight, RANDOMISED (the zero_module layers too, else eps would be 0)
   input.x_t      [B,3,H,W]   input.cond [B,3,H,W]   input.t [B] (integer values)
   input.target   [B,3,H,W]   the regression target of the loss

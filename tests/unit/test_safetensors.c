@@ -1,6 +1,6 @@
 /* test_safetensors.c: the safetensors reader and writer: round trip, every corrupt-header check
  * with its own message, atomic replacement, half-precision conversions, and interoperability
- * with a Python twin (tests/st_interop.py, numpy + struct + json). */
+ * with a Python twin (tests/unit/st_interop.py, numpy + struct + json). */
 #include "testlib.h"
 
 #include "drdc/formats/safetensors.h"
@@ -441,7 +441,7 @@ static void test_python_interop(void) {
     const char *script_dir = test_source_dir();
 
     /* Python writes, C reads */
-    CHECK(test_system("'%s' '%s/tests/st_interop.py' write '%s'", python(), script_dir, from_py) == 0);
+    CHECK(test_system("'%s' '%s/tests/unit/st_interop.py' write '%s'", python(), script_dir, from_py) == 0);
     drdc_st_file *f = NULL;
     CHECK_OK(drdc_st_open(&f, from_py));
     if (f) {
@@ -488,7 +488,7 @@ static void test_python_interop(void) {
     CHECK_OK(drdc_st_writer_set_meta(w, "unicode", "gr\xc3\xbc\xc3\x9f" "e"));
     CHECK_OK(drdc_st_writer_write(w, from_c));
     drdc_st_writer_free(w);
-    CHECK(test_system("'%s' '%s/tests/st_interop.py' check '%s'", python(), script_dir, from_c) == 0);
+    CHECK(test_system("'%s' '%s/tests/unit/st_interop.py' check '%s'", python(), script_dir, from_c) == 0);
 }
 
 static void test_real_weights_if_present(void) {

@@ -1,4 +1,4 @@
-/* test_pth.c: the .pth importer (src/pth.c) against files written by real torch (tests/pth_make.py
+/* test_pth.c: the .pth importer (src/pth.c) against files written by real torch (tests/unit/pth_make.py
  * run with $DRDC_PYTHON): zip, ZIP64 and legacy formats, every dtype, views, empty and 0-d tensors,
  * nested dicts, a conv net's state dict; conversion to safetensors; and corrupt inputs (truncated
  * at every length, flipped bytes, wrong magic, unknown globals, hand-made hostile pickles), each of
@@ -18,7 +18,7 @@ static void make_files(void) {
     const char *py = getenv("DRDC_PYTHON");
     if (!py || !*py) test_skip("DRDC_PYTHON is not set (ctest sets it to a python3 with torch)");
     snprintf(g_dir, sizeof g_dir, "%s", test_tmpdir("pth"));
-    int rc = test_system("'%s' '%s/tests/pth_make.py' '%s'", py, test_source_dir(), g_dir);
+    int rc = test_system("'%s' '%s/tests/unit/pth_make.py' '%s'", py, test_source_dir(), g_dir);
     if (rc == 77) test_skip("pth_make.py: torch is not importable by $DRDC_PYTHON");
     if (rc != 0) {
         fprintf(stderr, "pth_make.py failed with status %d\n", rc);

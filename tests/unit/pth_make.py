@@ -1,4 +1,4 @@
-"""pth_make.py: writes the .pth files that tests/test_pth.c reads, with the expected tensors.
+"""pth_make.py: writes the .pth files that tests/unit/test_pth.c reads, with the expected tensors.
 
 Usage: pth_make.py OUTDIR   (run with Debian's python3, which has torch; exits 77 without torch)
 
