@@ -56,41 +56,6 @@ static int run_twin(void) {
     return twin_state;
 }
 
-/* max |got - want| / max |want| over the tensor, printed; must be below 1e-4 */
-static void compare(const char *case_name, const char *what, dt_tensor got, const drdc_st_tensor *want) {
-    CHECK(want != NULL);
-    if (!got || !want) return;
-    int64_t shape[8];
-    int nd = dt_ndim(got);
-    CHECK_OK(dt_shape(shape, 8, got));
-    int same = nd == want->ndim;
-    for (int d = 0; same && d < nd; d++) same = shape[d] == want->shape[d];
-    if (!same) {
-        fprintf(stderr, "%s %s: shape differs from the twin's (%s)\n", case_name, what, want->name);
-        CHECK(same);
-        return;
-    }
-    size_t n = (size_t)want->numel;
-    float *a = malloc(sizeof(float) * n), *b = malloc(sizeof(float) * n);
-    CHECK(a && b);
-    if (a && b) {
-        CHECK_OK(dt_copy_to_host(got, a, sizeof(float) * n));
-        CHECK_OK(drdc_st_to_f32(want, b, n));
-        double diff = 0, ref = 0;
-        for (size_t i = 0; i < n; i++) {
-            double d = fabs((double)a[i] - (double)b[i]);
-            if (d > diff || d != d) diff = d;
-            if (fabs((double)b[i]) > ref) ref = fabs((double)b[i]);
-        }
-        double rel = ref > 0 ? diff / ref : diff;
-        printf("  %-22s %-14s max|diff| %.3e  max|ref| %.3e  rel %.3e\n", case_name, what, diff, ref, rel);
-        CHECK(rel < 1e-4);
-        CHECK(ref > 0);   /* an all-zero reference would compare nothing */
-    }
-    free(a);
-    free(b);
-}
-
 /* Loads the twin's weights into the C model, runs its input, compares blocks, features, logits. */
 static void twin_case(const char *name) {
     if (run_twin() < 0) return;
@@ -140,18 +105,20 @@ static void twin_case(const char *name) {
     free(buf);
     if (images) {
         dt_tensor outs[DRDC_MAX_LIST] = {0}, feats = NULL, logits = NULL;
+        char tname[64], label[160];   /* every output within 1e-4 of the twin's, relative to max |twin| */
         CHECK_OK(drdc_backbone_blocks_out(outs, bb.n_feat, &bb, images));
         for (int i = 0; i < bb.n_feat; i++) {
-            char tname[64], what[32];
             snprintf(tname, sizeof tname, "twin.block.%d", bb.feat_blocks[i]);
-            snprintf(what, sizeof what, "block %d", bb.feat_blocks[i]);
-            compare(name, what, outs[i], drdc_st_find(f, tname));
+            snprintf(label, sizeof label, "%s block %d", name, bb.feat_blocks[i]);
+            test_compare_tensor(label, outs[i], f, tname, 1e-4);
             dt_free(outs[i]);
         }
         CHECK_OK(drdc_backbone_features(&feats, &bb, images));
-        compare(name, "features", feats, drdc_st_find(f, "twin.features"));
+        snprintf(label, sizeof label, "%s features", name);
+        test_compare_tensor(label, feats, f, "twin.features", 1e-4);
         CHECK_OK(drdc_backbone_classify(&logits, &bb, images));
-        compare(name, "logits", logits, drdc_st_find(f, "twin.logits"));
+        snprintf(label, sizeof label, "%s logits", name);
+        test_compare_tensor(label, logits, f, "twin.logits", 1e-4);
         dt_free(feats);
         dt_free(logits);
         dt_free(images);

@@ -788,27 +788,6 @@ static int add_tensor(drdc_st_writer *w, const char *name, dt_tensor t) {
     return st != DRDC_OK;
 }
 
-/* Compares a tensor with the twin's: max |a - b| / max(1e-3, max |b|) <= tol. */
-static void compare(const char *label, dt_tensor got, const drdc_st_file *f, const char *name, double tol) {
-    const drdc_st_tensor *want = NULL;
-    CHECK_OK(drdc_st_get(f, name, &want));
-    if (!want || !got) return;
-    CHECK(want->numel == dt_numel(got));
-    if (want->numel != dt_numel(got)) return;
-    float *w = malloc(sizeof(float) * (size_t)want->numel), *g = to_host(got);
-    CHECK_OK(drdc_st_to_f32(want, w, (size_t)want->numel));
-    double md = 0, mw = 1e-3;
-    for (int64_t i = 0; i < want->numel; i++) {
-        double d = fabs((double)g[i] - w[i]);
-        if (!(d <= md)) md = d;
-        if (fabs(w[i]) > mw) mw = fabs(w[i]);
-    }
-    printf("  %-16s max diff %.3g (relative %.3g)\n", label, md, md / mw);
-    CHECK(md / mw <= tol);
-    free(w);
-    free(g);
-}
-
 static void test_matches_twin(void) {
     const char *py = getenv("DRDC_PYTHON");
     if (!py || !*py) py = "/usr/bin/python3";
@@ -883,7 +862,7 @@ static void test_matches_twin(void) {
                 CHECK(v == ts[i]);
             }
         }
-        compare("q_sample", qs_xt, f, "qs_xt", 1e-5);
+        test_compare_tensor("q_sample", qs_xt, f, "qs_xt", 1e-5);
         drdc_refine_opts o;
         opts_set(&o, tau, S, K, G, grids, &gv);
         o.sampler.chunk = 3;
@@ -898,8 +877,8 @@ static void test_matches_twin(void) {
             o.sampler.clip_x0 = variants[v].clip;
             dt_tensor x_hat = NULL, fin = NULL;
             CHECK_OK(drdc_diffusion_refine(&x_hat, &fin, NULL, &s, conv_net, &cc, x, &o));
-            compare(nh, x_hat, f, nh, 1e-4);
-            compare(nf, fin, f, nf, 1e-4);
+            test_compare_tensor(nh, x_hat, f, nh, 1e-4);
+            test_compare_tensor(nf, fin, f, nf, 1e-4);
             dt_free(x_hat), dt_free(fin);
         }
         drdc_st_close(f);

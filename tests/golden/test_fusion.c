@@ -38,25 +38,6 @@ static int add_f32(drdc_st_writer *w, const char *name, dt_tensor t) {
     return st != DRDC_OK;
 }
 
-static void compare(const char *label, dt_tensor got, const drdc_st_file *f, const char *name, double tol) {
-    const drdc_st_tensor *want = NULL;
-    CHECK_OK(drdc_st_get(f, name, &want));
-    if (!want || !got) return;
-    CHECK(want->numel == dt_numel(got));
-    if (want->numel != dt_numel(got)) return;
-    float *w = malloc(sizeof(float) * (size_t)want->numel), *g = to_host(got);
-    CHECK_OK(drdc_st_to_f32(want, w, (size_t)want->numel));
-    double md = 0, mw = 1e-3;
-    for (int64_t i = 0; i < want->numel; i++) {
-        double d = fabs((double)g[i] - w[i]);
-        if (!(d <= md)) md = d;
-        if (fabs(w[i]) > mw) mw = fabs(w[i]);
-    }
-    printf("  %-10s max diff %.3g (relative %.3g)\n", label, md, md / mw);
-    CHECK(md / mw <= tol);
-    free(w), free(g);
-}
-
 static double f64_at(const drdc_st_tensor *t, int i) {
     double v;
     memcpy(&v, (const char *)t->data + 8 * i, 8);
@@ -120,12 +101,12 @@ static void test_matches_twin(void) {
         o.standardize = 0;
         CHECK_OK(drdc_fusion_final(&heat_none, &score_none, h_diff_f, h_base, &o));
         CHECK(dt_live_handles() == live + 6);
-        compare("h_diff", h_diff, f, "h_diff", 1e-4);
-        compare("h_diff_f", h_diff_f, f, "h_diff_f", 1e-4);
-        compare("heat", heat, f, "heat", 1e-4);
-        compare("heat_none", heat_none, f, "heat_none", 1e-4);
-        compare("score", score, f, "score", 1e-4);
-        compare("score_none", score_none, f, "score_none", 1e-4);
+        test_compare_tensor("h_diff", h_diff, f, "h_diff", 1e-4);
+        test_compare_tensor("h_diff_f", h_diff_f, f, "h_diff_f", 1e-4);
+        test_compare_tensor("heat", heat, f, "heat", 1e-4);
+        test_compare_tensor("heat_none", heat_none, f, "heat_none", 1e-4);
+        test_compare_tensor("score", score, f, "score", 1e-4);
+        test_compare_tensor("score_none", score_none, f, "score_none", 1e-4);
         /* statistics over the batch, added in two pieces, against numpy's */
         const drdc_st_tensor *ts = NULL, *tq = NULL;
         CHECK_OK(drdc_st_expect(f, "stats", 1, (const int64_t[]){4}, &ts));
