@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # gpu_check.sh: the CUDA check of drdc, for a machine with an NVIDIA GPU and a PyTorch pip install
 # (whose libtorch, headers and CMake files drdc builds against). In about 10 minutes it:
-#   1. finds libtorch inside the Python torch package (torch/share/cmake) and the GPU's compute
-#      capability, configures a separate build folder (build-cuda) and builds drdc and test_shim
-#      (if CMake cannot configure, e.g. no CUDA toolkit for Torch's CMake files, it builds with g++
-#      directly against the same libtorch);
+#   1. builds drdc and test_shim in a separate build folder (build-cuda) with the project's own
+#      CMake build against the libtorch inside the Python torch package, as README.md's
+#      "Building elsewhere" says: cmake -S . -B build-cuda -DCMAKE_PREFIX_PATH=<torch's
+#      torch.utils.cmake_prefix_path>, then cmake --build (the GPU's compute capability, when
+#      known, is handed to Torch's CMake files);
 #   2. `drdc --version` must list cuda:0;
 #   3. runs test_shim (its CUDA test runs when a GPU is seen);
 #   4. `drdc bench` on configs/tiny.json on cpu and on cuda, each writing every stage's inputs and
@@ -38,7 +39,7 @@ while [ $# -gt 0 ]; do
         --no-build) DO_BUILD=0; shift ;;
         --build-dir) BUILD="$2"; shift 2 ;;
         --work) WORK="$2"; shift 2 ;;
-        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^# Exit code/p' "$0"; exit 0 ;;
         *) echo "gpu_check: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -79,42 +80,6 @@ fi
 [ -n "$ARCH" ] && echo "compute capability: $ARCH"
 
 # ---- 1. build -----------------------------------------------------------------------------------
-manual_build() {   # g++/gcc straight against the torch package's libtorch (no CMake package needed)
-    local inc="$TORCH_DIR/include" lib="$TORCH_DIR/lib" obj="$BUILD/manual" abi cuda_def=() cuda_libs=()
-    abi="$("$PY" -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))')"
-    mkdir -p "$obj"
-    if [ -e "$lib/libtorch_cuda.so" ]; then
-        cuda_def=(-DDRDC_WITH_CUDA)
-        # shellcheck disable=SC2054  # -Wl,... is one argument
-        cuda_libs=(-Wl,--no-as-needed -ltorch_cuda -lc10_cuda -Wl,--as-needed)   # keep the CUDA backend linked
-    fi
-    local cflags=(-O2 -std=gnu11 -Wall -Wextra -I"$ROOT/include" -DDRDC_VERSION="\"0.1.0\"")
-    local stb_impl=()
-    if ! ls /usr/lib/*/libstb.so >/dev/null 2>&1; then stb_impl=("$ROOT/src/third_party/stb_impl.c"); fi
-    local stb_inc="/usr/include/stb"
-    local pids=() f o
-    for f in "$ROOT"/src/*.c "${stb_impl[@]}"; do
-        [ "$(basename "$f")" = main.c ] && continue
-        o="$obj/$(basename "$f" .c).o"
-        gcc "${cflags[@]}" -I"$stb_inc" -c "$f" -o "$o" &
-        pids+=($!)
-        if [ ${#pids[@]} -ge "$(nproc)" ]; then wait "${pids[0]}" || return 1; pids=("${pids[@]:1}"); fi
-    done
-    for p in "${pids[@]}"; do wait "$p" || return 1; done
-    g++ -O2 -std=c++17 -D_GLIBCXX_USE_CXX11_ABI="$abi" "${cuda_def[@]}" -I"$ROOT/include" -isystem "$inc" \
-        -isystem "$inc/torch/csrc/api/include" -c "$ROOT/src/shim/shim.cpp" -o "$obj/shim.o" || return 1
-    gcc "${cflags[@]}" -c "$ROOT/src/main.c" -o "$obj/main.o" || return 1
-    gcc "${cflags[@]}" -I"$ROOT/tests" -c "$ROOT/tests/unit/test_shim.c" -o "$obj/test_shim.o" || return 1
-    gcc "${cflags[@]}" -I"$ROOT/tests" -c "$ROOT/tests/lib/testlib.c" -o "$obj/testlib.o" || return 1
-    local core=()
-    for o in "$obj"/*.o; do case "$o" in */main.o|*/test_shim.o|*/testlib.o) ;; *) core+=("$o") ;; esac; done
-    # shellcheck disable=SC2054  # -Wl,-rpath,DIR is one argument
-    local libs=(-L"$lib" -Wl,-rpath,"$lib" "${cuda_libs[@]}" -ltorch -ltorch_cpu -lc10 -lcjson -lpthread -lm)
-    ls /usr/lib/*/libstb.so >/dev/null 2>&1 && libs+=(-lstb)
-    g++ -o "$BUILD/drdc" "$obj/main.o" "${core[@]}" "${libs[@]}" || return 1
-    g++ -o "$BUILD/test_shim" "$obj/test_shim.o" "$obj/testlib.o" "${core[@]}" "${libs[@]}" || return 1
-}
-
 if [ "$DO_BUILD" = 1 ]; then
     t0=$(now)
     missing=()
@@ -127,25 +92,24 @@ if [ "$DO_BUILD" = 1 ]; then
         record "build (build-cuda)" FAIL $(( $(now) - t0 )) "missing: ${missing[*]} (apt-get install libcjson-dev libstb-dev cmake g++)"
     else
         args=(-DCMAKE_BUILD_TYPE=Release)
-        [ -n "$TORCH_DIR" ] && [ -d "$TORCH_DIR/share/cmake" ] && args+=(-DCMAKE_PREFIX_PATH="$TORCH_DIR/share/cmake")
+        TORCH_CMAKE="$("$PY" -c 'import torch; print(torch.utils.cmake_prefix_path)' 2>/dev/null || true)"
+        if [ -n "$TORCH_CMAKE" ] && [ -d "$TORCH_CMAKE" ]; then
+            args+=(-DCMAKE_PREFIX_PATH="$TORCH_CMAKE")
+        else
+            TORCH_CMAKE=""   # e.g. Debian's python3-torch: CMake finds the system libtorch-dev
+        fi
         if [ -n "$ARCH" ]; then
             args+=(-DCMAKE_CUDA_ARCHITECTURES="$ARCH")
             export TORCH_CUDA_ARCH_LIST="${ARCH:0:${#ARCH}-1}.${ARCH: -1}"   # 90 -> 9.0 (Torch's CMake reads it)
         fi
-        how=cmake
-        if cmake -S "$ROOT" -B "$BUILD" "${args[@]}" >"$WORK/configure.log" 2>&1; then
-            cmake --build "$BUILD" -j"$(nproc)" --target drdc test_shim >"$WORK/build.log" 2>&1 || how=failed
-        else
-            echo "gpu_check: CMake could not configure (tail of $WORK/configure.log below); building with g++ directly"
-            tail -15 "$WORK/configure.log"
-            how=manual
-            if [ -z "$TORCH_DIR" ] || ! manual_build >"$WORK/build.log" 2>&1; then how=failed; fi
-        fi
-        if [ "$how" = failed ]; then
+        if ! cmake -S "$ROOT" -B "$BUILD" "${args[@]}" >"$WORK/configure.log" 2>&1; then
+            tail -30 "$WORK/configure.log"
+            record "build (build-cuda)" FAIL $(( $(now) - t0 )) "configure failed, see $WORK/configure.log"
+        elif ! cmake --build "$BUILD" -j"$(nproc)" --target drdc test_shim >"$WORK/build.log" 2>&1; then
             tail -30 "$WORK/build.log"
             record "build (build-cuda)" FAIL $(( $(now) - t0 )) "see $WORK/build.log"
         else
-            record "build (build-cuda)" PASS $(( $(now) - t0 )) "$how, libtorch from ${TORCH_DIR:-the system}"
+            record "build (build-cuda)" PASS $(( $(now) - t0 )) "libtorch from ${TORCH_CMAKE:-the system}"
         fi
     fi
 fi
