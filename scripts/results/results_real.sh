@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# results_real.sh: the real-data base-model runs of docs/RESULTS.md (issue 4): one multi-class
+# results_real.sh: the real-data base-model runs of docs/RESULTS.md ("Base model"): one multi-class
 # model on ../shared/data (kolektorsdd + magnetic_tile together, MobileNetV2 features, 224 px),
 # with ImageNet weights (9 epochs) and with a random frozen backbone (3 epochs, the control of
 # ../shared/ANCHORS.md), each evaluated at the images' original size and at 224 px (UniAD's

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""results_tables.py: the markdown tables of docs/RESULTS.md (issue 6) from the JSON files that
-scripts/results/results_drdc.sh writes with `drdc eval --json` (standard library only).
+"""results_tables.py: the markdown tables of docs/RESULTS.md ("Full DRDC on real data") from the
+JSON files that scripts/results/results_drdc.sh writes with `drdc eval --json` (standard library
+only).
 
     python3 scripts/results/results_tables.py [docs/results]
 """

@@ -1,4 +1,4 @@
-/* test_killresume.c: issue 7, crash and resume. `drdc train` is killed with SIGKILL at moments
+/* test_killresume.c: crash and resume. `drdc train` is killed with SIGKILL at moments
  * drawn at random inside chosen phases (base epochs and their checkpoint writes, refiner steps
  * with a checkpoint after every step, the final calibration and model write, and once anywhere),
  * sometimes twice in one run; after every kill the checkpoint and model, when present, must open

@@ -1,4 +1,4 @@
-/* test_robustness.c: issue 7, bad input through the drdc binary. One test per bad input: broken
+/* test_robustness.c: bad input through the drdc binary. One test per bad input: broken
  * images (`infer --image`, and inside a dataset for `train` and `eval`), broken datasets, broken
  * configs (`train --config`), broken or mismatched model files, a diverging loss, a full disk, and
  * the stale temporary files of a killed run. Each checks the exit code (2: the user's input is
