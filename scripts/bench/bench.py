@@ -8,7 +8,7 @@ that the twins compute the same outputs (max difference per stage), times the sa
 same batch with the same thread count, and prints per stage: C ms, PyTorch ms, ratio C/PyTorch
 (wall clock and process CPU time).
 
-Fairness: drdc re-executes itself with OMP_WAIT_POLICY=PASSIVE (src/main.c) because spinning
+Fairness: drdc re-executes itself with OMP_WAIT_POLICY=PASSIVE (src/commands/main.c) because spinning
 OpenMP threads cost a 6x slowdown on a shared 2-core machine; this script does the same (it
 re-executes itself with that variable before torch is loaded), so both sides run the same libgomp
 policy. Debian's python3-torch and drdc link the same libtorch_cpu 1.13 (and OpenBLAS). UniAD's
@@ -87,7 +87,8 @@ class Backbone:
         elif arch.startswith("efficientnet"):
             EfficientNet, err = twin_backbone.load_port(arch, pydeps)
             if EfficientNet is None:
-                raise SystemExit("bench.py: %s needs the EfficientNet port (scripts/setup/fetch_pydeps.sh): %s" % (arch, err))
+                raise SystemExit("bench.py: %s needs the EfficientNet port (scripts/setup/fetch_pydeps.sh): %s"
+                                 % (arch, err))
             self.model = EfficientNet.from_name(arch)
             self.kind = "effnet"
             native = self.model._global_params.image_size

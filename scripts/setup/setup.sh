@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # setup.sh: installs what drdc needs on Debian 12 (apt-get) and builds it into ./build.
-# Usage: bash scripts/setup/setup.sh [TARGET...]   (default: everything, tests included; demo.sh builds only drdc)
+# Usage: bash scripts/setup/setup.sh [TARGET...]
+#   (default: everything, tests included; demo.sh builds only drdc)
 # Safe to run again: packages already present are not reinstalled; the build is incremental.
 #   DRDC_BUILD_DIR   build folder (default: build)
 #   DRDC_CMAKE_ARGS  extra CMake arguments (e.g. -DCMAKE_PREFIX_PATH=/path/to/libtorch)

@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""metrics_ref.py: reference values for drdc's metrics (src/metrics.c), used by tests/unit/test_metrics.c.
+"""metrics_ref.py: reference values for drdc's metrics (src/stages/metrics.c), used by
+tests/unit/test_metrics.c.
 
 Usage: metrics_ref.py IN_DIR OUT.json
 

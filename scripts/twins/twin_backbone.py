@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""twin_backbone.py: the PyTorch twin of src/backbone.c, for tests/golden/test_backbone.c.
+"""twin_backbone.py: the PyTorch twin of src/stages/backbone.c, for tests/golden/test_backbone.c.
 
 For each case it builds a small backbone with random (seeded) weights in PyTorch, runs it on a
 random batch and writes one safetensors file DIR/<case>.safetensors holding

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""twin_diffusion.py: the PyTorch twin of src/diffusion.c and src/fusion.c.
+"""twin_diffusion.py: the PyTorch twin of src/stages/diffusion.c and src/stages/fusion.c.
 
 Written from DESIGN.md section 3 (eqs. 4, 7, 8, 11-17), literally, one (grid, step, scale) at
 a time, so the C code's batching and shortcuts (all runs in one batch, Down(x - x^) for

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""twin_transformer.py: the PyTorch twin of src/transformer.c (DRDC's base model).
+"""twin_transformer.py: the PyTorch twin of src/stages/base.c (DRDC's base model).
 
 A transcription of UniAD's reconstruction module (zhiyuanyou/UniAD,
 models/reconstructions/uniad.py: learned position embedding, neighbour mask, layer-wise

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""twin_unet.py: the PyTorch twin of src/unet.c (DRDC's refiner U-Net, paper 4.5).
+"""twin_unet.py: the PyTorch twin of src/stages/unet.c (DRDC's refiner U-Net, paper 4.5).
 
 A transcription of the subset of openai/guided-diffusion's UNetModel that drdc builds
 (guided_diffusion/unet.py and nn.py): use_scale_shift_norm=True, conv_resample=True,

@@ -1,4 +1,4 @@
-/* test_diffusion.c: the diffusion refiner (src/diffusion.c) with fake networks: an oracle that
+/* test_diffusion.c: the diffusion refiner (src/stages/diffusion.c) with fake networks: an oracle that
  * knows the clean image, a network that reveals which run it serves, a recording network, and
  * against the PyTorch twin (scripts/twins/twin_diffusion.py) for the schedule, q_sample and one DDIM
  * inpainting pass. Also masks, the training batch, batching/chunking and handle leaks. */

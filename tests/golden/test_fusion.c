@@ -1,4 +1,4 @@
-/* test_fusion.c: spatio-temporal fusion (src/fusion.c) against the PyTorch twin
+/* test_fusion.c: spatio-temporal fusion (src/stages/fusion.c) against the PyTorch twin
  * (scripts/twins/twin_diffusion.py fusion: eqs. 14-17 written out per grid, step and scale), plus the
  * normal-statistics accumulator, quantiles, the mean filter's border and the error paths. */
 #include "drdc/stages/fusion.h"

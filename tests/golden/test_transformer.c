@@ -1,4 +1,4 @@
-/* test_transformer.c: the base transformer (src/transformer.c) against its PyTorch twin
+/* test_transformer.c: the base transformer (src/stages/base.c) against its PyTorch twin
  * (scripts/twins/twin_transformer.py, a transcription of UniAD's reconstruction module): neighbour
  * mask, eval reconstruction, anomaly map, training loss, every gradient and one AdamW step, each
  * compared by relative error (max |diff| / max |ref|) with the max difference printed per

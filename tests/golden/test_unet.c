@@ -1,4 +1,4 @@
-/* test_unet.c: the refiner U-Net (src/unet.c) against its PyTorch twin (scripts/twins/twin_unet.py, a
+/* test_unet.c: the refiner U-Net (src/stages/unet.c) against its PyTorch twin (scripts/twins/twin_unet.py, a
  * transcription of guided-diffusion's UNetModel): timestep embedding, output eps, MSE loss and
  * the gradient of every parameter, each compared by relative error (max |diff| / max |ref|) with
  * the max difference printed per tensor. Also: guided-diffusion's initialisation, i64 and float

@@ -1,8 +1,8 @@
-/* test_pth.c: the .pth importer (src/pth.c) against files written by real torch (tests/unit/pth_make.py
- * run with $DRDC_PYTHON): zip, ZIP64 and legacy formats, every dtype, views, empty and 0-d tensors,
- * nested dicts, a conv net's state dict; conversion to safetensors; and corrupt inputs (truncated
- * at every length, flipped bytes, wrong magic, unknown globals, hand-made hostile pickles), each of
- * which must be an error naming the file, never a crash. */
+/* test_pth.c: the .pth importer (src/formats/pth.c) against files written by real torch
+ * (tests/unit/pth_make.py run with $DRDC_PYTHON): zip, ZIP64 and legacy formats, every dtype,
+ * views, empty and 0-d tensors, nested dicts, a conv net's state dict; conversion to safetensors;
+ * and corrupt inputs (truncated at every length, flipped bytes, wrong magic, unknown globals,
+ * hand-made hostile pickles), each of which must be an error naming the file, never a crash. */
 #include "testlib.h"
 
 #include <stdint.h>
