@@ -1,6 +1,6 @@
 /* fuzz_image.c: libFuzzer target for the image loader (include/drdc/image.h): drdc's own
  * header checks (the PNG IHDR size check before stb_image, the truncated-BMP check) and the
- * stb_image decoders behind them. The loader takes a path only (src/image.c exposes no memory
+ * stb_image decoders behind them. The loader takes a path only (src/formats/image.c exposes no memory
  * entry point), so the input is written to a memfd (fuzz_memfile.h) and read through
  * drdc_image_probe, drdc_image_load_rgb and drdc_image_load_mask. On success the result's
  * size must agree with the probe and every pixel is read. */

@@ -7,7 +7,6 @@ metadata; configs; VisA-style CSVs with quoting; .pth in zip and legacy form; .n
 supported dtype and rank 0..3; PNG (gray, RGB, RGBA, 16-bit, palette), JPEG and BMP images."""
 import collections
 import io
-import json
 import os
 import struct
 import sys
@@ -18,6 +17,8 @@ from PIL import Image
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "scripts", "twins"))
+from stio import st_encode  # noqa: E402
 
 
 def out(target, name, data):
@@ -27,23 +28,10 @@ def out(target, name, data):
         f.write(data)
 
 
-def safetensors(tensors, meta=None, pad=True):
-    header, blob = {}, b""
-    if meta is not None:
-        header["__metadata__"] = meta
-    for name, dtype, shape, raw in tensors:
-        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [len(blob), len(blob) + len(raw)]}
-        blob += raw
-    h = json.dumps(header, separators=(",", ":")).encode()
-    if pad:
-        h += b" " * (-len(h) % 8)
-    return struct.pack("<Q", len(h)) + h + blob
-
-
 def seeds_safetensors():
     f32 = np.arange(6, dtype="<f4").tobytes()
-    out("safetensors", "basic.st", safetensors([("w", "F32", [2, 3], f32)], {"format": "pt"}))
-    out("safetensors", "dtypes.st", safetensors([
+    out("safetensors", "basic.st", st_encode([("w", "F32", [2, 3], f32)], {"format": "pt"}))
+    out("safetensors", "dtypes.st", st_encode([
         ("a", "F16", [2], np.array([1, -2], "<f2").tobytes()),
         ("b", "BF16", [1], b"\x80\x3f"),
         ("c", "F64", [1], np.array([3.5], "<f8").tobytes()),
@@ -53,8 +41,8 @@ def seeds_safetensors():
         ("i", "BOOL", [1], b"\x01"), ("j", "U16", [1], b"\x02\x00"),
         ("k", "U32", [1], b"\x03\x00\x00\x00"), ("l", "U64", [1], b"\x04" + b"\x00" * 7),
         ("z", "F32", [0, 4], b"")]))
-    out("safetensors", "nometa.st", safetensors([("x", "F32", [1, 1, 1, 1], f32[:4])], pad=False))
-    out("safetensors", "empty.st", safetensors([], {}))
+    out("safetensors", "nometa.st", st_encode([("x", "F32", [1, 1, 1, 1], f32[:4])], pad=False))
+    out("safetensors", "empty.st", st_encode([], {}))
 
 
 def seeds_config():

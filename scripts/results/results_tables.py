@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""results_tables.py: the markdown tables of docs/RESULTS.md ("Full DRDC on real data") from the
+JSON files that scripts/results/results_drdc.sh writes with `drdc eval --json` (standard library
+only).
+
+    python3 scripts/results/results_tables.py [docs/results]
+"""
+import json
+import os
+import sys
+
+KEYS = [("image_auroc", "I-AUROC"), ("pixel_auroc", "P-AUROC"), ("aupro", "AUPRO")]
+
+
+def load(d, name):
+    path = os.path.join(d, name + ".json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)["methods"]
+
+
+def pct(x):
+    return "n/a" if x is None else "%.1f" % (100.0 * x)
+
+
+def cells(methods, method, cats):
+    m = methods[method]
+    out = []
+    for c in cats:
+        out += [pct(m["categories"][c].get(k)) for k, _ in KEYS]
+    out += [pct(m["mean"].get(k)) for k, _ in KEYS]
+    return out
+
+
+def table5(d):
+    rows = [
+        ("base (UniAD)", "t5_cond", "base"),
+        ("+ test-time conditioning and fusion (refiner without model conditioning)", "t5_uncond", "drdc"),
+        ("+ model conditioning (full DRDC)", "t5_cond", "drdc"),
+        ("+ multi-scale base map (scales 1, 1/2, 1/4)", "t5_cond_msbase", "drdc"),
+        ("diffusion map alone, without model conditioning", "t5_uncond", "diffusion"),
+        ("diffusion map alone, with model conditioning", "t5_cond", "diffusion"),
+        ("multi-scale base map alone", "t5_cond_msbase", "base"),
+    ]
+    first = load(d, "t5_cond")
+    if first is None:
+        return "(t5_cond.json missing)\n"
+    cats = list(first["base"]["categories"].keys())
+    head = "| variant | " + " | ".join("%s %s" % (c, k) for c in cats + ["mean"] for _, k in KEYS) + " |"
+    lines = [head, "|" + "---|" * (1 + 3 * (len(cats) + 1))]
+    for label, run, method in rows:
+        m = load(d, run)
+        if m is None or method not in m:
+            lines.append("| %s | %s |" % (label, " | ".join(["not run"] * 3 * (len(cats) + 1))))
+            continue
+        lines.append("| %s | %s |" % (label, " | ".join(cells(m, method, cats))))
+    return "\n".join(lines) + "\n"
+
+
+def sensitivity(d):
+    runs = [("centre: steps 5, tau 250, K 2, filter 7, alpha 0.9", "s_centre"),
+            ("DDIM steps 2", "s_steps2"), ("DDIM steps 10", "s_steps10"),
+            ("tau 100", "s_tau100"), ("K 4", "s_K4"),
+            ("filter 1 (none)", "s_filter1"), ("filter 15", "s_filter15"),
+            ("alpha 0.3", "s_alpha0.3"), ("alpha 0.5", "s_alpha0.5"), ("alpha 0.7", "s_alpha0.7")]
+    lines = ["| setting | DRDC I-AUROC | DRDC P-AUROC | DRDC AUPRO | diffusion alone (alpha 1) I / P / AUPRO "
+             "| base (alpha 0) I / P / AUPRO |", "|---|---|---|---|---|---|"]
+    for label, run in runs:
+        m = load(d, run)
+        if m is None:
+            lines.append("| %s | not run | | | | |" % label)
+            continue
+        def mean(method):
+            return [pct(m[method]["mean"].get(k)) if method in m else "n/a" for k, _ in KEYS]
+        dr, di, ba = mean("drdc"), " / ".join(mean("diffusion")), " / ".join(mean("base"))
+        lines.append("| %s | %s | %s | %s | %s | %s |" % (label, dr[0], dr[1], dr[2], di, ba))
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    d = sys.argv[1] if len(sys.argv) > 1 else "docs/results"
+    print("Table 5 (every 2nd test image; percent):\n")
+    print(table5(d))
+    print("Sensitivity (every 8th test image, mean of the two categories; percent):\n")
+    print(sensitivity(d))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,581 @@
+/* test_unet.c: the refiner U-Net (src/stages/unet.c) against its PyTorch twin (scripts/twins/twin_unet.py, a
+ * transcription of guided-diffusion's UNetModel): timestep embedding, output eps, MSE loss and
+ * the gradient of every parameter, each compared by relative error (max |diff| / max |ref|) with
+ * the max difference printed per tensor. Also: guided-diffusion's initialisation, i64 and float
+ * timesteps, dropout, the configs/tiny.json refiner (shapes, backward, no handle leaks, a timing
+ * that is printed, not asserted), the eps callback, and errors. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "drdc/core/config.h"
+#include "drdc/formats/params.h"
+#include "drdc/formats/safetensors.h"
+#include "drdc/shim/shim.h"
+#include "drdc/stages/unet.h"
+#include "testlib.h"
+
+/* The tiny model the twin builds (passed to it explicitly so both sides agree): attention on the
+ * 8x8 level only (64 channels, 4 heads) and in the middle block; none on the 16x16 level. */
+enum { TW_SIZE = 16, TW_CH = 32, TW_RES_BLOCKS = 2, TW_ATT = 8, TW_HEAD_CH = 16, TW_B = 3 };
+#define REL_TOL 1e-4
+
+static const dt_device CPU = {DT_CPU, 0};
+static char twin_path[1200], twin_uncond_path[1200];
+
+static drdc_refiner_config twin_config(double dropout) {
+    drdc_config all;
+    drdc_config_defaults(&all);
+    drdc_refiner_config c = all.refiner;
+    c.image_size = TW_SIZE;
+    c.channels = TW_CH;
+    c.n_mult = 2;
+    c.channel_mult[0] = 1;
+    c.channel_mult[1] = 2;
+    c.res_blocks = TW_RES_BLOCKS;
+    c.n_attention = 1;
+    c.attention_res[0] = TW_ATT;
+    c.head_channels = TW_HEAD_CH;
+    c.dropout = dropout;
+    return c;
+}
+
+/* The twin's timesteps (stored as exact float values) as an i64 [B] tensor. */
+static dt_tensor twin_timesteps_i64(const drdc_st_file *f) {
+    const drdc_st_tensor *t = NULL;
+    CHECK_OK(drdc_st_get(f, "input.t", &t));
+    if (!t) return NULL;
+    float *v = test_st_floats(t);
+    int64_t *iv = malloc(sizeof(int64_t) * (size_t)t->numel);
+    dt_tensor out = NULL;
+    if (v && iv) {
+        for (int64_t i = 0; i < t->numel; i++) iv[i] = (int64_t)v[i];
+        CHECK_OK(dt_from_host(&out, iv, DT_I64, (const int64_t[1]){t->numel}, 1, CPU));
+    }
+    free(v);
+    free(iv);
+    return out;
+}
+
+static double max_abs_diff(dt_tensor a, dt_tensor b) {
+    float *x = test_host_copy(a), *y = test_host_copy(b);
+    double d = 0.0;
+    for (int64_t i = 0; x && y && i < dt_numel(a); i++)
+        if (fabs((double)x[i] - y[i]) > d || isnan((double)x[i] - y[i])) d = fabs((double)x[i] - y[i]);
+    free(x);
+    free(y);
+    return d;
+}
+
+static double max_abs(dt_tensor a) {
+    float *x = test_host_copy(a);
+    double m = 0.0;
+    for (int64_t i = 0; x && i < dt_numel(a); i++) m = fmax(m, fabs((double)x[i]));
+    free(x);
+    return m;
+}
+
+/* Builds the twin's model and loads its weights (strict: guided-diffusion's names both ways). */
+static int load_twin_model(drdc_unet *u, drdc_st_file **f, double dropout) {
+    drdc_refiner_config cfg = twin_config(dropout);
+    *f = NULL;
+    drdc_status st = drdc_unet_build(u, &cfg, CPU, 7);
+    CHECK_OK(st);
+    if (st) return -1;
+    CHECK_OK(st = drdc_st_open(f, twin_path));
+    if (!st) CHECK_OK(st = drdc_params_load(&u->params, *f, "param.", 1));
+    if (st) {
+        drdc_st_close(*f);
+        *f = NULL;
+        drdc_unet_free(u);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- golden tests -------------------------------------------------------------------------- */
+
+/* Without model conditioning (the paper's ablation) the U-Net sees x_t alone: 3 input channels,
+ * the condition is ignored, and the network is the twin's UNetModel(in_channels = 3). */
+static void test_unconditioned_matches_twin(void) {
+    drdc_refiner_config cfg = twin_config(0.0);
+    cfg.model_conditioning = 0;
+    drdc_unet u;
+    drdc_st_file *f = NULL;
+    CHECK_OK(drdc_unet_build(&u, &cfg, CPU, 7));
+    int64_t s[4] = {0};
+    CHECK_OK(dt_shape(s, 4, drdc_params_get(&u.params, "input_blocks.0.0.weight")));
+    CHECK(s[0] == TW_CH && s[1] == 3 && s[2] == 3 && s[3] == 3);
+    CHECK_OK(drdc_st_open(&f, twin_uncond_path));
+    if (!f) {
+        drdc_unet_free(&u);
+        return;
+    }
+    CHECK_OK(drdc_params_load(&u.params, f, "param.", 1));   /* strict: the 3-channel shapes agree */
+    dt_tensor x_t = test_st_tensor(f, "input.x_t"), cond = test_st_tensor(f, "input.cond");
+    dt_tensor target = test_st_tensor(f, "input.target"), t = twin_timesteps_i64(f);
+    dt_tensor eps = NULL, eps_c = NULL, loss = NULL, gr = NULL;
+    const long before = dt_live_handles();
+    CHECK_OK(drdc_unet_forward(&eps, &u, x_t, t, NULL, 1, NULL));   /* cond may be NULL */
+    if (eps) CHECK_OK(dt_mse_loss(&loss, eps, target));
+    if (loss) CHECK_OK(dt_backward(loss));
+    test_compare_tensor("eps, no model conditioning [B,3,16,16]", eps, f, "out.eps", REL_TOL);
+    test_compare_tensor("MSE loss, no model conditioning", loss, f, "out.loss", REL_TOL);
+    CHECK_OK(dt_grad(&gr, drdc_params_get(&u.params, "input_blocks.0.0.weight")));
+    test_compare_tensor("d/d input_blocks.0.0.weight [32,3,3,3]", gr, f, "grad.input_blocks.0.0.weight", REL_TOL);
+    CHECK_OK(drdc_unet_eps(&eps_c, &u, x_t, t, cond));             /* a condition changes nothing */
+    if (eps && eps_c) CHECK(max_abs_diff(eps, eps_c) == 0.0);
+    dt_free(eps); dt_free(eps_c); dt_free(loss); dt_free(gr);
+    CHECK(dt_live_handles() == before);
+    dt_free(x_t); dt_free(cond); dt_free(target); dt_free(t);
+    drdc_st_close(f);
+    drdc_unet_free(&u);
+}
+
+static void test_timestep_embedding_matches_twin(void) {
+    drdc_st_file *f = NULL;
+    CHECK_OK(drdc_st_open(&f, twin_path));
+    if (!f) return;
+    dt_tensor t = twin_timesteps_i64(f), emb = NULL;
+    CHECK_OK(drdc_unet_timestep_embedding(&emb, t, TW_CH, CPU));
+    test_compare_tensor("timestep_embedding(t, 32) [B,32]", emb, f, "out.temb", 1e-5);
+    /* odd width: guided-diffusion appends a zero column */
+    dt_tensor odd = NULL;
+    CHECK_OK(drdc_unet_timestep_embedding(&odd, t, 7, CPU));
+    int64_t s[2] = {0};
+    CHECK_OK(dt_shape(s, 2, odd));
+    CHECK(s[0] == TW_B && s[1] == 7);
+    float *v = test_host_copy(odd);
+    for (int i = 0; v && i < TW_B; i++) {
+        CHECK(v[i * 7 + 6] == 0.0f);
+        CHECK(fabsf(v[i * 7 + 0] * v[i * 7 + 0] + v[i * 7 + 3] * v[i * 7 + 3] - 1.0f) < 1e-5f); /* cos^2 + sin^2 */
+    }
+    free(v);
+    dt_free(t);
+    dt_free(emb);
+    dt_free(odd);
+    drdc_st_close(f);
+}
+
+static void test_forward_loss_and_grads_match_twin(void) {
+    drdc_unet u;
+    drdc_st_file *f;
+    if (load_twin_model(&u, &f, 0.0)) return;
+    dt_tensor x_t = test_st_tensor(f, "input.x_t"), cond = test_st_tensor(f, "input.cond"), target = test_st_tensor(f, "input.target");
+    dt_tensor t = twin_timesteps_i64(f), eps = NULL, loss = NULL;
+    dt_generator g = NULL;
+    CHECK_OK(dt_generator_new(&g, 1));
+    CHECK_OK(drdc_unet_forward(&eps, &u, x_t, t, cond, 1, g));
+    if (eps) CHECK_OK(dt_mse_loss(&loss, eps, target));
+    if (loss) CHECK_OK(dt_backward(loss));
+    test_compare_tensor("eps [B,3,16,16]", eps, f, "out.eps", REL_TOL);
+    test_compare_tensor("MSE loss", loss, f, "out.loss", REL_TOL);
+    /* A conv bias that feeds a GroupNorm with one channel per group (the 32-channel level: 32
+     * groups of 32 channels) has a gradient of exactly 0 in exact arithmetic: the norm removes
+     * any per-channel constant. Both sides then hold rounding noise (~1e-9), which is checked in
+     * absolute terms against the scale of the real gradients instead of relatively. */
+    double gmax = 0.0;
+    for (int i = 0; i < drdc_st_count(f); i++) {
+        const drdc_st_tensor *e = drdc_st_at(f, i);
+        if (!e || strncmp(e->name, "grad.", 5) != 0) continue;
+        float *w = test_st_floats(e);
+        for (int64_t k = 0; w && k < e->numel; k++) gmax = fmax(gmax, fabs((double)w[k]));
+        free(w);
+    }
+    CHECK(gmax > 0.0);
+    int compared = 0, noise_only = 0;
+    double worst = 0.0;
+    for (int i = 0; i < u.params.n; i++) {
+        char name[600], label[600];
+        dt_tensor gr = NULL;
+        snprintf(name, sizeof name, "grad.%s", u.params.names[i]);
+        CHECK_OK(dt_grad(&gr, u.params.tensors[i]));
+        CHECK(gr != NULL);
+        const drdc_st_tensor *want = drdc_st_find(f, name);
+        CHECK(want != NULL);
+        float *w = want ? test_st_floats(want) : NULL, *g = gr ? test_host_copy(gr) : NULL;
+        if (w && g && dt_numel(gr) == want->numel) {
+            double maxref = 0.0, maxdiff = 0.0;
+            for (int64_t k = 0; k < want->numel; k++) {
+                maxref = fmax(maxref, fabs((double)w[k]));
+                maxdiff = fmax(maxdiff, fabs((double)g[k] - (double)w[k]));
+            }
+            if (maxref < 1e-6 * gmax && test_ends_with(u.params.names[i], ".bias")) {
+                printf("  d/d %-54s max|diff| %.3e  max|ref| %.3e  (exactly 0 in exact arithmetic: |diff| vs "
+                       "%.1e)\n", u.params.names[i], maxdiff, maxref, 1e-6 * gmax);
+                CHECK(maxdiff < 1e-6 * gmax);
+                noise_only++;
+            } else {
+                snprintf(label, sizeof label, "d/d %s", u.params.names[i]);
+                worst = fmax(worst, test_compare_tensor(label, gr, f, name, REL_TOL));
+            }
+            compared++;
+        } else {
+            CHECK(!"gradient missing or misshapen");
+        }
+        free(w);
+        free(g);
+        dt_free(gr);
+    }
+    printf("  %d gradients compared (%d of them zero in exact arithmetic), largest |grad| %.3e\n", compared,
+           noise_only, gmax);
+    /* the 32-channel ResBlocks: 2 in + 3 out in_layers.2.bias, and the last block's out_layers.3.bias and
+     * skip_connection.bias (into out.0) */
+    CHECK(noise_only == 2 + 3 + 2);
+    printf("  worst relative error over the other gradients %.3e\n", worst);
+    CHECK(compared == u.params.n);
+    /* strict load matched every name; count what the twin holds to pin the parameter total */
+    int64_t twin_numel = 0;
+    for (int i = 0; i < drdc_st_count(f); i++) {
+        const drdc_st_tensor *e = drdc_st_at(f, i);
+        if (e && strncmp(e->name, "param.", 6) == 0) twin_numel += e->numel;
+    }
+    printf("  parameters: C %lld, twin %lld\n", (long long)drdc_unet_num_params(&u), (long long)twin_numel);
+    CHECK(drdc_unet_num_params(&u) == twin_numel);
+    dt_free(x_t); dt_free(cond); dt_free(target); dt_free(t); dt_free(eps); dt_free(loss);
+    dt_generator_free(g);
+    drdc_st_close(f);
+    drdc_unet_free(&u);
+}
+
+/* Float timesteps give the same result as integer ones (guided-diffusion casts with .float()),
+ * eval with dropout 0 equals training, and the eps callback matches eval with grad off. */
+static void test_timestep_dtypes_and_callback(void) {
+    drdc_unet u;
+    drdc_st_file *f;
+    if (load_twin_model(&u, &f, 0.0)) return;
+    dt_tensor x_t = test_st_tensor(f, "input.x_t"), cond = test_st_tensor(f, "input.cond");
+    dt_tensor ti = twin_timesteps_i64(f), tf = test_st_tensor(f, "input.t"), td = NULL;
+    dt_tensor a = NULL, b = NULL, c = NULL, d = NULL, e = NULL;
+    CHECK_OK(dt_to_dtype(&td, ti, DT_F64));
+    int prev = dt_set_grad_enabled(0);
+    CHECK_OK(drdc_unet_forward(&a, &u, x_t, ti, cond, 0, NULL));
+    CHECK_OK(drdc_unet_forward(&b, &u, x_t, tf, cond, 0, NULL));
+    CHECK_OK(drdc_unet_forward(&c, &u, x_t, td, cond, 0, NULL));
+    CHECK_OK(drdc_unet_forward(&d, &u, x_t, ti, cond, 1, NULL));
+    dt_set_grad_enabled(1);
+    CHECK_OK(drdc_unet_eps(&e, &u, x_t, ti, cond));
+    CHECK(dt_is_grad_enabled() == 1);          /* restored */
+    dt_set_grad_enabled(prev);
+    CHECK(e && !dt_requires_grad(e));          /* computed without autograd */
+    CHECK(max_abs_diff(a, b) == 0.0);
+    CHECK(max_abs_diff(a, c) == 0.0);
+    CHECK(max_abs_diff(a, d) == 0.0);
+    CHECK(max_abs_diff(a, e) == 0.0);
+    test_compare_tensor("eval eps (no dropout)", a, f, "out.eps", REL_TOL);
+    dt_free(x_t); dt_free(cond); dt_free(ti); dt_free(tf); dt_free(td);
+    dt_free(a); dt_free(b); dt_free(c); dt_free(d); dt_free(e);
+    drdc_st_close(f);
+    drdc_unet_free(&u);
+}
+
+/* ---- behaviour without the twin ------------------------------------------------------------ */
+
+static dt_tensor randn4(int64_t n, int64_t c, int64_t h, int64_t w, uint64_t seed) {
+    dt_generator g = NULL;
+    dt_tensor x = NULL;
+    const int64_t shape[4] = {n, c, h, w};
+    CHECK_OK(dt_generator_new(&g, seed));
+    CHECK_OK(dt_randn(&x, shape, 4, DT_F32, CPU, g));
+    dt_generator_free(g);
+    return x;
+}
+
+static dt_tensor timesteps(int64_t n, int64_t first) {
+    int64_t v[64];
+    for (int64_t i = 0; i < n && i < 64; i++) v[i] = (first + 137 * i) % 1000;
+    dt_tensor t = NULL;
+    CHECK_OK(dt_from_host(&t, v, DT_I64, (const int64_t[1]){n}, 1, CPU));
+    return t;
+}
+
+/* Dropout: eval is deterministic, training draws its masks from g (same state, same result) and
+ * changes the output. The twin's weights make every layer non-trivial. */
+static void test_dropout_draws_from_generator(void) {
+    drdc_unet u;
+    drdc_st_file *f;
+    if (load_twin_model(&u, &f, 0.3)) return;
+    dt_tensor x_t = test_st_tensor(f, "input.x_t"), cond = test_st_tensor(f, "input.cond"), t = twin_timesteps_i64(f);
+    dt_tensor e1 = NULL, e2 = NULL, t1 = NULL, t2 = NULL, t3 = NULL;
+    dt_generator g1 = NULL, g2 = NULL;
+    CHECK_OK(dt_generator_new(&g1, 11));
+    CHECK_OK(dt_generator_new(&g2, 11));
+    int prev = dt_set_grad_enabled(0);
+    CHECK_OK(drdc_unet_forward(&e1, &u, x_t, t, cond, 0, g1));
+    CHECK_OK(drdc_unet_forward(&e2, &u, x_t, t, cond, 0, g2));
+    CHECK_OK(drdc_unet_forward(&t1, &u, x_t, t, cond, 1, g1));
+    CHECK_OK(drdc_unet_forward(&t2, &u, x_t, t, cond, 1, g2));
+    CHECK_OK(drdc_unet_forward(&t3, &u, x_t, t, cond, 1, g1));
+    dt_set_grad_enabled(prev);
+    CHECK(max_abs_diff(e1, e2) == 0.0);
+    CHECK(max_abs_diff(t1, t2) == 0.0);
+    CHECK(max_abs_diff(t1, e1) > 1e-3);
+    CHECK(max_abs_diff(t1, t3) > 1e-3);
+    test_compare_tensor("eval eps with dropout 0.3 configured", e1, f, "out.eps", REL_TOL);
+    dt_free(x_t); dt_free(cond); dt_free(t);
+    dt_free(e1); dt_free(e2); dt_free(t1); dt_free(t2); dt_free(t3);
+    dt_generator_free(g1);
+    dt_generator_free(g2);
+    drdc_st_close(f);
+    drdc_unet_free(&u);
+}
+
+/* guided-diffusion's init: GroupNorm 1/0; zero_module layers (out_layers.3, proj_out, out.2) all
+ * zero; every other weight and bias in U(+-1/sqrt(fan_in)) and filling most of it. A new model
+ * therefore outputs exactly 0. The same seed builds the same weights, another seed others. */
+static void test_init_follows_guided_diffusion(void) {
+    drdc_refiner_config cfg = twin_config(0.0);
+    drdc_unet u, u2, u3;
+    CHECK_OK(drdc_unet_build(&u, &cfg, CPU, 123));
+    CHECK_OK(drdc_unet_build(&u2, &cfg, CPU, 123));
+    CHECK_OK(drdc_unet_build(&u3, &cfg, CPU, 124));
+    int zeroed = 0, norms = 0, uniform = 0;
+    for (int i = 0; i < u.params.n; i++) {
+        const char *name = u.params.names[i];
+        dt_tensor p = u.params.tensors[i];
+        CHECK(u.params.trainable[i] && dt_requires_grad(p));
+        float *v = test_host_copy(p);
+        if (!v) continue;
+        const int64_t n = dt_numel(p);
+        double mn = INFINITY, mx = -INFINITY;
+        for (int64_t k = 0; k < n; k++) {
+            mn = fmin(mn, v[k]);
+            mx = fmax(mx, v[k]);
+        }
+        free(v);
+        const int is_norm = strstr(name, "in_layers.0.") || strstr(name, "out_layers.0.") || strstr(name, ".norm.") ||
+                            strncmp(name, "out.0.", 6) == 0;
+        const int is_zero = strstr(name, "out_layers.3.") || strstr(name, "proj_out.") || strncmp(name, "out.2.", 6) == 0;
+        if (is_norm) {
+            const double want = test_ends_with(name, ".weight") ? 1.0 : 0.0;
+            CHECK(mn == want && mx == want);
+            norms++;
+        } else if (is_zero) {
+            CHECK(mn == 0.0 && mx == 0.0);
+            zeroed++;
+        } else {
+            /* the weight's fan_in: numel / out for the weight; the bias shares its layer's bound */
+            char wname[600];
+            snprintf(wname, sizeof wname, "%.*s.weight", (int)(strlen(name) - (test_ends_with(name, ".bias") ? 5 : 7)), name);
+            dt_tensor w = drdc_params_get(&u.params, wname);
+            int64_t out_ch = 0;
+            CHECK(w != NULL);
+            if (!w) continue;
+            CHECK_OK(dt_size(&out_ch, w, 0));
+            const double bound = 1.0 / sqrt((double)(dt_numel(w) / out_ch));
+            const int filled = n < 16 || (mx > 0.5 * bound && mn < -0.5 * bound);
+            if (!(mx <= bound && mn >= -bound && filled))
+                fprintf(stderr, "  %s: [%g, %g] vs bound %g\n", name, mn, mx, bound);
+            CHECK(mx <= bound && mn >= -bound && filled);
+            uniform++;
+        }
+        CHECK(max_abs_diff(p, u2.params.tensors[i]) == 0.0);
+    }
+    printf("  %d GroupNorm tensors, %d zero_module tensors, %d uniform tensors\n", norms, zeroed, uniform);
+    /* ResBlocks: levels*res_blocks in, 2 in the middle, levels*(res_blocks+1) out; attention blocks:
+     * 2*res_blocks+1 on the one attention level, 1 in the middle; each zero layer has weight + bias */
+    const int resblocks = 2 * TW_RES_BLOCKS + 2 + 2 * (TW_RES_BLOCKS + 1), attns = 2 * TW_RES_BLOCKS + 1 + 1;
+    CHECK(zeroed == 2 * (resblocks + attns + 1));
+    CHECK(norms == 2 * (2 * resblocks + attns + 1));
+    CHECK(max_abs_diff(drdc_params_get(&u.params, "input_blocks.0.0.weight"),
+                       drdc_params_get(&u3.params, "input_blocks.0.0.weight")) > 0.0);
+    /* a new model outputs exactly zero (zero_module on out.2) */
+    dt_tensor x = randn4(2, 3, TW_SIZE, TW_SIZE, 1), c = randn4(2, 3, TW_SIZE, TW_SIZE, 2), t = timesteps(2, 5);
+    dt_tensor eps = NULL;
+    CHECK_OK(drdc_unet_forward(&eps, &u, x, t, c, 0, NULL));
+    CHECK(eps && max_abs(eps) == 0.0);
+    dt_free(x); dt_free(c); dt_free(t); dt_free(eps);
+    drdc_unet_free(&u);
+    drdc_unet_free(&u2);
+    drdc_unet_free(&u3);
+}
+
+static const char *tiny_json_path(void) {
+    static char path[1200];
+    snprintf(path, sizeof path, "%s/configs/tiny.json", test_source_dir());
+    return path;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* configs/tiny.json's refiner: forward + backward at its resolution, right shapes, a gradient
+ * for every parameter, no handle left behind; then one batch-8 step timed (printed only). */
+static void test_tiny_config_forward_backward(void) {
+    drdc_config cfg;
+    drdc_config_defaults(&cfg);
+    CHECK_OK(drdc_config_load(&cfg, tiny_json_path()));
+    const drdc_refiner_config *rc = &cfg.refiner;
+    drdc_unet u;
+    CHECK_OK(drdc_unet_build(&u, rc, CPU, 3));
+    if (!u.in) return;
+    const int S = rc->image_size;
+    printf("  tiny refiner: %dpx, %d channels, %d levels, %lld parameters, %d input / %d output blocks\n", S,
+           rc->channels, rc->n_mult, (long long)drdc_unet_num_params(&u), u.n_in, u.n_out);
+    /* zero-initialised output layers would give zero gradients upstream: perturb them */
+    for (int i = 0; i < u.params.n; i++) {
+        dt_tensor noise = NULL;
+        int prev = dt_set_grad_enabled(0);
+        int64_t shape[4] = {0};
+        const int nd = dt_ndim(u.params.tensors[i]);
+        CHECK_OK(dt_shape(shape, 4, u.params.tensors[i]));
+        dt_generator g = NULL;
+        CHECK_OK(dt_generator_new(&g, (uint64_t)i + 100));
+        CHECK_OK(dt_randn(&noise, shape, nd, DT_F32, CPU, g));
+        CHECK_OK(dt_add_(u.params.tensors[i], noise, 0.02));
+        dt_generator_free(g);
+        dt_free(noise);
+        dt_set_grad_enabled(prev);
+    }
+    dt_tensor x = randn4(2, 3, S, S, 1), c = randn4(2, 3, S, S, 2), target = randn4(2, 3, S, S, 3), t = timesteps(2, 9);
+    const long before = dt_live_handles();
+    dt_tensor eps = NULL, loss = NULL;
+    CHECK_OK(drdc_unet_forward(&eps, &u, x, t, c, 1, NULL));
+    int64_t s[4] = {0};
+    if (eps) {
+        CHECK(dt_ndim(eps) == 4);
+        CHECK_OK(dt_shape(s, 4, eps));
+        CHECK(s[0] == 2 && s[1] == 3 && s[2] == S && s[3] == S);
+        CHECK(dt_requires_grad(eps));
+        CHECK(dt_live_handles() == before + 1);
+        CHECK_OK(dt_mse_loss(&loss, eps, target));
+        CHECK_OK(dt_backward(loss));
+    }
+    int with_grad = 0;
+    for (int i = 0; i < u.params.n; i++) {
+        dt_tensor gr = NULL;
+        CHECK_OK(dt_grad(&gr, u.params.tensors[i]));
+        if (gr && max_abs(gr) > 0.0) with_grad++;
+        else fprintf(stderr, "  no gradient for %s\n", u.params.names[i]);
+        dt_free(gr);
+    }
+    CHECK(with_grad == u.params.n);
+    dt_free(eps);
+    dt_free(loss);
+    CHECK(dt_live_handles() == before);
+    CHECK(dt_scope_depth() == 0);
+
+    /* a failing call leaks nothing either */
+    dt_tensor wrong = randn4(2, 3, S, S / 2 + 1, 4), bad = NULL;
+    const long before2 = dt_live_handles();
+    CHECK_ERR(drdc_unet_forward(&bad, &u, x, t, wrong, 1, NULL), DRDC_ERR_INPUT, "cond");
+    CHECK(bad == NULL);
+    CHECK(dt_live_handles() == before2);
+    CHECK(dt_scope_depth() == 0);
+    dt_free(wrong);
+
+    /* timing: one forward + backward at batch 8 (printed, not asserted) */
+    dt_tensor x8 = randn4(8, 3, S, S, 5), c8 = randn4(8, 3, S, S, 6), y8 = randn4(8, 3, S, S, 7), t8 = timesteps(8, 1);
+    double t0 = now_s();
+    dt_tensor e8 = NULL, l8 = NULL;
+    CHECK_OK(drdc_unet_forward(&e8, &u, x8, t8, c8, 1, NULL));
+    double t1 = now_s();
+    if (e8) CHECK_OK(dt_mse_loss(&l8, e8, y8));
+    if (l8) CHECK_OK(dt_backward(l8));
+    double t2 = now_s();
+    printf("  timing (%d threads): tiny refiner batch 8 at %dpx: forward %.3f s, backward %.3f s, total %.3f s\n",
+           dt_get_num_threads(), S, t1 - t0, t2 - t1, t2 - t0);
+    int prev = dt_set_grad_enabled(0);
+    dt_tensor e9 = NULL;
+    t0 = now_s();
+    CHECK_OK(drdc_unet_forward(&e9, &u, x8, t8, c8, 0, NULL));
+    t1 = now_s();
+    dt_set_grad_enabled(prev);
+    printf("  timing: tiny refiner batch 8 eval forward (no grad) %.3f s\n", t1 - t0);
+    dt_free(e8); dt_free(l8); dt_free(e9);
+    dt_free(x8); dt_free(c8); dt_free(y8); dt_free(t8);
+    dt_free(x); dt_free(c); dt_free(target); dt_free(t);
+    drdc_unet_free(&u);
+}
+
+static void test_build_rejects_bad_config(void) {
+    drdc_unet u;
+    drdc_refiner_config cfg = twin_config(0.0);
+    cfg.head_channels = 48;   /* divides neither 64 (attention level) nor the middle block */
+    CHECK_ERR(drdc_unet_build(&u, &cfg, CPU, 1), DRDC_ERR_CONFIG, "refiner.head_channels");
+    CHECK(u.params.n == 0 && u.in == NULL);
+    cfg = twin_config(0.0);
+    cfg.n_attention = 0;
+    cfg.channel_mult[1] = 3;  /* middle block 96 channels; head 64 divides no attention level... */
+    cfg.head_channels = 64;
+    CHECK_ERR(drdc_unet_build(&u, &cfg, CPU, 1), DRDC_ERR_CONFIG, "middle block");
+    cfg = twin_config(0.0);
+    cfg.attention_res[0] = 4; /* not a level of a 16px, 2-level U-Net */
+    CHECK_ERR(drdc_unet_build(&u, &cfg, CPU, 1), DRDC_ERR_CONFIG, "refiner.attention_res 4");
+    cfg = twin_config(0.0);
+    cfg.channels = 24;
+    CHECK_ERR(drdc_unet_build(&u, &cfg, CPU, 1), DRDC_ERR_CONFIG, "multiple of 32");
+    cfg = twin_config(0.0);
+    cfg.image_size = 15;
+    cfg.n_attention = 0;
+    CHECK_ERR(drdc_unet_build(&u, &cfg, CPU, 1), DRDC_ERR_CONFIG, "refiner.image_size 15");
+    cfg = twin_config(1.0);
+    CHECK_ERR(drdc_unet_build(&u, &cfg, CPU, 1), DRDC_ERR_CONFIG, "refiner.dropout");
+    CHECK(u.params.n == 0 && u.in == NULL && u.out == NULL);
+    CHECK_ERR(drdc_unet_build(&u, NULL, CPU, 1), DRDC_ERR_INPUT, NULL);
+}
+
+static void test_forward_rejects_bad_input(void) {
+    drdc_refiner_config cfg = twin_config(0.0);
+    drdc_unet u;
+    CHECK_OK(drdc_unet_build(&u, &cfg, CPU, 1));
+    dt_tensor x = randn4(2, 3, 16, 16, 1), c = randn4(2, 3, 16, 16, 2), t = timesteps(2, 0), t3 = timesteps(3, 0);
+    dt_tensor x4 = randn4(2, 4, 16, 16, 3), odd = randn4(2, 3, 15, 15, 4), eps = NULL;
+    const long before = dt_live_handles();
+    CHECK_ERR(drdc_unet_forward(&eps, &u, x4, t, c, 0, NULL), DRDC_ERR_INPUT, "x_t must be [N,3,H,W]");
+    CHECK_ERR(drdc_unet_forward(&eps, &u, x, t3, c, 0, NULL), DRDC_ERR_INPUT, "t must be [N] = [2]");
+    CHECK_ERR(drdc_unet_forward(&eps, &u, odd, t, odd, 0, NULL), DRDC_ERR_INPUT, "not a multiple of 2");
+    CHECK_ERR(drdc_unet_forward(&eps, &u, x, t, NULL, 0, NULL), DRDC_ERR_INPUT, "cond is NULL");
+    CHECK(eps == NULL);
+    CHECK(dt_live_handles() == before);
+    /* non-square input whose sides are multiples of 2^(levels-1) is fine */
+    dt_tensor xr = randn4(1, 3, 16, 8, 5), cr = randn4(1, 3, 16, 8, 6), t1 = timesteps(1, 3);
+    CHECK_OK(drdc_unet_forward(&eps, &u, xr, t1, cr, 0, NULL));
+    int64_t s[4] = {0};
+    if (eps) CHECK_OK(dt_shape(s, 4, eps));
+    CHECK(s[0] == 1 && s[1] == 3 && s[2] == 16 && s[3] == 8);
+    dt_free(eps);
+    dt_free(x); dt_free(c); dt_free(t); dt_free(t3); dt_free(x4); dt_free(odd);
+    dt_free(xr); dt_free(cr); dt_free(t1);
+    drdc_unet_free(&u);
+    drdc_unet_free(&u);   /* twice is safe: the struct is zeroed */
+    drdc_unet_free(NULL);
+}
+
+int main(void) {
+    setvbuf(stdout, NULL, _IONBF, 0);   /* keep the per-tensor lines in order with CHECK messages */
+    const char *py = getenv("DRDC_PYTHON");
+    if (!py || !*py) py = "/usr/bin/python3";
+    if (test_system("'%s' -c 'import torch, numpy' >/dev/null 2>&1", py) != 0)
+        test_skip("test_unet: $DRDC_PYTHON (or /usr/bin/python3) lacks torch/numpy, needed for the twin");
+    const char *dir = test_tmpdir("unet");
+    snprintf(twin_path, sizeof twin_path, "%s/twin.safetensors", dir);
+    int rc = test_system("'%s' '%s/scripts/twins/twin_unet.py' --out '%s' --image-size %d --channels %d --mult 1,2 "
+                         "--res-blocks %d --attention-res %d --head-channels %d --batch %d",
+                         py, test_source_dir(), twin_path, TW_SIZE, TW_CH, TW_RES_BLOCKS, TW_ATT, TW_HEAD_CH, TW_B);
+    snprintf(twin_uncond_path, sizeof twin_uncond_path, "%s/twin_uncond.safetensors", dir);
+    if (rc == 0)
+        rc = test_system("'%s' '%s/scripts/twins/twin_unet.py' --out '%s' --image-size %d --channels %d --mult 1,2 "
+                         "--res-blocks %d --attention-res %d --head-channels %d --batch %d --no-model-conditioning",
+                         py, test_source_dir(), twin_uncond_path, TW_SIZE, TW_CH, TW_RES_BLOCKS, TW_ATT, TW_HEAD_CH,
+                         TW_B);
+    if (rc != 0) {
+        fprintf(stderr, "the twin (scripts/twins/twin_unet.py) failed with status %d\n", rc);
+        return 1;
+    }
+    RUN(test_timestep_embedding_matches_twin);
+    RUN(test_forward_loss_and_grads_match_twin);
+    RUN(test_unconditioned_matches_twin);
+    RUN(test_timestep_dtypes_and_callback);
+    RUN(test_dropout_draws_from_generator);
+    RUN(test_init_follows_guided_diffusion);
+    RUN(test_build_rejects_bad_config);
+    RUN(test_forward_rejects_bad_input);
+    RUN(test_tiny_config_forward_backward);
+    return test_summary();
+}
