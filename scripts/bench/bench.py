@@ -2,7 +2,7 @@
 """bench.py: drdc's C inference speed against the PyTorch twins, stage by stage, on the same network.
 
 Runs `drdc bench` (C) with --weights-out, --check-out and --json, then loads exactly those weights
-into the PyTorch twins (scripts/twins/twin_backbone.py, twin_transformer.py, twin_unet.py; the sampler and
+into the PyTorch twins (scripts/twins/twin_backbone.py, twin_base.py, twin_unet.py; the sampler and
 the fusion are written batched here, as the C code batches them), checks on the C run's own inputs
 that the twins compute the same outputs (max difference per stage), times the same stages on the
 same batch with the same thread count, and prints per stage: C ms, PyTorch ms, ratio C/PyTorch
@@ -15,7 +15,7 @@ policy. Debian's python3-torch and drdc link the same libtorch_cpu 1.13 (and Ope
 twin builds its neighbour mask on every forward pass; C builds it once, so the twin's mask is
 cached here (the same work on both sides). Stages (as `drdc bench`):
   backbone     features of a [B,3,S,S] batch (blocks resized to S/16 and concatenated)
-  transformer  UniAD reconstruction of those features (eval mode)
+  base         UniAD reconstruction of those features (eval mode)
   unet         ONE U-Net evaluation at N = B*K*G (the batch the sampler really uses)
   drdc         the whole DRDC pass: base map and score, K*G inpainting runs x steps, fusion
   fusion       eqs. 14-17 and the image score alone
@@ -53,11 +53,11 @@ SOURCE = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(SOURCE, "scripts", "twins"))
 import twin_backbone  # noqa: E402
 import twin_diffusion  # noqa: E402
-import twin_transformer  # noqa: E402
+import twin_base  # noqa: E402
 import twin_unet  # noqa: E402
 from stio import st_read  # noqa: E402
 
-STAGES = ["backbone", "transformer", "unet", "drdc", "fusion"]
+STAGES = ["backbone", "base", "unet", "drdc", "fusion"]
 
 
 # ---- the twins, built from the model file's config and loaded with its weights ----------------
@@ -123,7 +123,7 @@ class Backbone:
 
 def build_uniad(cfg, channels, tensors):
     b, s = cfg["base"], cfg["data"]["image_size"] // 16
-    model = twin_transformer.UniAD(channels, (s, s), b["hidden"], b["heads"], b["enc_layers"], b["dec_layers"],
+    model = twin_base.UniAD(channels, (s, s), b["hidden"], b["heads"], b["enc_layers"], b["dec_layers"],
                                    b["ffn"], b["dropout"], b["neighbor_mask"], b["jitter_scale"], b["jitter_prob"])
     load_prefixed(model, tensors, "base.", "base transformer")
     return model.eval()
@@ -142,14 +142,14 @@ def build_unet(cfg, tensors):
 
 def cache_neighbor_mask():
     """UniAD's twin rebuilds the mask on every forward; C builds it once at model build."""
-    orig, cache = twin_transformer.neighbor_mask, {}
+    orig, cache = twin_base.neighbor_mask, {}
 
     def cached(feature_size, n):
         key = (tuple(feature_size), n)
         if key not in cache:
             cache[key] = orig(feature_size, n)
         return cache[key]
-    twin_transformer.neighbor_mask = cached
+    twin_base.neighbor_mask = cached
 
 
 # ---- DRDC's test-time pass, batched as the C code batches it ------------------------------------
@@ -334,7 +334,7 @@ def run_py(pipe, chk, stages, iters, warmup):
     images_r = torch.rand(B, 3, R, R, generator=torch.Generator().manual_seed(3))
     fns = {
         "backbone": lambda: pipe.backbone(chk["in.images"]),
-        "transformer": lambda: pipe.uniad(chk["in.features"]),
+        "base": lambda: pipe.uniad(chk["in.features"]),
         "unet": lambda: twin_unet.drdc_eps(pipe.unet, chk["in.x_t"], chk["in.t"].long(), chk["in.cond"]),
         "drdc": lambda: pipe.drdc(images_r, parts),
         "fusion": lambda: pipe.fusion(chk["in.x"], chk["in.x_hat"], chk["in.h_base"]),
@@ -397,7 +397,7 @@ def main():
                 with torch.no_grad():
                     worst = max(worst, compare("backbone features", pipe.backbone(chk["in.images"]),
                                                chk["out.backbone"]))
-                    worst = max(worst, compare("transformer", pipe.uniad(chk["in.features"]), chk["out.transformer"]))
+                    worst = max(worst, compare("base", pipe.uniad(chk["in.features"]), chk["out.base"]))
                     worst = max(worst, compare("unet eps", twin_unet.drdc_eps(pipe.unet, chk["in.x_t"],
                                                                                chk["in.t"].long(), chk["in.cond"]),
                                                chk["out.unet"]))

@@ -22,7 +22,7 @@ static const drdc_option OPTIONS[] = {
      16, 8192},
     {"--iters", "N", DRDC_OPT_INT, &A.iters, "timed repetitions per stage (the median is reported)", "5", 1, 100000},
     {"--warmup", "N", DRDC_OPT_INT, &A.warmup, "untimed repetitions before timing", "1", 0, 100000},
-    {"--stages", "LIST", DRDC_OPT_STRING, &A.stages, "stages to time: backbone,transformer,unet,drdc,fusion",
+    {"--stages", "LIST", DRDC_OPT_STRING, &A.stages, "stages to time: backbone,base,unet,drdc,fusion",
      "all", 0, 0},
     {"--runs-breakdown", NULL, DRDC_OPT_FLAG, &A.breakdown,
      "also time DRDC over several (steps, K, grids) and the refiner run one at a time vs batched", NULL, 0, 0},
@@ -43,7 +43,7 @@ static const drdc_command SPEC = {
     "at the sampler's batch B*K*G, the whole DRDC pass and the fusion alone; ms per batch, ms per\n"
     "image, images/s and peak memory. Times are device-synchronised wall clock, warm-up excluded,\n"
     "median of --iters. The refiner's zero-initialised layers are randomised (same cost, non-trivial\n"
-    "outputs). scripts/bench.py compares these numbers with the PyTorch twins.",
+    "outputs). scripts/bench/bench.py compares these numbers with the PyTorch twins.",
     OPTIONS, (int)(sizeof OPTIONS / sizeof OPTIONS[0])};
 
 const drdc_command *drdc_bench_spec(void) { return &SPEC; }

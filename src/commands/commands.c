@@ -9,7 +9,7 @@ static const drdc_command_entry COMMANDS[] = {
     {"synth", "write the built-in synthetic demo dataset", drdc_cmd_synth, drdc_synth_spec},
     {"backbone", "check pretrained backbone weights: ImageNet top-k of an image", drdc_cmd_backbone, drdc_backbone_spec},
     {"convert", "convert a PyTorch .pth state dict to safetensors", drdc_cmd_convert, drdc_convert_spec},
-    {"bench", "measure speed stage by stage (scripts/bench.py compares with PyTorch)", drdc_cmd_bench, drdc_bench_spec},
+    {"bench", "measure speed stage by stage (scripts/bench/bench.py compares with PyTorch)", drdc_cmd_bench, drdc_bench_spec},
 };
 
 const drdc_command_entry *drdc_commands(int *n) {

@@ -2,7 +2,7 @@
  * (backbone features, base transformer, one U-Net evaluation at the sampler's batch B*K*G, the whole
  * DRDC pass, the fusion alone), plus peak memory; the runs breakdown shows that the refiner's cost is
  * linear in steps x K x grids and what batching the runs together gains over one run at a time.
- * The weights and check outputs let scripts/bench.py time the PyTorch twins on exactly the same
+ * The weights and check outputs let scripts/bench/bench.py time the PyTorch twins on exactly the same
  * network and check they compute the same thing. Times are wall clock, device-synchronised, warm-up
  * excluded, median over the iterations. */
 #include "drdc/model/bench.h"
@@ -24,16 +24,16 @@ static const drdc_bench_options *O;   /* the options of the run in progress */
 
 /* ---- what is timed ------------------------------------------------------------------------- */
 
-enum { ST_BACKBONE, ST_TRANSFORMER, ST_UNET, ST_DRDC, ST_FUSION, N_STAGES };
-static const char *STAGE_NAMES[N_STAGES] = {"backbone", "transformer", "unet", "drdc", "fusion"};
+enum { ST_BACKBONE, ST_BASE, ST_UNET, ST_DRDC, ST_FUSION, N_STAGES };
+static const char *STAGE_NAMES[N_STAGES] = {"backbone", "base", "unet", "drdc", "fusion"};
 
 typedef struct bench_ctx {
     drdc_model m;
     int B, S, R, G, K, steps;
     dt_generator gen;          /* inputs, refiner noise, DRDC's partitions and noise */
-    dt_tensor images_s;        /* [B,3,S,S] in [0,1] (backbone, transformer input) */
+    dt_tensor images_s;        /* [B,3,S,S] in [0,1] (backbone, base input) */
     dt_tensor images_r;        /* [B,3,R,R] in [0,1] (DRDC input) */
-    dt_tensor feats;           /* [B,C,S/16,S/16] backbone features (transformer input) */
+    dt_tensor feats;           /* [B,C,S/16,S/16] backbone features (base input) */
     dt_tensor x_t, t, cond;    /* [N,3,R,R], [N] i64, [N,3,R,R] with N = B*G*K (U-Net input) */
     dt_tensor x, x_hat, h_base;/* [B,3,R,R] in [-1,1], [B,G,steps,3,R,R], [B,1,R,R] (fusion input) */
     drdc_fusion_opts fo;
@@ -46,7 +46,7 @@ typedef drdc_status (*stage_fn)(dt_tensor *out, bench_ctx *c);
 static drdc_status run_backbone(dt_tensor *out, bench_ctx *c) {
     return drdc_backbone_features(out, &c->m.backbone, c->images_s);
 }
-static drdc_status run_transformer(dt_tensor *out, bench_ctx *c) {
+static drdc_status run_base(dt_tensor *out, bench_ctx *c) {
     return drdc_base_forward(out, &c->m.base, c->feats, 0, NULL);
 }
 static drdc_status run_unet(dt_tensor *out, bench_ctx *c) {
@@ -246,7 +246,7 @@ static drdc_status write_check(bench_ctx *c, const char *path) {
     drdc_status st = drdc_st_writer_new(&w);
     if (st) return st;
     dt_tensor outs[N_STAGES] = {0}, score = NULL, hd = NULL;
-    stage_fn fns[N_STAGES] = {run_backbone, run_transformer, run_unet, NULL, NULL};
+    stage_fn fns[N_STAGES] = {run_backbone, run_base, run_unet, NULL, NULL};
     int prev = dt_set_grad_enabled(0);
     for (int s = 0; s < N_STAGES; s++)
         if (fns[s]) TRY(fns[s](&outs[s], c));
@@ -255,7 +255,7 @@ static drdc_status write_check(bench_ctx *c, const char *path) {
     TRY(add_tensor(w, "in.images", c->images_s));
     TRY(add_tensor(w, "out.backbone", outs[ST_BACKBONE]));
     TRY(add_tensor(w, "in.features", c->feats));
-    TRY(add_tensor(w, "out.transformer", outs[ST_TRANSFORMER]));
+    TRY(add_tensor(w, "out.base", outs[ST_BASE]));
     TRY(add_tensor(w, "in.x_t", c->x_t));
     TRY(add_tensor(w, "in.t", c->t));
     TRY(add_tensor(w, "in.cond", c->cond));
@@ -450,7 +450,7 @@ static drdc_status parse_stages(int *want) {
             found = 1;
         }
         if (!found)
-            return drdc_fail(DRDC_ERR_USAGE, "--stages: unknown stage '%s' (known: backbone, transformer, unet, drdc, "
+            return drdc_fail(DRDC_ERR_USAGE, "--stages: unknown stage '%s' (known: backbone, base, unet, drdc, "
                              "fusion, all)", tok);
     }
     return DRDC_OK;
@@ -490,7 +490,7 @@ drdc_status drdc_bench_run(const drdc_bench_options *opts, const drdc_config *co
            drdc_cpu_count());
     if (O->weights_out) printf("  weights: %s\n", O->weights_out);
     fflush(stdout);
-    stage_fn fns[N_STAGES] = {run_backbone, run_transformer, run_unet, run_drdc, run_fusion};
+    stage_fn fns[N_STAGES] = {run_backbone, run_base, run_unet, run_drdc, run_fusion};
     for (int i = 0; i < 3; i++)
         if (!(drdc_parts[i] = calloc((size_t)O->iters, sizeof(double)))) {
             st = drdc_fail(DRDC_ERR_NOMEM, "out of memory");

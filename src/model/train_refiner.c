@@ -27,7 +27,7 @@ static drdc_status refiner_step(const drdc_model *m, const drdc_unet *live, dt_o
     TRY(drdc_model_refiner_range(&x0, images));                       /* [B,3,R,R] in [-1,1] */
     TRY(drdc_diffusion_train_batch(&tb, &m->schedule, x0, ic->grids, ic->n_grids, ic->K, rc->max_train_t, gen));
     TRY(drdc_unet_forward(&eps, live, tb.x_t, tb.t, tb.cond, 1, gen));   /* [B,3,R,R] */
-    TRY(dt_mse_loss(&loss, eps, tb.eps));                           /* eq. (10) */
+    TRY(drdc_diffusion_loss(&loss, eps, tb.eps));                   /* eqs. (6), (10) */
     TRY(drdc_optimise(loss_out, loss, params, n_params, rc->clip, opt));
 done:
     if (st == DRDC_ERR_NUMERIC)

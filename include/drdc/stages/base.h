@@ -31,8 +31,8 @@
  * Equations (DESIGN.md section 3): f_hat: drdc_base_forward; (1) L_base = ||f - f_hat||^2 (MSE):
  * drdc_base_loss; (2) H_base = ||f - f_hat||_2 over channels, before its upsampling to the image:
  * drdc_base_anomaly_map. */
-#ifndef DRDC_TRANSFORMER_H
-#define DRDC_TRANSFORMER_H
+#ifndef DRDC_BASE_H
+#define DRDC_BASE_H
 
 #include <stdint.h>
 

@@ -36,7 +36,7 @@
  * ground-truth region (8 more during finalize), plus while adding an image at most 4 bytes per
  * defect pixel of that image (the component-labelling stack). Peak resident memory is thus
  * 8 bytes/pixel plus one image: 100 images of 1024 x 1024 measured 806 MB peak RSS
- * (scripts/bench_metrics.c). With expected_pixels given the buffer is exactly that size; when
+ * (scripts/bench/bench_metrics.c). With expected_pixels given the buffer is exactly that size; when
  * it grows by doubling its capacity can reach twice the pixels, but the unused tail is never
  * touched and so (glibc, Linux: large blocks are mmap'ed) never resident.
  *

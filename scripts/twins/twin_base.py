@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""twin_transformer.py: the PyTorch twin of src/stages/base.c (DRDC's base model).
+"""twin_base.py: the PyTorch twin of src/stages/base.c (DRDC's base model).
 
 A transcription of UniAD's reconstruction module (zhiyuanyou/UniAD,
 models/reconstructions/uniad.py: learned position embedding, neighbour mask, layer-wise
@@ -20,7 +20,7 @@ Built tiny and seeded, it writes one safetensors file (the C golden test reads i
   out.grad_norm     []        total grad norm before clipping
   step1.<name>      the weights after clip_grad_norm_(clip) and one torch.optim.AdamW step
 
-Run with Debian's /usr/bin/python3 (torch 1.13):  twin_transformer.py --out FILE [options]
+Run with Debian's /usr/bin/python3 (torch 1.13):  twin_base.py --out FILE [options]
 Dropout is 0 in the twin (dropout masks cannot be shared with C); the jitter noise is given.
 """
 import argparse

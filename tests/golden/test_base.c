@@ -1,5 +1,5 @@
-/* test_transformer.c: the base transformer (src/stages/base.c) against its PyTorch twin
- * (scripts/twins/twin_transformer.py, a transcription of UniAD's reconstruction module): neighbour
+/* test_base.c: the base transformer (src/stages/base.c) against its PyTorch twin
+ * (scripts/twins/twin_base.py, a transcription of UniAD's reconstruction module): neighbour
  * mask, eval reconstruction, anomaly map, training loss, every gradient and one AdamW step, each
  * compared by relative error (max |diff| / max |ref|) with the max difference printed per
  * tensor. Also: no handle leaks, dropout and jitter behaviour, UniAD's initialisation, errors. */
@@ -432,16 +432,16 @@ int main(void) {
     const char *py = getenv("DRDC_PYTHON");
     if (!py || !*py) py = "/usr/bin/python3";
     if (test_system("'%s' -c 'import torch, numpy' >/dev/null 2>&1", py) != 0)
-        test_skip("test_transformer: $DRDC_PYTHON (or /usr/bin/python3) lacks torch/numpy, needed for the twin");
+        test_skip("test_base: $DRDC_PYTHON (or /usr/bin/python3) lacks torch/numpy, needed for the twin");
     const char *dir = test_tmpdir("transformer");
     snprintf(twin_path, sizeof twin_path, "%s/twin.safetensors", dir);
-    int rc = test_system("'%s' '%s/scripts/twins/twin_transformer.py' --out '%s' --channels %d --hidden %d --heads %d "
+    int rc = test_system("'%s' '%s/scripts/twins/twin_base.py' --out '%s' --channels %d --hidden %d --heads %d "
                          "--enc-layers %d --dec-layers %d --ffn %d --feat-h %d --feat-w %d --neighbor %d --batch %d "
                          "--jitter-scale 20 --lr %g --wd %g --clip %g",
                          py, test_source_dir(), twin_path, TW_C, TW_HIDDEN, TW_HEADS, TW_ENC, TW_DEC, TW_FFN, TW_H,
                          TW_W, TW_NBR, TW_B, TW_LR, TW_WD, TW_CLIP);
     if (rc != 0) {
-        fprintf(stderr, "the twin (scripts/twins/twin_transformer.py) failed with status %d\n", rc);
+        fprintf(stderr, "the twin (scripts/twins/twin_base.py) failed with status %d\n", rc);
         return 1;
     }
     RUN(test_mask_matches_twin);
