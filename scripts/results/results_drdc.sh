@@ -14,13 +14,13 @@
 #   bash scripts/results/results_drdc.sh job NAME       # one evaluation (see job() below)
 #
 # THREADS (default 0 = all cores) sets --threads; two jobs can run side by side with THREADS=1.
-# REFINER_STEPS (default 3000) is the refiner's training length.
+# REFINER_STEPS (default 2000) is the refiner's training length.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN="${DRDC_BIN:-build/drdc}"
 OUT="${RESULTS_DIR:-docs/results/drdc}"
 T="--threads ${THREADS:-0}"
-STEPS="${REFINER_STEPS:-3000}"
+STEPS="${REFINER_STEPS:-2000}"
 mkdir -p "$OUT"
 
 BASE=runs/kolektor_mtile
