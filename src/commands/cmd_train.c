@@ -9,7 +9,7 @@
 
 static struct {
     const char *config, *data_root, *out, *device, *stage;
-    int resume, threads;
+    int resume, force, threads;
     drdc_opt_multi set;
 } A;
 
@@ -20,6 +20,8 @@ static const drdc_option OPTIONS[] = {
     {"--out", "DIR", DRDC_OPT_STRING, &A.out, "run folder (overrides train.out)", "runs/<config name>", 0, 0},
     {"--stage", "S", DRDC_OPT_STRING, &A.stage, "base | refiner | all", "all", 0, 0},
     {"--resume", NULL, DRDC_OPT_FLAG, &A.resume, "continue from the run folder's training state", NULL, 0, 0},
+    {"--force", NULL, DRDC_OPT_FLAG, &A.force, "train into a run folder that already holds a run, replacing it", NULL,
+     0, 0},
     {"--set", "KEY=VALUE", DRDC_OPT_MULTI, &A.set, "override a config key, e.g. --set base.epochs=10 (repeatable)",
      NULL, 0, 0},
     DRDC_OPTS_RUNTIME(&A.device, &A.threads),
@@ -61,5 +63,9 @@ int drdc_cmd_train(int argc, char **argv) {
     drdc_runtime rt;
     st = drdc_runtime_init(&rt, A.device, A.threads);
     if (st) return drdc_cli_report("train", st);
-    return drdc_cli_report("train", drdc_train_run(&cfg, A.stage, A.resume, &rt));
+    if (A.resume && A.force)
+        return drdc_cli_report("train", drdc_fail(DRDC_ERR_USAGE, "--resume continues a run and --force replaces it: "
+                                                  "give one"));
+    const drdc_train_request req = {A.stage, A.resume, A.force};
+    return drdc_cli_report("train", drdc_train_run(&cfg, &req, &rt));
 }

@@ -5,6 +5,7 @@
 #include "drdc/core/rng.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,9 +116,51 @@ static const struct {
     STAT(base_mean), STAT(base_std), STAT(base_threshold), STAT(score_lo), STAT(score_hi),
     STAT(fuse_base_mean), STAT(fuse_base_std), STAT(diff_mean), STAT(diff_std), STAT(drdc_mean),
     STAT(drdc_std), STAT(drdc_threshold), STAT(drdc_lo), STAT(drdc_hi),
+    STAT(base_pixel_threshold), STAT(drdc_pixel_threshold),
 };
 #define N_STATS ((int)(sizeof STATS_FIELDS / sizeof STATS_FIELDS[0]))
 #define FIRST_DRDC_STAT 5   /* STATS_FIELDS from fuse_base_mean on belong to the full model */
+#define FIRST_OPTIONAL_STAT 14   /* from here on: added later; a model file without them has NAN */
+
+/* The per-category fields, one table for writing and reading. */
+#define CSTAT(field) {#field, offsetof(drdc_category_stats, field)}
+static const struct {
+    const char *key;
+    size_t offset;
+} CATEGORY_FIELDS[] = {
+    CSTAT(base_threshold), CSTAT(base_pixel_threshold), CSTAT(drdc_threshold), CSTAT(drdc_pixel_threshold),
+};
+#define N_CATEGORY_FIELDS ((int)(sizeof CATEGORY_FIELDS / sizeof CATEGORY_FIELDS[0]))
+
+static double *cstat_at(drdc_category_stats *c, int i) { return (double *)((char *)c + CATEGORY_FIELDS[i].offset); }
+
+/* JSON has no NaN: a threshold that does not exist is written as null. */
+static void add_number_or_null(cJSON *o, const char *key, double v) {
+    if (isfinite(v))
+        cJSON_AddNumberToObject(o, key, v);
+    else
+        cJSON_AddNullToObject(o, key);
+}
+
+drdc_thresholds drdc_model_thresholds(const drdc_model *m, int use_drdc, const char *category) {
+    const drdc_model_stats *s = &m->stats;
+    drdc_thresholds t = {use_drdc ? s->drdc_threshold : s->base_threshold,
+                         use_drdc ? s->drdc_pixel_threshold : s->base_pixel_threshold, "all categories"};
+    int c = category ? drdc_model_category(m, category) : -1;
+    if (c >= 0) {
+        const drdc_category_stats *cs = &s->categories[c];
+        t.image = use_drdc ? cs->drdc_threshold : cs->base_threshold;
+        t.pixel = use_drdc ? cs->drdc_pixel_threshold : cs->base_pixel_threshold;
+        t.scope = cs->name;
+    }
+    return t;
+}
+
+int drdc_model_category(const drdc_model *m, const char *name) {
+    for (int i = 0; name && i < m->stats.n_categories; i++)
+        if (strcmp(m->stats.categories[i].name, name) == 0) return i;
+    return -1;
+}
 
 static double *stat_at(drdc_model_stats *st, int i) { return (double *)((char *)st + STATS_FIELDS[i].offset); }
 
@@ -127,7 +170,18 @@ static char *stats_json(const drdc_model *m) {
     cJSON_AddBoolToObject(o, "ready", copy.ready);
     cJSON_AddBoolToObject(o, "drdc_ready", copy.drdc_ready);
     cJSON_AddNumberToObject(o, "n_val_images", copy.n_val_images);
-    for (int i = 0; i < N_STATS; i++) cJSON_AddNumberToObject(o, STATS_FIELDS[i].key, *stat_at(&copy, i));
+    for (int i = 0; i < N_STATS; i++) add_number_or_null(o, STATS_FIELDS[i].key, *stat_at(&copy, i));
+    if (copy.n_categories > 0) {
+        cJSON *cats = cJSON_AddArrayToObject(o, "categories");
+        for (int c = 0; c < copy.n_categories; c++) {
+            cJSON *co = cJSON_CreateObject();
+            cJSON_AddStringToObject(co, "name", copy.categories[c].name);
+            cJSON_AddNumberToObject(co, "n_val_images", copy.categories[c].n_val_images);
+            for (int i = 0; i < N_CATEGORY_FIELDS; i++)
+                add_number_or_null(co, CATEGORY_FIELDS[i].key, *cstat_at(&copy.categories[c], i));
+            cJSON_AddItemToArray(cats, co);
+        }
+    }
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return s;
@@ -145,7 +199,12 @@ static drdc_status parse_stats(drdc_model *m, const char *text, const char *path
     for (int i = -1; i < N_STATS; i++) {
         const char *key = i < 0 ? "n_val_images" : STATS_FIELDS[i].key;
         cJSON *v = cJSON_GetObjectItem(o, key);
-        if (!v && !st.drdc_ready && i >= FIRST_DRDC_STAT) continue;   /* a base-only model needs no DRDC stats */
+        int absent = !v || cJSON_IsNull(v);
+        if (absent && ((!st.drdc_ready && i >= FIRST_DRDC_STAT) || i >= FIRST_OPTIONAL_STAT)) {
+            *stat_at(&st, i) = NAN;   /* a base-only model's DRDC stats; a threshold an older model file lacks */
+            *stat_at(&st, i) = NAN;
+            continue;
+        }
         if (!cJSON_IsNumber(v)) {
             cJSON_Delete(o);
             return drdc_fail(DRDC_ERR_FORMAT, "%s: metadata 'stats' lacks the number '%s'", path, key);
@@ -154,6 +213,24 @@ static drdc_status parse_stats(drdc_model *m, const char *text, const char *path
             st.n_val_images = v->valueint;
         else
             *stat_at(&st, i) = v->valuedouble;
+    }
+    cJSON *cats = cJSON_GetObjectItem(o, "categories"), *co;
+    cJSON_ArrayForEach(co, cats) {
+        if (st.n_categories >= DRDC_MAX_CATEGORIES) break;
+        drdc_category_stats *cs = &st.categories[st.n_categories];
+        const char *name = cJSON_GetStringValue(cJSON_GetObjectItem(co, "name"));
+        cJSON *n = cJSON_GetObjectItem(co, "n_val_images");
+        if (!name || strlen(name) >= sizeof cs->name || !cJSON_IsNumber(n)) {
+            cJSON_Delete(o);
+            return drdc_fail(DRDC_ERR_FORMAT, "%s: metadata 'stats' has a malformed category entry", path);
+        }
+        snprintf(cs->name, sizeof cs->name, "%s", name);
+        cs->n_val_images = n->valueint;
+        for (int i = 0; i < N_CATEGORY_FIELDS; i++) {
+            cJSON *v = cJSON_GetObjectItem(co, CATEGORY_FIELDS[i].key);
+            *cstat_at(cs, i) = cJSON_IsNumber(v) ? v->valuedouble : NAN;
+        }
+        st.n_categories++;
     }
     m->stats = st;
     cJSON_Delete(o);

@@ -77,6 +77,7 @@ drdc_status drdc_train_base(drdc_model *m, const drdc_sample_list *train, const 
     int per_epoch = drdc_loader_batches_per_epoch(ld);
     drdc_progress_begin(&prog, "train base (images)", (int64_t)(bc->epochs - m->base_epochs) * train->n, o->quiet);
     int64_t images_done = 0, steps_since_ckpt = 0;
+    int64_t log_step = (int64_t)m->base_epochs * per_epoch;   /* optimisation steps of stage 1 so far */
     double loss_sum = 0;
     for (int epoch = m->base_epochs; epoch < bc->epochs; epoch++) {
         /* StepLR: lr * gamma^(epoch / lr_step) */
@@ -89,7 +90,7 @@ drdc_status drdc_train_base(drdc_model *m, const drdc_sample_list *train, const 
         for (;;) {
             TRY(drdc_loader_next(ld, &b));
             if (!b) break;
-            double loss;
+            double loss, t_step = drdc_now_seconds();
             TRY(base_step(m, opt, gen, params, n_params, b, &loss));
             loss_sum += loss;
             steps++;
@@ -99,6 +100,8 @@ drdc_status drdc_train_base(drdc_model *m, const drdc_sample_list *train, const 
             snprintf(extra, sizeof extra, "epoch %d/%d, batch %d/%d, loss %.5f, lr %.2g", epoch + 1, bc->epochs, steps,
                      per_epoch, loss, lr);
             drdc_progress_update(&prog, images_done, extra);
+            double dt = drdc_now_seconds() - t_step;
+            drdc_train_log_step(o, "base", ++log_step, epoch + 1, loss, lr, dt > 0 ? b->n / dt : 0);
         }
         m->base_epochs = epoch + 1;
         if (!o->quiet) {

@@ -124,7 +124,7 @@ drdc_status drdc_train_refiner(drdc_model *m, const drdc_sample_list *train, con
         for (;;) {
             TRY(drdc_loader_next(ld, &b));
             if (!b || m->refiner_steps >= rc->steps) break;
-            double loss;
+            double loss, t_step = drdc_now_seconds();
             TRY(refiner_step(m, &live, opt, gen, params, n_params, b, &loss));
             TRY(ema_update(&m->refiner, &live, drdc_ema_decay_at(rc, m->refiner_steps)));
             m->refiner_steps++;
@@ -134,6 +134,8 @@ drdc_status drdc_train_refiner(drdc_model *m, const drdc_sample_list *train, con
             char extra[128];
             snprintf(extra, sizeof extra, "epoch %d, loss %.5f (avg %.5f)", ss.epoch + 1, loss, loss_avg);
             drdc_progress_update(&prog, m->refiner_steps - start_steps, extra);
+            double dt = drdc_now_seconds() - t_step;
+            drdc_train_log_step(o, "refiner", m->refiner_steps, ss.epoch + 1, loss, rc->lr, dt > 0 ? b->n / dt : 0);
             if (since_ckpt >= m->cfg.train.checkpoint_every || m->refiner_steps == rc->steps) {
                 TRY(drdc_checkpoint_save(m, &ss, o->out_dir));
                 since_ckpt = 0;

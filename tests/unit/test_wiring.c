@@ -276,7 +276,7 @@ static void test_calibration_stores_each_maps_statistics(void) {
     CHECK_OK(drdc_stats_get(&acc_b, &nb));
     CHECK_OK(drdc_stats_get(&acc_d, &nd));
     drdc_model_stats saved = g_m.stats;
-    CHECK_OK(drdc_calibrate(&g_m, &val, 1));
+    CHECK_OK(drdc_calibrate(&g_m, &val, NULL, 0, 1));
     const drdc_model_stats *s = &g_m.stats;
     printf("  calibration: base %.6g/%.6g (maps %.6g/%.6g), diffusion %.6g/%.6g (maps %.6g/%.6g)\n",
            s->fuse_base_mean, s->fuse_base_std, nb.mean, nb.std, s->diff_mean, s->diff_std, nd.mean, nd.std);

@@ -96,6 +96,7 @@ typedef struct drdc_infer_config {    /* test-time conditioning and fusion (pape
     int pool;                         /* image-score average pool p; default 16 */
     char standardize[DRDC_NAME_CAP];  /* "normal" (validation statistics) | "none"; default "normal" */
     double threshold_quantile;        /* image-score threshold = this quantile of normal validation scores; default 0.99 */
+    double pixel_quantile;            /* pixel threshold = this quantile of all normal validation map pixels; default 0.999 */
     int batch;                        /* images per inference batch; default 4 */
 } drdc_infer_config;
 

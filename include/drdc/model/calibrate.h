@@ -19,8 +19,13 @@ extern "C" {
 void drdc_colour_range(const drdc_norm_stats *ns, double threshold, double *lo, double *hi);
 
 /* Runs the validation list through the model (base, and the refiner when trained) and stores
- * the normal statistics, thresholds and colour ranges in m->stats. */
-drdc_status drdc_calibrate(drdc_model *m, const drdc_sample_list *val, int quiet);
+ * the normal statistics, thresholds and colour ranges in m->stats (replacing them): image
+ * thresholds = infer.threshold_quantile of the validation scores, pixel thresholds =
+ * infer.pixel_quantile of all validation map pixels (at the refiner's size when the model has one),
+ * for all images and, when category_names are given (the dataset's categories, indexed by each
+ * sample's category), for each category's own validation images. */
+drdc_status drdc_calibrate(drdc_model *m, const drdc_sample_list *val, const char *const *category_names,
+                           int n_categories, int quiet);
 
 /* Recalibrates m on its own validation split (m->cfg's data section and seed; data_root, when not
  * NULL, replaces the stored root), on n_images evenly spaced validation images (0: all): what

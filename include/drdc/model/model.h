@@ -26,7 +26,20 @@ extern "C" {
 
 /* Calibration on the normal validation images (never test images). The heatmap colour range
  * [lo, hi] of a method is [mean of its normal map pixels, mean + 2 * (threshold - mean)] when
- * the threshold lies above the mean (so the threshold sits mid-scale), else [mean, mean + 6 std]. */
+ * the threshold lies above the mean (so the threshold sits mid-scale), else [mean, mean + 6 std].
+ * Decisions: an image is anomalous when its score >= the image threshold (infer.threshold_quantile
+ * of the validation images' scores); a pixel is a defect pixel when its map value >= the pixel
+ * threshold (infer.pixel_quantile of all validation pixels of that method's map). Both exist for
+ * all categories together and for each category of the training data (its own validation images).
+ * A threshold that was never calibrated (models written before it existed) is NAN. */
+#define DRDC_MAX_CATEGORIES 64
+typedef struct drdc_category_stats {
+    char name[DRDC_NAME_CAP];
+    int n_val_images;
+    double base_threshold, base_pixel_threshold;   /* of the base map, this category's validation images */
+    double drdc_threshold, drdc_pixel_threshold;   /* of the fused map */
+} drdc_category_stats;
+
 typedef struct drdc_model_stats {
     int ready;              /* 1 once the base model is calibrated */
     int n_val_images;       /* images it was calibrated on */
@@ -39,7 +52,18 @@ typedef struct drdc_model_stats {
     double drdc_mean, drdc_std;        /* pixels of the fused map H */
     double drdc_threshold;             /* threshold of the DRDC image score */
     double drdc_lo, drdc_hi;           /* colour range of the fused map */
+    double base_pixel_threshold;       /* pixel thresholds, all categories (NAN: not calibrated) */
+    double drdc_pixel_threshold;
+    int n_categories;                  /* per-category thresholds (0: none) */
+    drdc_category_stats categories[DRDC_MAX_CATEGORIES];
 } drdc_model_stats;
+
+/* A method's decision thresholds for one image. */
+typedef struct drdc_thresholds {
+    double image;        /* score >= image: anomalous */
+    double pixel;        /* map value >= pixel: defect pixel; NAN when the model has none */
+    const char *scope;   /* "all categories" or the category's name (borrowed from the model) */
+} drdc_thresholds;
 
 typedef struct drdc_model {
     drdc_config cfg;        /* the resolved config it was built with */
@@ -115,6 +139,12 @@ drdc_status drdc_model_drdc(dt_tensor *heat, dt_tensor *score, dt_tensor *base_m
 uint64_t drdc_model_image_seed(const drdc_model *m, const float *pixels, size_t n);
 
 void drdc_model_free(drdc_model *m);   /* safe on a zeroed struct */
+
+/* The thresholds of the base (use_drdc 0) or DRDC (1) method for an image of `category` (its own
+ * calibrated thresholds when the model knows the category; NULL or unknown: all categories'). */
+drdc_thresholds drdc_model_thresholds(const drdc_model *m, int use_drdc, const char *category);
+/* Index of a category the model was calibrated on, or -1. */
+int drdc_model_category(const drdc_model *m, const char *name);
 
 /* Applies "infer.KEY=VALUE" overrides to a loaded model's config and validates it. Only infer.* keys
  * may change after training (the others describe the trained networks): any other key is a usage

@@ -9,6 +9,8 @@
 #ifndef DRDC_TRAIN_H
 #define DRDC_TRAIN_H
 
+#include <stdio.h>
+
 #include "drdc/data/dataset.h"
 #include "drdc/stages/fusion.h"
 #include "drdc/model/model.h"
@@ -22,14 +24,28 @@ typedef struct drdc_train_options {
     const char *out_dir;   /* run folder (exists) */
     int resume;            /* continue from out_dir/checkpoint.safetensors */
     int quiet;             /* no progress lines */
+    FILE *log;             /* the loss log (drdc_train_log_step), or NULL */
 } drdc_train_options;
 
+/* What `drdc train` asks for besides the config. */
+typedef struct drdc_train_request {
+    const char *stage;     /* "base" | "refiner" | "all" (NULL: all) */
+    int resume;            /* continue the run folder's training */
+    int force;             /* train into a folder that already holds a run, replacing it */
+} drdc_train_request;
+
+/* Appends one row to the loss log (stage, step, epoch, loss, lr, images/s); nothing without a log. */
+void drdc_train_log_step(const drdc_train_options *o, const char *stage, int64_t step, int epoch, double loss,
+                         double lr, double images_per_s);
+
 /* A training run as `drdc train` does it: makes the run folder (cfg->train.out, default
- * runs/<name>), prints the resolved config, opens the dataset and splits it (validation images are
- * never trained on), builds the model or (resume, or stage "refiner") loads the folder's checkpoint,
- * trains stage "base", "refiner" or "all" (NULL), calibrates, writes model.safetensors and points
- * runs/latest at the folder. */
-drdc_status drdc_train_run(drdc_config *cfg, const char *stage, int resume, const drdc_runtime *rt);
+ * runs/<name>) and locks it for the run (a second run on it fails at once, naming the holder's pid),
+ * refuses a folder that already holds a run unless resuming or forced, stores the data root
+ * absolute, prints the resolved config, opens the dataset and splits it (validation images are
+ * never trained on; none at all is refused before training), builds the model or (resume, or stage
+ * "refiner") loads the folder's checkpoint, trains (loss.csv in the folder gets a row per step),
+ * calibrates, writes model.safetensors and points runs/latest at the folder. */
+drdc_status drdc_train_run(drdc_config *cfg, const drdc_train_request *req, const drdc_runtime *rt);
 
 /* One optimisation step: the loss value (a non-finite loss is DRDC_ERR_NUMERIC and changes
  * nothing), zero grads, backward, gradient clipping to `clip` (0: none), AdamW step. */
