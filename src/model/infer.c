@@ -3,9 +3,28 @@
 #include "drdc/core/progress.h"
 #include "drdc/stages/heatmap.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+const char *drdc_verdict_name(drdc_verdict v) {
+    return v == DRDC_VERDICT_ANOMALOUS ? "anomalous" : v == DRDC_VERDICT_NORMAL ? "normal" : "error";
+}
+
+drdc_verdict drdc_verdict_of(double score, double threshold) {
+    if (!isfinite(score) || !isfinite(threshold)) return DRDC_VERDICT_ERROR;
+    return score >= threshold ? DRDC_VERDICT_ANOMALOUS : DRDC_VERDICT_NORMAL;
+}
+
+drdc_thresholds drdc_inferer_thresholds(const drdc_inferer *inf) {
+    drdc_thresholds t = drdc_model_thresholds(&inf->m, inf->use_drdc, inf->category);
+    if (inf->threshold_override > -INFINITY) {
+        t.image = inf->threshold_override;
+        t.scope = "--threshold";
+    }
+    return t;
+}
 
 drdc_status drdc_inferer_open(drdc_inferer *inf, const char *path, const char *method, const char *const *sets,
                               int n_sets, const drdc_runtime *rt) {
@@ -36,7 +55,7 @@ drdc_status drdc_inferer_open(drdc_inferer *inf, const char *path, const char *m
     inf->load_size = drdc_model_input_size(m, inf->use_drdc);
     inf->lo = inf->use_drdc ? m->stats.drdc_lo : m->stats.score_lo;
     inf->hi = inf->use_drdc ? m->stats.drdc_hi : m->stats.score_hi;
-    inf->threshold = inf->use_drdc ? m->stats.drdc_threshold : m->stats.base_threshold;
+    inf->threshold_override = -INFINITY;
     if (inf->use_drdc) drdc_model_describe_drdc(m, inf->how, sizeof inf->how);
 done:
     if (st) drdc_inferer_close(inf);
@@ -51,6 +70,88 @@ void drdc_inferer_close(drdc_inferer *inf) {
 void drdc_infer_result_free(drdc_infer_result *r) {
     drdc_image_free(&r->image);
     drdc_image_free(&r->map);
+    free(r->mask);
+    free(r->regions);
+    memset(r, 0, sizeof *r);
+}
+
+static int cmp_region(const void *a, const void *b) {
+    const drdc_region *x = a, *y = b;
+    if (x->area != y->area) return x->area < y->area ? 1 : -1;
+    return x->y0 != y->y0 ? (x->y0 > y->y0) - (x->y0 < y->y0) : (x->x0 > y->x0) - (x->x0 < y->x0);
+}
+
+drdc_status drdc_mask_regions(const uint8_t *mask, const float *map, int w, int h, drdc_region **regions, int *n) {
+    *regions = NULL;
+    *n = 0;
+    size_t npx = (size_t)w * h;
+    int32_t *stack = NULL;
+    uint8_t *seen = calloc(npx ? npx : 1, 1);
+    drdc_region *out = NULL;
+    int cap = 0;
+    drdc_status st = DRDC_OK;
+    if (!seen || !(stack = malloc(sizeof *stack * (npx ? npx : 1)))) {
+        st = drdc_fail(DRDC_ERR_NOMEM, "out of memory labelling a %dx%d mask", w, h);
+        goto done;
+    }
+    for (size_t start = 0; start < npx; start++) {
+        if (!mask[start] || seen[start]) continue;
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 16;
+            drdc_region *g = realloc(out, sizeof *out * (size_t)cap);
+            if (!g) {
+                st = drdc_fail(DRDC_ERR_NOMEM, "out of memory for mask regions");
+                goto done;
+            }
+            out = g;
+        }
+        drdc_region rg = {0, w, h, -1, -1, -INFINITY};
+        size_t top = 0;
+        stack[top++] = (int32_t)start;
+        seen[start] = 1;
+        while (top) {   /* flood fill, 8-connected */
+            int32_t p = stack[--top];
+            int x = p % w, y = p / w;
+            rg.area++;
+            rg.x0 = x < rg.x0 ? x : rg.x0, rg.x1 = x > rg.x1 ? x : rg.x1;
+            rg.y0 = y < rg.y0 ? y : rg.y0, rg.y1 = y > rg.y1 ? y : rg.y1;
+            if (map && map[p] > rg.peak) rg.peak = map[p];
+            for (int dy = -1; dy <= 1; dy++)
+                for (int dx = -1; dx <= 1; dx++) {
+                    int nx = x + dx, ny = y + dy;
+                    if (nx < 0 || ny < 0 || nx >= w || ny >= h) continue;
+                    size_t q = (size_t)ny * w + nx;
+                    if (mask[q] && !seen[q]) {
+                        seen[q] = 1;
+                        stack[top++] = (int32_t)q;
+                    }
+                }
+        }
+        out[(*n)++] = rg;
+    }
+    if (*n > 1) qsort(out, (size_t)*n, sizeof *out, cmp_region);
+    *regions = out;
+    out = NULL;
+done:
+    if (st) *n = 0;
+    free(out);
+    free(stack);
+    free(seen);
+    return st;
+}
+
+/* Verdict, mask and regions of a scored image. */
+static drdc_status decide(const drdc_inferer *inf, drdc_infer_result *r) {
+    r->thr = drdc_inferer_thresholds(inf);
+    r->verdict = drdc_verdict_of(r->score, r->thr.image);
+    if (r->verdict == DRDC_VERDICT_ERROR || !isfinite(r->thr.pixel)) return DRDC_OK;
+    size_t npx = (size_t)r->map.w * r->map.h;
+    if (!(r->mask = malloc(npx ? npx : 1))) return drdc_fail(DRDC_ERR_NOMEM, "out of memory for a defect mask");
+    for (size_t i = 0; i < npx; i++) {
+        r->mask[i] = r->map.data[i] >= r->thr.pixel;
+        r->defect_pixels += r->mask[i];
+    }
+    return drdc_mask_regions(r->mask, r->map.data, r->map.w, r->map.h, &r->regions, &r->n_regions);
 }
 
 /* HWC [0,1] image -> CHW floats (the loader's layout). */
@@ -95,6 +196,7 @@ drdc_status drdc_infer_image(const drdc_inferer *inf, const char *path, drdc_inf
     r->base_score = r->score;
     if (bscore) TRY(dt_copy_to_host(bscore, &r->base_score, sizeof(float)));
     TRY(drdc_image_resize(&map, r->image.w, r->image.h, &r->map)); /* the image's original size */
+    TRY(decide(inf, r));
 done:
     free(chw);
     drdc_image_free(&small);
@@ -107,9 +209,21 @@ done:
 }
 
 drdc_status drdc_infer_write_pictures(const drdc_inferer *inf, const drdc_infer_result *r, const char *heat,
-                                      const char *overlay) {
-    drdc_image colour = {0}, over = {0};
+                                      const char *overlay, const char *mask) {
+    drdc_image colour = {0}, over = {0}, bw = {0};
     drdc_status st = DRDC_OK;
+    if (mask) {
+        if (!r->mask) {
+            st = drdc_fail(DRDC_ERR_INPUT, "%s: no defect mask: %s", mask,
+                           r->verdict == DRDC_VERDICT_ERROR ? "the image got an error verdict"
+                                                             : "the model has no calibrated pixel threshold "
+                                                               "(retrain or recalibrate it with this drdc)");
+            goto done;
+        }
+        TRY(drdc_image_alloc(&bw, r->map.w, r->map.h, 1));
+        for (size_t i = 0; i < (size_t)r->map.w * r->map.h; i++) bw.data[i] = r->mask[i];
+        TRY(drdc_image_write_png(mask, &bw));
+    }
     if (heat) {
         TRY(drdc_heatmap_colorize(&r->map, (float)inf->lo, (float)inf->hi, &colour));
         TRY(drdc_image_write_png(heat, &colour));
@@ -121,5 +235,6 @@ drdc_status drdc_infer_write_pictures(const drdc_inferer *inf, const drdc_infer_
 done:
     drdc_image_free(&colour);
     drdc_image_free(&over);
+    drdc_image_free(&bw);
     return st;
 }

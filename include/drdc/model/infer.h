@@ -4,6 +4,8 @@
 #ifndef DRDC_INFER_H
 #define DRDC_INFER_H
 
+#include <stdint.h>
+
 #include "drdc/formats/image.h"
 #include "drdc/model/model.h"
 #include "drdc/shim/runtime.h"
@@ -18,10 +20,16 @@ typedef struct drdc_inferer {
     int use_drdc;            /* 1: the fused DRDC map (eq. 17); 0: the base map (eq. 2) */
     int map_size;            /* the model's maps are map_size x map_size */
     int load_size;           /* images go in at load_size x load_size (drdc_model_input_size) */
-    double threshold;        /* image-score threshold of the method (calibrated) */
     double lo, hi;           /* heatmap colour range of the method (calibrated) */
     char how[256];           /* the DRDC settings in words; "" for base */
+    double threshold_override;   /* > -INFINITY: the image threshold the user gave (--threshold) */
+    const char *category;    /* the images' category (its own calibrated thresholds), or NULL */
 } drdc_inferer;
+
+/* The decision thresholds for the images scored: the category's calibrated ones when the model
+ * knows inf->category, else all categories'; the image threshold replaced by the override when
+ * one is set (scope then says "--threshold"). */
+drdc_thresholds drdc_inferer_thresholds(const drdc_inferer *inf);
 
 /* Loads the model at path on rt's device and picks the method: "base", "drdc", or NULL for drdc when
  * the refiner has trained, else base with a warning on stderr. `sets` are infer.* overrides
@@ -31,22 +39,50 @@ drdc_status drdc_inferer_open(drdc_inferer *inf, const char *path, const char *m
                               int n_sets, const drdc_runtime *rt);
 void drdc_inferer_close(drdc_inferer *inf);   /* safe on a zeroed struct */
 
+/* The verdict on an image: fail closed, a score that is not a finite number is an error, never
+ * "normal". */
+typedef enum drdc_verdict { DRDC_VERDICT_NORMAL = 0, DRDC_VERDICT_ANOMALOUS = 1, DRDC_VERDICT_ERROR = 2 } drdc_verdict;
+const char *drdc_verdict_name(drdc_verdict v);   /* "normal", "anomalous", "error" */
+/* The verdict of a score against a threshold (score >= threshold: anomalous; non-finite: error). */
+drdc_verdict drdc_verdict_of(double score, double threshold);
+
+/* One 8-connected region of the defect mask. */
+typedef struct drdc_region {
+    int64_t area;            /* pixels */
+    int x0, y0, x1, y1;      /* bounding box, inclusive, in the image's pixels */
+    float peak;              /* largest map value inside */
+} drdc_region;
+
 typedef struct drdc_infer_result {
     float score;             /* the method's image score */
     float base_score;        /* the base stage's image score */
     drdc_image image;        /* the image as loaded, RGB in [0,1], original size */
     drdc_image map;          /* the method's map at the image's original size (c = 1) */
     double load_s, base_s, refine_s, fusion_s;   /* wall seconds */
+    drdc_thresholds thr;     /* the thresholds applied */
+    drdc_verdict verdict;
+    uint8_t *mask;           /* [h*w] 1 where map >= thr.pixel (NULL when there is no pixel threshold) */
+    int64_t defect_pixels;   /* pixels set in mask */
+    int n_regions;           /* 8-connected regions of the mask, largest first */
+    drdc_region *regions;    /* (n_regions) */
 } drdc_infer_result;
 
-/* Scores one image file. r is filled (free with drdc_infer_result_free, also after a failure). */
+/* Scores one image file and decides: verdict, and with a pixel threshold the defect mask and its
+ * regions. r is filled (free with drdc_infer_result_free, also after a failure). A file that cannot
+ * be read or decoded is DRDC_ERR_INPUT naming it (or DRDC_ERR_FORMAT); a non-finite score is not a
+ * failure: the verdict says error. */
 drdc_status drdc_infer_image(const drdc_inferer *inf, const char *path, drdc_infer_result *r);
 void drdc_infer_result_free(drdc_infer_result *r);
 
+/* Finds the 8-connected regions of a binary mask (w x h) with their areas, boxes and the peak of
+ * map inside, largest area first. *regions is malloc'd (NULL when none). */
+drdc_status drdc_mask_regions(const uint8_t *mask, const float *map, int w, int h, drdc_region **regions, int *n);
+
 /* Writes the map as a turbo heatmap PNG (heat, may be NULL) and over the image (overlay, may be NULL),
- * on the method's calibrated colour range, at the image's size. */
+ * on the method's calibrated colour range, at the image's size; the defect mask as a black/white PNG
+ * (mask, may be NULL; needs a pixel threshold). */
 drdc_status drdc_infer_write_pictures(const drdc_inferer *inf, const drdc_infer_result *r, const char *heat,
-                                      const char *overlay);
+                                      const char *overlay, const char *mask);
 
 #ifdef __cplusplus
 }
