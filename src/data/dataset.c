@@ -1,12 +1,12 @@
 /* dataset.c: indexes anomaly-detection datasets (MVTec AD / MPDD, BTAD, VisA, plain folder)
  * into per-category lists of image paths, labels, defect types and mask paths, plus the
- * seeded train/validation split and the small CSV reader VisA needs. No pixels are read here
- * (see loader.c). Layout rules and the skipping policy are documented in dataset.h. */
+ * seeded train/validation split. VisA's split file is read with formats/csv.c. No pixels are
+ * read here (see loader.c). Layout rules and the skipping policy are documented in dataset.h. */
 #define _POSIX_C_SOURCE 200809L
 #include "drdc/data/dataset.h"
 #include "drdc/core/rng.h"
+#include "drdc/formats/csv.h"
 
-#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
@@ -824,148 +824,4 @@ drdc_status drdc_dataset_test_list(const drdc_dataset *ds, int category, drdc_sa
     for (int c = lo; c < hi; c++)
         for (int i = 0; i < ds->categories[c].n_test; i++) out->items[out->n++] = ds->categories[c].test[i];
     return DRDC_OK;
-}
-
-/* ---- CSV --------------------------------------------------------------------------------------- */
-
-void drdc_csv_free(drdc_csv *csv) {
-    if (!csv) return;
-    free(csv->row_start);
-    free(csv->row_line);
-    free(csv->fields);
-    free(csv->storage);
-    memset(csv, 0, sizeof *csv);
-}
-
-/* Growable int array. */
-static int ivec_push(int **v, size_t *n, size_t *cap, int x) {
-    if (*n == *cap) {
-        size_t c = *cap ? *cap * 2 : 64;
-        int *p = realloc(*v, c * sizeof *p);
-        if (!p) return -1;
-        *v = p;
-        *cap = c;
-    }
-    (*v)[(*n)++] = x;
-    return 0;
-}
-
-drdc_status drdc_csv_parse(const char *buf, size_t len, const char *source_name, drdc_csv *out) {
-    memset(out, 0, sizeof *out);
-    const char *name = source_name ? source_name : "(csv)";
-    if (len > (size_t)0x3fffffff)
-        return drdc_fail(DRDC_ERR_FORMAT, "%s: file too large for the CSV reader (%zu bytes)", name, len);
-    /* Field texts are never longer than the input; each field needs one terminator, and there
-     * are at most len + 1 fields, so 2 * len + 2 bytes always suffice. */
-    char *store = malloc(2 * len + 2);
-    int *fstart = NULL, *rstart = NULL, *rline = NULL;
-    size_t nf = 0, cf = 0, nr = 0, cr = 0, nl = 0, cl = 0;
-    drdc_status st = DRDC_OK;
-    if (!store) return drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory reading CSV", name);
-    size_t w = 0, i = 0;
-    int line = 1;
-    if (len >= 3 && (unsigned char)buf[0] == 0xEF && (unsigned char)buf[1] == 0xBB && (unsigned char)buf[2] == 0xBF)
-        i = 3;
-    while (i < len) {
-        /* start of a row: skip blank lines */
-        if (buf[i] == '\n') { line++; i++; continue; }
-        if (buf[i] == '\r') { line++; i += (i + 1 < len && buf[i + 1] == '\n') ? 2 : 1; continue; }
-        if (ivec_push(&rstart, &nr, &cr, (int)nf) || ivec_push(&rline, &nl, &cl, line)) goto nomem;
-        for (;;) {   /* one field per iteration */
-            if (ivec_push(&fstart, &nf, &cf, (int)w)) goto nomem;
-            if (i < len && buf[i] == '"') {
-                int qline = line;
-                i++;
-                for (;;) {
-                    if (i >= len) {
-                        st = drdc_fail(DRDC_ERR_FORMAT, "%s:%d: quoted field not closed before end of file", name, qline);
-                        goto fail;
-                    }
-                    char ch = buf[i];
-                    if (ch == '\0') {
-                        st = drdc_fail(DRDC_ERR_FORMAT, "%s:%d: NUL byte in a field", name, line);
-                        goto fail;
-                    }
-                    if (ch == '"') {
-                        if (i + 1 < len && buf[i + 1] == '"') { store[w++] = '"'; i += 2; continue; }
-                        i++;
-                        break;
-                    }
-                    if (ch == '\n') line++;
-                    else if (ch == '\r' && !(i + 1 < len && buf[i + 1] == '\n')) line++;
-                    store[w++] = ch;
-                    i++;
-                }
-                if (i < len && buf[i] != ',' && buf[i] != '\n' && buf[i] != '\r') {
-                    st = drdc_fail(DRDC_ERR_FORMAT, "%s:%d: unexpected '%c' after a closing quote (expected ',' or a line end)",
-                                   name, line, isprint((unsigned char)buf[i]) ? buf[i] : '?');
-                    goto fail;
-                }
-            } else {
-                while (i < len && buf[i] != ',' && buf[i] != '\n' && buf[i] != '\r') {
-                    if (buf[i] == '"') {
-                        st = drdc_fail(DRDC_ERR_FORMAT, "%s:%d: quote inside an unquoted field (quote the whole field)", name, line);
-                        goto fail;
-                    }
-                    if (buf[i] == '\0') {
-                        st = drdc_fail(DRDC_ERR_FORMAT, "%s:%d: NUL byte in a field", name, line);
-                        goto fail;
-                    }
-                    store[w++] = buf[i++];
-                }
-            }
-            store[w++] = '\0';
-            if (i < len && buf[i] == ',') { i++; continue; }
-            break;   /* line end or end of input */
-        }
-        if (i < len) {   /* consume the line end */
-            line++;
-            i += (buf[i] == '\r' && i + 1 < len && buf[i + 1] == '\n') ? 2 : 1;
-        }
-    }
-    if (ivec_push(&rstart, &nr, &cr, (int)nf)) goto nomem;
-    char **fields = malloc((nf ? nf : 1) * sizeof *fields);
-    if (!fields) goto nomem;
-    for (size_t k = 0; k < nf; k++) fields[k] = store + fstart[k];
-    free(fstart);
-    out->n_rows = (int)nr - 1;
-    out->row_start = rstart;
-    out->row_line = rline;
-    out->storage = store;
-    out->fields = fields;
-    return DRDC_OK;
-nomem:
-    st = drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory reading CSV", name);
-fail:
-    free(store);
-    free(rstart);
-    free(rline);
-    free(fstart);
-    memset(out, 0, sizeof *out);
-    return st;
-}
-
-drdc_status drdc_csv_load(const char *path, drdc_csv *out) {
-    memset(out, 0, sizeof *out);
-    FILE *f = fopen(path, "rb");
-    if (!f) return drdc_fail(DRDC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    drdc_status st = DRDC_OK;
-    while (buf) {
-        size_t r = fread(buf + n, 1, cap - n, f);
-        n += r;
-        if (n < cap) break;
-        if (cap > ((size_t)1 << 30)) { st = drdc_fail(DRDC_ERR_FORMAT, "%s: larger than 1 GiB, not a split file", path); break; }
-        char *nb = realloc(buf, cap * 2);
-        if (!nb) { free(buf); buf = NULL; break; }
-        buf = nb;
-        cap *= 2;
-    }
-    if (!buf) { fclose(f); return drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory reading", path); }
-    if (st == DRDC_OK && ferror(f)) st = drdc_fail(DRDC_ERR_IO, "%s: read error: %s", path, strerror(errno));
-    fclose(f);
-    if (st == DRDC_OK) st = drdc_csv_parse(buf, n, path, out);
-    free(buf);
-    return st;
 }
