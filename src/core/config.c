@@ -6,16 +6,15 @@
  * parsing, --set overrides, range validation and serialisation, so a new key is one line. */
 #define _XOPEN_SOURCE 700
 #include "drdc/core/config.h"
+#include "drdc/core/fsutil.h"
 
 #include <cjson/cJSON.h>
-#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 typedef enum key_type {
@@ -534,48 +533,25 @@ drdc_status drdc_config_parse_stored(drdc_config *cfg, const char *json_text, co
 }
 
 static drdc_status load_impl(drdc_config *cfg, const char *path, int validate) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return drdc_fail(DRDC_ERR_IO, "%s: cannot open config: %s", path, strerror(errno));
-    size_t cap = 4096, len = 0;
-    char *text = malloc(cap);
-    while (text) {
-        if (len + 1 >= cap) {
-            if (cap >= ((size_t)16 << 20)) {
-                free(text);
-                fclose(fp);
-                return drdc_fail(DRDC_ERR_CONFIG, "%s: config file larger than 16 MB", path);
-            }
-            char *bigger = realloc(text, cap * 2);
-            if (!bigger) {
-                free(text);
-                text = NULL;
-                break;
-            }
-            text = bigger;
-            cap *= 2;
-        }
-        size_t r = fread(text + len, 1, cap - 1 - len, fp);
-        len += r;
-        if (r == 0) break;
+    char *text = NULL;
+    size_t len = 0;
+    drdc_config *tmp = NULL;
+    drdc_status st = DRDC_OK;
+    TRY(drdc_read_file(path, &text, &len));
+    if (len + 1 >= ((size_t)16 << 20)) {
+        st = drdc_fail(DRDC_ERR_CONFIG, "%s: config file larger than 16 MB", path);
+        goto done;
     }
-    int read_err = ferror(fp);
-    fclose(fp);
-    if (!text) return drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory", path);
-    if (read_err) {
-        free(text);
-        return drdc_fail(DRDC_ERR_IO, "%s: read error", path);
-    }
-    text[len] = '\0';
     if (strlen(text) != len) {
-        free(text);
-        return drdc_fail(DRDC_ERR_CONFIG, "%s: contains a NUL byte; not a JSON text file", path);
+        st = drdc_fail(DRDC_ERR_CONFIG, "%s: contains a NUL byte; not a JSON text file", path);
+        goto done;
     }
 
     /* name defaults to the file's base name without .json; the file's own "name" wins */
-    drdc_config *tmp = malloc(sizeof *tmp);
+    tmp = malloc(sizeof *tmp);
     if (!tmp) {
-        free(text);
-        return drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory", path);
+        st = drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory", path);
+        goto done;
     }
     memcpy(tmp, cfg, sizeof *tmp);
     const char *base = strrchr(path, '/');
@@ -587,9 +563,10 @@ static drdc_status load_impl(drdc_config *cfg, const char *path, int validate) {
         memset(tmp->name, 0, sizeof tmp->name);
         memcpy(tmp->name, base, blen);
     }
-    drdc_status st = parse_impl(tmp, text, path, validate, 0);
+    TRY(parse_impl(tmp, text, path, validate, 0));
+    memcpy(cfg, tmp, sizeof *cfg);
+done:
     free(text);
-    if (!st) memcpy(cfg, tmp, sizeof *cfg);
     free(tmp);
     return st;
 }
@@ -837,11 +814,6 @@ drdc_status drdc_config_validate(const drdc_config *cfg) {
 
 /* ---- finding and serialising ------------------------------------------------------------ */
 
-static int is_file(const char *p) {
-    struct stat sb;
-    return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
-}
-
 drdc_status drdc_config_find(const char *arg, char *out, int cap) {
     if (!arg || !*arg) return drdc_fail(DRDC_ERR_INPUT, "no config given");
     char tried[4096] = "";
@@ -867,7 +839,7 @@ drdc_status drdc_config_find(const char *arg, char *out, int cap) {
         if (!prefixes[p]) continue;
         for (int v = 0; v < (has_json ? 1 : 2); v++) {
             snprintf(cand, sizeof cand, "%s%s%s", prefixes[p], arg, v ? ".json" : "");
-            if (is_file(cand)) {
+            if (drdc_is_file(cand)) {
                 char resolved[PATH_MAX];
                 const char *found = cand;
                 if (p >= 2 && realpath(cand, resolved)) found = resolved; /* drop the "bin/.." */

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -72,26 +73,31 @@ drdc_status drdc_read_file(const char *path, char **data, size_t *len) {
     *len = 0;
     FILE *f = fopen(path, "rb");
     if (!f) return drdc_fail(DRDC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    /* a regular file's size + 2 (the NUL, and room to see the end in one read); grows if the file does */
     size_t cap = 1 << 16, n = 0;
+    struct stat sb;
+    if (fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode) && (uintmax_t)sb.st_size < SIZE_MAX / 2)
+        cap = (size_t)sb.st_size + 2;
     char *buf = malloc(cap);
+    errno = 0;
     while (buf) {
         n += fread(buf + n, 1, cap - n - 1, f);
         if (n < cap - 1) break;
-        cap *= 2;
-        char *nb = realloc(buf, cap);
+        char *nb = cap <= SIZE_MAX / 2 ? realloc(buf, cap * 2) : NULL;
         if (!nb) {
             free(buf);
             buf = NULL;
         } else {
             buf = nb;
+            cap *= 2;
         }
     }
-    int bad = ferror(f);
+    int err = ferror(f) ? (errno ? errno : EIO) : 0;
     fclose(f);
     if (!buf) return drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory reading the file", path);
-    if (bad) {
+    if (err) {
         free(buf);
-        return drdc_fail(DRDC_ERR_IO, "%s: read error", path);
+        return drdc_fail(DRDC_ERR_IO, "%s: read error: %s", path, strerror(err));
     }
     buf[n] = 0;
     *data = buf;

@@ -4,6 +4,7 @@
  * read here (see loader.c). Layout rules and the skipping policy are documented in dataset.h. */
 #define _POSIX_C_SOURCE 200809L
 #include "drdc/data/dataset.h"
+#include "drdc/core/fsutil.h"
 #include "drdc/core/rng.h"
 #include "drdc/formats/csv.h"
 
@@ -14,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
 
 static const char GOOD[] = "good";
 static const char ANOMALY[] = "anomaly";
@@ -45,16 +45,6 @@ static char *path_join3(const char *a, const char *b, const char *c) {
     char *abc = path_join(ab, c);
     free(ab);
     return abc;
-}
-
-static int is_dir(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-static int is_file(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
 }
 
 static drdc_status oom(const char *what) {
@@ -144,7 +134,7 @@ static drdc_status list_subdirs(const char *dir, strvec *out) {
         if (e->d_name[0] == '.') continue;
         char *p = path_join(dir, e->d_name);
         if (!p) { st = oom(dir); break; }
-        int isd = is_dir(p);
+        int isd = drdc_is_dir(p);
         free(p);
         if (isd && sv_push(out, e->d_name)) { st = oom(dir); break; }
     }
@@ -164,7 +154,7 @@ static drdc_status list_images(drdc_dataset *ds, const char *dir, strvec *out) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
         char *p = path_join(dir, e->d_name);
         if (!p) { st = oom(dir); break; }
-        if (e->d_name[0] != '.' && drdc_is_image_file(e->d_name) && is_file(p)) {
+        if (e->d_name[0] != '.' && drdc_is_image_file(e->d_name) && drdc_is_file(p)) {
             if (sv_push_owned(out, p)) { st = oom(dir); break; }
             continue;
         }
@@ -284,7 +274,7 @@ static drdc_status add_test_folder(drdc_dataset *ds, drdc_category *c, int ci, i
                                    const char *dir, const char *defect, const char *gt_dir) {
     strvec imgs = {0}, gt = {0};
     drdc_status st = list_images(ds, dir, &imgs);
-    if (st == DRDC_OK && defect && gt_dir && is_dir(gt_dir)) st = list_images(NULL, gt_dir, &gt);
+    if (st == DRDC_OK && defect && gt_dir && drdc_is_dir(gt_dir)) st = list_images(NULL, gt_dir, &gt);
     for (int i = 0; st == DRDC_OK && i < imgs.n; i++) {
         char *mask = NULL;
         if (defect && gt_dir) {
@@ -331,11 +321,11 @@ static drdc_status scan_category(drdc_dataset *ds, drdc_category *c, int ci, con
     strvec train = {0}, tests = {0};
     int cap = 0;
     if (!train_dir || !test_dir || !gt_root) { st = oom(dir); goto done; }
-    if (!is_dir(dir)) {
+    if (!drdc_is_dir(dir)) {
         st = drdc_fail(DRDC_ERR_INPUT, "category folder %s not found", dir);
         goto done;
     }
-    if (!is_dir(train_dir)) {
+    if (!drdc_is_dir(train_dir)) {
         st = drdc_fail(DRDC_ERR_INPUT, "category %s: training folder %s not found", c->name, train_dir);
         goto done;
     }
@@ -354,9 +344,9 @@ static drdc_status scan_category(drdc_dataset *ds, drdc_category *c, int ci, con
     }
     c->n_train = train.n;
 
-    int has_gt = is_dir(gt_root);
+    int has_gt = drdc_is_dir(gt_root);
     c->has_masks = has_gt || !masks_optional;
-    if (!is_dir(test_dir)) goto done;   /* no test images: allowed, counts say so */
+    if (!drdc_is_dir(test_dir)) goto done;   /* no test images: allowed, counts say so */
     st = list_subdirs(test_dir, &tests);
     if (st) goto done;
     int g = sv_find(&tests, good_name);
@@ -427,13 +417,13 @@ static drdc_status check_root(const char *layout, const char *root) {
         return drdc_fail(DRDC_ERR_INPUT, "unknown dataset layout '%s' (expected mvtec, mpdd, btad, visa or folder)",
                          layout ? layout : "(null)");
     if (!root || !*root) return drdc_fail(DRDC_ERR_INPUT, "dataset root is empty");
-    if (!is_dir(root)) return drdc_fail(DRDC_ERR_INPUT, "dataset root %s not found (or not a folder)", root);
+    if (!drdc_is_dir(root)) return drdc_fail(DRDC_ERR_INPUT, "dataset root %s not found (or not a folder)", root);
     return DRDC_OK;
 }
 
 static int has_subdir(const char *dir, const char *name) {
     char *p = path_join(dir, name);
-    int r = p && is_dir(p);
+    int r = p && drdc_is_dir(p);
     free(p);
     return r;
 }
@@ -473,7 +463,7 @@ static drdc_status available_folders(const char *layout, const char *root, strve
             for (int m = 0; m < 3 && !keep; m++) {
                 char *p = path_join3(root, subs.v[i], marks[m]);
                 if (!p) { st = oom(root); break; }
-                keep = is_dir(p);
+                keep = drdc_is_dir(p);
                 free(p);
             }
         }
@@ -603,7 +593,7 @@ static drdc_status visa_build(drdc_dataset *ds, const drdc_csv *csv, const char 
             free(ip);
             continue;
         }
-        if (!is_file(ip)) {
+        if (!drdc_is_file(ip)) {
             st = drdc_fail(DRDC_ERR_INPUT, "%s:%d: image %s not found", path, line, ip);
             free(ip);
             break;
@@ -627,7 +617,7 @@ static drdc_status visa_build(drdc_dataset *ds, const drdc_csv *csv, const char 
             }
             mp = visa_path(ds->root, mask);
             if (!mp) { free(ip); st = oom(path); break; }
-            if (!is_file(mp)) {
+            if (!drdc_is_file(mp)) {
                 st = drdc_fail(DRDC_ERR_INPUT, "%s:%d: mask %s of image %s not found", path, line, mp, ip);
                 free(ip);
                 free(mp);
@@ -700,7 +690,7 @@ drdc_status drdc_dataset_open(drdc_dataset *ds, const char *layout, const char *
     if (!strcmp(layout, "visa")) {
         csv_path = visa_csv_path(root);
         if (!csv_path) { st = oom(root); goto fail; }
-        if (!is_file(csv_path)) {
+        if (!drdc_is_file(csv_path)) {
             st = drdc_fail(DRDC_ERR_INPUT, "VisA split file %s not found (expected <root>/split_csv/1cls.csv)", csv_path);
             goto fail;
         }

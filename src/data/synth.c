@@ -8,13 +8,12 @@
  * image (scene, defect) make the normal counterpart reproducible. */
 #define _POSIX_C_SOURCE 200809L
 #include "drdc/data/synth.h"
+#include "drdc/core/fsutil.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #ifndef M_PI
 #define M_PI 3.14159265358979323846
@@ -668,26 +667,6 @@ done:
 
 /* ---- writing the dataset ---------------------------------------------------------------------- */
 
-/* mkdir -p */
-static drdc_status make_dirs(const char *path) {
-    char buf[4096];
-    size_t len = strlen(path);
-    if (len == 0 || len >= sizeof buf) return drdc_fail(DRDC_ERR_INPUT, "synth: bad folder path '%s'", path);
-    memcpy(buf, path, len + 1);
-    for (size_t i = 1; i <= len; i++) {
-        if (buf[i] != '/' && buf[i] != '\0') continue;
-        char saved = buf[i];
-        buf[i] = '\0';
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-            return drdc_fail(DRDC_ERR_IO, "%s: cannot create folder: %s", buf, strerror(errno));
-        buf[i] = saved;
-    }
-    struct stat sb;
-    if (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode))
-        return drdc_fail(DRDC_ERR_IO, "%s: exists and is not a folder", path);
-    return DRDC_OK;
-}
-
 static uint64_t image_seed(uint64_t seed, int category, int split, int index) {
     return mix64(mix64(mix64(seed ^ 0xA0761D6478BD642FULL) ^ (uint64_t)category) ^ ((uint64_t)split << 32 | (uint32_t)index));
 }
@@ -736,13 +715,13 @@ drdc_status drdc_synth_write(const drdc_synth_options *o) {
     for (int c = 0; c < o->n_categories; c++) {
         const category_info *ci = &CATEGORIES[c];
         snprintf(dir, sizeof dir, "%s/%s/train/good", o->out_dir, ci->name);
-        if ((st = make_dirs(dir))) return st;
+        if ((st = drdc_mkdirs(dir))) return st;
         int dg = digits_for(o->n_train);
         for (int i = 0; i < o->n_train; i++)
             if ((st = write_one(dir, NULL, dg, i, c, -1, o->size, image_seed(o->seed, c, 0, i)))) return st;
 
         snprintf(dir, sizeof dir, "%s/%s/test/good", o->out_dir, ci->name);
-        if ((st = make_dirs(dir))) return st;
+        if ((st = drdc_mkdirs(dir))) return st;
         dg = digits_for(n_good);
         for (int i = 0; i < n_good; i++)
             if ((st = write_one(dir, NULL, dg, i, c, -1, o->size, image_seed(o->seed, c, 1, i)))) return st;
@@ -752,7 +731,7 @@ drdc_status drdc_synth_write(const drdc_synth_options *o) {
             const char *dname = DEFECT_NAMES[ci->defects[d]];
             snprintf(dir, sizeof dir, "%s/%s/test/%s", o->out_dir, ci->name, dname);
             snprintf(mdir, sizeof mdir, "%s/%s/ground_truth/%s", o->out_dir, ci->name, dname);
-            if ((st = make_dirs(dir)) || (st = make_dirs(mdir))) return st;
+            if ((st = drdc_mkdirs(dir)) || (st = drdc_mkdirs(mdir))) return st;
             dg = digits_for(count);
             for (int i = 0; i < count; i++) {
                 int m = d + i * ci->n_defects;

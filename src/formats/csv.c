@@ -1,10 +1,9 @@
 /* csv.c: the RFC 4180 CSV reader (see csv.h): one pass over the text into a single storage
  * block (fields NUL-terminated) plus row and field start tables. */
 #include "drdc/formats/csv.h"
+#include "drdc/core/fsutil.h"
 
 #include <ctype.h>
-#include <errno.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -127,25 +126,12 @@ fail:
 
 drdc_status drdc_csv_load(const char *path, drdc_csv *out) {
     memset(out, 0, sizeof *out);
-    FILE *f = fopen(path, "rb");
-    if (!f) return drdc_fail(DRDC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
+    char *buf = NULL;
+    size_t n = 0;
     drdc_status st = DRDC_OK;
-    while (buf) {
-        size_t r = fread(buf + n, 1, cap - n, f);
-        n += r;
-        if (n < cap) break;
-        if (cap > ((size_t)1 << 30)) { st = drdc_fail(DRDC_ERR_FORMAT, "%s: larger than 1 GiB, not a split file", path); break; }
-        char *nb = realloc(buf, cap * 2);
-        if (!nb) { free(buf); buf = NULL; break; }
-        buf = nb;
-        cap *= 2;
-    }
-    if (!buf) { fclose(f); return drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory reading", path); }
-    if (st == DRDC_OK && ferror(f)) st = drdc_fail(DRDC_ERR_IO, "%s: read error: %s", path, strerror(errno));
-    fclose(f);
-    if (st == DRDC_OK) st = drdc_csv_parse(buf, n, path, out);
+    TRY(drdc_read_file(path, &buf, &n));
+    TRY(drdc_csv_parse(buf, n, path, out));
+done:
     free(buf);
     return st;
 }

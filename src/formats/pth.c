@@ -5,8 +5,8 @@
  * registers the storages; then flattening the dict into named tensors and gathering each
  * tensor's view into contiguous memory. Every error names the source. */
 #include "drdc/formats/pth.h"
+#include "drdc/core/fsutil.h"
 
-#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -434,37 +434,12 @@ drdc_status drdc_pth_parse(drdc_pth_file **out, const void *data, size_t size, c
 drdc_status drdc_pth_load(drdc_pth_file **out, const char *path) {
     if (!out) return drdc_fail(DRDC_ERR_INPUT, "drdc_pth_load: out is NULL");
     *out = NULL;
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return drdc_fail(DRDC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    uint8_t *buf = NULL;
-    size_t len = 0, cap = 0;
+    char *buf = NULL;
+    size_t len = 0;
     drdc_status st = DRDC_OK;
-    if (fseek(fp, 0, SEEK_END) == 0) {
-        long n = ftell(fp);
-        if (n > 0) cap = (size_t)n + 1;  /* +1: reaching EOF needs one more fread */
-        rewind(fp);
-    }
-    for (;;) {
-        if (len == cap) {
-            size_t ncap = cap < (1u << 16) ? (1u << 16) : cap + cap / 2;
-            uint8_t *nb = realloc(buf, ncap);
-            if (!nb) { st = drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory reading %zu bytes", path, ncap); break; }
-            buf = nb;
-            cap = ncap;
-        }
-        if (!buf) {
-            buf = malloc(cap);
-            if (!buf) { st = drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory reading %zu bytes", path, cap); break; }
-        }
-        size_t r = fread(buf + len, 1, cap - len, fp);
-        len += r;
-        if (r == 0) {
-            if (ferror(fp)) st = drdc_fail(DRDC_ERR_IO, "%s: read error: %s", path, strerror(errno));
-            break;
-        }
-    }
-    fclose(fp);
-    if (!st) st = drdc_pth_parse(out, buf, len, path);
+    TRY(drdc_read_file(path, &buf, &len));
+    TRY(drdc_pth_parse(out, buf, len, path));
+done:
     free(buf);
     return st;
 }
