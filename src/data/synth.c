@@ -9,6 +9,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "drdc/data/synth.h"
 #include "drdc/core/fsutil.h"
+#include "drdc/core/rng.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -20,31 +21,16 @@
 #endif
 #define PI_F ((float)M_PI)
 
-/* ---- random numbers (splitmix64) ---------------------------------------------------------- */
+/* ---- random numbers (drdc_splitmix64 streams) ---------------------------------------------- */
 
-typedef struct {
-    uint64_t state;
-} rng_t;
+static float rng_uniform(uint64_t *r) { return (float)(drdc_splitmix64(r) >> 40) * (1.0f / 16777216.0f); }
 
-static uint64_t mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
+static float rng_range(uint64_t *r, float a, float b) { return a + (b - a) * rng_uniform(r); }
 
-static uint64_t rng_u64(rng_t *r) {
-    r->state += 0x9E3779B97F4A7C15ULL;
-    return mix64(r->state);
-}
+static int rng_int(uint64_t *r, int n) { return (int)((drdc_splitmix64(r) >> 33) % (uint64_t)n); }
 
-static float rng_uniform(rng_t *r) { return (float)(rng_u64(r) >> 40) * (1.0f / 16777216.0f); }
-
-static float rng_range(rng_t *r, float a, float b) { return a + (b - a) * rng_uniform(r); }
-
-static int rng_int(rng_t *r, int n) { return (int)((rng_u64(r) >> 33) % (uint64_t)n); }
-
-static float rng_normal(rng_t *r) {
-    float u1 = ((float)(rng_u64(r) >> 40) + 0.5f) * (1.0f / 16777216.0f);
+static float rng_normal(uint64_t *r) {
+    float u1 = ((float)(drdc_splitmix64(r) >> 40) + 0.5f) * (1.0f / 16777216.0f);
     float u2 = rng_uniform(r);
     return sqrtf(-2.0f * logf(u1)) * cosf(2.0f * PI_F * u2);
 }
@@ -52,8 +38,8 @@ static float rng_normal(rng_t *r) {
 /* ---- value noise ---------------------------------------------------------------------------- */
 
 static float lattice(uint64_t seed, int x, int y) {
-    uint64_t h = mix64(seed ^ ((uint64_t)(uint32_t)x * 0x9E3779B97F4A7C15ULL) ^
-                       ((uint64_t)(uint32_t)y * 0xC2B2AE3D27D4EB4FULL));
+    uint64_t h = drdc_mix64(seed ^ ((uint64_t)(uint32_t)x * 0x9E3779B97F4A7C15ULL) ^
+                            ((uint64_t)(uint32_t)y * 0xC2B2AE3D27D4EB4FULL));
     return (float)(h >> 40) * (1.0f / 16777216.0f) * 2.0f - 1.0f;
 }
 
@@ -166,7 +152,7 @@ static drdc_status scene_alloc(scene *sc, int n, int category) {
     return DRDC_OK;
 }
 
-static void render_weave(scene *sc, rng_t *r) {
+static void render_weave(scene *sc, uint64_t *r) {
     const int n = sc->n;
     const float s = sc->s;
     float p = s * rng_range(r, 7.0f, 9.0f);
@@ -178,7 +164,7 @@ static void render_weave(scene *sc, rng_t *r) {
         warp[k] *= 1.0f + rng_range(r, -0.03f, 0.03f);
         weft[k] = warp[k] * rng_range(r, 0.86f, 0.96f);
     }
-    uint64_t nseed = rng_u64(r);
+    uint64_t nseed = drdc_splitmix64(r);
     float c = cosf(ang), sn = sinf(ang);
     for (int y = 0; y < n; y++)
         for (int x = 0; x < n; x++) {
@@ -197,7 +183,7 @@ static void render_weave(scene *sc, rng_t *r) {
         }
 }
 
-static void render_grain(scene *sc, rng_t *r) {
+static void render_grain(scene *sc, uint64_t *r) {
     const int n = sc->n;
     const float s = sc->s;
     float ang = rng_range(r, -0.25f, 0.25f);
@@ -210,7 +196,7 @@ static void render_grain(scene *sc, rng_t *r) {
         lightc[k] *= 1.0f + tint;
         darkc[k] *= 1.0f + tint;
     }
-    uint64_t s1 = rng_u64(r), s2 = rng_u64(r);
+    uint64_t s1 = drdc_splitmix64(r), s2 = drdc_splitmix64(r);
     float c = cosf(ang), sn = sinf(ang);
     for (int y = 0; y < n; y++)
         for (int x = 0; x < n; x++) {
@@ -227,7 +213,7 @@ static void render_grain(scene *sc, rng_t *r) {
         }
 }
 
-static void render_disc(scene *sc, rng_t *r) {
+static void render_disc(scene *sc, uint64_t *r) {
     const int n = sc->n;
     const float s = sc->s;
     sc->cx = 0.5f * n + s * rng_range(r, -5.0f, 5.0f);
@@ -238,7 +224,7 @@ static void render_disc(scene *sc, rng_t *r) {
     float la = rng_range(r, 0.0f, 2.0f * PI_F);    /* light direction for the highlight */
     float brush_ph = rng_range(r, 0.0f, 2.0f * PI_F);
     float base = rng_range(r, 0.64f, 0.72f);
-    uint64_t s1 = rng_u64(r), s2 = rng_u64(r);
+    uint64_t s1 = drdc_splitmix64(r), s2 = drdc_splitmix64(r);
     float nx = cosf(notch), ny = sinf(notch);
     for (int y = 0; y < n; y++)
         for (int x = 0; x < n; x++) {
@@ -288,7 +274,7 @@ static void plate_world(const scene *sc, float u, float v, float *x, float *y) {
     *y = sc->cy + sn * u + c * v - 0.5f;
 }
 
-static void render_plate(scene *sc, rng_t *r) {
+static void render_plate(scene *sc, uint64_t *r) {
     const int n = sc->n;
     const float s = sc->s;
     sc->cx = 0.5f * n + s * rng_range(r, -5.0f, 5.0f);
@@ -306,7 +292,7 @@ static void render_plate(scene *sc, rng_t *r) {
     }
     float col[3] = {0.22f, 0.30f, 0.27f};
     for (int k = 0; k < 3; k++) col[k] *= 1.0f + rng_range(r, -0.06f, 0.06f);
-    uint64_t s1 = rng_u64(r), s2 = rng_u64(r);
+    uint64_t s1 = drdc_splitmix64(r), s2 = drdc_splitmix64(r);
     for (int y = 0; y < n; y++)
         for (int x = 0; x < n; x++) {
             size_t i = (size_t)y * n + x;
@@ -333,7 +319,7 @@ static void render_plate(scene *sc, rng_t *r) {
 }
 
 /* Lighting gradient, gain and sensor noise: common to every category. */
-static void render_conditions(scene *sc, rng_t *r) {
+static void render_conditions(scene *sc, uint64_t *r) {
     const int n = sc->n;
     float gain = rng_range(r, 0.92f, 1.08f), g = rng_range(r, 0.0f, 0.25f);
     float la = rng_range(r, 0.0f, 2.0f * PI_F);
@@ -348,7 +334,7 @@ static void render_conditions(scene *sc, rng_t *r) {
         }
 }
 
-static void render_scene(scene *sc, rng_t *r) {
+static void render_scene(scene *sc, uint64_t *r) {
     switch (sc->category) {
     case CAT_WEAVE: render_weave(sc, r); break;
     case CAT_GRAIN: render_grain(sc, r); break;
@@ -373,7 +359,7 @@ static void composite(const scene *sc, const float *fg, const float *alpha, unsi
 /* ---- defects ---------------------------------------------------------------------------------- */
 
 /* A point on the object (or anywhere on a texture), `margin` pixels inside its edges. */
-static void pick_point(const scene *sc, rng_t *r, float margin, float *x, float *y) {
+static void pick_point(const scene *sc, uint64_t *r, float margin, float *x, float *y) {
     const float n = (float)sc->n;
     if (sc->category == CAT_DISC) {
         float lo = sc->inner + margin, hi = sc->radius - margin;
@@ -440,7 +426,7 @@ static float blob_radius(float x, float y, float cx, float cy, float rad, float 
     return sqrtf(dx * dx + dy * dy) / rr;
 }
 
-static void defect_scratch(const scene *sc, rng_t *r, float *fg) {
+static void defect_scratch(const scene *sc, uint64_t *r, float *fg) {
     const float s = sc->s;
     float x, y;
     pick_point(sc, r, 4.0f * s, &x, &y);
@@ -456,7 +442,7 @@ static void defect_scratch(const scene *sc, rng_t *r, float *fg) {
     paint_segment(sc, fg, x - dx, y - dy, x + dx, y + dy, width, mul, add);
 }
 
-static void crack_walk(const scene *sc, rng_t *r, float *fg, float x, float y, float ang, int steps,
+static void crack_walk(const scene *sc, uint64_t *r, float *fg, float x, float y, float ang, int steps,
                        float wmax, int branches) {
     const float s = sc->s;
     const float mul[3] = {0.25f, 0.25f, 0.25f}, add[3] = {0.0f, 0.0f, 0.0f};
@@ -477,13 +463,13 @@ static void crack_walk(const scene *sc, rng_t *r, float *fg, float x, float y, f
     }
 }
 
-static void defect_crack(const scene *sc, rng_t *r, float *fg) {
+static void defect_crack(const scene *sc, uint64_t *r, float *fg) {
     float x, y;
     pick_point(sc, r, 6.0f * sc->s, &x, &y);
     crack_walk(sc, r, fg, x, y, rng_range(r, 0.0f, 2.0f * PI_F), 10 + rng_int(r, 9), 3.0f, 1 + rng_int(r, 2));
 }
 
-static void defect_hole(const scene *sc, rng_t *r, float *fg, float *alpha) {
+static void defect_hole(const scene *sc, uint64_t *r, float *fg, float *alpha) {
     const int n = sc->n;
     const float s = sc->s;
     float rad = s * (sc->category == CAT_PLATE ? rng_range(r, 4.5f, 7.0f) : rng_range(r, 3.5f, 7.0f));
@@ -507,7 +493,7 @@ static void defect_hole(const scene *sc, rng_t *r, float *fg, float *alpha) {
         }
 }
 
-static void defect_stain(const scene *sc, rng_t *r, float *fg) {
+static void defect_stain(const scene *sc, uint64_t *r, float *fg) {
     const int n = sc->n;
     const float s = sc->s;
     float rad = s * rng_range(r, 6.0f, 14.0f);
@@ -530,7 +516,7 @@ static void defect_stain(const scene *sc, rng_t *r, float *fg) {
         }
 }
 
-static void defect_missing(const scene *sc, rng_t *r, float *alpha) {
+static void defect_missing(const scene *sc, uint64_t *r, float *alpha) {
     const int n = sc->n;
     const float s = sc->s;
     float x, y, rad;
@@ -553,7 +539,7 @@ static void defect_missing(const scene *sc, rng_t *r, float *alpha) {
             if (blob_radius((float)px, (float)py, x, y, rad, ph1, ph2) < 1.0f) alpha[(size_t)py * n + px] = 0.0f;
 }
 
-static void defect_color(const scene *sc, rng_t *r, float *fg) {
+static void defect_color(const scene *sc, uint64_t *r, float *fg) {
     const int n = sc->n;
     const float s = sc->s;
     float rad = s * rng_range(r, 7.0f, 14.0f);
@@ -593,7 +579,7 @@ drdc_status drdc_synth_render(int category, int defect, int size, uint64_t seed,
     unsigned char *normal = malloc(np * 3), *bad = NULL;
     float *fg2 = NULL, *alpha2 = NULL;
     if (!normal) goto nomem;
-    rng_t rs = {mix64(seed ^ 0x5CE7E5CE7E5CE7E5ULL)};
+    uint64_t rs = drdc_mix64(seed ^ 0x5CE7E5CE7E5CE7E5ULL);
     render_scene(&sc, &rs);
     composite(&sc, sc.fg, sc.alpha, normal);
 
@@ -602,7 +588,7 @@ drdc_status drdc_synth_render(int category, int defect, int size, uint64_t seed,
         fg2 = malloc(np * 3 * sizeof(float));
         alpha2 = malloc(np * sizeof(float));
         if (!bad || !fg2 || !alpha2) goto nomem;
-        rng_t rd = {mix64(seed ^ 0xDEFEC7DEFEC7DEFEULL)};
+        uint64_t rd = drdc_mix64(seed ^ 0xDEFEC7DEFEC7DEFEULL);
         defect_kind kind = CATEGORIES[category].defects[defect];
         size_t min_pixels = np / 2000 > 8 ? np / 2000 : 8;
         size_t changed = 0;
@@ -668,7 +654,7 @@ done:
 /* ---- writing the dataset ---------------------------------------------------------------------- */
 
 static uint64_t image_seed(uint64_t seed, int category, int split, int index) {
-    return mix64(mix64(mix64(seed ^ 0xA0761D6478BD642FULL) ^ (uint64_t)category) ^ ((uint64_t)split << 32 | (uint32_t)index));
+    return drdc_mix64(drdc_mix64(drdc_mix64(seed ^ 0xA0761D6478BD642FULL) ^ (uint64_t)category) ^ ((uint64_t)split << 32 | (uint32_t)index));
 }
 
 static int digits_for(int count) {
