@@ -58,14 +58,17 @@ void drdc_atomic_abort(drdc_atomic_file *af) {
 
 drdc_status drdc_write_file_atomic(const char *path, const void *data, size_t n) {
     drdc_atomic_file af;
-    drdc_status st = drdc_atomic_open(&af, path);
-    if (st) return st;
+    drdc_status st = DRDC_OK;
+    TRY(drdc_atomic_open(&af, path));
     if (n && fwrite(data, 1, n, af.f) != n) {
         int e = errno;
         drdc_atomic_abort(&af);
-        return drdc_fail(DRDC_ERR_IO, "%s: cannot write: %s", path, strerror(e));
+        st = drdc_fail(DRDC_ERR_IO, "%s: cannot write: %s", path, strerror(e));
+        goto done;
     }
-    return drdc_atomic_commit(&af);
+    TRY(drdc_atomic_commit(&af));
+done:
+    return st;
 }
 
 drdc_status drdc_read_file(const char *path, char **data, size_t *len) {

@@ -298,6 +298,7 @@ static drdc_status int_tuple(drdc_pk_vm *c, const pv *v, const char *what, int64
 
 /* REDUCE / NEWOBJ: calls one of the known globals. */
 static drdc_status call_global(drdc_pk_vm *c, pv *fn, pv *args, pv **out) {
+    drdc_status st = DRDC_OK;
     if (fn->kind != DRDC_PK_GLOBAL) return PERR(c, "calling a %s", drdc_pk_kind_name(fn->kind));
     if (args->kind != DRDC_PK_TUPLE) return PERR(c, "arguments of '%s' are a %s, not a tuple", fn->u.g.name, drdc_pk_kind_name(args->kind));
     size_t n = args->u.seq.n;
@@ -319,10 +320,8 @@ static drdc_status call_global(drdc_pk_vm *c, pv *fn, pv *args, pv **out) {
         if (!get_int(a[1], &t->u.t.offset) || t->u.t.offset < 0)
             return PERR(c, "%s: storage offset is not a non-negative int", fn->u.g.name);
         int nd_size, nd_stride;
-        drdc_status st = int_tuple(c, a[2], "size", t->u.t.shape, &nd_size);
-        if (st) return st;
-        st = int_tuple(c, a[3], "stride", t->u.t.stride, &nd_stride);
-        if (st) return st;
+        TRY(int_tuple(c, a[2], "size", t->u.t.shape, &nd_size));
+        TRY(int_tuple(c, a[3], "stride", t->u.t.stride, &nd_stride));
         if (nd_size != nd_stride) return PERR(c, "tensor size has rank %d but stride rank %d", nd_size, nd_stride);
         t->u.t.ndim = nd_size;
         *out = t;
@@ -339,6 +338,8 @@ static drdc_status call_global(drdc_pk_vm *c, pv *fn, pv *args, pv **out) {
     default:
         return PERR(c, "unsupported global '%s' (only tensors, dicts and plain values can be read)", fn->u.g.name);
     }
+done:
+    return st;
 }
 
 /* Runs one pickle (see pickle.h). */
@@ -352,7 +353,6 @@ drdc_status drdc_pk_run(drdc_pk_vm *c, size_t start, size_t end, const char *wha
     c->memolen = 0;
     if (c->memo) memset(c->memo, 0, c->memocap * sizeof *c->memo);
 #define NEED(k) do { if ((size_t)(k) > end - p) return PERR(c, "truncated: opcode 0x%02x needs %zu more bytes", op, (size_t)(k)); } while (0)
-#define TRY_RETURN(x) do { st = (x); if (st) return st; } while (0)
     for (;;) {
         c->pos = p;
         if (p >= end) return PERR(c, "truncated: pickle ends without STOP");
@@ -369,9 +369,9 @@ drdc_status drdc_pk_run(drdc_pk_vm *c, size_t start, size_t end, const char *wha
             NEED(8);
             p += 8;
             break;
-        case '}': TRY_RETURN(push(c, pv_new(c, DRDC_PK_DICT))); break;
-        case ']': TRY_RETURN(push(c, pv_new(c, DRDC_PK_LIST))); break;
-        case ')': TRY_RETURN(push(c, pv_new(c, DRDC_PK_TUPLE))); break;
+        case '}': TRY(push(c, pv_new(c, DRDC_PK_DICT))); break;
+        case ']': TRY(push(c, pv_new(c, DRDC_PK_LIST))); break;
+        case ')': TRY(push(c, pv_new(c, DRDC_PK_TUPLE))); break;
         case '(': /* MARK */
             if (c->nmarks == DRDC_PTH_MAX_MARKS) return PERR(c, "more than %d nested MARKs", DRDC_PTH_MAX_MARKS);
             if (c->nmarks == c->mcap) {
@@ -384,22 +384,22 @@ drdc_status drdc_pk_run(drdc_pk_vm *c, size_t start, size_t end, const char *wha
             c->marks[c->nmarks++] = c->sp;
             break;
         case 't': /* TUPLE */
-            TRY_RETURN(pop_mark(c, &base, "TUPLE"));
-            TRY_RETURN(make_tuple(c, c->sp > base ? c->stack + base : NULL, c->sp - base, &v));
+            TRY(pop_mark(c, &base, "TUPLE"));
+            TRY(make_tuple(c, c->sp > base ? c->stack + base : NULL, c->sp - base, &v));
             c->sp = base;
-            TRY_RETURN(push(c, v));
+            TRY(push(c, v));
             break;
         case 0x85: case 0x86: case 0x87: { /* TUPLE1..3 */
             size_t n = (size_t)(op - 0x84);
             if (c->sp - frame_base(c) < n) return PERR(c, "TUPLE%zu with %zu values on the stack", n, c->sp - frame_base(c));
-            TRY_RETURN(make_tuple(c, c->stack + c->sp - n, n, &v));
+            TRY(make_tuple(c, c->stack + c->sp - n, n, &v));
             c->sp -= n;
-            TRY_RETURN(push(c, v));
+            TRY(push(c, v));
             break;
         }
-        case 'J': NEED(4); v = pv_new(c, DRDC_PK_INT); if (v) v->u.i = (int32_t)drdc_rd32(b + p); p += 4; TRY_RETURN(push(c, v)); break;
-        case 'K': NEED(1); v = pv_new(c, DRDC_PK_INT); if (v) v->u.i = b[p]; p += 1; TRY_RETURN(push(c, v)); break;
-        case 'M': NEED(2); v = pv_new(c, DRDC_PK_INT); if (v) v->u.i = drdc_rd16(b + p); p += 2; TRY_RETURN(push(c, v)); break;
+        case 'J': NEED(4); v = pv_new(c, DRDC_PK_INT); if (v) v->u.i = (int32_t)drdc_rd32(b + p); p += 4; TRY(push(c, v)); break;
+        case 'K': NEED(1); v = pv_new(c, DRDC_PK_INT); if (v) v->u.i = b[p]; p += 1; TRY(push(c, v)); break;
+        case 'M': NEED(2); v = pv_new(c, DRDC_PK_INT); if (v) v->u.i = drdc_rd16(b + p); p += 2; TRY(push(c, v)); break;
         case 0x8a: case 0x8b: { /* LONG1, LONG4: little-endian two's complement */
             size_t n;
             if (op == 0x8a) { NEED(1); n = b[p]; p += 1; }
@@ -416,7 +416,7 @@ drdc_status drdc_pk_run(drdc_pk_vm *c, size_t start, size_t end, const char *wha
                 if (v) { v->u.s.p = (const char *)b + p; v->u.s.n = n; }
             }
             p += n;
-            TRY_RETURN(push(c, v));
+            TRY(push(c, v));
             break;
         }
         case 'G': { /* BINFLOAT: big-endian double */
@@ -426,7 +426,7 @@ drdc_status drdc_pk_run(drdc_pk_vm *c, size_t start, size_t end, const char *wha
             p += 8;
             v = pv_new(c, DRDC_PK_FLOAT);
             if (v) memcpy(&v->u.f, &u, sizeof u);
-            TRY_RETURN(push(c, v));
+            TRY(push(c, v));
             break;
         }
         case 'X': case 0x8c: case 0x8d: case 'T': case 'U': case 'B': case 'C': case 0x8e: {
@@ -441,27 +441,27 @@ drdc_status drdc_pk_run(drdc_pk_vm *c, size_t start, size_t end, const char *wha
             v = pv_new(c, (op == 'B' || op == 'C' || op == 0x8e) ? DRDC_PK_BYTES : DRDC_PK_STR);
             if (v) { v->u.s.p = (const char *)b + p; v->u.s.n = (size_t)n; }
             p += (size_t)n;
-            TRY_RETURN(push(c, v));
+            TRY(push(c, v));
             break;
         }
-        case 0x88: TRY_RETURN(push(c, &g_true)); break;
-        case 0x89: TRY_RETURN(push(c, &g_false)); break;
-        case 'N': TRY_RETURN(push(c, &g_none)); break;
+        case 0x88: TRY(push(c, &g_true)); break;
+        case 0x89: TRY(push(c, &g_false)); break;
+        case 'N': TRY(push(c, &g_none)); break;
         case 'q': case 'r': case 0x94: { /* BINPUT, LONG_BINPUT, MEMOIZE */
             uint64_t idx;
             if (op == 'q') { NEED(1); idx = b[p]; p += 1; }
             else if (op == 'r') { NEED(4); idx = drdc_rd32(b + p); p += 4; }
             else idx = c->memolen;
             if (c->sp <= frame_base(c)) return PERR(c, "memo store on an empty stack");
-            TRY_RETURN(memo_put(c, idx, c->stack[c->sp - 1], plen));
+            TRY(memo_put(c, idx, c->stack[c->sp - 1], plen));
             break;
         }
         case 'h': case 'j': { /* BINGET, LONG_BINGET */
             uint64_t idx;
             if (op == 'h') { NEED(1); idx = b[p]; p += 1; }
             else { NEED(4); idx = drdc_rd32(b + p); p += 4; }
-            TRY_RETURN(memo_get(c, idx, &v));
-            TRY_RETURN(push(c, v));
+            TRY(memo_get(c, idx, &v));
+            TRY(push(c, v));
             break;
         }
         case 'c': { /* GLOBAL "module\nname\n" */
@@ -472,39 +472,39 @@ drdc_status drdc_pk_run(drdc_pk_vm *c, size_t start, size_t end, const char *wha
             const uint8_t *nl2 = memchr(b + q, '\n', end - q);
             if (!nl2) return PERR(c, "truncated: GLOBAL without second newline");
             size_t namelen = (size_t)(nl2 - (b + q));
-            TRY_RETURN(make_global(c, (const char *)b + p, modlen, (const char *)b + q, namelen, &v));
+            TRY(make_global(c, (const char *)b + p, modlen, (const char *)b + q, namelen, &v));
             p = q + namelen + 1;
-            TRY_RETURN(push(c, v));
+            TRY(push(c, v));
             break;
         }
         case 0x93: /* STACK_GLOBAL */
-            TRY_RETURN(pop(c, &k, "STACK_GLOBAL"));
-            TRY_RETURN(pop(c, &a, "STACK_GLOBAL"));
+            TRY(pop(c, &k, "STACK_GLOBAL"));
+            TRY(pop(c, &a, "STACK_GLOBAL"));
             if (a->kind != DRDC_PK_STR || k->kind != DRDC_PK_STR) return PERR(c, "STACK_GLOBAL of non-strings");
-            TRY_RETURN(make_global(c, a->u.s.p, a->u.s.n, k->u.s.p, k->u.s.n, &v));
-            TRY_RETURN(push(c, v));
+            TRY(make_global(c, a->u.s.p, a->u.s.n, k->u.s.p, k->u.s.n, &v));
+            TRY(push(c, v));
             break;
         case 'R': /* REDUCE */
         case 0x81: /* NEWOBJ */
-            TRY_RETURN(pop(c, &a, op == 'R' ? "REDUCE" : "NEWOBJ"));
-            TRY_RETURN(pop(c, &k, op == 'R' ? "REDUCE" : "NEWOBJ"));
-            TRY_RETURN(call_global(c, k, a, &v));
-            TRY_RETURN(push(c, v));
+            TRY(pop(c, &a, op == 'R' ? "REDUCE" : "NEWOBJ"));
+            TRY(pop(c, &k, op == 'R' ? "REDUCE" : "NEWOBJ"));
+            TRY(call_global(c, k, a, &v));
+            TRY(push(c, v));
             break;
         case 'b': /* BUILD: object state (e.g. an OrderedDict's _metadata) is not needed */
-            TRY_RETURN(pop(c, &a, "BUILD"));
+            TRY(pop(c, &a, "BUILD"));
             if (c->sp <= frame_base(c)) return PERR(c, "BUILD on an empty stack");
             break;
         case 's': /* SETITEM */
-            TRY_RETURN(pop(c, &v, "SETITEM"));
-            TRY_RETURN(pop(c, &k, "SETITEM"));
+            TRY(pop(c, &v, "SETITEM"));
+            TRY(pop(c, &k, "SETITEM"));
             if (c->sp <= frame_base(c)) return PERR(c, "SETITEM on an empty stack");
             a = c->stack[c->sp - 1];
             if (a->kind != DRDC_PK_DICT) return PERR(c, "SETITEM on a %s", drdc_pk_kind_name(a->kind));
             if (dict_push(a, k, v)) return nomem(c, "dict");
             break;
         case 'u': { /* SETITEMS */
-            TRY_RETURN(pop_mark(c, &base, "SETITEMS"));
+            TRY(pop_mark(c, &base, "SETITEMS"));
             if (base == 0 || base <= frame_base(c)) return PERR(c, "SETITEMS without a dict below the MARK");
             a = c->stack[base - 1];
             if (a->kind != DRDC_PK_DICT) return PERR(c, "SETITEMS on a %s", drdc_pk_kind_name(a->kind));
@@ -515,14 +515,14 @@ drdc_status drdc_pk_run(drdc_pk_vm *c, size_t start, size_t end, const char *wha
             break;
         }
         case 'a': /* APPEND */
-            TRY_RETURN(pop(c, &v, "APPEND"));
+            TRY(pop(c, &v, "APPEND"));
             if (c->sp <= frame_base(c)) return PERR(c, "APPEND on an empty stack");
             a = c->stack[c->sp - 1];
             if (a->kind != DRDC_PK_LIST) return PERR(c, "APPEND to a %s", drdc_pk_kind_name(a->kind));
             if (seq_push(a, v)) return nomem(c, "list");
             break;
         case 'e': /* APPENDS */
-            TRY_RETURN(pop_mark(c, &base, "APPENDS"));
+            TRY(pop_mark(c, &base, "APPENDS"));
             if (base == 0 || base <= frame_base(c)) return PERR(c, "APPENDS without a list below the MARK");
             a = c->stack[base - 1];
             if (a->kind != DRDC_PK_LIST) return PERR(c, "APPENDS to a %s", drdc_pk_kind_name(a->kind));
@@ -531,20 +531,20 @@ drdc_status drdc_pk_run(drdc_pk_vm *c, size_t start, size_t end, const char *wha
             c->sp = base;
             break;
         case 'Q': /* BINPERSID */
-            TRY_RETURN(pop(c, &a, "BINPERSID"));
-            TRY_RETURN(persistent_load(c, a, &v));
-            TRY_RETURN(push(c, v));
+            TRY(pop(c, &a, "BINPERSID"));
+            TRY(persistent_load(c, a, &v));
+            TRY(push(c, v));
             break;
         case '0': /* POP */
-            TRY_RETURN(pop(c, &a, "POP"));
+            TRY(pop(c, &a, "POP"));
             break;
         case '1': /* POP_MARK */
-            TRY_RETURN(pop_mark(c, &base, "POP_MARK"));
+            TRY(pop_mark(c, &base, "POP_MARK"));
             c->sp = base;
             break;
         case '2': /* DUP */
             if (c->sp <= frame_base(c)) return PERR(c, "DUP on an empty stack");
-            TRY_RETURN(push(c, c->stack[c->sp - 1]));
+            TRY(push(c, c->stack[c->sp - 1]));
             break;
         case '.': /* STOP */
             if (c->nmarks) return PERR(c, "STOP with an open MARK");
@@ -557,7 +557,8 @@ drdc_status drdc_pk_run(drdc_pk_vm *c, size_t start, size_t end, const char *wha
             return PERR(c, "unsupported pickle opcode 0x%02x", op);
         }
     }
+done:
+    return st;
 #undef NEED
-#undef TRY_RETURN
 }
 

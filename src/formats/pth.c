@@ -144,25 +144,24 @@ done:
 static const uint8_t k_legacy_magic[10] = {0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
 
 static drdc_status legacy_load(ctx *c, pv **root) {
-    pv *v;
+    pv *v, *keys;
     size_t p = 0;
-    drdc_status st = drdc_pk_run(&c->pk, p, c->size, "pickle 1 (magic number)", &v, &p);
-    if (st) return st;
+    drdc_status st = DRDC_OK;
+    TRY(drdc_pk_run(&c->pk, p, c->size, "pickle 1 (magic number)", &v, &p));
     if (v->kind != DRDC_PK_BIGINT || v->u.s.n != 10 || memcmp(v->u.s.p, k_legacy_magic, 10) != 0)
         return ferr(c, "wrong magic number: not a PyTorch legacy file");
-    if ((st = drdc_pk_run(&c->pk, p, c->size, "pickle 2 (protocol version)", &v, &p))) return st;
+    TRY(drdc_pk_run(&c->pk, p, c->size, "pickle 2 (protocol version)", &v, &p));
     if (v->kind != DRDC_PK_INT || v->u.i != 1001)
         return ferr(c, "legacy protocol version %lld is not supported (want 1001)", v->kind == DRDC_PK_INT ? (long long)v->u.i : -1LL);
-    if ((st = drdc_pk_run(&c->pk, p, c->size, "pickle 3 (sys_info)", &v, &p))) return st;
+    TRY(drdc_pk_run(&c->pk, p, c->size, "pickle 3 (sys_info)", &v, &p));
     if (v->kind != DRDC_PK_DICT) return ferr(c, "sys_info is a %s, not a dict", drdc_pk_kind_name(v->kind));
     for (size_t i = 0; i < v->u.d.n; i++) {
         pv *k = v->u.d.keys[i], *x = v->u.d.vals[i];
         if (k->kind == DRDC_PK_STR && k->u.s.n == 13 && memcmp(k->u.s.p, "little_endian", 13) == 0 && x->kind == DRDC_PK_BOOL && !x->u.b)
             return ferr(c, "file was written on a big-endian machine; not supported");
     }
-    if ((st = drdc_pk_run(&c->pk, p, c->size, "pickle 4 (the saved object)", root, &p))) return st;
-    pv *keys;
-    if ((st = drdc_pk_run(&c->pk, p, c->size, "pickle 5 (storage keys)", &keys, &p))) return st;
+    TRY(drdc_pk_run(&c->pk, p, c->size, "pickle 4 (the saved object)", root, &p));
+    TRY(drdc_pk_run(&c->pk, p, c->size, "pickle 5 (storage keys)", &keys, &p));
     if (keys->kind != DRDC_PK_LIST && keys->kind != DRDC_PK_TUPLE) return ferr(c, "storage key list is a %s, not a list", drdc_pk_kind_name(keys->kind));
     for (size_t i = 0; i < keys->u.seq.n; i++) {
         pv *k = keys->u.seq.items[i];
@@ -189,7 +188,8 @@ static drdc_status legacy_load(ctx *c, pv **root) {
         s->have_data = 1;
         p += nb;
     }
-    return DRDC_OK;
+done:
+    return st;
 }
 
 /* ---- flattening and gathering -------------------------------------------------------------- */
@@ -293,9 +293,11 @@ static drdc_status gather(flat *fl, const pv *tv, char *name) {
     return DRDC_OK;
 }
 
-/* Walks dict d, naming entries prefix + "." + key. name ownership passes to gather. */
+/* Walks dict d, naming entries prefix + "." + key. A name passes to gather's tensor on success. */
 static drdc_status flatten(flat *fl, const pv *d, const char *prefix, int depth) {
     ctx *c = fl->c;
+    char *name = NULL;
+    drdc_status st = DRDC_OK;
     if (depth >= DRDC_PTH_MAX_DEPTH)
         return ferr(c, "dicts nested deeper than %d (at '%s'; a cycle?)", DRDC_PTH_MAX_DEPTH, prefix ? prefix : "");
     for (size_t i = 0; i < d->u.d.n; i++) {
@@ -317,22 +319,23 @@ static drdc_status flatten(flat *fl, const pv *d, const char *prefix, int depth)
             continue;
         }
         size_t pl = prefix ? strlen(prefix) + 1 : 0;
-        char *name = malloc(pl + kn + 1);
+        name = malloc(pl + kn + 1);
         if (!name) return nomem(c, "tensor name");
         if (prefix) { memcpy(name, prefix, pl - 1); name[pl - 1] = '.'; }
         memcpy(name + pl, kp, kn);
         name[pl + kn] = '\0';
-        drdc_status st;
         if (v->kind == DRDC_PK_TENSOR) {
-            st = gather(fl, v, name);
-            if (st) free(name);
+            TRY(gather(fl, v, name));
+            name = NULL;   /* the tensor's now */
         } else {
-            st = flatten(fl, v, name, depth + 1);
+            TRY(flatten(fl, v, name, depth + 1));
             free(name);
+            name = NULL;
         }
-        if (st) return st;
     }
-    return DRDC_OK;
+done:
+    free(name);
+    return st;
 }
 
 /* Merge sort of tensor indices by name (qsort has no context argument; this stays thread-safe). */
@@ -360,75 +363,87 @@ void drdc_pth_free(drdc_pth_file *f) {
     free(f);
 }
 
+/* The container: zip, legacy, or a clear refusal. */
+static drdc_status load_root(ctx *c, pv **root) {
+    const uint8_t *b = c->buf;
+    size_t size = c->size;
+    if (size >= 4 && drdc_rd32(b) == 0x04034b50u) {
+        c->format = DRDC_PTH_ZIP;
+        return zip_load(c, root);
+    }
+    if (size >= 262 && memcmp(b + 257, "ustar", 5) == 0)
+        return ferr(c, "old tar-based PyTorch format (torch < 0.4) is not supported; load and re-save it with a current torch.save");
+    if (size >= 2 && b[0] == 0x80) {
+        c->format = DRDC_PTH_LEGACY;
+        return legacy_load(c, root);
+    }
+    if (size == 0) return ferr(c, "empty file");
+    return ferr(c, "not a PyTorch file: neither a zip archive nor a legacy pickle (wrong magic)");
+}
+
+/* f->sorted: the tensors by name; two equal names are an error. */
+static drdc_status index_names(ctx *c, drdc_pth_file *f) {
+    int *tmp = NULL;
+    drdc_status st = DRDC_OK;
+    f->sorted = malloc((size_t)(f->count ? f->count : 1) * sizeof *f->sorted);
+    tmp = malloc((size_t)(f->count ? f->count : 1) * sizeof *tmp);
+    if (!f->sorted || !tmp) {
+        st = nomem(c, "name index");
+        goto done;
+    }
+    for (int i = 0; i < f->count; i++) f->sorted[i] = i;
+    sort_idx(f->sorted, tmp, f->count, f->tensors);
+    for (int i = 1; i < f->count; i++) {
+        if (strcmp(f->tensors[f->sorted[i - 1]].name, f->tensors[f->sorted[i]].name) == 0) {
+            st = ferr(c, "two entries are named '%s' (after flattening nested dicts with '.')", f->tensors[f->sorted[i]].name);
+            goto done;
+        }
+    }
+done:
+    free(tmp);
+    return st;
+}
+
 drdc_status drdc_pth_parse(drdc_pth_file **out, const void *data, size_t size, const char *source_name) {
     if (!out) return drdc_fail(DRDC_ERR_INPUT, "drdc_pth_parse: out is NULL");
     *out = NULL;
     const char *src = source_name ? source_name : "<memory>";
+    if (!data && size) return drdc_fail(DRDC_ERR_INPUT, "%s: data is NULL", src);
     ctx c;
     memset(&c, 0, sizeof c);
     c.src = src;
     c.buf = data;
     c.size = size;
     drdc_pk_init(&c.pk, c.buf, src);
-    if (!data && size) return drdc_fail(DRDC_ERR_INPUT, "%s: data is NULL", src);
-    const uint8_t *b = data;
-    drdc_status st;
-    pv *root = NULL;
-    if (size >= 4 && drdc_rd32(b) == 0x04034b50u) {
-        c.format = DRDC_PTH_ZIP;
-        st = zip_load(&c, &root);
-    } else if (size >= 262 && memcmp(b + 257, "ustar", 5) == 0) {
-        st = ferr(&c, "old tar-based PyTorch format (torch < 0.4) is not supported; load and re-save it with a current torch.save");
-    } else if (size >= 2 && b[0] == 0x80) {
-        c.format = DRDC_PTH_LEGACY;
-        st = legacy_load(&c, &root);
-    } else if (size == 0) {
-        st = ferr(&c, "empty file");
-    } else {
-        st = ferr(&c, "not a PyTorch file: neither a zip archive nor a legacy pickle (wrong magic)");
-    }
     drdc_pth_file *f = NULL;
-    if (!st && root->kind != DRDC_PK_DICT)
+    pv *root = NULL;
+    drdc_status st = DRDC_OK;
+    TRY(load_root(&c, &root));
+    if (root->kind != DRDC_PK_DICT) {
         st = ferr(&c, "the saved object is a %s, not a dict of tensors (a state dict)", drdc_pk_kind_name(root->kind));
-    if (!st) {
-        f = calloc(1, sizeof *f);
-        if (f) {
-            size_t n = strlen(src) + 1;
-            f->source = malloc(n);
-            if (f->source) memcpy(f->source, src, n);
-        }
-        if (!f || !f->source) st = nomem(&c, "result");
+        goto done;
     }
-    if (!st) {
-        f->format = c.format;
-        flat fl = {&c, f, 0, 0};
-        size_t lim = size > (SIZE_MAX - (64u << 20)) / 4 ? SIZE_MAX : 4 * size + (64u << 20);
-        fl.out_limit = lim;
-        st = flatten(&fl, root, NULL, 0);
+    f = calloc(1, sizeof *f);
+    if (f) {
+        size_t n = strlen(src) + 1;
+        f->source = malloc(n);
+        if (f->source) memcpy(f->source, src, n);
     }
-    if (!st) {
-        f->sorted = malloc((size_t)(f->count ? f->count : 1) * sizeof *f->sorted);
-        int *tmp = malloc((size_t)(f->count ? f->count : 1) * sizeof *tmp);
-        if (!f->sorted || !tmp) st = nomem(&c, "name index");
-        else {
-            for (int i = 0; i < f->count; i++) f->sorted[i] = i;
-            sort_idx(f->sorted, tmp, f->count, f->tensors);
-            for (int i = 1; i < f->count; i++) {
-                if (strcmp(f->tensors[f->sorted[i - 1]].name, f->tensors[f->sorted[i]].name) == 0) {
-                    st = ferr(&c, "two entries are named '%s' (after flattening nested dicts with '.')", f->tensors[f->sorted[i]].name);
-                    break;
-                }
-            }
-        }
-        free(tmp);
+    if (!f || !f->source) {
+        st = nomem(&c, "result");
+        goto done;
     }
-    ctx_free(&c);
-    if (st) {
-        drdc_pth_free(f);
-        return st;
-    }
+    f->format = c.format;
+    flat fl = {&c, f, 0, 0};
+    fl.out_limit = size > (SIZE_MAX - (64u << 20)) / 4 ? SIZE_MAX : 4 * size + (64u << 20);
+    TRY(flatten(&fl, root, NULL, 0));
+    TRY(index_names(&c, f));
     *out = f;
-    return DRDC_OK;
+    f = NULL;
+done:
+    ctx_free(&c);
+    drdc_pth_free(f);
+    return st;
 }
 
 drdc_status drdc_pth_load(drdc_pth_file **out, const char *path) {
@@ -466,31 +481,39 @@ int drdc_pth_skipped(const drdc_pth_file *f) { return f ? f->skipped : 0; }
 drdc_pth_format drdc_pth_get_format(const drdc_pth_file *f) { return f ? f->format : DRDC_PTH_ZIP; }
 const char *drdc_pth_source(const drdc_pth_file *f) { return f ? f->source : ""; }
 
+/* Writes f's tensors to out_path as safetensors; errors get "converting in to out" as context. */
+static drdc_status write_converted(const drdc_pth_file *f, const char *in_path, const char *out_path) {
+    drdc_st_writer *w = NULL;
+    const char *base = strrchr(in_path, '/');
+    base = base ? base + 1 : in_path;
+    drdc_status st = DRDC_OK;
+    TRY(drdc_st_writer_new(&w));
+    TRY(drdc_st_writer_set_meta(w, "format", "pt"));
+    TRY(drdc_st_writer_set_meta(w, "converted_from", base));
+    TRY(drdc_st_writer_set_meta(w, "pth_format", f->format == DRDC_PTH_LEGACY ? "legacy" : "zip"));
+    for (int i = 0; i < f->count; i++) {
+        const drdc_pth_tensor *t = &f->tensors[i];
+        TRY(drdc_st_writer_add_borrowed(w, t->name, t->dtype, t->ndim, t->shape, t->data, t->nbytes));
+    }
+    TRY(drdc_st_writer_write(w, out_path));
+done:
+    if (st) drdc_error_context(st, "converting %s to %s", in_path, out_path);
+    drdc_st_writer_free(w);
+    return st;
+}
+
 drdc_status drdc_pth_to_safetensors(const char *in_path, const char *out_path, int *n_tensors, int *n_skipped) {
     drdc_pth_file *f = NULL;
-    drdc_status st = drdc_pth_load(&f, in_path);
-    if (st) return st;
+    drdc_status st = DRDC_OK;
+    TRY(drdc_pth_load(&f, in_path));
     if (n_tensors) *n_tensors = f->count;
     if (n_skipped) *n_skipped = f->skipped;
     if (f->count == 0) {
         st = drdc_fail(DRDC_ERR_FORMAT, "%s: no tensors to convert (%d non-tensor values skipped)", in_path, f->skipped);
-        drdc_pth_free(f);
-        return st;
+        goto done;
     }
-    drdc_st_writer *w = NULL;
-    st = drdc_st_writer_new(&w);
-    const char *base = strrchr(in_path, '/');
-    base = base ? base + 1 : in_path;
-    if (!st) st = drdc_st_writer_set_meta(w, "format", "pt");
-    if (!st) st = drdc_st_writer_set_meta(w, "converted_from", base);
-    if (!st) st = drdc_st_writer_set_meta(w, "pth_format", f->format == DRDC_PTH_LEGACY ? "legacy" : "zip");
-    for (int i = 0; !st && i < f->count; i++) {
-        const drdc_pth_tensor *t = &f->tensors[i];
-        st = drdc_st_writer_add_borrowed(w, t->name, t->dtype, t->ndim, t->shape, t->data, t->nbytes);
-    }
-    if (!st) st = drdc_st_writer_write(w, out_path);
-    if (st) drdc_error_context(st, "converting %s to %s", in_path, out_path);
-    drdc_st_writer_free(w);
+    TRY(write_converted(f, in_path, out_path));
+done:
     drdc_pth_free(f);
     return st;
 }
