@@ -573,11 +573,12 @@ drdc_status drdc_synth_render(int category, int defect, int size, uint64_t seed,
         return drdc_fail(DRDC_ERR_INPUT, "synth: size %d out of range 32..4096", size);
 
     scene sc;
-    drdc_status st = scene_alloc(&sc, size, category);
-    if (st) return st;
-    size_t np = (size_t)size * size;
-    unsigned char *normal = malloc(np * 3), *bad = NULL;
+    unsigned char *normal = NULL, *bad = NULL;
     float *fg2 = NULL, *alpha2 = NULL;
+    drdc_status st = DRDC_OK;
+    TRY(scene_alloc(&sc, size, category));   /* on failure sc is left zeroed */
+    size_t np = (size_t)size * size;
+    normal = malloc(np * 3);
     if (!normal) goto nomem;
     uint64_t rs = drdc_mix64(seed ^ 0x5CE7E5CE7E5CE7E5ULL);
     render_scene(&sc, &rs);
@@ -626,8 +627,7 @@ drdc_status drdc_synth_render(int category, int defect, int size, uint64_t seed,
     }
 
     const unsigned char *px = bad ? bad : normal;
-    st = drdc_image_alloc(img, size, size, 3);
-    if (st) goto done;
+    TRY(drdc_image_alloc(img, size, size, 3));
     for (size_t i = 0; i < np * 3; i++) img->data[i] = (float)px[i] / 255.0f;
     if (mask) {
         st = drdc_image_alloc(mask, size, size, 1);
@@ -669,18 +669,19 @@ static int digits_for(int count) {
 /* Renders and writes one image (and its mask when defect >= 0). */
 static drdc_status write_one(const char *dir, const char *mask_dir, int digits, int index, int category,
                              int defect, int size, uint64_t seed) {
-    drdc_image img, mask;
-    drdc_status st = drdc_synth_render(category, defect, size, seed, &img, defect >= 0 ? &mask : NULL);
-    if (st) return st;
+    drdc_image img = {0}, mask = {0};
     char path[4200];
+    drdc_status st = DRDC_OK;
+    TRY(drdc_synth_render(category, defect, size, seed, &img, defect >= 0 ? &mask : NULL));
     snprintf(path, sizeof path, "%s/%0*d.png", dir, digits, index);
-    st = drdc_image_write_png(path, &img);
-    if (!st && defect >= 0) {
+    TRY(drdc_image_write_png(path, &img));
+    if (defect >= 0) {
         snprintf(path, sizeof path, "%s/%0*d_mask.png", mask_dir, digits, index);
-        st = drdc_image_write_png(path, &mask);
+        TRY(drdc_image_write_png(path, &mask));
     }
+done:
     drdc_image_free(&img);
-    if (defect >= 0) drdc_image_free(&mask);
+    drdc_image_free(&mask);
     return st;
 }
 
@@ -696,34 +697,34 @@ drdc_status drdc_synth_write(const drdc_synth_options *o) {
     if (strlen(o->out_dir) > 3000) return drdc_fail(DRDC_ERR_INPUT, "synth: output folder path too long");
 
     char dir[4096], mdir[4096];
-    drdc_status st;
+    drdc_status st = DRDC_OK;
     int n_bad = o->n_test / 2, n_good = o->n_test - n_bad;
     for (int c = 0; c < o->n_categories; c++) {
         const category_info *ci = &CATEGORIES[c];
         snprintf(dir, sizeof dir, "%s/%s/train/good", o->out_dir, ci->name);
-        if ((st = drdc_mkdirs(dir))) return st;
+        TRY(drdc_mkdirs(dir));
         int dg = digits_for(o->n_train);
-        for (int i = 0; i < o->n_train; i++)
-            if ((st = write_one(dir, NULL, dg, i, c, -1, o->size, image_seed(o->seed, c, 0, i)))) return st;
+        for (int i = 0; i < o->n_train; i++) TRY(write_one(dir, NULL, dg, i, c, -1, o->size, image_seed(o->seed, c, 0, i)));
 
         snprintf(dir, sizeof dir, "%s/%s/test/good", o->out_dir, ci->name);
-        if ((st = drdc_mkdirs(dir))) return st;
+        TRY(drdc_mkdirs(dir));
         dg = digits_for(n_good);
-        for (int i = 0; i < n_good; i++)
-            if ((st = write_one(dir, NULL, dg, i, c, -1, o->size, image_seed(o->seed, c, 1, i)))) return st;
+        for (int i = 0; i < n_good; i++) TRY(write_one(dir, NULL, dg, i, c, -1, o->size, image_seed(o->seed, c, 1, i)));
 
         for (int d = 0; d < ci->n_defects && d < n_bad; d++) {
             int count = (n_bad - d + ci->n_defects - 1) / ci->n_defects; /* images m = d, d+nd, ... */
             const char *dname = DEFECT_NAMES[ci->defects[d]];
             snprintf(dir, sizeof dir, "%s/%s/test/%s", o->out_dir, ci->name, dname);
             snprintf(mdir, sizeof mdir, "%s/%s/ground_truth/%s", o->out_dir, ci->name, dname);
-            if ((st = drdc_mkdirs(dir)) || (st = drdc_mkdirs(mdir))) return st;
+            TRY(drdc_mkdirs(dir));
+            TRY(drdc_mkdirs(mdir));
             dg = digits_for(count);
             for (int i = 0; i < count; i++) {
                 int m = d + i * ci->n_defects;
-                if ((st = write_one(dir, mdir, dg, i, c, d, o->size, image_seed(o->seed, c, 2, m)))) return st;
+                TRY(write_one(dir, mdir, dg, i, c, d, o->size, image_seed(o->seed, c, 2, m)));
             }
         }
     }
-    return DRDC_OK;
+done:
+    return st;
 }

@@ -17,6 +17,10 @@ void drdc_csv_free(drdc_csv *csv) {
 }
 
 /* Growable int array. */
+static drdc_status oom(const char *name) {
+    return drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory reading CSV", name);
+}
+
 static int ivec_push(int **v, size_t *n, size_t *cap, int x) {
     if (*n == *cap) {
         size_t c = *cap ? *cap * 2 : 64;
@@ -37,10 +41,11 @@ drdc_status drdc_csv_parse(const char *buf, size_t len, const char *source_name,
     /* Field texts are never longer than the input; each field needs one terminator, and there
      * are at most len + 1 fields, so 2 * len + 2 bytes always suffice. */
     char *store = malloc(2 * len + 2);
+    char **fields = NULL;
     int *fstart = NULL, *rstart = NULL, *rline = NULL;
     size_t nf = 0, cf = 0, nr = 0, cr = 0, nl = 0, cl = 0;
     drdc_status st = DRDC_OK;
-    if (!store) return drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory reading CSV", name);
+    if (!store) return oom(name);
     size_t w = 0, i = 0;
     int line = 1;
     if (len >= 3 && (unsigned char)buf[0] == 0xEF && (unsigned char)buf[1] == 0xBB && (unsigned char)buf[2] == 0xBF)
@@ -49,21 +54,27 @@ drdc_status drdc_csv_parse(const char *buf, size_t len, const char *source_name,
         /* start of a row: skip blank lines */
         if (buf[i] == '\n') { line++; i++; continue; }
         if (buf[i] == '\r') { line++; i += (i + 1 < len && buf[i + 1] == '\n') ? 2 : 1; continue; }
-        if (ivec_push(&rstart, &nr, &cr, (int)nf) || ivec_push(&rline, &nl, &cl, line)) goto nomem;
+        if (ivec_push(&rstart, &nr, &cr, (int)nf) || ivec_push(&rline, &nl, &cl, line)) {
+            st = oom(name);
+            goto done;
+        }
         for (;;) {   /* one field per iteration */
-            if (ivec_push(&fstart, &nf, &cf, (int)w)) goto nomem;
+            if (ivec_push(&fstart, &nf, &cf, (int)w)) {
+                st = oom(name);
+                goto done;
+            }
             if (i < len && buf[i] == '"') {
                 int qline = line;
                 i++;
                 for (;;) {
                     if (i >= len) {
                         st = drdc_fail(DRDC_ERR_FORMAT, "%s:%d: quoted field not closed before end of file", name, qline);
-                        goto fail;
+                        goto done;
                     }
                     char ch = buf[i];
                     if (ch == '\0') {
                         st = drdc_fail(DRDC_ERR_FORMAT, "%s:%d: NUL byte in a field", name, line);
-                        goto fail;
+                        goto done;
                     }
                     if (ch == '"') {
                         if (i + 1 < len && buf[i + 1] == '"') { store[w++] = '"'; i += 2; continue; }
@@ -78,17 +89,17 @@ drdc_status drdc_csv_parse(const char *buf, size_t len, const char *source_name,
                 if (i < len && buf[i] != ',' && buf[i] != '\n' && buf[i] != '\r') {
                     st = drdc_fail(DRDC_ERR_FORMAT, "%s:%d: unexpected '%c' after a closing quote (expected ',' or a line end)",
                                    name, line, isprint((unsigned char)buf[i]) ? buf[i] : '?');
-                    goto fail;
+                    goto done;
                 }
             } else {
                 while (i < len && buf[i] != ',' && buf[i] != '\n' && buf[i] != '\r') {
                     if (buf[i] == '"') {
                         st = drdc_fail(DRDC_ERR_FORMAT, "%s:%d: quote inside an unquoted field (quote the whole field)", name, line);
-                        goto fail;
+                        goto done;
                     }
                     if (buf[i] == '\0') {
                         st = drdc_fail(DRDC_ERR_FORMAT, "%s:%d: NUL byte in a field", name, line);
-                        goto fail;
+                        goto done;
                     }
                     store[w++] = buf[i++];
                 }
@@ -102,25 +113,29 @@ drdc_status drdc_csv_parse(const char *buf, size_t len, const char *source_name,
             i += (buf[i] == '\r' && i + 1 < len && buf[i + 1] == '\n') ? 2 : 1;
         }
     }
-    if (ivec_push(&rstart, &nr, &cr, (int)nf)) goto nomem;
-    char **fields = malloc((nf ? nf : 1) * sizeof *fields);
-    if (!fields) goto nomem;
+    if (ivec_push(&rstart, &nr, &cr, (int)nf)) {
+        st = oom(name);
+        goto done;
+    }
+    fields = malloc((nf ? nf : 1) * sizeof *fields);
+    if (!fields) {
+        st = oom(name);
+        goto done;
+    }
     for (size_t k = 0; k < nf; k++) fields[k] = store + fstart[k];
-    free(fstart);
     out->n_rows = (int)nr - 1;
     out->row_start = rstart;
     out->row_line = rline;
     out->storage = store;
     out->fields = fields;
-    return DRDC_OK;
-nomem:
-    st = drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory reading CSV", name);
-fail:
-    free(store);
-    free(rstart);
-    free(rline);
+done:
     free(fstart);
-    memset(out, 0, sizeof *out);
+    if (st) {   /* on success the tables are out's */
+        free(store);
+        free(rstart);
+        free(rline);
+        memset(out, 0, sizeof *out);
+    }
     return st;
 }
 

@@ -518,10 +518,9 @@ static void format_shape(char *buf, size_t cap, int ndim, const int64_t *shape) 
 
 drdc_status drdc_st_expect(const drdc_st_file *f, const char *name, int ndim, const int64_t *shape,
                            const drdc_st_tensor **out) {
-    const drdc_st_tensor *t;
-    drdc_status st = drdc_st_get(f, name, &t);
-    if (out) *out = t;
-    if (st) return st;
+    const drdc_st_tensor *t = NULL;
+    drdc_status st = DRDC_OK;
+    TRY(drdc_st_get(f, name, &t));
     int ok = t->ndim == ndim;
     for (int i = 0; ok && i < ndim; i++)
         if (shape[i] != -1 && shape[i] != t->shape[i]) ok = 0;
@@ -529,10 +528,11 @@ drdc_status drdc_st_expect(const drdc_st_file *f, const char *name, int ndim, co
         char got[200], want[200];
         format_shape(got, sizeof got, t->ndim, t->shape);
         format_shape(want, sizeof want, ndim, shape);
-        return drdc_fail(DRDC_ERR_FORMAT, "%s: tensor '%s' has shape %s, expected %s", f->source, name, got,
-                         want);
+        st = drdc_fail(DRDC_ERR_FORMAT, "%s: tensor '%s' has shape %s, expected %s", f->source, name, got, want);
     }
-    return DRDC_OK;
+done:
+    if (out) *out = t;   /* the tensor found (NULL if none), even when its shape is wrong */
+    return st;
 }
 
 const char *drdc_st_meta(const drdc_st_file *f, const char *key) {
