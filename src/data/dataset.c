@@ -238,6 +238,14 @@ static int push_sample(drdc_sample **arr, int *n, int *cap, char *img, char *mas
     return 0;
 }
 
+/* push_sample into c's test list, counting the sample as good or defect. */
+static int push_test(drdc_category *c, int ci, int *cap, char *img, char *mask, const char *defect, int label) {
+    if (push_sample(&c->test, &c->n_test, cap, img, mask, defect, label, ci)) return -1;
+    if (label) c->n_test_defect++;
+    else c->n_test_good++;
+    return 0;
+}
+
 /* Base name without extension of a path (malloc'd). */
 static char *stem_of(const char *path) {
     const char *slash = strrchr(path, '/');
@@ -300,15 +308,12 @@ static drdc_status add_test_folder(drdc_dataset *ds, drdc_category *c, int ci, i
                 goto done;
             }
         }
-        int failed = push_sample(&c->test, &c->n_test, cap, imgs.v[i], mask, defect ? defect : GOOD,
-                                 defect ? 1 : 0, ci);
+        int failed = push_test(c, ci, cap, imgs.v[i], mask, defect ? defect : GOOD, defect ? 1 : 0);
         imgs.v[i] = NULL;   /* now owned by the sample (freed by push_sample when it failed) */
         if (failed) {
             st = oom(dir);
             goto done;
         }
-        if (defect) c->n_test_defect++;
-        else c->n_test_good++;
     }
 done:
     sv_free(&imgs);
@@ -627,15 +632,9 @@ static drdc_status visa_row(drdc_dataset *ds, const drdc_csv *csv, int r, const 
             goto done;
         }
     }
-    int failed = push_sample(&cat->test, &cat->n_test, &caps[ds->n_categories + ci], ip, mp, lab ? ANOMALY : GOOD,
-                             lab, ci);
+    int failed = push_test(cat, ci, &caps[ds->n_categories + ci], ip, mp, lab ? ANOMALY : GOOD, lab);
     ip = mp = NULL;   /* the sample's now (freed by push_sample when it failed) */
-    if (failed) {
-        st = oom(path);
-        goto done;
-    }
-    if (lab) cat->n_test_defect++;
-    else cat->n_test_good++;
+    if (failed) st = oom(path);
 done:
     free(ip);
     free(mp);
