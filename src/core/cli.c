@@ -57,6 +57,7 @@ static drdc_status set_value(const drdc_option *o, const char *value) {
 }
 
 drdc_status drdc_cli_parse(const drdc_command *cmd, int argc, char **argv, int *help) {
+    drdc_status st = DRDC_OK;
     *help = 0;
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
@@ -82,10 +83,10 @@ drdc_status drdc_cli_parse(const drdc_command *cmd, int argc, char **argv, int *
             if (i + 1 >= argc) return drdc_fail(DRDC_ERR_USAGE, "%s needs a value (%s)", o->flag, o->metavar);
             value = argv[++i];
         }
-        drdc_status st = set_value(o, value);
-        if (st) return st;
+        TRY(set_value(o, value));
     }
-    return DRDC_OK;
+done:
+    return st;
 }
 
 void drdc_cli_print_help(FILE *f, const drdc_command *cmd) {

@@ -6,16 +6,15 @@
  * parsing, --set overrides, range validation and serialisation, so a new key is one line. */
 #define _XOPEN_SOURCE 700
 #include "drdc/core/config.h"
+#include "drdc/core/fsutil.h"
 
 #include <cjson/cJSON.h>
-#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 typedef enum key_type {
@@ -295,6 +294,7 @@ static drdc_status check_string(const key_def *k, const char *s, size_t cap, int
 
 /* Checks a JSON value against key k and stores it into c. The one place values enter a config. */
 static drdc_status apply_value(drdc_config *c, const key_def *k, const cJSON *v) {
+    drdc_status st = DRDC_OK;
     switch (k->type) {
     case KT_INT: {
         int x;
@@ -318,8 +318,7 @@ static drdc_status apply_value(drdc_config *c, const key_def *k, const cJSON *v)
         return DRDC_OK;
     case KT_STRING: {
         if (!cJSON_IsString(v)) return wrong_type(k, v, -1);
-        drdc_status st = check_string(k, v->valuestring, k->cap, -1);
-        if (st) return st;
+        TRY(check_string(k, v->valuestring, k->cap, -1));
         char *dst = field(c, k->offset);
         memset(dst, 0, k->cap);
         memcpy(dst, v->valuestring, strlen(v->valuestring));
@@ -347,8 +346,7 @@ static drdc_status apply_value(drdc_config *c, const key_def *k, const cJSON *v)
                 if (!in_range(k, dbls[i])) return out_of_range(k, dbls[i], i);
             } else {
                 if (!cJSON_IsString(e)) return wrong_type(k, e, i);
-                drdc_status st = check_string(k, e->valuestring, k->cap, i);
-                if (st) return st;
+                TRY(check_string(k, e->valuestring, k->cap, i));
             }
         }
         if (k->type == KT_INT_LIST) {
@@ -369,6 +367,8 @@ static drdc_status apply_value(drdc_config *c, const key_def *k, const cJSON *v)
     }
     }
     return drdc_fail(DRDC_ERR_STATE, "key '%s': bad type in the key table", k->path);
+done:
+    return st;
 }
 
 /* The JSON value of key k in c (NULL on OOM). */
@@ -426,29 +426,28 @@ static drdc_status apply_key(drdc_config *c, const char *path, const cJSON *v, u
 
 /* Applies every key of a parsed JSON object (nested sections, or flat "section.key" names). */
 static drdc_status apply_object(drdc_config *c, const cJSON *root, unsigned char *seen) {
+    drdc_status st = DRDC_OK;
     for (const cJSON *e = root->child; e; e = e->next) {
         const char *name = e->string;
-        drdc_status st;
         if (find_key(name)) {
-            st = apply_key(c, name, e, seen);
+            TRY(apply_key(c, name, e, seen));
         } else if (is_section(name)) {
             if (!cJSON_IsObject(e)) {
                 char got[128];
                 describe(e, got, sizeof got);
                 return drdc_fail(DRDC_ERR_CONFIG, "'%s' must be an object (a section of keys), got %s", name, got);
             }
-            st = DRDC_OK;
-            for (const cJSON *s = e->child; s && !st; s = s->next) {
+            for (const cJSON *s = e->child; s; s = s->next) {
                 char path[256];
                 snprintf(path, sizeof path, "%s.%s", name, s->string);
-                st = apply_key(c, path, s, seen);
+                TRY(apply_key(c, path, s, seen));
             }
         } else {
-            st = unknown_key(name);
+            return unknown_key(name);
         }
-        if (st) return st;
     }
-    return DRDC_OK;
+done:
+    return st;
 }
 
 static void line_col(const char *text, const char *at, int *line, int *col) {
@@ -462,6 +461,37 @@ static void line_col(const char *text, const char *at, int *line, int *col) {
             (*col)++;
         }
     }
+}
+
+/* Applies a parsed config object over tmp (a copy of cfg, which is the state before), then the
+ * legacy values of keys the text lacks (stored) and the checks (validate). Errors get the source
+ * as context. */
+static drdc_status apply_root(drdc_config *tmp, const drdc_config *cfg, const cJSON *root, const char *src,
+                              int validate, int stored) {
+    unsigned char seen[N_KEYS];
+    cJSON *v = NULL;
+    drdc_status st = DRDC_OK;
+    memset(seen, 0, sizeof seen);
+    TRY(apply_object(tmp, root, seen));
+    for (size_t i = 0; stored && i < sizeof k_legacy / sizeof k_legacy[0]; i++) {
+        const key_def *k = find_key(k_legacy[i].path);
+        if (seen[k - k_keys]) continue;
+        v = cJSON_Parse(k_legacy[i].legacy);
+        if (!v) {
+            st = drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory", src);
+            goto done;
+        }
+        TRY(apply_value(tmp, k, v));
+        cJSON_Delete(v);
+        v = NULL;
+    }
+    const key_def *kt = find_key("refiner.timesteps"), *km = find_key("refiner.max_train_t");
+    follow_timesteps(tmp, cfg, seen[kt - k_keys], seen[km - k_keys]);
+    if (validate) TRY(drdc_config_validate(tmp));
+done:
+    cJSON_Delete(v);
+    if (st) drdc_error_context(st, "%s", src);
+    return st;
 }
 
 /* validate = 0 defers the checks to the caller (drdc_config_resolve validates once at the end);
@@ -489,41 +519,24 @@ static drdc_status parse_impl(drdc_config *cfg, const char *json_text, const cha
         near[k] = '\0';
         return drdc_fail(DRDC_ERR_CONFIG, "%s:%d:%d: JSON syntax error near '%s'", src, line, col, near);
     }
+    drdc_config *tmp = NULL;
     drdc_status st = DRDC_OK;
     if (!cJSON_IsObject(root)) {
         st = drdc_fail(DRDC_ERR_CONFIG, "%s: the config must be a JSON object { ... }", src);
-        cJSON_Delete(root);
-        return st;
+        goto done;
     }
-    drdc_config *tmp = malloc(sizeof *tmp);
+    tmp = malloc(sizeof *tmp);
     if (!tmp) {
-        cJSON_Delete(root);
-        return drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory", src);
+        st = drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory", src);
+        goto done;
     }
     memcpy(tmp, cfg, sizeof *tmp);
-    unsigned char seen[N_KEYS];
-    memset(seen, 0, sizeof seen);
-    st = apply_object(tmp, root, seen);
-    cJSON_Delete(root);
-    for (size_t i = 0; stored && !st && i < sizeof k_legacy / sizeof k_legacy[0]; i++) {
-        const key_def *k = find_key(k_legacy[i].path);
-        if (seen[k - k_keys]) continue;
-        cJSON *v = cJSON_Parse(k_legacy[i].legacy);
-        st = v ? apply_value(tmp, k, v) : drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory", src);
-        cJSON_Delete(v);
-    }
-    if (!st) {
-        const key_def *kt = find_key("refiner.timesteps"), *km = find_key("refiner.max_train_t");
-        follow_timesteps(tmp, cfg, seen[kt - k_keys], seen[km - k_keys]);
-        if (validate) st = drdc_config_validate(tmp);
-    }
-    if (st) {
-        free(tmp);
-        return drdc_error_context(st, "%s", src);
-    }
+    TRY(apply_root(tmp, cfg, root, src, validate, stored));
     memcpy(cfg, tmp, sizeof *cfg);
+done:
+    cJSON_Delete(root);
     free(tmp);
-    return DRDC_OK;
+    return st;
 }
 
 drdc_status drdc_config_parse(drdc_config *cfg, const char *json_text, const char *source_name) {
@@ -535,48 +548,25 @@ drdc_status drdc_config_parse_stored(drdc_config *cfg, const char *json_text, co
 }
 
 static drdc_status load_impl(drdc_config *cfg, const char *path, int validate) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return drdc_fail(DRDC_ERR_IO, "%s: cannot open config: %s", path, strerror(errno));
-    size_t cap = 4096, len = 0;
-    char *text = malloc(cap);
-    while (text) {
-        if (len + 1 >= cap) {
-            if (cap >= ((size_t)16 << 20)) {
-                free(text);
-                fclose(fp);
-                return drdc_fail(DRDC_ERR_CONFIG, "%s: config file larger than 16 MB", path);
-            }
-            char *bigger = realloc(text, cap * 2);
-            if (!bigger) {
-                free(text);
-                text = NULL;
-                break;
-            }
-            text = bigger;
-            cap *= 2;
-        }
-        size_t r = fread(text + len, 1, cap - 1 - len, fp);
-        len += r;
-        if (r == 0) break;
+    char *text = NULL;
+    size_t len = 0;
+    drdc_config *tmp = NULL;
+    drdc_status st = DRDC_OK;
+    TRY(drdc_read_file(path, &text, &len));
+    if (len + 1 >= ((size_t)16 << 20)) {
+        st = drdc_fail(DRDC_ERR_CONFIG, "%s: config file larger than 16 MB", path);
+        goto done;
     }
-    int read_err = ferror(fp);
-    fclose(fp);
-    if (!text) return drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory", path);
-    if (read_err) {
-        free(text);
-        return drdc_fail(DRDC_ERR_IO, "%s: read error", path);
-    }
-    text[len] = '\0';
     if (strlen(text) != len) {
-        free(text);
-        return drdc_fail(DRDC_ERR_CONFIG, "%s: contains a NUL byte; not a JSON text file", path);
+        st = drdc_fail(DRDC_ERR_CONFIG, "%s: contains a NUL byte; not a JSON text file", path);
+        goto done;
     }
 
     /* name defaults to the file's base name without .json; the file's own "name" wins */
-    drdc_config *tmp = malloc(sizeof *tmp);
+    tmp = malloc(sizeof *tmp);
     if (!tmp) {
-        free(text);
-        return drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory", path);
+        st = drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory", path);
+        goto done;
     }
     memcpy(tmp, cfg, sizeof *tmp);
     const char *base = strrchr(path, '/');
@@ -588,9 +578,10 @@ static drdc_status load_impl(drdc_config *cfg, const char *path, int validate) {
         memset(tmp->name, 0, sizeof tmp->name);
         memcpy(tmp->name, base, blen);
     }
-    drdc_status st = parse_impl(tmp, text, path, validate, 0);
+    TRY(parse_impl(tmp, text, path, validate, 0));
+    memcpy(cfg, tmp, sizeof *cfg);
+done:
     free(text);
-    if (!st) memcpy(cfg, tmp, sizeof *cfg);
     free(tmp);
     return st;
 }
@@ -638,6 +629,19 @@ static cJSON *set_value_json(const key_def *k, const char *text) {
     return v;
 }
 
+/* Applies value v of key k over tmp (a copy of cfg) and checks it (validate); errors get the
+ * --set option as context. */
+static drdc_status apply_set(drdc_config *tmp, const drdc_config *cfg, const key_def *k, const cJSON *v,
+                             const char *assignment, int validate) {
+    drdc_status st = DRDC_OK;
+    TRY(apply_value(tmp, k, v));
+    follow_timesteps(tmp, cfg, strcmp(k->path, "refiner.timesteps") == 0, 0);
+    if (validate) TRY(drdc_config_validate(tmp));
+done:
+    if (st) drdc_error_context(st, "--set %s", assignment);
+    return st;
+}
+
 static drdc_status set_impl(drdc_config *cfg, const char *assignment, int validate) {
     const char *eq = strchr(assignment, '=');
     if (!eq || eq == assignment)
@@ -655,34 +659,32 @@ static drdc_status set_impl(drdc_config *cfg, const char *assignment, int valida
             return drdc_fail(DRDC_ERR_CONFIG, "--set %s: '%s' is not a JSON list", assignment, eq + 1);
         return drdc_fail(DRDC_ERR_NOMEM, "--set %s: out of memory", assignment);
     }
+    drdc_status st = DRDC_OK;
     drdc_config *tmp = malloc(sizeof *tmp);
     if (!tmp) {
-        cJSON_Delete(v);
-        return drdc_fail(DRDC_ERR_NOMEM, "--set %s: out of memory", assignment);
+        st = drdc_fail(DRDC_ERR_NOMEM, "--set %s: out of memory", assignment);
+        goto done;
     }
     memcpy(tmp, cfg, sizeof *tmp);
-    drdc_status st = apply_value(tmp, k, v);
+    TRY(apply_set(tmp, cfg, k, v, assignment, validate));
+    memcpy(cfg, tmp, sizeof *cfg);
+done:
     cJSON_Delete(v);
-    if (!st) {
-        follow_timesteps(tmp, cfg, strcmp(k->path, "refiner.timesteps") == 0, 0);
-        if (validate) st = drdc_config_validate(tmp);
-    }
-    if (!st) memcpy(cfg, tmp, sizeof *cfg);
     free(tmp);
-    if (st) return drdc_error_context(st, "--set %s", assignment);
-    return DRDC_OK;
+    return st;
 }
 
 drdc_status drdc_config_set(drdc_config *cfg, const char *assignment) { return set_impl(cfg, assignment, 1); }
 
 drdc_status drdc_config_resolve(drdc_config *cfg, const char *path, const char *const *sets, int n_sets) {
+    drdc_status st = DRDC_OK;
     drdc_config_defaults(cfg);
-    drdc_status st = load_impl(cfg, path, 0);
-    for (int i = 0; !st && i < n_sets; i++) st = set_impl(cfg, sets[i], 0);
-    if (st) return st;
+    TRY(load_impl(cfg, path, 0));
+    for (int i = 0; i < n_sets; i++) TRY(set_impl(cfg, sets[i], 0));
     st = drdc_config_validate(cfg);
-    if (st) return drdc_error_context(st, n_sets ? "%s with the --set options" : "%s", path);
-    return DRDC_OK;
+    if (st) drdc_error_context(st, n_sets ? "%s with the --set options" : "%s", path);
+done:
+    return st;
 }
 
 /* ---- validation ------------------------------------------------------------------------- */
@@ -696,6 +698,7 @@ static int known_arch(const char *a) {
 
 /* Every key's type-independent range (the table), for structs filled by code, not by parsing. */
 static drdc_status validate_ranges(const drdc_config *c) {
+    drdc_status st = DRDC_OK;
     for (int i = 0; i < N_KEYS; i++) {
         const key_def *k = &k_keys[i];
         switch (k->type) {
@@ -718,8 +721,7 @@ static drdc_status validate_ranges(const drdc_config *c) {
             const char *s = cfield(c, k->offset);
             if (memchr(s, '\0', k->cap) == NULL)
                 return drdc_fail(DRDC_ERR_CONFIG, "key '%s' is not terminated", k->path);
-            drdc_status st = check_string(k, s, k->cap, -1);
-            if (st) return st;
+            TRY(check_string(k, s, k->cap, -1));
             break;
         }
         default: {
@@ -744,12 +746,13 @@ static drdc_status validate_ranges(const drdc_config *c) {
         }
         }
     }
-    return DRDC_OK;
+done:
+    return st;
 }
 
 drdc_status drdc_config_validate(const drdc_config *cfg) {
-    drdc_status st = validate_ranges(cfg);
-    if (st) return st;
+    drdc_status st = DRDC_OK;
+    TRY(validate_ranges(cfg));
     const drdc_data_config *d = &cfg->data;
     const drdc_base_config *b = &cfg->base;
     const drdc_refiner_config *r = &cfg->refiner;
@@ -833,15 +836,11 @@ drdc_status drdc_config_validate(const drdc_config *cfg) {
     if (in->filter > d->image_size) FAIL("infer.filter %d exceeds data.image_size %d", in->filter, d->image_size);
     if (in->pool > d->image_size) FAIL("infer.pool %d exceeds data.image_size %d", in->pool, d->image_size);
 #undef FAIL
-    return DRDC_OK;
+done:
+    return st;
 }
 
 /* ---- finding and serialising ------------------------------------------------------------ */
-
-static int is_file(const char *p) {
-    struct stat sb;
-    return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
-}
 
 drdc_status drdc_config_find(const char *arg, char *out, int cap) {
     if (!arg || !*arg) return drdc_fail(DRDC_ERR_INPUT, "no config given");
@@ -868,7 +867,7 @@ drdc_status drdc_config_find(const char *arg, char *out, int cap) {
         if (!prefixes[p]) continue;
         for (int v = 0; v < (has_json ? 1 : 2); v++) {
             snprintf(cand, sizeof cand, "%s%s%s", prefixes[p], arg, v ? ".json" : "");
-            if (is_file(cand)) {
+            if (drdc_is_file(cand)) {
                 char resolved[PATH_MAX];
                 const char *found = cand;
                 if (p >= 2 && realpath(cand, resolved)) found = resolved; /* drop the "bin/.." */

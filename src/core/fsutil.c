@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -57,14 +58,17 @@ void drdc_atomic_abort(drdc_atomic_file *af) {
 
 drdc_status drdc_write_file_atomic(const char *path, const void *data, size_t n) {
     drdc_atomic_file af;
-    drdc_status st = drdc_atomic_open(&af, path);
-    if (st) return st;
+    drdc_status st = DRDC_OK;
+    TRY(drdc_atomic_open(&af, path));
     if (n && fwrite(data, 1, n, af.f) != n) {
         int e = errno;
         drdc_atomic_abort(&af);
-        return drdc_fail(DRDC_ERR_IO, "%s: cannot write: %s", path, strerror(e));
+        st = drdc_fail(DRDC_ERR_IO, "%s: cannot write: %s", path, strerror(e));
+        goto done;
     }
-    return drdc_atomic_commit(&af);
+    TRY(drdc_atomic_commit(&af));
+done:
+    return st;
 }
 
 drdc_status drdc_read_file(const char *path, char **data, size_t *len) {
@@ -72,26 +76,31 @@ drdc_status drdc_read_file(const char *path, char **data, size_t *len) {
     *len = 0;
     FILE *f = fopen(path, "rb");
     if (!f) return drdc_fail(DRDC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    /* a regular file's size + 2 (the NUL, and room to see the end in one read); grows if the file does */
     size_t cap = 1 << 16, n = 0;
+    struct stat sb;
+    if (fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode) && (uintmax_t)sb.st_size < SIZE_MAX / 2)
+        cap = (size_t)sb.st_size + 2;
     char *buf = malloc(cap);
+    errno = 0;
     while (buf) {
         n += fread(buf + n, 1, cap - n - 1, f);
         if (n < cap - 1) break;
-        cap *= 2;
-        char *nb = realloc(buf, cap);
+        char *nb = cap <= SIZE_MAX / 2 ? realloc(buf, cap * 2) : NULL;
         if (!nb) {
             free(buf);
             buf = NULL;
         } else {
             buf = nb;
+            cap *= 2;
         }
     }
-    int bad = ferror(f);
+    int err = ferror(f) ? (errno ? errno : EIO) : 0;
     fclose(f);
     if (!buf) return drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory reading the file", path);
-    if (bad) {
+    if (err) {
         free(buf);
-        return drdc_fail(DRDC_ERR_IO, "%s: read error", path);
+        return drdc_fail(DRDC_ERR_IO, "%s: read error: %s", path, strerror(err));
     }
     buf[n] = 0;
     *data = buf;

@@ -1,12 +1,13 @@
 /* rng.c: splitmix64 and FNV-1a (see rng.h). */
 #include "drdc/core/rng.h"
 
-uint64_t drdc_splitmix64(uint64_t *state) {
-    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+uint64_t drdc_mix64(uint64_t z) {
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
 }
+
+uint64_t drdc_splitmix64(uint64_t *state) { return drdc_mix64(*state += 0x9E3779B97F4A7C15ull); }
 
 uint64_t drdc_fnv1a64(uint64_t h, const void *data, size_t n) {
     const unsigned char *p = data;

@@ -1,12 +1,13 @@
 /* dataset.c: indexes anomaly-detection datasets (MVTec AD / MPDD, BTAD, VisA, plain folder)
  * into per-category lists of image paths, labels, defect types and mask paths, plus the
- * seeded train/validation split and the small CSV reader VisA needs. No pixels are read here
- * (see loader.c). Layout rules and the skipping policy are documented in dataset.h. */
+ * seeded train/validation split. VisA's split file is read with formats/csv.c. No pixels are
+ * read here (see loader.c). Layout rules and the skipping policy are documented in dataset.h. */
 #define _POSIX_C_SOURCE 200809L
 #include "drdc/data/dataset.h"
+#include "drdc/core/fsutil.h"
 #include "drdc/core/rng.h"
+#include "drdc/formats/csv.h"
 
-#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
@@ -14,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
 
 static const char GOOD[] = "good";
 static const char ANOMALY[] = "anomaly";
@@ -45,16 +45,6 @@ static char *path_join3(const char *a, const char *b, const char *c) {
     char *abc = path_join(ab, c);
     free(ab);
     return abc;
-}
-
-static int is_dir(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-static int is_file(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
 }
 
 static drdc_status oom(const char *what) {
@@ -144,7 +134,7 @@ static drdc_status list_subdirs(const char *dir, strvec *out) {
         if (e->d_name[0] == '.') continue;
         char *p = path_join(dir, e->d_name);
         if (!p) { st = oom(dir); break; }
-        int isd = is_dir(p);
+        int isd = drdc_is_dir(p);
         free(p);
         if (isd && sv_push(out, e->d_name)) { st = oom(dir); break; }
     }
@@ -164,7 +154,7 @@ static drdc_status list_images(drdc_dataset *ds, const char *dir, strvec *out) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
         char *p = path_join(dir, e->d_name);
         if (!p) { st = oom(dir); break; }
-        if (e->d_name[0] != '.' && drdc_is_image_file(e->d_name) && is_file(p)) {
+        if (e->d_name[0] != '.' && drdc_is_image_file(e->d_name) && drdc_is_file(p)) {
             if (sv_push_owned(out, p)) { st = oom(dir); break; }
             continue;
         }
@@ -248,6 +238,14 @@ static int push_sample(drdc_sample **arr, int *n, int *cap, char *img, char *mas
     return 0;
 }
 
+/* push_sample into c's test list, counting the sample as good or defect. */
+static int push_test(drdc_category *c, int ci, int *cap, char *img, char *mask, const char *defect, int label) {
+    if (push_sample(&c->test, &c->n_test, cap, img, mask, defect, label, ci)) return -1;
+    if (label) c->n_test_defect++;
+    else c->n_test_good++;
+    return 0;
+}
+
 /* Base name without extension of a path (malloc'd). */
 static char *stem_of(const char *path) {
     const char *slash = strrchr(path, '/');
@@ -283,13 +281,17 @@ static int find_mask(const strvec *gt, const char *stem) {
 static drdc_status add_test_folder(drdc_dataset *ds, drdc_category *c, int ci, int *cap,
                                    const char *dir, const char *defect, const char *gt_dir) {
     strvec imgs = {0}, gt = {0};
-    drdc_status st = list_images(ds, dir, &imgs);
-    if (st == DRDC_OK && defect && gt_dir && is_dir(gt_dir)) st = list_images(NULL, gt_dir, &gt);
-    for (int i = 0; st == DRDC_OK && i < imgs.n; i++) {
+    drdc_status st = DRDC_OK;
+    TRY(list_images(ds, dir, &imgs));
+    if (defect && gt_dir && drdc_is_dir(gt_dir)) TRY(list_images(NULL, gt_dir, &gt));
+    for (int i = 0; i < imgs.n; i++) {
         char *mask = NULL;
         if (defect && gt_dir) {
             char *stem = stem_of(imgs.v[i]);
-            if (!stem) { st = oom(dir); break; }
+            if (!stem) {
+                st = oom(dir);
+                goto done;
+            }
             int k = find_mask(&gt, stem);
             if (k < 0) {
                 st = drdc_fail(DRDC_ERR_INPUT,
@@ -297,22 +299,23 @@ static drdc_status add_test_folder(drdc_dataset *ds, drdc_category *c, int ci, i
                                "or %s/%s.png, any image extension)",
                                imgs.v[i], gt_dir, stem, gt_dir, stem);
                 free(stem);
-                break;
+                goto done;
             }
             free(stem);
             mask = xstrdup(gt.v[k]);
-            if (!mask) { st = oom(dir); break; }
+            if (!mask) {
+                st = oom(dir);
+                goto done;
+            }
         }
-        if (push_sample(&c->test, &c->n_test, cap, imgs.v[i], mask, defect ? defect : GOOD,
-                        defect ? 1 : 0, ci)) {
-            imgs.v[i] = NULL;
+        int failed = push_test(c, ci, cap, imgs.v[i], mask, defect ? defect : GOOD, defect ? 1 : 0);
+        imgs.v[i] = NULL;   /* now owned by the sample (freed by push_sample when it failed) */
+        if (failed) {
             st = oom(dir);
-            break;
+            goto done;
         }
-        imgs.v[i] = NULL;   /* now owned by the sample */
-        if (defect) c->n_test_defect++;
-        else c->n_test_good++;
     }
+done:
     sv_free(&imgs);
     sv_free(&gt);
     return st;
@@ -328,19 +331,19 @@ static drdc_status scan_category(drdc_dataset *ds, drdc_category *c, int ci, con
     char *train_dir = path_join(dir, train_rel);
     char *test_dir = path_join(dir, "test");
     char *gt_root = path_join(dir, "ground_truth");
+    char *p = NULL, *gd = NULL;   /* one test folder and its ground_truth folder */
     strvec train = {0}, tests = {0};
     int cap = 0;
     if (!train_dir || !test_dir || !gt_root) { st = oom(dir); goto done; }
-    if (!is_dir(dir)) {
+    if (!drdc_is_dir(dir)) {
         st = drdc_fail(DRDC_ERR_INPUT, "category folder %s not found", dir);
         goto done;
     }
-    if (!is_dir(train_dir)) {
+    if (!drdc_is_dir(train_dir)) {
         st = drdc_fail(DRDC_ERR_INPUT, "category %s: training folder %s not found", c->name, train_dir);
         goto done;
     }
-    st = list_images(ds, train_dir, &train);
-    if (st) goto done;
+    TRY(list_images(ds, train_dir, &train));
     if (train.n == 0) {
         st = drdc_fail(DRDC_ERR_INPUT, "category %s: no images in %s (normal training images are required)",
                        c->name, train_dir);
@@ -354,35 +357,34 @@ static drdc_status scan_category(drdc_dataset *ds, drdc_category *c, int ci, con
     }
     c->n_train = train.n;
 
-    int has_gt = is_dir(gt_root);
+    int has_gt = drdc_is_dir(gt_root);
     c->has_masks = has_gt || !masks_optional;
-    if (!is_dir(test_dir)) goto done;   /* no test images: allowed, counts say so */
-    st = list_subdirs(test_dir, &tests);
-    if (st) goto done;
+    if (!drdc_is_dir(test_dir)) goto done;   /* no test images: allowed, counts say so */
+    TRY(list_subdirs(test_dir, &tests));
     int g = sv_find(&tests, good_name);
     if (g >= 0) {
-        char *p = path_join(test_dir, good_name);
+        p = path_join(test_dir, good_name);
         if (!p) { st = oom(dir); goto done; }
-        st = add_test_folder(ds, c, ci, &cap, p, NULL, NULL);
+        TRY(add_test_folder(ds, c, ci, &cap, p, NULL, NULL));
         free(p);
-        if (st) goto done;
+        p = NULL;
     }
     for (int i = 0; i < tests.n; i++) {
         if (i == g) continue;
         int before = c->n_test;
-        char *p = path_join(test_dir, tests.v[i]);
-        char *gd = path_join(gt_root, tests.v[i]);
+        p = path_join(test_dir, tests.v[i]);
+        gd = path_join(gt_root, tests.v[i]);
         char *name = xstrdup(tests.v[i]);
-        if (!p || !gd || !name) { free(p); free(gd); free(name); st = oom(dir); goto done; }
+        if (!p || !gd || !name) { free(name); st = oom(dir); goto done; }
         /* The defect name must outlive the samples: keep it in defect_types first. */
         char **types = realloc(c->defect_types, (size_t)(c->n_defect_types + 1) * sizeof *types);
-        if (!types) { free(p); free(gd); free(name); st = oom(dir); goto done; }
+        if (!types) { free(name); st = oom(dir); goto done; }
         c->defect_types = types;
         c->defect_types[c->n_defect_types++] = name;
-        st = add_test_folder(ds, c, ci, &cap, p, name, c->has_masks ? gd : NULL);
+        TRY(add_test_folder(ds, c, ci, &cap, p, name, c->has_masks ? gd : NULL));
         free(p);
         free(gd);
-        if (st) goto done;
+        p = gd = NULL;
         if (c->n_test == before) {   /* an empty defect folder lists no defect type */
             free(c->defect_types[--c->n_defect_types]);
         }
@@ -391,6 +393,8 @@ done:
     free(train_dir);
     free(test_dir);
     free(gt_root);
+    free(p);
+    free(gd);
     sv_free(&train);
     sv_free(&tests);
     return st;
@@ -427,13 +431,13 @@ static drdc_status check_root(const char *layout, const char *root) {
         return drdc_fail(DRDC_ERR_INPUT, "unknown dataset layout '%s' (expected mvtec, mpdd, btad, visa or folder)",
                          layout ? layout : "(null)");
     if (!root || !*root) return drdc_fail(DRDC_ERR_INPUT, "dataset root is empty");
-    if (!is_dir(root)) return drdc_fail(DRDC_ERR_INPUT, "dataset root %s not found (or not a folder)", root);
+    if (!drdc_is_dir(root)) return drdc_fail(DRDC_ERR_INPUT, "dataset root %s not found (or not a folder)", root);
     return DRDC_OK;
 }
 
 static int has_subdir(const char *dir, const char *name) {
     char *p = path_join(dir, name);
-    int r = p && is_dir(p);
+    int r = p && drdc_is_dir(p);
     free(p);
     return r;
 }
@@ -461,8 +465,9 @@ static drdc_status available_folders(const char *layout, const char *root, strve
         }
     }
     strvec subs = {0};
-    drdc_status st = list_subdirs(root, &subs);
-    for (int i = 0; st == DRDC_OK && i < subs.n; i++) {
+    drdc_status st = DRDC_OK;
+    TRY(list_subdirs(root, &subs));
+    for (int i = 0; i < subs.n; i++) {
         int keep = 0;
         if (!strcmp(layout, "folder")) {
             char *p = path_join(root, subs.v[i]);
@@ -472,13 +477,14 @@ static drdc_status available_folders(const char *layout, const char *root, strve
             static const char *const marks[] = {"train", "test", "ground_truth"};
             for (int m = 0; m < 3 && !keep; m++) {
                 char *p = path_join3(root, subs.v[i], marks[m]);
-                if (!p) { st = oom(root); break; }
-                keep = is_dir(p);
+                if (!p) { st = oom(root); goto done; }
+                keep = drdc_is_dir(p);
                 free(p);
             }
         }
-        if (st == DRDC_OK && keep && sv_push(out, subs.v[i])) st = oom(root);
+        if (keep && sv_push(out, subs.v[i])) { st = oom(root); goto done; }
     }
+done:
     sv_free(&subs);
     return st;
 }
@@ -548,8 +554,8 @@ static drdc_status visa_header(const drdc_csv *csv, const char *path, visa_cols 
 
 static drdc_status visa_available(const drdc_csv *csv, const char *path, strvec *out) {
     visa_cols c = {0};
-    drdc_status st = visa_header(csv, path, &c);
-    if (st) return st;
+    drdc_status st = DRDC_OK;
+    TRY(visa_header(csv, path, &c));
     int ncol = drdc_csv_row_fields(csv, 0);
     for (int r = 1; r < csv->n_rows; r++) {
         if (drdc_csv_row_fields(csv, r) != ncol)
@@ -560,7 +566,8 @@ static drdc_status visa_available(const drdc_csv *csv, const char *path, strvec 
         if (sv_find(out, obj) < 0 && sv_push(out, obj)) return oom(path);
     }
     sv_sort(out);
-    return DRDC_OK;
+done:
+    return st;
 }
 
 static int cmp_sample_path(const void *a, const void *b) {
@@ -569,94 +576,102 @@ static int cmp_sample_path(const void *a, const void *b) {
     return strcmp(x->image_path, y->image_path);
 }
 
+/* Adds the image of CSV row r to its category (a row of a category not chosen is skipped). caps: the
+ * capacities of each category's train arrays, then of its test arrays. */
+static drdc_status visa_row(drdc_dataset *ds, const drdc_csv *csv, int r, const visa_cols *c, const char *path,
+                            int *caps) {
+    int line = csv->row_line[r];
+    int ci = drdc_dataset_find_category(ds, drdc_csv_field(csv, r, c->object));
+    if (ci < 0) return DRDC_OK;
+    drdc_category *cat = &ds->categories[ci];
+    const char *split = drdc_csv_field(csv, r, c->split);
+    const char *label = drdc_csv_field(csv, r, c->label);
+    const char *img = drdc_csv_field(csv, r, c->image);
+    const char *mask = c->mask >= 0 ? drdc_csv_field(csv, r, c->mask) : "";
+    int is_train = !strcasecmp(split, "train"), is_test = !strcasecmp(split, "test");
+    if (!is_train && !is_test)
+        return drdc_fail(DRDC_ERR_FORMAT, "%s:%d: split '%s' (expected train or test)", path, line, split);
+    int lab = !strcasecmp(label, "normal") ? 0 : !strcasecmp(label, "anomaly") ? 1 : -1;
+    if (lab < 0) return drdc_fail(DRDC_ERR_FORMAT, "%s:%d: label '%s' (expected normal or anomaly)", path, line, label);
+    if (!*img) return drdc_fail(DRDC_ERR_FORMAT, "%s:%d: empty image path", path, line);
+    char *ip = NULL, *mp = NULL;
+    drdc_status st = DRDC_OK;
+    ip = visa_path(ds->root, img);
+    if (!ip) return oom(path);
+    if (!drdc_is_image_file(ip)) {
+        note_skip(ds, ip, is_tif(ip));
+        goto done;
+    }
+    if (!drdc_is_file(ip)) {
+        st = drdc_fail(DRDC_ERR_INPUT, "%s:%d: image %s not found", path, line, ip);
+        goto done;
+    }
+    if (is_train) {
+        if (lab) {
+            st = drdc_fail(DRDC_ERR_INPUT, "%s:%d: training image %s is labelled anomaly (train must be normal)",
+                           path, line, ip);
+            goto done;
+        }
+        int failed = push_sample(&cat->train, &cat->n_train, &caps[ci], ip, NULL, GOOD, 0, ci);
+        ip = NULL;   /* the sample's now (freed by push_sample when it failed) */
+        if (failed) st = oom(path);
+        goto done;
+    }
+    if (lab) {
+        if (!*mask) {
+            st = drdc_fail(DRDC_ERR_INPUT, "%s:%d: anomalous image %s has no mask", path, line, ip);
+            goto done;
+        }
+        mp = visa_path(ds->root, mask);
+        if (!mp) {
+            st = oom(path);
+            goto done;
+        }
+        if (!drdc_is_file(mp)) {
+            st = drdc_fail(DRDC_ERR_INPUT, "%s:%d: mask %s of image %s not found", path, line, mp, ip);
+            goto done;
+        }
+    }
+    int failed = push_test(cat, ci, &caps[ds->n_categories + ci], ip, mp, lab ? ANOMALY : GOOD, lab);
+    ip = mp = NULL;   /* the sample's now (freed by push_sample when it failed) */
+    if (failed) st = oom(path);
+done:
+    free(ip);
+    free(mp);
+    return st;
+}
+
 static drdc_status visa_build(drdc_dataset *ds, const drdc_csv *csv, const char *path) {
     visa_cols c = {0};
-    drdc_status st = visa_header(csv, path, &c);
-    if (st) return st;
-    /* capacities of each category's train and test arrays */
-    int *caps = calloc((size_t)ds->n_categories * 2, sizeof *caps);
+    int *caps = NULL;
+    drdc_status st = DRDC_OK;
+    TRY(visa_header(csv, path, &c));
+    caps = calloc((size_t)ds->n_categories * 2, sizeof *caps);
     if (!caps) return oom(path);
-    for (int r = 1; st == DRDC_OK && r < csv->n_rows; r++) {
-        int line = csv->row_line[r];
-        int ci = drdc_dataset_find_category(ds, drdc_csv_field(csv, r, c.object));
-        if (ci < 0) continue;
-        drdc_category *cat = &ds->categories[ci];
-        const char *split = drdc_csv_field(csv, r, c.split);
-        const char *label = drdc_csv_field(csv, r, c.label);
-        const char *img = drdc_csv_field(csv, r, c.image);
-        const char *mask = c.mask >= 0 ? drdc_csv_field(csv, r, c.mask) : "";
-        int is_train = !strcasecmp(split, "train"), is_test = !strcasecmp(split, "test");
-        if (!is_train && !is_test) {
-            st = drdc_fail(DRDC_ERR_FORMAT, "%s:%d: split '%s' (expected train or test)", path, line, split);
-            break;
-        }
-        int lab = !strcasecmp(label, "normal") ? 0 : !strcasecmp(label, "anomaly") ? 1 : -1;
-        if (lab < 0) {
-            st = drdc_fail(DRDC_ERR_FORMAT, "%s:%d: label '%s' (expected normal or anomaly)", path, line, label);
-            break;
-        }
-        if (!*img) { st = drdc_fail(DRDC_ERR_FORMAT, "%s:%d: empty image path", path, line); break; }
-        char *ip = visa_path(ds->root, img);
-        if (!ip) { st = oom(path); break; }
-        if (!drdc_is_image_file(ip)) {
-            note_skip(ds, ip, is_tif(ip));
-            free(ip);
-            continue;
-        }
-        if (!is_file(ip)) {
-            st = drdc_fail(DRDC_ERR_INPUT, "%s:%d: image %s not found", path, line, ip);
-            free(ip);
-            break;
-        }
-        if (is_train) {
-            if (lab) {
-                st = drdc_fail(DRDC_ERR_INPUT, "%s:%d: training image %s is labelled anomaly (train must be normal)",
-                               path, line, ip);
-                free(ip);
-                break;
-            }
-            if (push_sample(&cat->train, &cat->n_train, &caps[ci], ip, NULL, GOOD, 0, ci)) { st = oom(path); break; }
-            continue;
-        }
-        char *mp = NULL;
-        if (lab) {
-            if (!*mask) {
-                st = drdc_fail(DRDC_ERR_INPUT, "%s:%d: anomalous image %s has no mask", path, line, ip);
-                free(ip);
-                break;
-            }
-            mp = visa_path(ds->root, mask);
-            if (!mp) { free(ip); st = oom(path); break; }
-            if (!is_file(mp)) {
-                st = drdc_fail(DRDC_ERR_INPUT, "%s:%d: mask %s of image %s not found", path, line, mp, ip);
-                free(ip);
-                free(mp);
-                break;
-            }
-        }
-        if (push_sample(&cat->test, &cat->n_test, &caps[ds->n_categories + ci], ip, mp,
-                        lab ? ANOMALY : GOOD, lab, ci)) { st = oom(path); break; }
-        if (lab) cat->n_test_defect++;
-        else cat->n_test_good++;
-    }
-    free(caps);
-    if (st) return st;
+    for (int r = 1; r < csv->n_rows; r++) TRY(visa_row(ds, csv, r, &c, path, caps));
     for (int ci = 0; ci < ds->n_categories; ci++) {
         drdc_category *cat = &ds->categories[ci];
         cat->has_masks = 1;
-        if (cat->n_train == 0)
-            return drdc_fail(DRDC_ERR_INPUT, "%s: category %s has no training images (split train, label normal)",
-                             path, cat->name);
+        if (cat->n_train == 0) {
+            st = drdc_fail(DRDC_ERR_INPUT, "%s: category %s has no training images (split train, label normal)",
+                           path, cat->name);
+            goto done;
+        }
         qsort(cat->train, (size_t)cat->n_train, sizeof *cat->train, cmp_sample_path);
         if (cat->n_test) qsort(cat->test, (size_t)cat->n_test, sizeof *cat->test, cmp_sample_path);
         if (cat->n_test_defect) {
             cat->defect_types = malloc(sizeof *cat->defect_types);
-            if (!cat->defect_types || !(cat->defect_types[0] = xstrdup(ANOMALY))) return oom(path);
+            if (!cat->defect_types || !(cat->defect_types[0] = xstrdup(ANOMALY))) {
+                st = oom(path);
+                goto done;
+            }
             cat->n_defect_types = 1;
             /* the samples point at the static string; defect_types holds its own copy */
         }
     }
-    return DRDC_OK;
+done:
+    free(caps);
+    return st;
 }
 
 static char *visa_csv_path(const char *root) { return path_join3(root, "split_csv", "1cls.csv"); }
@@ -666,82 +681,90 @@ static char *visa_csv_path(const char *root) { return path_join3(root, "split_cs
 drdc_status drdc_dataset_available(const char *layout, const char *root, char ***names, int *n) {
     *names = NULL;
     *n = 0;
-    drdc_status st = check_root(layout, root);
-    if (st) return st;
     strvec avail = {0};
+    drdc_csv csv = {0};
+    char *p = NULL;
+    drdc_status st = DRDC_OK;
+    TRY(check_root(layout, root));
     if (!strcmp(layout, "visa")) {
-        char *p = visa_csv_path(root);
-        drdc_csv csv = {0};
-        if (!p) return oom(root);
-        st = drdc_csv_load(p, &csv);
-        if (st == DRDC_OK) st = visa_available(&csv, p, &avail);
-        drdc_csv_free(&csv);
-        free(p);
+        p = visa_csv_path(root);
+        if (!p) {
+            st = oom(root);
+            goto done;
+        }
+        TRY(drdc_csv_load(p, &csv));
+        TRY(visa_available(&csv, p, &avail));
     } else {
-        st = available_folders(layout, root, &avail);
+        TRY(available_folders(layout, root, &avail));
     }
-    if (st) { sv_free(&avail); return st; }
     *names = avail.v;
     *n = avail.n;
-    return DRDC_OK;
+    memset(&avail, 0, sizeof avail);   /* the caller's now */
+done:
+    sv_free(&avail);
+    drdc_csv_free(&csv);
+    free(p);
+    return st;
 }
 
 drdc_status drdc_dataset_open(drdc_dataset *ds, const char *layout, const char *root,
                               int n_categories, const char *const *categories) {
     memset(ds, 0, sizeof *ds);
-    drdc_status st = check_root(layout, root);
-    if (st) return st;
     strvec avail = {0}, chosen = {0};
     drdc_csv csv = {0};
     char *csv_path = NULL;
+    drdc_status st = DRDC_OK;
+    TRY(check_root(layout, root));
     snprintf(ds->layout, sizeof ds->layout, "%s", layout);
     ds->root = xstrdup(root);
-    if (!ds->root) { st = oom(root); goto fail; }
+    if (!ds->root) {
+        st = oom(root);
+        goto done;
+    }
     if (!strcmp(layout, "visa")) {
         csv_path = visa_csv_path(root);
-        if (!csv_path) { st = oom(root); goto fail; }
-        if (!is_file(csv_path)) {
-            st = drdc_fail(DRDC_ERR_INPUT, "VisA split file %s not found (expected <root>/split_csv/1cls.csv)", csv_path);
-            goto fail;
+        if (!csv_path) {
+            st = oom(root);
+            goto done;
         }
-        st = drdc_csv_load(csv_path, &csv);
-        if (st == DRDC_OK) st = visa_available(&csv, csv_path, &avail);
+        if (!drdc_is_file(csv_path)) {
+            st = drdc_fail(DRDC_ERR_INPUT, "VisA split file %s not found (expected <root>/split_csv/1cls.csv)", csv_path);
+            goto done;
+        }
+        TRY(drdc_csv_load(csv_path, &csv));
+        TRY(visa_available(&csv, csv_path, &avail));
     } else {
-        st = available_folders(layout, root, &avail);
+        TRY(available_folders(layout, root, &avail));
     }
-    if (st == DRDC_OK) st = choose(root, &avail, n_categories, categories, &chosen);
-    if (st) goto fail;
+    TRY(choose(root, &avail, n_categories, categories, &chosen));
 
     ds->categories = calloc((size_t)chosen.n, sizeof *ds->categories);
-    if (!ds->categories) { st = oom(root); goto fail; }
+    if (!ds->categories) {
+        st = oom(root);
+        goto done;
+    }
     int folder_single = !strcmp(layout, "folder") && has_subdir(root, "good");
     for (int i = 0; i < chosen.n; i++) {
         drdc_category *c = &ds->categories[i];
         ds->n_categories = i + 1;
         c->name = xstrdup(chosen.v[i]);
         c->dir = folder_single || !strcmp(layout, "visa") ? xstrdup(root) : path_join(root, chosen.v[i]);
-        if (!c->name || !c->dir) { st = oom(root); goto fail; }
+        if (!c->name || !c->dir) {
+            st = oom(root);
+            goto done;
+        }
         if (!strcmp(layout, "visa")) continue;
-        if (!strcmp(layout, "btad")) st = scan_category(ds, c, i, c->dir, "train/ok", "ok", 0);
-        else if (!strcmp(layout, "folder")) st = scan_category(ds, c, i, c->dir, "good", "good", 1);
-        else st = scan_category(ds, c, i, c->dir, "train/good", "good", 0);
-        if (st) goto fail;
+        if (!strcmp(layout, "btad")) TRY(scan_category(ds, c, i, c->dir, "train/ok", "ok", 0));
+        else if (!strcmp(layout, "folder")) TRY(scan_category(ds, c, i, c->dir, "good", "good", 1));
+        else TRY(scan_category(ds, c, i, c->dir, "train/good", "good", 0));
     }
-    if (!strcmp(layout, "visa")) {
-        st = visa_build(ds, &csv, csv_path);
-        if (st) goto fail;
-    }
+    if (!strcmp(layout, "visa")) TRY(visa_build(ds, &csv, csv_path));
+done:
     sv_free(&avail);
     sv_free(&chosen);
     drdc_csv_free(&csv);
     free(csv_path);
-    return DRDC_OK;
-fail:
-    sv_free(&avail);
-    sv_free(&chosen);
-    drdc_csv_free(&csv);
-    free(csv_path);
-    drdc_dataset_free(ds);
+    if (st) drdc_dataset_free(ds);
     return st;
 }
 
@@ -824,148 +847,4 @@ drdc_status drdc_dataset_test_list(const drdc_dataset *ds, int category, drdc_sa
     for (int c = lo; c < hi; c++)
         for (int i = 0; i < ds->categories[c].n_test; i++) out->items[out->n++] = ds->categories[c].test[i];
     return DRDC_OK;
-}
-
-/* ---- CSV --------------------------------------------------------------------------------------- */
-
-void drdc_csv_free(drdc_csv *csv) {
-    if (!csv) return;
-    free(csv->row_start);
-    free(csv->row_line);
-    free(csv->fields);
-    free(csv->storage);
-    memset(csv, 0, sizeof *csv);
-}
-
-/* Growable int array. */
-static int ivec_push(int **v, size_t *n, size_t *cap, int x) {
-    if (*n == *cap) {
-        size_t c = *cap ? *cap * 2 : 64;
-        int *p = realloc(*v, c * sizeof *p);
-        if (!p) return -1;
-        *v = p;
-        *cap = c;
-    }
-    (*v)[(*n)++] = x;
-    return 0;
-}
-
-drdc_status drdc_csv_parse(const char *buf, size_t len, const char *source_name, drdc_csv *out) {
-    memset(out, 0, sizeof *out);
-    const char *name = source_name ? source_name : "(csv)";
-    if (len > (size_t)0x3fffffff)
-        return drdc_fail(DRDC_ERR_FORMAT, "%s: file too large for the CSV reader (%zu bytes)", name, len);
-    /* Field texts are never longer than the input; each field needs one terminator, and there
-     * are at most len + 1 fields, so 2 * len + 2 bytes always suffice. */
-    char *store = malloc(2 * len + 2);
-    int *fstart = NULL, *rstart = NULL, *rline = NULL;
-    size_t nf = 0, cf = 0, nr = 0, cr = 0, nl = 0, cl = 0;
-    drdc_status st = DRDC_OK;
-    if (!store) return drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory reading CSV", name);
-    size_t w = 0, i = 0;
-    int line = 1;
-    if (len >= 3 && (unsigned char)buf[0] == 0xEF && (unsigned char)buf[1] == 0xBB && (unsigned char)buf[2] == 0xBF)
-        i = 3;
-    while (i < len) {
-        /* start of a row: skip blank lines */
-        if (buf[i] == '\n') { line++; i++; continue; }
-        if (buf[i] == '\r') { line++; i += (i + 1 < len && buf[i + 1] == '\n') ? 2 : 1; continue; }
-        if (ivec_push(&rstart, &nr, &cr, (int)nf) || ivec_push(&rline, &nl, &cl, line)) goto nomem;
-        for (;;) {   /* one field per iteration */
-            if (ivec_push(&fstart, &nf, &cf, (int)w)) goto nomem;
-            if (i < len && buf[i] == '"') {
-                int qline = line;
-                i++;
-                for (;;) {
-                    if (i >= len) {
-                        st = drdc_fail(DRDC_ERR_FORMAT, "%s:%d: quoted field not closed before end of file", name, qline);
-                        goto fail;
-                    }
-                    char ch = buf[i];
-                    if (ch == '\0') {
-                        st = drdc_fail(DRDC_ERR_FORMAT, "%s:%d: NUL byte in a field", name, line);
-                        goto fail;
-                    }
-                    if (ch == '"') {
-                        if (i + 1 < len && buf[i + 1] == '"') { store[w++] = '"'; i += 2; continue; }
-                        i++;
-                        break;
-                    }
-                    if (ch == '\n') line++;
-                    else if (ch == '\r' && !(i + 1 < len && buf[i + 1] == '\n')) line++;
-                    store[w++] = ch;
-                    i++;
-                }
-                if (i < len && buf[i] != ',' && buf[i] != '\n' && buf[i] != '\r') {
-                    st = drdc_fail(DRDC_ERR_FORMAT, "%s:%d: unexpected '%c' after a closing quote (expected ',' or a line end)",
-                                   name, line, isprint((unsigned char)buf[i]) ? buf[i] : '?');
-                    goto fail;
-                }
-            } else {
-                while (i < len && buf[i] != ',' && buf[i] != '\n' && buf[i] != '\r') {
-                    if (buf[i] == '"') {
-                        st = drdc_fail(DRDC_ERR_FORMAT, "%s:%d: quote inside an unquoted field (quote the whole field)", name, line);
-                        goto fail;
-                    }
-                    if (buf[i] == '\0') {
-                        st = drdc_fail(DRDC_ERR_FORMAT, "%s:%d: NUL byte in a field", name, line);
-                        goto fail;
-                    }
-                    store[w++] = buf[i++];
-                }
-            }
-            store[w++] = '\0';
-            if (i < len && buf[i] == ',') { i++; continue; }
-            break;   /* line end or end of input */
-        }
-        if (i < len) {   /* consume the line end */
-            line++;
-            i += (buf[i] == '\r' && i + 1 < len && buf[i + 1] == '\n') ? 2 : 1;
-        }
-    }
-    if (ivec_push(&rstart, &nr, &cr, (int)nf)) goto nomem;
-    char **fields = malloc((nf ? nf : 1) * sizeof *fields);
-    if (!fields) goto nomem;
-    for (size_t k = 0; k < nf; k++) fields[k] = store + fstart[k];
-    free(fstart);
-    out->n_rows = (int)nr - 1;
-    out->row_start = rstart;
-    out->row_line = rline;
-    out->storage = store;
-    out->fields = fields;
-    return DRDC_OK;
-nomem:
-    st = drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory reading CSV", name);
-fail:
-    free(store);
-    free(rstart);
-    free(rline);
-    free(fstart);
-    memset(out, 0, sizeof *out);
-    return st;
-}
-
-drdc_status drdc_csv_load(const char *path, drdc_csv *out) {
-    memset(out, 0, sizeof *out);
-    FILE *f = fopen(path, "rb");
-    if (!f) return drdc_fail(DRDC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    drdc_status st = DRDC_OK;
-    while (buf) {
-        size_t r = fread(buf + n, 1, cap - n, f);
-        n += r;
-        if (n < cap) break;
-        if (cap > ((size_t)1 << 30)) { st = drdc_fail(DRDC_ERR_FORMAT, "%s: larger than 1 GiB, not a split file", path); break; }
-        char *nb = realloc(buf, cap * 2);
-        if (!nb) { free(buf); buf = NULL; break; }
-        buf = nb;
-        cap *= 2;
-    }
-    if (!buf) { fclose(f); return drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory reading", path); }
-    if (st == DRDC_OK && ferror(f)) st = drdc_fail(DRDC_ERR_IO, "%s: read error: %s", path, strerror(errno));
-    fclose(f);
-    if (st == DRDC_OK) st = drdc_csv_parse(buf, n, path, out);
-    free(buf);
-    return st;
 }

@@ -79,15 +79,40 @@ void drdc_loader_epoch_order(int n, uint64_t seed, int epoch, int shuffle, int *
 
 /* ---- decoding one sample --------------------------------------------------------------------- */
 
+/* The 0/1 mask of sample s at w x h (all zero when the sample has none); the mask file must have
+ * its image's size, orig_w x orig_h. */
+static drdc_status decode_mask(const drdc_sample *s, int w, int h, int orig_w, int orig_h, drdc_image *mask) {
+    if (!s->mask_path) return drdc_image_alloc(mask, w, h, 1);
+    drdc_image mraw = {0};
+    drdc_status st = DRDC_OK;
+    TRY(drdc_image_load_mask(s->mask_path, &mraw));
+    if (mraw.w != orig_w || mraw.h != orig_h) {
+        st = drdc_fail(DRDC_ERR_INPUT, "mask %s is %dx%d but its image %s is %dx%d", s->mask_path, mraw.w,
+                       mraw.h, s->image_path, orig_w, orig_h);
+        goto done;
+    }
+    if (mraw.w == w && mraw.h == h) {
+        *mask = mraw;
+        memset(&mraw, 0, sizeof mraw);
+    } else {
+        TRY(drdc_image_resize(&mraw, w, h, mask));
+        size_t np = (size_t)w * (size_t)h;
+        for (size_t i = 0; i < np; i++) mask->data[i] = mask->data[i] >= 0.5f ? 1.0f : 0.0f;
+    }
+done:
+    drdc_image_free(&mraw);
+    return st;
+}
+
 /* Decodes a sample: rgb (HWC, resized to size x size unless size is 0) and, when with_mask,
  * its 0/1 mask at the same size (zero when the sample has none). */
 static drdc_status decode_sample(const drdc_sample *s, int size, int with_mask, drdc_image *rgb,
                                  drdc_image *mask, int *orig_w, int *orig_h) {
-    drdc_image raw = {0}, mraw = {0};
+    drdc_image raw = {0};
     memset(rgb, 0, sizeof *rgb);
     memset(mask, 0, sizeof *mask);
-    drdc_status st = drdc_image_load_rgb(s->image_path, &raw);
-    if (st) return st;
+    drdc_status st = DRDC_OK;
+    TRY(drdc_image_load_rgb(s->image_path, &raw));
     *orig_w = raw.w;
     *orig_h = raw.h;
     int w = size ? size : raw.w, h = size ? size : raw.h;
@@ -95,33 +120,11 @@ static drdc_status decode_sample(const drdc_sample *s, int size, int with_mask, 
         *rgb = raw;
         memset(&raw, 0, sizeof raw);
     } else {
-        st = drdc_image_resize(&raw, w, h, rgb);
-        drdc_image_free(&raw);
-        if (st) return st;
+        TRY(drdc_image_resize(&raw, w, h, rgb));
     }
-    if (!with_mask) return DRDC_OK;
-    if (!s->mask_path) {
-        st = drdc_image_alloc(mask, w, h, 1);
-        if (st) drdc_image_free(rgb);
-        return st;
-    }
-    st = drdc_image_load_mask(s->mask_path, &mraw);
-    if (st == DRDC_OK && (mraw.w != *orig_w || mraw.h != *orig_h))
-        st = drdc_fail(DRDC_ERR_INPUT, "mask %s is %dx%d but its image %s is %dx%d", s->mask_path, mraw.w,
-                       mraw.h, s->image_path, *orig_w, *orig_h);
-    if (st == DRDC_OK) {
-        if (mraw.w == w && mraw.h == h) {
-            *mask = mraw;
-            memset(&mraw, 0, sizeof mraw);
-        } else {
-            st = drdc_image_resize(&mraw, w, h, mask);
-            if (st == DRDC_OK) {
-                size_t np = (size_t)w * (size_t)h;
-                for (size_t i = 0; i < np; i++) mask->data[i] = mask->data[i] >= 0.5f ? 1.0f : 0.0f;
-            }
-        }
-    }
-    drdc_image_free(&mraw);
+    if (with_mask) TRY(decode_mask(s, w, h, *orig_w, *orig_h, mask));
+done:
+    drdc_image_free(&raw);
     if (st) {
         drdc_image_free(rgb);
         drdc_image_free(mask);
@@ -144,9 +147,9 @@ drdc_status drdc_sample_load(const drdc_sample *sample, int size, int with_mask,
     memset(out, 0, sizeof *out);
     if (size < 0 || size > LOADER_MAX_SIZE)
         return drdc_fail(DRDC_ERR_INPUT, "image size %d out of range [0, %d]", size, LOADER_MAX_SIZE);
-    drdc_image rgb, mask;
-    drdc_status st = decode_sample(sample, size, with_mask, &rgb, &mask, &out->orig_w, &out->orig_h);
-    if (st) return st;
+    drdc_image rgb = {0}, mask = {0};
+    drdc_status st = DRDC_OK;
+    TRY(decode_sample(sample, size, with_mask, &rgb, &mask, &out->orig_w, &out->orig_h));
     size_t np = (size_t)rgb.w * (size_t)rgb.h;
     out->w = rgb.w;
     out->h = rgb.h;
@@ -154,13 +157,14 @@ drdc_status drdc_sample_load(const drdc_sample *sample, int size, int with_mask,
     if (with_mask) out->mask = mask.data;   /* c = 1 HWC is already (1, h, w) */
     mask.data = NULL;
     if (!out->image) {
-        drdc_image_free(&rgb);
+        st = drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory (%dx%d image)", sample->image_path, rgb.w, rgb.h);
         drdc_sample_pixels_free(out);
-        return drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory (%dx%d image)", sample->image_path, rgb.w, rgb.h);
+        goto done;
     }
     to_chw(&rgb, out->image);
+done:
     drdc_image_free(&rgb);
-    return DRDC_OK;
+    return st;
 }
 
 void drdc_sample_pixels_free(drdc_sample_pixels *px) {

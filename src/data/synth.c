@@ -8,44 +8,29 @@
  * image (scene, defect) make the normal counterpart reproducible. */
 #define _POSIX_C_SOURCE 200809L
 #include "drdc/data/synth.h"
+#include "drdc/core/fsutil.h"
+#include "drdc/core/rng.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #ifndef M_PI
 #define M_PI 3.14159265358979323846
 #endif
 #define PI_F ((float)M_PI)
 
-/* ---- random numbers (splitmix64) ---------------------------------------------------------- */
+/* ---- random numbers (drdc_splitmix64 streams) ---------------------------------------------- */
 
-typedef struct {
-    uint64_t state;
-} rng_t;
+static float rng_uniform(uint64_t *r) { return (float)(drdc_splitmix64(r) >> 40) * (1.0f / 16777216.0f); }
 
-static uint64_t mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
+static float rng_range(uint64_t *r, float a, float b) { return a + (b - a) * rng_uniform(r); }
 
-static uint64_t rng_u64(rng_t *r) {
-    r->state += 0x9E3779B97F4A7C15ULL;
-    return mix64(r->state);
-}
+static int rng_int(uint64_t *r, int n) { return (int)((drdc_splitmix64(r) >> 33) % (uint64_t)n); }
 
-static float rng_uniform(rng_t *r) { return (float)(rng_u64(r) >> 40) * (1.0f / 16777216.0f); }
-
-static float rng_range(rng_t *r, float a, float b) { return a + (b - a) * rng_uniform(r); }
-
-static int rng_int(rng_t *r, int n) { return (int)((rng_u64(r) >> 33) % (uint64_t)n); }
-
-static float rng_normal(rng_t *r) {
-    float u1 = ((float)(rng_u64(r) >> 40) + 0.5f) * (1.0f / 16777216.0f);
+static float rng_normal(uint64_t *r) {
+    float u1 = ((float)(drdc_splitmix64(r) >> 40) + 0.5f) * (1.0f / 16777216.0f);
     float u2 = rng_uniform(r);
     return sqrtf(-2.0f * logf(u1)) * cosf(2.0f * PI_F * u2);
 }
@@ -53,8 +38,8 @@ static float rng_normal(rng_t *r) {
 /* ---- value noise ---------------------------------------------------------------------------- */
 
 static float lattice(uint64_t seed, int x, int y) {
-    uint64_t h = mix64(seed ^ ((uint64_t)(uint32_t)x * 0x9E3779B97F4A7C15ULL) ^
-                       ((uint64_t)(uint32_t)y * 0xC2B2AE3D27D4EB4FULL));
+    uint64_t h = drdc_mix64(seed ^ ((uint64_t)(uint32_t)x * 0x9E3779B97F4A7C15ULL) ^
+                            ((uint64_t)(uint32_t)y * 0xC2B2AE3D27D4EB4FULL));
     return (float)(h >> 40) * (1.0f / 16777216.0f) * 2.0f - 1.0f;
 }
 
@@ -167,7 +152,7 @@ static drdc_status scene_alloc(scene *sc, int n, int category) {
     return DRDC_OK;
 }
 
-static void render_weave(scene *sc, rng_t *r) {
+static void render_weave(scene *sc, uint64_t *r) {
     const int n = sc->n;
     const float s = sc->s;
     float p = s * rng_range(r, 7.0f, 9.0f);
@@ -179,7 +164,7 @@ static void render_weave(scene *sc, rng_t *r) {
         warp[k] *= 1.0f + rng_range(r, -0.03f, 0.03f);
         weft[k] = warp[k] * rng_range(r, 0.86f, 0.96f);
     }
-    uint64_t nseed = rng_u64(r);
+    uint64_t nseed = drdc_splitmix64(r);
     float c = cosf(ang), sn = sinf(ang);
     for (int y = 0; y < n; y++)
         for (int x = 0; x < n; x++) {
@@ -198,7 +183,7 @@ static void render_weave(scene *sc, rng_t *r) {
         }
 }
 
-static void render_grain(scene *sc, rng_t *r) {
+static void render_grain(scene *sc, uint64_t *r) {
     const int n = sc->n;
     const float s = sc->s;
     float ang = rng_range(r, -0.25f, 0.25f);
@@ -211,7 +196,7 @@ static void render_grain(scene *sc, rng_t *r) {
         lightc[k] *= 1.0f + tint;
         darkc[k] *= 1.0f + tint;
     }
-    uint64_t s1 = rng_u64(r), s2 = rng_u64(r);
+    uint64_t s1 = drdc_splitmix64(r), s2 = drdc_splitmix64(r);
     float c = cosf(ang), sn = sinf(ang);
     for (int y = 0; y < n; y++)
         for (int x = 0; x < n; x++) {
@@ -228,7 +213,7 @@ static void render_grain(scene *sc, rng_t *r) {
         }
 }
 
-static void render_disc(scene *sc, rng_t *r) {
+static void render_disc(scene *sc, uint64_t *r) {
     const int n = sc->n;
     const float s = sc->s;
     sc->cx = 0.5f * n + s * rng_range(r, -5.0f, 5.0f);
@@ -239,7 +224,7 @@ static void render_disc(scene *sc, rng_t *r) {
     float la = rng_range(r, 0.0f, 2.0f * PI_F);    /* light direction for the highlight */
     float brush_ph = rng_range(r, 0.0f, 2.0f * PI_F);
     float base = rng_range(r, 0.64f, 0.72f);
-    uint64_t s1 = rng_u64(r), s2 = rng_u64(r);
+    uint64_t s1 = drdc_splitmix64(r), s2 = drdc_splitmix64(r);
     float nx = cosf(notch), ny = sinf(notch);
     for (int y = 0; y < n; y++)
         for (int x = 0; x < n; x++) {
@@ -289,7 +274,7 @@ static void plate_world(const scene *sc, float u, float v, float *x, float *y) {
     *y = sc->cy + sn * u + c * v - 0.5f;
 }
 
-static void render_plate(scene *sc, rng_t *r) {
+static void render_plate(scene *sc, uint64_t *r) {
     const int n = sc->n;
     const float s = sc->s;
     sc->cx = 0.5f * n + s * rng_range(r, -5.0f, 5.0f);
@@ -307,7 +292,7 @@ static void render_plate(scene *sc, rng_t *r) {
     }
     float col[3] = {0.22f, 0.30f, 0.27f};
     for (int k = 0; k < 3; k++) col[k] *= 1.0f + rng_range(r, -0.06f, 0.06f);
-    uint64_t s1 = rng_u64(r), s2 = rng_u64(r);
+    uint64_t s1 = drdc_splitmix64(r), s2 = drdc_splitmix64(r);
     for (int y = 0; y < n; y++)
         for (int x = 0; x < n; x++) {
             size_t i = (size_t)y * n + x;
@@ -334,7 +319,7 @@ static void render_plate(scene *sc, rng_t *r) {
 }
 
 /* Lighting gradient, gain and sensor noise: common to every category. */
-static void render_conditions(scene *sc, rng_t *r) {
+static void render_conditions(scene *sc, uint64_t *r) {
     const int n = sc->n;
     float gain = rng_range(r, 0.92f, 1.08f), g = rng_range(r, 0.0f, 0.25f);
     float la = rng_range(r, 0.0f, 2.0f * PI_F);
@@ -349,7 +334,7 @@ static void render_conditions(scene *sc, rng_t *r) {
         }
 }
 
-static void render_scene(scene *sc, rng_t *r) {
+static void render_scene(scene *sc, uint64_t *r) {
     switch (sc->category) {
     case CAT_WEAVE: render_weave(sc, r); break;
     case CAT_GRAIN: render_grain(sc, r); break;
@@ -374,7 +359,7 @@ static void composite(const scene *sc, const float *fg, const float *alpha, unsi
 /* ---- defects ---------------------------------------------------------------------------------- */
 
 /* A point on the object (or anywhere on a texture), `margin` pixels inside its edges. */
-static void pick_point(const scene *sc, rng_t *r, float margin, float *x, float *y) {
+static void pick_point(const scene *sc, uint64_t *r, float margin, float *x, float *y) {
     const float n = (float)sc->n;
     if (sc->category == CAT_DISC) {
         float lo = sc->inner + margin, hi = sc->radius - margin;
@@ -441,7 +426,7 @@ static float blob_radius(float x, float y, float cx, float cy, float rad, float 
     return sqrtf(dx * dx + dy * dy) / rr;
 }
 
-static void defect_scratch(const scene *sc, rng_t *r, float *fg) {
+static void defect_scratch(const scene *sc, uint64_t *r, float *fg) {
     const float s = sc->s;
     float x, y;
     pick_point(sc, r, 4.0f * s, &x, &y);
@@ -457,7 +442,7 @@ static void defect_scratch(const scene *sc, rng_t *r, float *fg) {
     paint_segment(sc, fg, x - dx, y - dy, x + dx, y + dy, width, mul, add);
 }
 
-static void crack_walk(const scene *sc, rng_t *r, float *fg, float x, float y, float ang, int steps,
+static void crack_walk(const scene *sc, uint64_t *r, float *fg, float x, float y, float ang, int steps,
                        float wmax, int branches) {
     const float s = sc->s;
     const float mul[3] = {0.25f, 0.25f, 0.25f}, add[3] = {0.0f, 0.0f, 0.0f};
@@ -478,13 +463,13 @@ static void crack_walk(const scene *sc, rng_t *r, float *fg, float x, float y, f
     }
 }
 
-static void defect_crack(const scene *sc, rng_t *r, float *fg) {
+static void defect_crack(const scene *sc, uint64_t *r, float *fg) {
     float x, y;
     pick_point(sc, r, 6.0f * sc->s, &x, &y);
     crack_walk(sc, r, fg, x, y, rng_range(r, 0.0f, 2.0f * PI_F), 10 + rng_int(r, 9), 3.0f, 1 + rng_int(r, 2));
 }
 
-static void defect_hole(const scene *sc, rng_t *r, float *fg, float *alpha) {
+static void defect_hole(const scene *sc, uint64_t *r, float *fg, float *alpha) {
     const int n = sc->n;
     const float s = sc->s;
     float rad = s * (sc->category == CAT_PLATE ? rng_range(r, 4.5f, 7.0f) : rng_range(r, 3.5f, 7.0f));
@@ -508,7 +493,7 @@ static void defect_hole(const scene *sc, rng_t *r, float *fg, float *alpha) {
         }
 }
 
-static void defect_stain(const scene *sc, rng_t *r, float *fg) {
+static void defect_stain(const scene *sc, uint64_t *r, float *fg) {
     const int n = sc->n;
     const float s = sc->s;
     float rad = s * rng_range(r, 6.0f, 14.0f);
@@ -531,7 +516,7 @@ static void defect_stain(const scene *sc, rng_t *r, float *fg) {
         }
 }
 
-static void defect_missing(const scene *sc, rng_t *r, float *alpha) {
+static void defect_missing(const scene *sc, uint64_t *r, float *alpha) {
     const int n = sc->n;
     const float s = sc->s;
     float x, y, rad;
@@ -554,7 +539,7 @@ static void defect_missing(const scene *sc, rng_t *r, float *alpha) {
             if (blob_radius((float)px, (float)py, x, y, rad, ph1, ph2) < 1.0f) alpha[(size_t)py * n + px] = 0.0f;
 }
 
-static void defect_color(const scene *sc, rng_t *r, float *fg) {
+static void defect_color(const scene *sc, uint64_t *r, float *fg) {
     const int n = sc->n;
     const float s = sc->s;
     float rad = s * rng_range(r, 7.0f, 14.0f);
@@ -588,13 +573,14 @@ drdc_status drdc_synth_render(int category, int defect, int size, uint64_t seed,
         return drdc_fail(DRDC_ERR_INPUT, "synth: size %d out of range 32..4096", size);
 
     scene sc;
-    drdc_status st = scene_alloc(&sc, size, category);
-    if (st) return st;
-    size_t np = (size_t)size * size;
-    unsigned char *normal = malloc(np * 3), *bad = NULL;
+    unsigned char *normal = NULL, *bad = NULL;
     float *fg2 = NULL, *alpha2 = NULL;
+    drdc_status st = DRDC_OK;
+    TRY(scene_alloc(&sc, size, category));   /* on failure sc is left zeroed */
+    size_t np = (size_t)size * size;
+    normal = malloc(np * 3);
     if (!normal) goto nomem;
-    rng_t rs = {mix64(seed ^ 0x5CE7E5CE7E5CE7E5ULL)};
+    uint64_t rs = drdc_mix64(seed ^ 0x5CE7E5CE7E5CE7E5ULL);
     render_scene(&sc, &rs);
     composite(&sc, sc.fg, sc.alpha, normal);
 
@@ -603,7 +589,7 @@ drdc_status drdc_synth_render(int category, int defect, int size, uint64_t seed,
         fg2 = malloc(np * 3 * sizeof(float));
         alpha2 = malloc(np * sizeof(float));
         if (!bad || !fg2 || !alpha2) goto nomem;
-        rng_t rd = {mix64(seed ^ 0xDEFEC7DEFEC7DEFEULL)};
+        uint64_t rd = drdc_mix64(seed ^ 0xDEFEC7DEFEC7DEFEULL);
         defect_kind kind = CATEGORIES[category].defects[defect];
         size_t min_pixels = np / 2000 > 8 ? np / 2000 : 8;
         size_t changed = 0;
@@ -641,8 +627,7 @@ drdc_status drdc_synth_render(int category, int defect, int size, uint64_t seed,
     }
 
     const unsigned char *px = bad ? bad : normal;
-    st = drdc_image_alloc(img, size, size, 3);
-    if (st) goto done;
+    TRY(drdc_image_alloc(img, size, size, 3));
     for (size_t i = 0; i < np * 3; i++) img->data[i] = (float)px[i] / 255.0f;
     if (mask) {
         st = drdc_image_alloc(mask, size, size, 1);
@@ -668,28 +653,8 @@ done:
 
 /* ---- writing the dataset ---------------------------------------------------------------------- */
 
-/* mkdir -p */
-static drdc_status make_dirs(const char *path) {
-    char buf[4096];
-    size_t len = strlen(path);
-    if (len == 0 || len >= sizeof buf) return drdc_fail(DRDC_ERR_INPUT, "synth: bad folder path '%s'", path);
-    memcpy(buf, path, len + 1);
-    for (size_t i = 1; i <= len; i++) {
-        if (buf[i] != '/' && buf[i] != '\0') continue;
-        char saved = buf[i];
-        buf[i] = '\0';
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-            return drdc_fail(DRDC_ERR_IO, "%s: cannot create folder: %s", buf, strerror(errno));
-        buf[i] = saved;
-    }
-    struct stat sb;
-    if (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode))
-        return drdc_fail(DRDC_ERR_IO, "%s: exists and is not a folder", path);
-    return DRDC_OK;
-}
-
 static uint64_t image_seed(uint64_t seed, int category, int split, int index) {
-    return mix64(mix64(mix64(seed ^ 0xA0761D6478BD642FULL) ^ (uint64_t)category) ^ ((uint64_t)split << 32 | (uint32_t)index));
+    return drdc_mix64(drdc_mix64(drdc_mix64(seed ^ 0xA0761D6478BD642FULL) ^ (uint64_t)category) ^ ((uint64_t)split << 32 | (uint32_t)index));
 }
 
 static int digits_for(int count) {
@@ -704,18 +669,19 @@ static int digits_for(int count) {
 /* Renders and writes one image (and its mask when defect >= 0). */
 static drdc_status write_one(const char *dir, const char *mask_dir, int digits, int index, int category,
                              int defect, int size, uint64_t seed) {
-    drdc_image img, mask;
-    drdc_status st = drdc_synth_render(category, defect, size, seed, &img, defect >= 0 ? &mask : NULL);
-    if (st) return st;
+    drdc_image img = {0}, mask = {0};
     char path[4200];
+    drdc_status st = DRDC_OK;
+    TRY(drdc_synth_render(category, defect, size, seed, &img, defect >= 0 ? &mask : NULL));
     snprintf(path, sizeof path, "%s/%0*d.png", dir, digits, index);
-    st = drdc_image_write_png(path, &img);
-    if (!st && defect >= 0) {
+    TRY(drdc_image_write_png(path, &img));
+    if (defect >= 0) {
         snprintf(path, sizeof path, "%s/%0*d_mask.png", mask_dir, digits, index);
-        st = drdc_image_write_png(path, &mask);
+        TRY(drdc_image_write_png(path, &mask));
     }
+done:
     drdc_image_free(&img);
-    if (defect >= 0) drdc_image_free(&mask);
+    drdc_image_free(&mask);
     return st;
 }
 
@@ -731,34 +697,34 @@ drdc_status drdc_synth_write(const drdc_synth_options *o) {
     if (strlen(o->out_dir) > 3000) return drdc_fail(DRDC_ERR_INPUT, "synth: output folder path too long");
 
     char dir[4096], mdir[4096];
-    drdc_status st;
+    drdc_status st = DRDC_OK;
     int n_bad = o->n_test / 2, n_good = o->n_test - n_bad;
     for (int c = 0; c < o->n_categories; c++) {
         const category_info *ci = &CATEGORIES[c];
         snprintf(dir, sizeof dir, "%s/%s/train/good", o->out_dir, ci->name);
-        if ((st = make_dirs(dir))) return st;
+        TRY(drdc_mkdirs(dir));
         int dg = digits_for(o->n_train);
-        for (int i = 0; i < o->n_train; i++)
-            if ((st = write_one(dir, NULL, dg, i, c, -1, o->size, image_seed(o->seed, c, 0, i)))) return st;
+        for (int i = 0; i < o->n_train; i++) TRY(write_one(dir, NULL, dg, i, c, -1, o->size, image_seed(o->seed, c, 0, i)));
 
         snprintf(dir, sizeof dir, "%s/%s/test/good", o->out_dir, ci->name);
-        if ((st = make_dirs(dir))) return st;
+        TRY(drdc_mkdirs(dir));
         dg = digits_for(n_good);
-        for (int i = 0; i < n_good; i++)
-            if ((st = write_one(dir, NULL, dg, i, c, -1, o->size, image_seed(o->seed, c, 1, i)))) return st;
+        for (int i = 0; i < n_good; i++) TRY(write_one(dir, NULL, dg, i, c, -1, o->size, image_seed(o->seed, c, 1, i)));
 
         for (int d = 0; d < ci->n_defects && d < n_bad; d++) {
             int count = (n_bad - d + ci->n_defects - 1) / ci->n_defects; /* images m = d, d+nd, ... */
             const char *dname = DEFECT_NAMES[ci->defects[d]];
             snprintf(dir, sizeof dir, "%s/%s/test/%s", o->out_dir, ci->name, dname);
             snprintf(mdir, sizeof mdir, "%s/%s/ground_truth/%s", o->out_dir, ci->name, dname);
-            if ((st = make_dirs(dir)) || (st = make_dirs(mdir))) return st;
+            TRY(drdc_mkdirs(dir));
+            TRY(drdc_mkdirs(mdir));
             dg = digits_for(count);
             for (int i = 0; i < count; i++) {
                 int m = d + i * ci->n_defects;
-                if ((st = write_one(dir, mdir, dg, i, c, d, o->size, image_seed(o->seed, c, 2, m)))) return st;
+                TRY(write_one(dir, mdir, dg, i, c, d, o->size, image_seed(o->seed, c, 2, m)));
             }
         }
     }
-    return DRDC_OK;
+done:
+    return st;
 }

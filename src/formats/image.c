@@ -38,8 +38,8 @@ drdc_status drdc_image_alloc(drdc_image *img, int w, int h, int c) {
     memset(img, 0, sizeof *img);
     if (c != 1 && c != 3)
         return drdc_fail(DRDC_ERR_INPUT, "drdc_image_alloc: %d channels (must be 1 or 3)", c);
-    drdc_status st = check_dims("drdc_image_alloc", w, h);
-    if (st) return st;
+    drdc_status st = DRDC_OK;
+    TRY(check_dims("drdc_image_alloc", w, h));
     size_t n = (size_t)w * (size_t)h * (size_t)c;
     img->data = calloc(n, sizeof(float));
     if (!img->data)
@@ -47,7 +47,8 @@ drdc_status drdc_image_alloc(drdc_image *img, int w, int h, int c) {
     img->w = w;
     img->h = h;
     img->c = c;
-    return DRDC_OK;
+done:
+    return st;
 }
 
 void drdc_image_free(drdc_image *img) {
@@ -89,30 +90,33 @@ static drdc_status open_image_file(const char *path, FILE **fp, long long *size)
 static drdc_status read_file(const char *path, unsigned char **buf, int *len) {
     *buf = NULL;
     *len = 0;
-    FILE *f;
+    FILE *f = NULL;
+    unsigned char *b = NULL;
     long long size;
-    drdc_status st = open_image_file(path, &f, &size);
-    if (st) return st;
+    drdc_status st = DRDC_OK;
+    TRY(open_image_file(path, &f, &size));
     if (size > INT_MAX) {
-        fclose(f);
-        return drdc_fail(DRDC_ERR_INPUT, "%s: file is %lld bytes, too large to decode", path, size);
+        st = drdc_fail(DRDC_ERR_INPUT, "%s: file is %lld bytes, too large to decode", path, size);
+        goto done;
     }
     size_t n = (size_t)size;
-    unsigned char *b = malloc(n);
+    b = malloc(n);
     if (!b) {
-        fclose(f);
-        return drdc_fail(DRDC_ERR_NOMEM, "%s: cannot allocate %zu bytes to read it", path, n);
+        st = drdc_fail(DRDC_ERR_NOMEM, "%s: cannot allocate %zu bytes to read it", path, n);
+        goto done;
     }
     size_t got = fread(b, 1, n, f);
-    int rerr = ferror(f);
-    fclose(f);
-    if (got != n || rerr) {
-        free(b);
-        return drdc_fail(DRDC_ERR_IO, "%s: read error (%zu of %zu bytes)", path, got, n);
+    if (got != n || ferror(f)) {
+        st = drdc_fail(DRDC_ERR_IO, "%s: read error (%zu of %zu bytes)", path, got, n);
+        goto done;
     }
     *buf = b;
     *len = (int)n;
-    return DRDC_OK;
+    b = NULL;   /* now the caller's */
+done:
+    if (f) fclose(f);
+    free(b);
+    return st;
 }
 
 static uint32_t be32(const unsigned char *p) {
@@ -236,27 +240,26 @@ static drdc_status info_failed(const char *path) {
 
 /* Reads only the header (through stb_image's FILE reader), not the whole file. */
 drdc_status drdc_image_probe(const char *path, int *w, int *h) {
-    FILE *f;
+    FILE *f = NULL;
     long long size;
-    drdc_status st = open_image_file(path, &f, &size);
-    if (st) return st;
+    int iw = 0, ih = 0, n = 0;
+    drdc_status st = DRDC_OK;
+    TRY(open_image_file(path, &f, &size));
     static _Thread_local unsigned char head[1 << 16];   /* JPEG Huffman tables sit in the first KBs */
     size_t head_len = fread(head, 1, sizeof head, f);
-    int iw = 0, ih = 0, n = 0;
-    st = precheck_header(path, head, head_len);
-    if (!st) st = check_jpeg_dht(path, head, head_len, (long long)head_len == size);
-    if (!st) {
-        rewind(f);
-        if (!stbi_info_from_file(f, &iw, &ih, &n))
-            st = info_failed(path);
-        else
-            st = postcheck_header(path, head, head_len, size, iw, ih);
+    TRY(precheck_header(path, head, head_len));
+    TRY(check_jpeg_dht(path, head, head_len, (long long)head_len == size));
+    rewind(f);
+    if (!stbi_info_from_file(f, &iw, &ih, &n)) {
+        st = info_failed(path);
+        goto done;
     }
-    fclose(f);
-    if (st) return st;
+    TRY(postcheck_header(path, head, head_len, size, iw, ih));
     if (w) *w = iw;
     if (h) *h = ih;
-    return DRDC_OK;
+done:
+    if (f) fclose(f);
+    return st;
 }
 
 static drdc_status decode_failed(const char *path) {
@@ -275,48 +278,51 @@ typedef struct {
 
 static drdc_status decode(const char *path, int req_comp, raw_pixels *r) {
     memset(r, 0, sizeof *r);
-    unsigned char *buf;
+    unsigned char *buf = NULL;
     int len, w, h, n;
-    drdc_status st = read_file(path, &buf, &len);
-    if (st) return st;
-    st = precheck_header(path, buf, (size_t)len);
-    if (!st) st = check_jpeg_dht(path, buf, (size_t)len, 1);
-    if (!st) st = stbi_info_from_memory(buf, len, &w, &h, &n) ? DRDC_OK : info_failed(path);
-    if (!st) st = postcheck_header(path, buf, (size_t)len, len, w, h);
-    if (st) {
-        free(buf);
-        return st;
+    drdc_status st = DRDC_OK;
+    TRY(read_file(path, &buf, &len));
+    TRY(precheck_header(path, buf, (size_t)len));
+    TRY(check_jpeg_dht(path, buf, (size_t)len, 1));
+    if (!stbi_info_from_memory(buf, len, &w, &h, &n)) {
+        st = info_failed(path);
+        goto done;
     }
+    TRY(postcheck_header(path, buf, (size_t)len, len, w, h));
     int dw = 0, dh = 0, dn = 0;
     r->is16 = stbi_is_16_bit_from_memory(buf, len);
     if (r->is16)
         r->px = stbi_load_16_from_memory(buf, len, &dw, &dh, &dn, req_comp);
     else
         r->px = stbi_load_from_memory(buf, len, &dw, &dh, &dn, req_comp);
-    free(buf);
-    if (!r->px) return decode_failed(path);
+    if (!r->px) {
+        st = decode_failed(path);
+        goto done;
+    }
     if (dw != w || dh != h) {
         stbi_image_free(r->px);
         r->px = NULL;
-        return drdc_fail(DRDC_ERR_FORMAT, "%s: decoded size %dx%d differs from header %dx%d", path,
-                         dw, dh, w, h);
+        st = drdc_fail(DRDC_ERR_FORMAT, "%s: decoded size %dx%d differs from header %dx%d", path, dw, dh, w, h);
+        goto done;
     }
     r->w = dw;
     r->h = dh;
     r->n = req_comp ? req_comp : dn;
-    return DRDC_OK;
+done:
+    free(buf);
+    return st;
 }
 
 drdc_status drdc_image_load_rgb(const char *path, drdc_image *out) {
     if (!out) return drdc_fail(DRDC_ERR_INPUT, "%s: NULL output image", path ? path : "(null)");
     memset(out, 0, sizeof *out);
     raw_pixels r;
-    drdc_status st = decode(path, 3, &r); /* stb expands gray and palettes, drops alpha */
-    if (st) return st;
+    drdc_status st = DRDC_OK;
+    TRY(decode(path, 3, &r)); /* stb expands gray and palettes, drops alpha */
     st = drdc_image_alloc(out, r.w, r.h, 3);
     if (st) {
-        stbi_image_free(r.px);
-        return drdc_error_context(st, "%s", path);
+        drdc_error_context(st, "%s", path);
+        goto done;
     }
     size_t n = (size_t)r.w * r.h * 3;
     if (r.is16) {
@@ -326,20 +332,21 @@ drdc_status drdc_image_load_rgb(const char *path, drdc_image *out) {
         const unsigned char *p = r.px;
         for (size_t i = 0; i < n; i++) out->data[i] = (float)p[i] / 255.0f;
     }
+done:
     stbi_image_free(r.px);
-    return DRDC_OK;
+    return st;
 }
 
 drdc_status drdc_image_load_mask(const char *path, drdc_image *out) {
     if (!out) return drdc_fail(DRDC_ERR_INPUT, "%s: NULL output image", path ? path : "(null)");
     memset(out, 0, sizeof *out);
     raw_pixels r;
-    drdc_status st = decode(path, 0, &r); /* native channels: a 16-bit value 1 stays non-zero */
-    if (st) return st;
+    drdc_status st = DRDC_OK;
+    TRY(decode(path, 0, &r)); /* native channels: a 16-bit value 1 stays non-zero */
     st = drdc_image_alloc(out, r.w, r.h, 1);
     if (st) {
-        stbi_image_free(r.px);
-        return drdc_error_context(st, "%s", path);
+        drdc_error_context(st, "%s", path);
+        goto done;
     }
     /* Colour channels only: alpha (gray+alpha: channel 1, RGBA: channel 3) does not count. */
     int ncol = (r.n == 2 || r.n == 4) ? r.n - 1 : r.n;
@@ -353,8 +360,9 @@ drdc_status drdc_image_load_mask(const char *path, drdc_image *out) {
         }
         out->data[i] = any ? 1.0f : 0.0f;
     }
+done:
     stbi_image_free(r.px);
-    return DRDC_OK;
+    return st;
 }
 
 /* ---- resizing ----------------------------------------------------------------------------- */
@@ -435,15 +443,13 @@ drdc_status drdc_image_resize(const drdc_image *src, int w, int h, drdc_image *d
      * axis whose size does not change is skipped (its weights would be the identity). */
     const float *cur = src->data;
     float *tmp = NULL;
+    axis_weights ax = {0}, ay = {0};
     if (w != iw) {
-        axis_weights ax;
-        st = axis_weights_build(iw, w, &ax);
-        if (st) goto fail;
+        TRY(axis_weights_build(iw, w, &ax));
         float *o = (h == ih) ? dst->data : malloc((size_t)ih * w * c * sizeof(float));
         if (!o) {
-            axis_weights_free(&ax);
             st = drdc_fail(DRDC_ERR_NOMEM, "resize: cannot allocate %dx%d intermediate", w, ih);
-            goto fail;
+            goto done;
         }
         for (int y = 0; y < ih; y++) {
             const float *row = cur + (size_t)y * iw * c;
@@ -458,14 +464,11 @@ drdc_status drdc_image_resize(const drdc_image *src, int w, int h, drdc_image *d
                 }
             }
         }
-        axis_weights_free(&ax);
         if (o != dst->data) tmp = o;
         cur = o;
     }
     if (h != ih) {
-        axis_weights ay;
-        st = axis_weights_build(ih, h, &ay);
-        if (st) goto fail;
+        TRY(axis_weights_build(ih, h, &ay));
         size_t rowlen = (size_t)w * c;
         for (int y = 0; y < h; y++) {
             const float *wt = ay.w + (size_t)y * ay.max_taps;
@@ -477,15 +480,14 @@ drdc_status drdc_image_resize(const drdc_image *src, int w, int h, drdc_image *d
                 orow[i] = acc;
             }
         }
-        axis_weights_free(&ay);
     } else if (w == iw) {
         memcpy(dst->data, src->data, (size_t)w * h * c * sizeof(float));
     }
+done:
+    axis_weights_free(&ax);
+    axis_weights_free(&ay);
     free(tmp);
-    return DRDC_OK;
-fail:
-    free(tmp);
-    drdc_image_free(dst);
+    if (st) drdc_image_free(dst);
     return st;
 }
 
@@ -512,21 +514,21 @@ drdc_status drdc_image_write_png(const char *path, const drdc_image *img) {
     size_t n = (size_t)img->w * img->h * img->c;
     unsigned char *px = malloc(n);
     if (!px) return drdc_fail(DRDC_ERR_NOMEM, "%s: cannot allocate %zu bytes of pixels", path, n);
+    drdc_status st = DRDC_OK;
     for (size_t i = 0; i < n; i++) {
         float v = img->data[i];
         if (isnan(v)) {
             size_t p = i / (size_t)img->c;
-            free(px);
-            return drdc_fail(DRDC_ERR_NUMERIC, "%s: pixel (%zu, %zu) is NaN; refusing to write", path,
-                             p % (size_t)img->w, p / (size_t)img->w);
+            st = drdc_fail(DRDC_ERR_NUMERIC, "%s: pixel (%zu, %zu) is NaN; refusing to write", path,
+                           p % (size_t)img->w, p / (size_t)img->w);
+            goto done;
         }
         v = v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);
         px[i] = (unsigned char)lrintf(v * 255.0f);
     }
 
     drdc_atomic_file af;
-    drdc_status st = drdc_atomic_open(&af, path);
-    if (st) goto done;
+    TRY(drdc_atomic_open(&af, path));
     png_sink sink = {af.f, 0};
     errno = 0;
     int ok = stbi_write_png_to_func(png_sink_write, &sink, img->w, img->h, img->c, px, img->w * img->c);
@@ -537,7 +539,7 @@ drdc_status drdc_image_write_png(const char *path, const drdc_image *img) {
                 : drdc_fail(DRDC_ERR_NOMEM, "%s: PNG encoder failed (out of memory?)", path);
         goto done;
     }
-    st = drdc_atomic_commit(&af);
+    TRY(drdc_atomic_commit(&af));
 done:
     free(px);
     return st;

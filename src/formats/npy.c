@@ -128,20 +128,19 @@ static drdc_status parse_shape(hdr_parser *p, drdc_npy *out) {
 static drdc_status parse_header(const char *path, const char *h, size_t len, drdc_npy *out) {
     hdr_parser p = {h, h + len, path};
     int have_descr = 0, have_order = 0, have_shape = 0;
+    drdc_status st = DRDC_OK;
     if (!eat(&p, '{'))
         return drdc_fail(DRDC_ERR_FORMAT, "%s: malformed .npy header: no '{'", path);
     for (;;) {
         if (eat(&p, '}')) break;
         char key[32];
-        drdc_status st = parse_str(&p, key, sizeof key);
-        if (st != DRDC_OK) return st;
+        TRY(parse_str(&p, key, sizeof key));
         if (!eat(&p, ':'))
             return drdc_fail(DRDC_ERR_FORMAT, "%s: malformed .npy header: no ':' after '%s'",
                              path, key);
         if (strcmp(key, "descr") == 0 && !have_descr) {
             char descr[32];
-            st = parse_str(&p, descr, sizeof descr);
-            if (st != DRDC_OK) return st;
+            TRY(parse_str(&p, descr, sizeof descr));
             if (strcmp(descr, "<f4") == 0) out->dtype = DRDC_NPY_F32;
             else if (strcmp(descr, "<f8") == 0) out->dtype = DRDC_NPY_F64;
             else if (strcmp(descr, "|u1") == 0 || strcmp(descr, "<u1") == 0) out->dtype = DRDC_NPY_U8;
@@ -164,8 +163,7 @@ static drdc_status parse_header(const char *path, const char *h, size_t len, drd
             }
             have_order = 1;
         } else if (strcmp(key, "shape") == 0 && !have_shape) {
-            st = parse_shape(&p, out);
-            if (st != DRDC_OK) return st;
+            TRY(parse_shape(&p, out));
             have_shape = 1;
         } else {
             return drdc_fail(DRDC_ERR_FORMAT, "%s: malformed .npy header: unexpected or repeated "
@@ -178,7 +176,8 @@ static drdc_status parse_header(const char *path, const char *h, size_t len, drd
     if (!have_descr || !have_order || !have_shape)
         return drdc_fail(DRDC_ERR_FORMAT, "%s: malformed .npy header: missing '%s'", path,
                          !have_descr ? "descr" : !have_order ? "fortran_order" : "shape");
-    return DRDC_OK;
+done:
+    return st;
 }
 
 /* ---- reading ----------------------------------------------------------------------------- */
@@ -210,14 +209,14 @@ static drdc_status read_file(FILE *f, const char *path, drdc_npy *out) {
     int major = pre[6], minor = pre[7];
     size_t prefix;
     uint32_t hlen;
+    char *hdr = NULL;
+    drdc_status st = DRDC_OK;
     if (major == 1 && minor == 0) {
-        drdc_status st = read_exact(f, pre + 8, 2, path, ".npy header (no header length)");
-        if (st != DRDC_OK) return st;
+        TRY(read_exact(f, pre + 8, 2, path, ".npy header (no header length)"));
         hlen = (uint32_t)pre[8] | (uint32_t)pre[9] << 8;
         prefix = 10;
     } else if ((major == 2 || major == 3) && minor == 0) {
-        drdc_status st = read_exact(f, pre + 8, 4, path, ".npy header (no header length)");
-        if (st != DRDC_OK) return st;
+        TRY(read_exact(f, pre + 8, 4, path, ".npy header (no header length)"));
         hlen = le32(pre + 8);
         prefix = 12;
     } else {
@@ -227,37 +226,40 @@ static drdc_status read_file(FILE *f, const char *path, drdc_npy *out) {
     if (hlen > NPY_MAX_HEADER || (uint64_t)prefix + hlen > (uint64_t)sb.st_size)
         return drdc_fail(DRDC_ERR_FORMAT, "%s: truncated .npy header (header length %u, file "
                          "%lld bytes)", path, hlen, (long long)sb.st_size);
-    char *hdr = malloc((size_t)hlen + 1);
+    hdr = malloc((size_t)hlen + 1);
     if (!hdr) return drdc_fail(DRDC_ERR_NOMEM, "%s: cannot allocate the .npy header", path);
-    drdc_status st = read_exact(f, hdr, hlen, path, ".npy header");
-    if (st == DRDC_OK) {
-        hdr[hlen] = '\0';
-        st = parse_header(path, hdr, hlen, out);
-    }
-    free(hdr);
-    if (st != DRDC_OK) return st;
+    TRY(read_exact(f, hdr, hlen, path, ".npy header"));
+    hdr[hlen] = '\0';
+    TRY(parse_header(path, hdr, hlen, out));
 
     size_t esize = drdc_npy_dtype_size(out->dtype);
     size_t numel = 1;
     for (int i = 0; i < out->rank; i++) {
-        if (out->shape[i] < 0 ||
-            (out->shape[i] > 0 && numel > SIZE_MAX / esize / (size_t)out->shape[i]))
-            return drdc_fail(DRDC_ERR_FORMAT, "%s: .npy shape too large", path);
+        if (out->shape[i] < 0 || (out->shape[i] > 0 && numel > SIZE_MAX / esize / (size_t)out->shape[i])) {
+            st = drdc_fail(DRDC_ERR_FORMAT, "%s: .npy shape too large", path);
+            goto done;
+        }
         numel *= (size_t)out->shape[i];
     }
     out->numel = numel;
     uint64_t want = (uint64_t)numel * esize;
     uint64_t have = (uint64_t)sb.st_size - prefix - hlen;
-    if (have != want)
-        return drdc_fail(DRDC_ERR_FORMAT, "%s: .npy data size mismatch: shape and dtype %s need "
-                         "%llu bytes, the file has %llu after the header (%s)", path,
-                         drdc_npy_dtype_descr(out->dtype), (unsigned long long)want,
-                         (unsigned long long)have, have < want ? "truncated" : "trailing bytes");
+    if (have != want) {
+        st = drdc_fail(DRDC_ERR_FORMAT, "%s: .npy data size mismatch: shape and dtype %s need "
+                       "%llu bytes, the file has %llu after the header (%s)", path,
+                       drdc_npy_dtype_descr(out->dtype), (unsigned long long)want,
+                       (unsigned long long)have, have < want ? "truncated" : "trailing bytes");
+        goto done;
+    }
     out->data = malloc(want ? (size_t)want : 1);
-    if (!out->data)
-        return drdc_fail(DRDC_ERR_NOMEM, "%s: cannot allocate %llu bytes", path,
-                         (unsigned long long)want);
-    return read_exact(f, out->data, (size_t)want, path, ".npy data");
+    if (!out->data) {
+        st = drdc_fail(DRDC_ERR_NOMEM, "%s: cannot allocate %llu bytes", path, (unsigned long long)want);
+        goto done;
+    }
+    TRY(read_exact(f, out->data, (size_t)want, path, ".npy data"));
+done:
+    free(hdr);
+    return st;
 }
 
 drdc_status drdc_npy_read(const char *path, drdc_npy *out) {
@@ -277,41 +279,42 @@ drdc_status drdc_npy_read_map(const char *path, float **data, int *height, int *
     *data = NULL;
     *height = *width = 0;
     drdc_npy a;
-    drdc_status st = drdc_npy_read(path, &a);
-    if (st != DRDC_OK) return st;
+    drdc_status st = DRDC_OK;
+    TRY(drdc_npy_read(path, &a));   /* on failure a is left zeroed */
     int r = a.rank;
     if (!(r == 2 || (r == 3 && a.shape[0] == 1))) {
-        drdc_npy_free(&a);
-        return drdc_fail(DRDC_ERR_INPUT, "%s: a heatmap must have shape (H, W) or (1, H, W); "
-                         "this array has rank %d", path, r);
+        st = drdc_fail(DRDC_ERR_INPUT, "%s: a heatmap must have shape (H, W) or (1, H, W); "
+                       "this array has rank %d", path, r);
+        goto done;
     }
     int64_t h = a.shape[r - 2], w = a.shape[r - 1];
     if (h <= 0 || w <= 0 || h > INT_MAX || w > INT_MAX) {
-        drdc_npy_free(&a);
-        return drdc_fail(DRDC_ERR_INPUT, "%s: heatmap size %lldx%lld is empty or too large",
-                         path, (long long)h, (long long)w);
+        st = drdc_fail(DRDC_ERR_INPUT, "%s: heatmap size %lldx%lld is empty or too large",
+                       path, (long long)h, (long long)w);
+        goto done;
     }
     if (a.dtype == DRDC_NPY_F64) {
         float *f = malloc(a.numel * sizeof *f);
         if (!f) {
-            drdc_npy_free(&a);
-            return drdc_fail(DRDC_ERR_NOMEM, "%s: cannot allocate the heatmap", path);
+            st = drdc_fail(DRDC_ERR_NOMEM, "%s: cannot allocate the heatmap", path);
+            goto done;
         }
         const double *d = a.data;
         for (size_t i = 0; i < a.numel; i++) f[i] = (float)d[i];
-        drdc_npy_free(&a);
         *data = f;
     } else if (a.dtype == DRDC_NPY_F32) {
         *data = a.data; /* ownership moves to the caller */
+        a.data = NULL;
     } else {
-        drdc_status e = drdc_fail(DRDC_ERR_INPUT, "%s: a heatmap must be float32 or float64, this "
-                                  "is %s", path, drdc_npy_dtype_descr(a.dtype));
-        drdc_npy_free(&a);
-        return e;
+        st = drdc_fail(DRDC_ERR_INPUT, "%s: a heatmap must be float32 or float64, this "
+                       "is %s", path, drdc_npy_dtype_descr(a.dtype));
+        goto done;
     }
     *height = (int)h;
     *width = (int)w;
-    return DRDC_OK;
+done:
+    drdc_npy_free(&a);
+    return st;
 }
 
 /* ---- writing ----------------------------------------------------------------------------- */
@@ -359,12 +362,15 @@ drdc_status drdc_npy_write(const char *path, drdc_npy_dtype dtype, int rank,
     head[padded - 1] = '\n';
 
     drdc_atomic_file af;
-    drdc_status st = drdc_atomic_open(&af, path);
-    if (st) return st;
+    drdc_status st = DRDC_OK;
+    TRY(drdc_atomic_open(&af, path));
     if (fwrite(head, 1, padded, af.f) != padded || (numel && fwrite(data, esize, numel, af.f) != numel)) {
         int e = errno;
         drdc_atomic_abort(&af);
-        return drdc_fail(DRDC_ERR_IO, "%s: write failed: %s", path, strerror(e));
+        st = drdc_fail(DRDC_ERR_IO, "%s: write failed: %s", path, strerror(e));
+        goto done;
     }
-    return drdc_atomic_commit(&af);
+    TRY(drdc_atomic_commit(&af));
+done:
+    return st;
 }

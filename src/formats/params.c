@@ -58,9 +58,11 @@ static drdc_status add_made(drdc_params *p, const char *name, drdc_status st, dt
 drdc_status drdc_params_add_uniform(drdc_params *p, const char *name, const int64_t *shape, int ndim,
                                     double bound, dt_device dev, dt_generator g, int trainable) {
     dt_tensor u = NULL, scaled = NULL, t = NULL;
-    drdc_status st = dt_rand(&u, shape, ndim, DT_F32, dev, g);   /* U[0, 1) */
-    if (!st) st = dt_mul_scalar(&scaled, u, 2.0 * bound);        /* U[0, 2b) */
-    if (!st) st = dt_add_scalar(&t, scaled, -bound);             /* U[-b, b) */
+    drdc_status st = DRDC_OK;
+    TRY(dt_rand(&u, shape, ndim, DT_F32, dev, g));   /* U[0, 1) */
+    TRY(dt_mul_scalar(&scaled, u, 2.0 * bound));    /* U[0, 2b) */
+    TRY(dt_add_scalar(&t, scaled, -bound));         /* U[-b, b) */
+done:
     dt_free(u);
     dt_free(scaled);
     return add_made(p, name, st, t, trainable);
@@ -76,8 +78,10 @@ drdc_status drdc_params_add_full(drdc_params *p, const char *name, const int64_t
 drdc_status drdc_params_add_normal(drdc_params *p, const char *name, const int64_t *shape, int ndim,
                                    double std, dt_device dev, dt_generator g, int trainable) {
     dt_tensor n = NULL, t = NULL;
-    drdc_status st = dt_randn(&n, shape, ndim, DT_F32, dev, g);
-    if (!st) st = dt_mul_scalar(&t, n, std);
+    drdc_status st = DRDC_OK;
+    TRY(dt_randn(&n, shape, ndim, DT_F32, dev, g));
+    TRY(dt_mul_scalar(&t, n, std));
+done:
     dt_free(n);
     return add_made(p, name, st, t, trainable);
 }
@@ -104,17 +108,31 @@ static void shape_text(char *buf, size_t cap, const int64_t *shape, int ndim) {
     if (n < cap) snprintf(buf + n, cap - n, "]");
 }
 
+/* Copies the file's tensor t (shape[nd], checked) into the parameter tensor dst, through buf. */
+static drdc_status copy_in(dt_tensor dst, const drdc_st_tensor *t, float *buf, const int64_t *shape, int nd) {
+    dt_tensor host = NULL;
+    drdc_status st = DRDC_OK;
+    TRY(drdc_st_to_f32(t, buf, (size_t)t->numel));
+    TRY(dt_from_host(&host, buf, DT_F32, shape, nd, (dt_device){DT_CPU, 0}));
+    int prev = dt_set_grad_enabled(0);
+    st = dt_copy_(dst, host);
+    dt_set_grad_enabled(prev);
+done:
+    dt_free(host);
+    return st;
+}
+
 drdc_status drdc_params_load(drdc_params *p, const drdc_st_file *f, const char *prefix, int strict) {
     char full[1024];
     size_t plen = strlen(prefix);
+    drdc_status st = DRDC_OK;
     for (int i = 0; i < p->n; i++) {
         snprintf(full, sizeof full, "%s%s", prefix, p->names[i]);
         const drdc_st_tensor *t = drdc_st_find(f, full);
         if (!t) return drdc_fail(DRDC_ERR_FORMAT, "%s: missing tensor '%s'", drdc_st_source(f), full);
         int64_t shape[8];
         int nd = dt_ndim(p->tensors[i]);
-        drdc_status st = dt_shape(shape, 8, p->tensors[i]);
-        if (st) return st;
+        TRY(dt_shape(shape, 8, p->tensors[i]));
         int same = nd == t->ndim;
         for (int d = 0; same && d < nd; d++) same = shape[d] == t->shape[d];
         if (!same) {
@@ -126,16 +144,8 @@ drdc_status drdc_params_load(drdc_params *p, const drdc_st_file *f, const char *
         }
         float *buf = malloc(sizeof(float) * (size_t)(t->numel ? t->numel : 1));
         if (!buf) return drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory loading '%s'", drdc_st_source(f), full);
-        st = drdc_st_to_f32(t, buf, (size_t)t->numel);
-        dt_tensor host = NULL;
-        if (!st) st = dt_from_host(&host, buf, DT_F32, shape, nd, (dt_device){DT_CPU, 0});
+        st = copy_in(p->tensors[i], t, buf, shape, nd);
         free(buf);
-        if (!st) {
-            int prev = dt_set_grad_enabled(0);
-            st = dt_copy_(p->tensors[i], host);
-            dt_set_grad_enabled(prev);
-        }
-        dt_free(host);
         if (st) return drdc_error_context(st, "%s: loading '%s'", drdc_st_source(f), full);
     }
     if (strict) {
@@ -147,29 +157,45 @@ drdc_status drdc_params_load(drdc_params *p, const drdc_st_file *f, const char *
                                  drdc_st_source(f), name);
         }
     }
-    return DRDC_OK;
+done:
+    return st;
+}
+
+/* Adds parameter i to w as float32 under `full`, refusing NaN and infinity. */
+static drdc_status save_one(const drdc_params *p, int i, drdc_st_writer *w, const char *full) {
+    dt_tensor t = p->tensors[i], f32 = NULL;
+    float *buf = NULL;
+    int64_t shape[8];
+    int nd = dt_ndim(t);
+    size_t nbytes = sizeof(float) * (size_t)dt_numel(t);
+    drdc_status st = DRDC_OK;
+    TRY(dt_shape(shape, 8, t));
+    TRY(dt_to_dtype(&f32, t, DT_F32));
+    buf = malloc(nbytes ? nbytes : 1);
+    if (!buf) {
+        st = drdc_fail(DRDC_ERR_NOMEM, "out of memory saving %s", p->names[i]);
+        goto done;
+    }
+    TRY(dt_copy_to_host(f32, buf, nbytes));
+    for (size_t k = 0; k < nbytes / sizeof(float); k++) {
+        if (!isfinite(buf[k])) {
+            st = drdc_fail(DRDC_ERR_NUMERIC, "it holds %g at index %zu: the training diverged (lower the "
+                           "learning rate); nothing is written, the file on disk is kept", buf[k], k);
+            goto done;
+        }
+    }
+    TRY(drdc_st_writer_add(w, full, DRDC_ST_F32, nd, shape, buf, nbytes));
+done:
+    free(buf);
+    dt_free(f32);
+    return st;
 }
 
 drdc_status drdc_params_save(const drdc_params *p, drdc_st_writer *w, const char *prefix) {
     char full[1024];
     for (int i = 0; i < p->n; i++) {
-        dt_tensor t = p->tensors[i], f32 = NULL;
-        int64_t shape[8];
-        int nd = dt_ndim(t);
-        drdc_status st = dt_shape(shape, 8, t);
-        if (!st) st = dt_to_dtype(&f32, t, DT_F32);
-        size_t nbytes = sizeof(float) * (size_t)dt_numel(t);
-        float *buf = st ? NULL : malloc(nbytes ? nbytes : 1);
-        if (!st && !buf) st = drdc_fail(DRDC_ERR_NOMEM, "out of memory saving %s", p->names[i]);
-        if (!st) st = dt_copy_to_host(f32, buf, nbytes);
         snprintf(full, sizeof full, "%s%s", prefix, p->names[i]);
-        for (size_t k = 0; !st && k < nbytes / sizeof(float); k++)
-            if (!isfinite(buf[k]))
-                st = drdc_fail(DRDC_ERR_NUMERIC, "it holds %g at index %zu: the training diverged (lower the "
-                               "learning rate); nothing is written, the file on disk is kept", buf[k], k);
-        if (!st) st = drdc_st_writer_add(w, full, DRDC_ST_F32, nd, shape, buf, nbytes);
-        free(buf);
-        dt_free(f32);
+        drdc_status st = save_one(p, i, w, full);
         if (st) return drdc_error_context(st, "saving parameter %s", full);
     }
     return DRDC_OK;

@@ -318,6 +318,8 @@ static drdc_status parse_entry(const drdc_st_file *f, const cJSON *e, size_t dat
 
 static drdc_status parse_file(drdc_st_file *f) {
     const char *src = f->source;
+    int *by_off = NULL;
+    drdc_status st = DRDC_OK;
     if (f->size < 8)
         return drdc_fail(DRDC_ERR_FORMAT, "%s: file is %zu bytes, shorter than the 8-byte header length",
                          src, f->size);
@@ -357,12 +359,10 @@ static drdc_status parse_file(drdc_st_file *f) {
         if (strcmp(e->string, "__metadata__") == 0) {
             if (n_meta_entries++)
                 return drdc_fail(DRDC_ERR_FORMAT, "%s: duplicate name '__metadata__' in header", src);
-            drdc_status st = parse_metadata(f, e);
-            if (st) return st;
+            TRY(parse_metadata(f, e));
             continue;
         }
-        drdc_status st = parse_entry(f, e, data_size, &f->tensors[n]);
-        if (st) return st;
+        TRY(parse_entry(f, e, data_size, &f->tensors[n]));
         f->tensors[n].data = data + f->tensors[n].offset;
         f->by_name[n] = n;
         n++;
@@ -377,7 +377,7 @@ static drdc_status parse_file(drdc_st_file *f) {
             return drdc_fail(DRDC_ERR_FORMAT, "%s: duplicate tensor name '%.200s' in header", src, a);
     }
     /* overlap: by begin offset; each non-empty tensor must start at or after the furthest end so far */
-    int *by_off = malloc((n ? (size_t)n : 1) * sizeof *by_off);
+    by_off = malloc((n ? (size_t)n : 1) * sizeof *by_off);
     if (!by_off) return drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory", src);
     for (int k = 0; k < n; k++) by_off[k] = k;
     qsort(by_off, (size_t)n, sizeof *by_off, cmp_by_offset);
@@ -387,18 +387,18 @@ static drdc_status parse_file(drdc_st_file *f) {
         const drdc_st_tensor *t = &f->tensors[by_off[k]];
         if (t->nbytes == 0) continue;
         if (last >= 0 && t->offset < last_end) {
-            drdc_status st = drdc_fail(DRDC_ERR_FORMAT, "%s: tensors '%.200s' and '%.200s' overlap in the data "
-                                       "area", src, f->tensors[last].name, t->name);
-            free(by_off);
-            return st;
+            st = drdc_fail(DRDC_ERR_FORMAT, "%s: tensors '%.200s' and '%.200s' overlap in the data area", src,
+                           f->tensors[last].name, t->name);
+            goto done;
         }
         if (last < 0 || t->offset + t->nbytes > last_end) {
             last_end = t->offset + t->nbytes;
             last = by_off[k];
         }
     }
+done:
     free(by_off);
-    return DRDC_OK;
+    return st;
 }
 
 static drdc_status new_file(drdc_st_file **out, const char *source_name) {
@@ -416,39 +416,40 @@ static drdc_status new_file(drdc_st_file **out, const char *source_name) {
 drdc_status drdc_st_parse(drdc_st_file **out, const void *data, size_t size, const char *source_name) {
     *out = NULL;
     drdc_st_file *f = NULL;
-    drdc_status st = new_file(&f, source_name ? source_name : "<memory>");
-    if (st) return st;
+    drdc_status st = DRDC_OK;
+    TRY(new_file(&f, source_name ? source_name : "<memory>"));
     f->bytes = data;
     f->size = size;
     if (!data && size) {
-        drdc_st_close(f);
-        return drdc_fail(DRDC_ERR_INPUT, "%s: no data", source_name ? source_name : "<memory>");
+        st = drdc_fail(DRDC_ERR_INPUT, "%s: no data", source_name ? source_name : "<memory>");
+        goto done;
     }
-    st = parse_file(f);
-    if (st) {
-        drdc_st_close(f);
-        return st;
-    }
+    TRY(parse_file(f));
     *out = f;
-    return DRDC_OK;
+    f = NULL;
+done:
+    drdc_st_close(f);
+    return st;
 }
 
 drdc_status drdc_st_open(drdc_st_file **out, const char *path) {
     *out = NULL;
     int fd = open(path, O_RDONLY);
     if (fd < 0) return drdc_fail(DRDC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    unsigned char *buf = NULL;
+    drdc_st_file *f = NULL;
+    drdc_status st = DRDC_OK;
     struct stat sb;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         int err = errno;
-        close(fd);
-        return drdc_fail(DRDC_ERR_IO, "%s: not a regular file%s%s", path, err ? ": " : "",
-                         err ? strerror(err) : "");
+        st = drdc_fail(DRDC_ERR_IO, "%s: not a regular file%s%s", path, err ? ": " : "", err ? strerror(err) : "");
+        goto done;
     }
     size_t size = (size_t)sb.st_size;
-    unsigned char *buf = malloc(size ? size : 1);
+    buf = malloc(size ? size : 1);
     if (!buf) {
-        close(fd);
-        return drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory reading %zu bytes", path, size);
+        st = drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory reading %zu bytes", path, size);
+        goto done;
     }
     size_t got = 0;
     while (got < size) {
@@ -456,30 +457,27 @@ drdc_status drdc_st_open(drdc_st_file **out, const char *path) {
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) {
             int err = r < 0 ? errno : 0;
-            free(buf);
-            close(fd);
-            return drdc_fail(DRDC_ERR_IO, "%s: read failed after %zu of %zu bytes%s%s", path, got, size,
-                             err ? ": " : "", err ? strerror(err) : "");
+            st = drdc_fail(DRDC_ERR_IO, "%s: read failed after %zu of %zu bytes%s%s", path, got, size,
+                           err ? ": " : "", err ? strerror(err) : "");
+            goto done;
         }
         got += (size_t)r;
     }
     close(fd);
-    drdc_st_file *f = NULL;
-    drdc_status st = new_file(&f, path);
-    if (st) {
-        free(buf);
-        return st;
-    }
+    fd = -1;
+    TRY(new_file(&f, path));
     f->owned = buf;
     f->bytes = buf;
     f->size = size;
-    st = parse_file(f);
-    if (st) {
-        drdc_st_close(f);
-        return st;
-    }
+    buf = NULL;   /* now f's */
+    TRY(parse_file(f));
     *out = f;
-    return DRDC_OK;
+    f = NULL;
+done:
+    if (fd >= 0) close(fd);
+    free(buf);
+    drdc_st_close(f);
+    return st;
 }
 
 const char *drdc_st_source(const drdc_st_file *f) { return f->source; }
@@ -520,10 +518,9 @@ static void format_shape(char *buf, size_t cap, int ndim, const int64_t *shape) 
 
 drdc_status drdc_st_expect(const drdc_st_file *f, const char *name, int ndim, const int64_t *shape,
                            const drdc_st_tensor **out) {
-    const drdc_st_tensor *t;
-    drdc_status st = drdc_st_get(f, name, &t);
-    if (out) *out = t;
-    if (st) return st;
+    const drdc_st_tensor *t = NULL;
+    drdc_status st = DRDC_OK;
+    TRY(drdc_st_get(f, name, &t));
     int ok = t->ndim == ndim;
     for (int i = 0; ok && i < ndim; i++)
         if (shape[i] != -1 && shape[i] != t->shape[i]) ok = 0;
@@ -531,10 +528,11 @@ drdc_status drdc_st_expect(const drdc_st_file *f, const char *name, int ndim, co
         char got[200], want[200];
         format_shape(got, sizeof got, t->ndim, t->shape);
         format_shape(want, sizeof want, ndim, shape);
-        return drdc_fail(DRDC_ERR_FORMAT, "%s: tensor '%s' has shape %s, expected %s", f->source, name, got,
-                         want);
+        st = drdc_fail(DRDC_ERR_FORMAT, "%s: tensor '%s' has shape %s, expected %s", f->source, name, got, want);
     }
-    return DRDC_OK;
+done:
+    if (out) *out = t;   /* the tensor found (NULL if none), even when its shape is wrong */
+    return st;
 }
 
 const char *drdc_st_meta(const drdc_st_file *f, const char *key) {
@@ -774,12 +772,11 @@ drdc_status drdc_st_writer_write(drdc_st_writer *w, const char *path) {
     char *header = NULL;
     size_t hlen = 0;
     int *order = NULL;
-    drdc_status st = build_header(w, path, &header, &hlen, &order);
-    if (st) return st;
+    drdc_status st = DRDC_OK;
+    TRY(build_header(w, path, &header, &hlen, &order));
 
     drdc_atomic_file af;
-    st = drdc_atomic_open(&af, path);
-    if (st) goto done;
+    TRY(drdc_atomic_open(&af, path));
     unsigned char lenbuf[8];
     for (int i = 0; i < 8; i++) lenbuf[i] = (unsigned char)((uint64_t)hlen >> (8 * i));
     int ok = write_all(af.f, lenbuf, 8) && write_all(af.f, header, hlen);
@@ -789,7 +786,7 @@ drdc_status drdc_st_writer_write(drdc_st_writer *w, const char *path) {
         drdc_atomic_abort(&af);
         goto done;
     }
-    st = drdc_atomic_commit(&af);   /* flush, fsync, rename over path, fsync the folder */
+    TRY(drdc_atomic_commit(&af));   /* flush, fsync, rename over path, fsync the folder */
 done:
     free(header);
     free(order);

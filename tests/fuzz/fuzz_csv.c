@@ -1,11 +1,11 @@
-/* fuzz_csv.c: libFuzzer target for drdc_csv_parse (include/drdc/dataset.h).
+/* fuzz_csv.c: libFuzzer target for drdc_csv_parse (include/drdc/formats/csv.h).
  * On success every row and field is read (each field must be NUL-terminated inside the
  * result's storage) and the row start table must be non-decreasing. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "drdc/data/dataset.h"
+#include "drdc/formats/csv.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

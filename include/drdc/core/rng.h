@@ -30,8 +30,12 @@ typedef enum drdc_seed_stream {
 /* The seed of a stream: train.seed + its offset. */
 static inline uint64_t drdc_seed(int train_seed, drdc_seed_stream s) { return (uint64_t)train_seed + (uint64_t)s; }
 
-/* splitmix64 (Steele, Lea and Flood): advances *state and returns the next 64 random bits. */
+/* splitmix64 (Steele, Lea and Flood): advances *state by 0x9E3779B97F4A7C15 and returns
+ * drdc_mix64 of the new state: the next 64 random bits. */
 uint64_t drdc_splitmix64(uint64_t *state);
+
+/* splitmix64's output function alone: a 64-bit mixing hash (a bijection). */
+uint64_t drdc_mix64(uint64_t z);
 
 /* FNV-1a, 64 bit, over n bytes, continuing from h (start with DRDC_FNV_OFFSET). */
 #define DRDC_FNV_OFFSET 0xcbf29ce484222325ull

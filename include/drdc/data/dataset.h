@@ -37,6 +37,7 @@
 #include <stdint.h>
 #include "drdc/core/config.h"
 #include "drdc/core/error.h"
+#include "drdc/formats/csv.h"   /* the VisA split file's reader (it used to be declared here) */
 
 #ifdef __cplusplus
 extern "C" {
@@ -118,31 +119,6 @@ drdc_status drdc_dataset_split(const drdc_dataset *ds, double val_fraction, uint
 
 /* Test images of one category (category >= 0) or of all (category = -1), in dataset order. */
 drdc_status drdc_dataset_test_list(const drdc_dataset *ds, int category, drdc_sample_list *out);
-
-/* ---- CSV reader (used for VisA; a fuzz target) --------------------------------------------
- * RFC 4180 style: comma-separated; a field may be quoted with '"', inside which commas, CR and
- * LF are literal and "" is one quote; lines end with LF or CRLF (a lone CR too); a UTF-8 BOM is
- * skipped; blank lines are skipped; the last line may lack a line end. Errors (DRDC_ERR_FORMAT)
- * name `source_name` and the line: a quote inside an unquoted field, text after a closing quote,
- * an unterminated quoted field, a NUL byte. Rows may have different field counts (the caller
- * checks). */
-typedef struct drdc_csv {
-    int n_rows;
-    int *row_start;    /* (n_rows + 1) index into fields of each row's first field */
-    int *row_line;     /* (n_rows) 1-based line number where the row starts */
-    char **fields;     /* (row_start[n_rows]) NUL-terminated field texts */
-    char *storage;     /* one block holding all field texts */
-} drdc_csv;
-
-drdc_status drdc_csv_parse(const char *buf, size_t len, const char *source_name, drdc_csv *out);
-drdc_status drdc_csv_load(const char *path, drdc_csv *out);
-void drdc_csv_free(drdc_csv *csv);   /* safe on a zeroed struct */
-static inline int drdc_csv_row_fields(const drdc_csv *csv, int row) {
-    return csv->row_start[row + 1] - csv->row_start[row];
-}
-static inline const char *drdc_csv_field(const drdc_csv *csv, int row, int col) {
-    return csv->fields[csv->row_start[row] + col];
-}
 
 /* ---- helpers shared with the loader and the commands ---------------------------------------- */
 
