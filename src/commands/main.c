@@ -1,7 +1,9 @@
 /* main.c: `drdc`: dispatches to a subcommand (see commands.h). */
 #include "drdc/commands/commands.h"
+#include "drdc/core/fsutil.h"
 
 #include <malloc.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +18,8 @@ static void print_usage(FILE *f) {
             "One model for every product category, trained on defect-free images only.\n\ncommands:\n");
     for (int i = 0; i < n; i++) fprintf(f, "  %-8s %s\n", cmds[i].name, cmds[i].summary);
     fprintf(f, "\n  drdc <command> --help   options of one command\n  drdc --version          "
-               "versions and devices\n\nexit codes: 0 ok, 1 runtime error, 2 usage or input error\n");
+               "versions and devices\n\nexit codes: 0 ok, 1 runtime error, 2 usage or input error, 3 some images could not be "
+               "judged (infer: unreadable files or error verdicts), 130/143 interrupted by SIGINT/SIGTERM\n");
 }
 
 /* libtorch's OpenMP threads (libgomp) spin-wait between parallel regions by default, and
@@ -33,8 +36,24 @@ static void ensure_passive_openmp(char **argv) {
     execv(self, argv);   /* returns only on failure: then go on as we are */
 }
 
+/* SIGINT and SIGTERM: remove this process's temporary files (a half-written output never stays
+ * behind; finished files and checkpoints are whole) and exit 128 + the signal. */
+static void on_signal(int sig) {
+    drdc_remove_temp_files();
+    static const char msg[] = "drdc: interrupted; temporary files removed\n";
+    ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
+    (void)w;
+    _exit(128 + sig);
+}
+
 int main(int argc, char **argv) {
     ensure_passive_openmp(argv);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
 #ifdef __GLIBC__
     /* Large activations (a U-Net batch is tens of MB) would otherwise be mmap'd and unmapped on
      * every call and fault their pages back in each time: measured 25-40 % of a U-Net pass. Keep

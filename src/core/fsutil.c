@@ -4,26 +4,104 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* ---- temporary files: every one this process has open is listed, so SIGINT/SIGTERM can remove them ---- */
+
+#define MAX_TEMPS 64
+static char g_temps[MAX_TEMPS][PATH_MAX];
+static volatile sig_atomic_t g_temp_used[MAX_TEMPS];
+
+static int temp_register(const char *path) {
+    for (int i = 0; i < MAX_TEMPS; i++)
+        if (!g_temp_used[i]) {
+            snprintf(g_temps[i], sizeof g_temps[i], "%s", path);
+            g_temp_used[i] = 1;
+            return i;
+        }
+    return -1;   /* more than MAX_TEMPS open at once: still written, not removed on a signal */
+}
+
+static void temp_unregister(int slot) {
+    if (slot >= 0) g_temp_used[slot] = 0;
+}
+
+void drdc_remove_temp_files(void) {   /* async-signal-safe: unlink only */
+    for (int i = 0; i < MAX_TEMPS; i++)
+        if (g_temp_used[i]) {
+            unlink(g_temps[i]);
+            g_temp_used[i] = 0;
+        }
+}
+
+/* The file a write to `path` lands on: path itself, or a symlink's final target. */
+static int resolve_target(const char *path, char *out, size_t cap) {
+    struct stat lst;
+    if (lstat(path, &lst) == 0 && S_ISLNK(lst.st_mode)) {
+        char real[PATH_MAX];
+        if (realpath(path, real) && strlen(real) < cap) {
+            memcpy(out, real, strlen(real) + 1);
+            return 1;
+        }
+    }
+    if (strlen(path) >= cap) return 0;
+    memcpy(out, path, strlen(path) + 1);
+    return 1;
+}
+
 drdc_status drdc_atomic_open(drdc_atomic_file *af, const char *path) {
     memset(af, 0, sizeof *af);
-    if (strlen(path) >= sizeof af->path) return drdc_fail(DRDC_ERR_INPUT, "%.200s...: path too long", path);
-    snprintf(af->path, sizeof af->path, "%s", path);
+    af->slot = -1;
+    if (strcmp(path, "-") == 0) {   /* standard output */
+        af->f = stdout;
+        af->mode = DRDC_WRITE_STDOUT;
+        snprintf(af->path, sizeof af->path, "(standard output)");
+        return DRDC_OK;
+    }
+    if (!resolve_target(path, af->path, sizeof af->path))
+        return drdc_fail(DRDC_ERR_INPUT, "%.200s...: path too long (%zu bytes)", path, strlen(path));
+    struct stat sb;
+    if (stat(af->path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+        if (S_ISDIR(sb.st_mode)) return drdc_fail(DRDC_ERR_INPUT, "%s: is a folder, not a file", path);
+        /* a device, FIFO or socket (e.g. /dev/stdout): written through, as the user asked */
+        af->f = fopen(af->path, "wb");
+        if (!af->f) return drdc_fail(DRDC_ERR_IO, "%s: cannot open for writing: %s", path, strerror(errno));
+        af->mode = DRDC_WRITE_THROUGH;
+        return DRDC_OK;
+    }
+    /* a regular file (or none yet): a temporary file in the same folder, renamed over it at commit.
+     * Its name does not grow with the target's, so any legal target name works. */
     static _Atomic unsigned counter;
-    snprintf(af->tmp, sizeof af->tmp, "%s.tmp.%d.%u", path, (int)getpid(), counter++);
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", af->path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        slash[1] = '\0';
+    else
+        dir[0] = '\0';
+    if (snprintf(af->tmp, sizeof af->tmp, "%s.tmp.%d.%u", dir, (int)getpid(), counter++) >= (int)sizeof af->tmp)
+        return drdc_fail(DRDC_ERR_INPUT, "%.200s...: path too long", path);
+    af->slot = temp_register(af->tmp);
     af->f = fopen(af->tmp, "wbx");   /* x: never reuse an existing file */
-    if (!af->f)
-        return drdc_fail(DRDC_ERR_IO, "%s: cannot create temporary file %s: %s", path, af->tmp, strerror(errno));
+    if (!af->f) {
+        int e = errno;
+        temp_unregister(af->slot);
+        return drdc_fail(e == ENOENT || e == ENOTDIR ? DRDC_ERR_INPUT : DRDC_ERR_IO,
+                         "%s: cannot create temporary file %s: %s", path, af->tmp, strerror(e));
+    }
+    af->mode = DRDC_WRITE_ATOMIC;
     return DRDC_OK;
 }
 
 static void fsync_parent(const char *path) {
-    char buf[4096];
+    char buf[PATH_MAX];
     snprintf(buf, sizeof buf, "%s", path);
     int fd = open(dirname(buf), O_RDONLY);
     if (fd >= 0) {
@@ -36,24 +114,30 @@ drdc_status drdc_atomic_commit(drdc_atomic_file *af) {
     if (!af->f) return drdc_fail(DRDC_ERR_STATE, "%s: file not open", af->path);
     int err = 0;
     if (fflush(af->f) != 0 || ferror(af->f)) err = errno ? errno : EIO;
-    if (!err && fsync(fileno(af->f)) != 0) err = errno;
+    if (af->mode == DRDC_WRITE_STDOUT) {
+        af->f = NULL;
+        return err ? drdc_fail(DRDC_ERR_IO, "standard output: cannot write: %s", strerror(err)) : DRDC_OK;
+    }
+    if (!err && af->mode == DRDC_WRITE_ATOMIC && fsync(fileno(af->f)) != 0) err = errno;
     if (fclose(af->f) != 0 && !err) err = errno ? errno : EIO;
     af->f = NULL;
+    if (af->mode == DRDC_WRITE_THROUGH)
+        return err ? drdc_fail(DRDC_ERR_IO, "%s: cannot write: %s", af->path, strerror(err)) : DRDC_OK;
     if (!err && rename(af->tmp, af->path) != 0) err = errno;
-    if (err) {
-        unlink(af->tmp);
-        return drdc_fail(DRDC_ERR_IO, "%s: cannot write: %s", af->path, strerror(err));
-    }
+    if (err) unlink(af->tmp);
+    temp_unregister(af->slot);
+    if (err) return drdc_fail(DRDC_ERR_IO, "%s: cannot write: %s", af->path, strerror(err));
     fsync_parent(af->path);
     return DRDC_OK;
 }
 
 void drdc_atomic_abort(drdc_atomic_file *af) {
-    if (af->f) {
-        fclose(af->f);
-        af->f = NULL;
+    if (af->f && af->mode != DRDC_WRITE_STDOUT) fclose(af->f);
+    af->f = NULL;
+    if (af->mode == DRDC_WRITE_ATOMIC && af->tmp[0]) {
+        unlink(af->tmp);
+        temp_unregister(af->slot);
     }
-    if (af->tmp[0]) unlink(af->tmp);
 }
 
 drdc_status drdc_write_file_atomic(const char *path, const void *data, size_t n) {

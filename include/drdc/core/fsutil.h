@@ -11,12 +11,19 @@
 extern "C" {
 #endif
 
-/* An atomic writer: opens "<path>.tmp.<pid>.<n>" in the same folder; commit flushes, fsyncs,
- * renames over path and fsyncs the folder; abort (or a failed commit) removes the temporary
- * file and leaves any old file at path untouched. */
+/* The writer of every output file. A regular file (or a path that does not exist yet) is written
+ * atomically: to ".tmp.<pid>.<n>" in the same folder (a short name, whatever the target's), then
+ * commit flushes, fsyncs, renames over the target and fsyncs the folder; abort (or a failed commit)
+ * removes the temporary file and leaves any old file untouched. A symlink is followed: its target
+ * is replaced, the link stays. Anything that is not a regular file (a device such as /dev/stdout, a
+ * FIFO, a socket) is written through, never replaced. "-" is standard output. While a temporary
+ * file exists it is listed for drdc_remove_temp_files (SIGINT/SIGTERM). */
+typedef enum drdc_write_mode { DRDC_WRITE_ATOMIC = 0, DRDC_WRITE_THROUGH = 1, DRDC_WRITE_STDOUT = 2 } drdc_write_mode;
 typedef struct drdc_atomic_file {
     FILE *f;
-    char path[4096];
+    drdc_write_mode mode;
+    int slot;              /* in the list of temporary files, or -1 */
+    char path[4096];       /* the file written (a symlink's target) */
     char tmp[4200];
 } drdc_atomic_file;
 
@@ -24,7 +31,11 @@ drdc_status drdc_atomic_open(drdc_atomic_file *af, const char *path);
 drdc_status drdc_atomic_commit(drdc_atomic_file *af);
 void drdc_atomic_abort(drdc_atomic_file *af);
 
-/* Writes n bytes to path atomically. */
+/* Removes every temporary file this process has open (async-signal-safe: for SIGINT/SIGTERM
+ * handlers, before _exit). */
+void drdc_remove_temp_files(void);
+
+/* Writes n bytes to path through drdc_atomic_open (atomically for regular files; "-": stdout). */
 drdc_status drdc_write_file_atomic(const char *path, const void *data, size_t n);
 
 /* Reads a whole file into a malloc'd buffer (NUL-terminated; *len excludes the NUL). */
