@@ -4,6 +4,8 @@
 #include "drdc/core/fsutil.h"
 
 #include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -149,4 +151,67 @@ drdc_status drdc_csv_load(const char *path, drdc_csv *out) {
 done:
     free(buf);
     return st;
+}
+
+/* ---- writer --------------------------------------------------------------------------------------- */
+
+static void put_bytes(drdc_csv_writer *w, const char *p, size_t n) {
+    if (w->st) return;
+    if (w->len + n + 1 > w->cap) {
+        size_t cap = w->cap ? w->cap : 1024;
+        while (w->len + n + 1 > cap) cap *= 2;
+        char *g = realloc(w->buf, cap);
+        if (!g) {
+            w->st = drdc_fail(DRDC_ERR_NOMEM, "out of memory writing CSV");
+            return;
+        }
+        w->buf = g;
+        w->cap = cap;
+    }
+    memcpy(w->buf + w->len, p, n);
+    w->len += n;
+    w->buf[w->len] = '\0';
+}
+
+void drdc_csv_put(drdc_csv_writer *w, const char *field) {
+    if (w->fields_in_row++) put_bytes(w, ",", 1);
+    if (!field) return;
+    if (!strpbrk(field, ",\"\r\n")) {
+        put_bytes(w, field, strlen(field));
+        return;
+    }
+    put_bytes(w, "\"", 1);
+    for (const char *p = field; *p; p++) {
+        if (*p == '"')
+            put_bytes(w, "\"\"", 2);   /* a quote inside a quoted field is doubled */
+        else
+            put_bytes(w, p, 1);
+    }
+    put_bytes(w, "\"", 1);
+}
+
+void drdc_csv_putf(drdc_csv_writer *w, const char *fmt, ...) {
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    drdc_csv_put(w, buf);
+}
+
+void drdc_csv_end_row(drdc_csv_writer *w) {
+    put_bytes(w, "\r\n", 2);
+    w->fields_in_row = 0;
+}
+
+drdc_status drdc_csv_writer_finish(drdc_csv_writer *w, const char **text, size_t *len) {
+    if (w->st) return w->st;
+    *text = w->buf ? w->buf : "";
+    *len = w->len;
+    return DRDC_OK;
+}
+
+void drdc_csv_writer_free(drdc_csv_writer *w) {
+    free(w->buf);
+    memset(w, 0, sizeof *w);
 }

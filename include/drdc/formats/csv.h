@@ -30,6 +30,26 @@ drdc_status drdc_csv_parse(const char *buf, size_t len, const char *source_name,
 /* Reads and parses the file at path (messages name it). */
 drdc_status drdc_csv_load(const char *path, drdc_csv *out);
 void drdc_csv_free(drdc_csv *csv);   /* safe on a zeroed struct */
+
+/* A CSV writer into memory, RFC 4180: fields separated by commas, rows ended by CRLF, a field
+ * quoted (with quotes doubled) when it holds a comma, quote, CR or LF. Errors (out of memory) are
+ * kept in `st` and reported by drdc_csv_writer_finish. */
+typedef struct drdc_csv_writer {
+    char *buf;
+    size_t len, cap;
+    int fields_in_row;
+    drdc_status st;
+} drdc_csv_writer;
+void drdc_csv_put(drdc_csv_writer *w, const char *field);          /* one field (NULL: empty) */
+void drdc_csv_putf(drdc_csv_writer *w, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;                                                              /* one formatted field */
+void drdc_csv_end_row(drdc_csv_writer *w);
+/* The text so far (NUL-terminated) and its length, or the first error. */
+drdc_status drdc_csv_writer_finish(drdc_csv_writer *w, const char **text, size_t *len);
+void drdc_csv_writer_free(drdc_csv_writer *w);
 static inline int drdc_csv_row_fields(const drdc_csv *csv, int row) {
     return csv->row_start[row + 1] - csv->row_start[row];
 }
