@@ -106,15 +106,6 @@ extern "C" drdc_status dt_adamw_set_lr(dt_optimizer opt, int group, double lr) {
     return DRDC_OK;
 }
 
-extern "C" drdc_status dt_adamw_get_lr(double *out, dt_optimizer opt, int group) {
-    if (!out || !opt) return drdc_fail(DRDC_ERR_INPUT, "dt_adamw_get_lr: NULL argument");
-    if (group < 0 || group >= static_cast<int>(opt->groups.size()))
-        return drdc_fail(DRDC_ERR_INPUT, "dt_adamw_get_lr: group %d out of range (%d groups)", group,
-                         static_cast<int>(opt->groups.size()));
-    *out = opt->groups[static_cast<size_t>(group)].lr;
-    return DRDC_OK;
-}
-
 extern "C" int dt_adamw_num_params(dt_optimizer opt) { return opt ? static_cast<int>(opt->params.size()) : 0; }
 
 extern "C" drdc_status dt_adamw_state_get(dt_tensor *exp_avg, dt_tensor *exp_avg_sq, int64_t *step, dt_optimizer opt,

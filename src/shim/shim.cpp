@@ -591,13 +591,9 @@ extern "C" drdc_status dt_mul(dt_tensor *out, dt_tensor a, dt_tensor b) { TENSOR
 extern "C" drdc_status dt_div(dt_tensor *out, dt_tensor a, dt_tensor b) { TENSOR_OP(at::div(T(a), T(b))) }
 extern "C" drdc_status dt_add_scalar(dt_tensor *out, dt_tensor a, double s) { TENSOR_OP(at::add(T(a), at::Scalar(s))) }
 extern "C" drdc_status dt_mul_scalar(dt_tensor *out, dt_tensor a, double s) { TENSOR_OP(at::mul(T(a), at::Scalar(s))) }
-extern "C" drdc_status dt_pow_scalar(dt_tensor *out, dt_tensor a, double e) { TENSOR_OP(at::pow(T(a), at::Scalar(e))) }
 extern "C" drdc_status dt_sqrt(dt_tensor *out, dt_tensor a) { TENSOR_OP(at::sqrt(T(a))) }
-extern "C" drdc_status dt_rsqrt(dt_tensor *out, dt_tensor a) { TENSOR_OP(at::rsqrt(T(a))) }
 extern "C" drdc_status dt_exp(dt_tensor *out, dt_tensor a) { TENSOR_OP(at::exp(T(a))) }
-extern "C" drdc_status dt_log(dt_tensor *out, dt_tensor a) { TENSOR_OP(at::log(T(a))) }
 extern "C" drdc_status dt_neg(dt_tensor *out, dt_tensor a) { TENSOR_OP(at::neg(T(a))) }
-extern "C" drdc_status dt_abs(dt_tensor *out, dt_tensor a) { TENSOR_OP(at::abs(T(a))) }
 extern "C" drdc_status dt_square(dt_tensor *out, dt_tensor a) { TENSOR_OP(at::square(T(a))) }
 
 extern "C" drdc_status dt_clamp(dt_tensor *out, dt_tensor a, double min, double max) {
@@ -610,21 +606,12 @@ extern "C" drdc_status dt_clamp(dt_tensor *out, dt_tensor a, double min, double 
     }()))
 }
 
-extern "C" drdc_status dt_maximum(dt_tensor *out, dt_tensor a, dt_tensor b) { TENSOR_OP(at::maximum(T(a), T(b))) }
-extern "C" drdc_status dt_minimum(dt_tensor *out, dt_tensor a, dt_tensor b) { TENSOR_OP(at::minimum(T(a), T(b))) }
-extern "C" drdc_status dt_where(dt_tensor *out, dt_tensor cond, dt_tensor a, dt_tensor b) {
-    TENSOR_OP(at::where(T(cond), T(a), T(b)))
-}
-extern "C" drdc_status dt_lt_scalar(dt_tensor *out, dt_tensor a, double s) { TENSOR_OP(at::lt(T(a), at::Scalar(s))) }
-extern "C" drdc_status dt_gt_scalar(dt_tensor *out, dt_tensor a, double s) { TENSOR_OP(at::gt(T(a), at::Scalar(s))) }
 extern "C" drdc_status dt_add_(dt_tensor dst, dt_tensor src, double alpha) {
     PROTECT(T(dst).add_(T(src), at::Scalar(alpha));)
 }
-extern "C" drdc_status dt_mul_scalar_(dt_tensor dst, double s) { PROTECT(T(dst).mul_(at::Scalar(s));) }
 extern "C" drdc_status dt_lerp_(dt_tensor dst, dt_tensor end, double weight) {
     PROTECT(T(dst).lerp_(T(end), at::Scalar(weight));)
 }
-extern "C" drdc_status dt_fill_(dt_tensor dst, double value) { PROTECT(T(dst).fill_(at::Scalar(value));) }
 
 // ---- reductions -----------------------------------------------------------------------
 
@@ -651,12 +638,6 @@ extern "C" drdc_status dt_amax(dt_tensor *out, dt_tensor x, const int64_t *dims,
 extern "C" drdc_status dt_norm2(dt_tensor *out, dt_tensor x, int64_t dim, int keepdim) {
     TENSOR_OP(at::linalg_vector_norm(T(x), at::Scalar(2.0), at::IntArrayRef(&dim, 1), keepdim != 0, c10::nullopt))
 }
-extern "C" drdc_status dt_var(dt_tensor *out, dt_tensor x, const int64_t *dims, int ndims, int unbiased, int keepdim) {
-    TENSOR_OP(at::var(T(x), dims_arg(dims, ndims), static_cast<bool>(unbiased), static_cast<bool>(keepdim)))
-}
-extern "C" drdc_status dt_std(dt_tensor *out, dt_tensor x, const int64_t *dims, int ndims, int unbiased, int keepdim) {
-    TENSOR_OP(at::std(T(x), dims_arg(dims, ndims), static_cast<bool>(unbiased), static_cast<bool>(keepdim)))
-}
 
 // ---- nn -------------------------------------------------------------------------------
 
@@ -677,13 +658,9 @@ extern "C" drdc_status dt_constant_pad_nd(dt_tensor *out, dt_tensor x, int64_t l
 extern "C" drdc_status dt_linear(dt_tensor *out, dt_tensor x, dt_tensor w, dt_tensor b) {
     TENSOR_OP(at::linear(T(x), T(w), opt(b)))
 }
-extern "C" drdc_status dt_matmul(dt_tensor *out, dt_tensor a, dt_tensor b) { TENSOR_OP(at::matmul(T(a), T(b))) }
 extern "C" drdc_status dt_bmm(dt_tensor *out, dt_tensor a, dt_tensor b) { TENSOR_OP(at::bmm(T(a), T(b))) }
 extern "C" drdc_status dt_softmax(dt_tensor *out, dt_tensor x, int64_t dim) {
     TENSOR_OP(at::softmax(T(x), dim, c10::nullopt))
-}
-extern "C" drdc_status dt_log_softmax(dt_tensor *out, dt_tensor x, int64_t dim) {
-    TENSOR_OP(at::log_softmax(T(x), dim, c10::nullopt))
 }
 
 extern "C" drdc_status dt_layer_norm(dt_tensor *out, dt_tensor x, int n_norm_dims, dt_tensor w, dt_tensor b,
@@ -714,7 +691,6 @@ extern "C" drdc_status dt_relu6(dt_tensor *out, dt_tensor x) {
     TENSOR_OP(at::hardtanh(T(x), at::Scalar(0.0), at::Scalar(6.0)))
 }
 extern "C" drdc_status dt_silu(dt_tensor *out, dt_tensor x) { TENSOR_OP(at::silu(T(x))) }
-extern "C" drdc_status dt_gelu(dt_tensor *out, dt_tensor x) { TENSOR_OP(at::gelu(T(x))) }
 extern "C" drdc_status dt_sigmoid(dt_tensor *out, dt_tensor x) { TENSOR_OP(at::sigmoid(T(x))) }
 extern "C" drdc_status dt_tanh(dt_tensor *out, dt_tensor x) { TENSOR_OP(at::tanh(T(x))) }
 
@@ -737,12 +713,6 @@ extern "C" drdc_status dt_avg_pool2d(dt_tensor *out, dt_tensor x, int64_t kernel
     const int64_t k[2] = {kernel, kernel}, s[2] = {stride, stride}, p[2] = {pad, pad};
     TENSOR_OP(at::avg_pool2d(T(x), at::IntArrayRef(k, 2), at::IntArrayRef(s, 2), at::IntArrayRef(p, 2), false,
                              count_include_pad != 0, c10::nullopt))
-}
-
-extern "C" drdc_status dt_max_pool2d(dt_tensor *out, dt_tensor x, int64_t kernel, int64_t stride, int64_t pad) {
-    const int64_t k[2] = {kernel, kernel}, s[2] = {stride, stride}, p[2] = {pad, pad}, d[2] = {1, 1};
-    TENSOR_OP(at::max_pool2d(T(x), at::IntArrayRef(k, 2), at::IntArrayRef(s, 2), at::IntArrayRef(p, 2),
-                             at::IntArrayRef(d, 2), false))
 }
 
 extern "C" drdc_status dt_adaptive_avg_pool2d(dt_tensor *out, dt_tensor x, int64_t out_h, int64_t out_w) {
@@ -800,23 +770,14 @@ extern "C" drdc_status dt_stack(dt_tensor *out, const dt_tensor *ts, int n, int6
         return at::stack(at::TensorList(v), dim);
     }()))
 }
-extern "C" drdc_status dt_slice(dt_tensor *out, dt_tensor x, int64_t dim, int64_t start, int64_t end, int64_t step) {
-    TENSOR_OP(T(x).slice(dim, start, end, step))
-}
 extern "C" drdc_status dt_narrow(dt_tensor *out, dt_tensor x, int64_t dim, int64_t start, int64_t length) {
     TENSOR_OP(T(x).narrow(dim, start, length))
 }
 extern "C" drdc_status dt_index_select(dt_tensor *out, dt_tensor x, int64_t dim, dt_tensor index) {
     TENSOR_OP(at::index_select(T(x), dim, T(index)))
 }
-extern "C" drdc_status dt_gather(dt_tensor *out, dt_tensor x, int64_t dim, dt_tensor index) {
-    TENSOR_OP(at::gather(T(x), dim, T(index), false))
-}
 extern "C" drdc_status dt_reshape(dt_tensor *out, dt_tensor x, const int64_t *shape, int ndim) {
     TENSOR_OP(T(x).reshape(ints(shape, ndim, "shape")))
-}
-extern "C" drdc_status dt_view(dt_tensor *out, dt_tensor x, const int64_t *shape, int ndim) {
-    TENSOR_OP(T(x).view(ints(shape, ndim, "shape")))
 }
 extern "C" drdc_status dt_permute(dt_tensor *out, dt_tensor x, const int64_t *dims, int ndim) {
     TENSOR_OP(T(x).permute(ints(dims, ndim, "dims")))
@@ -824,19 +785,10 @@ extern "C" drdc_status dt_permute(dt_tensor *out, dt_tensor x, const int64_t *di
 extern "C" drdc_status dt_transpose(dt_tensor *out, dt_tensor x, int64_t dim0, int64_t dim1) {
     TENSOR_OP(T(x).transpose(dim0, dim1))
 }
-extern "C" drdc_status dt_flatten(dt_tensor *out, dt_tensor x, int64_t start_dim, int64_t end_dim) {
-    TENSOR_OP(T(x).flatten(start_dim, end_dim))
-}
 extern "C" drdc_status dt_unsqueeze(dt_tensor *out, dt_tensor x, int64_t dim) { TENSOR_OP(T(x).unsqueeze(dim)) }
 extern "C" drdc_status dt_squeeze(dt_tensor *out, dt_tensor x, int64_t dim) { TENSOR_OP(T(x).squeeze(dim)) }
 extern "C" drdc_status dt_expand(dt_tensor *out, dt_tensor x, const int64_t *shape, int ndim) {
     TENSOR_OP(T(x).expand(ints(shape, ndim, "shape")))
-}
-extern "C" drdc_status dt_repeat(dt_tensor *out, dt_tensor x, const int64_t *repeats, int n) {
-    TENSOR_OP(T(x).repeat(ints(repeats, n, "repeats")))
-}
-extern "C" drdc_status dt_masked_fill(dt_tensor *out, dt_tensor x, dt_tensor mask, double value) {
-    TENSOR_OP(at::masked_fill(T(x), T(mask), at::Scalar(value)))
 }
 
 void dt_shim::set_pair(dt_tensor *a_out, at::Tensor a, dt_tensor *b_out, at::Tensor b) {
@@ -853,18 +805,6 @@ void dt_shim::set_pair(dt_tensor *a_out, at::Tensor a, dt_tensor *b_out, at::Ten
     if (a_out) *a_out = ha;
 }
 
-extern "C" drdc_status dt_sort(dt_tensor *values, dt_tensor *indices, dt_tensor x, int64_t dim, int descending) {
-    if (values) *values = nullptr;
-    if (indices) *indices = nullptr;
-    SHIM_TRY {
-        auto r = at::sort(T(x), dim, descending != 0);
-        set_pair(values, std::get<0>(r), indices, std::get<1>(r));
-    }
-    SHIM_CATCH
-}
-extern "C" drdc_status dt_argsort(dt_tensor *out, dt_tensor x, int64_t dim, int descending) {
-    TENSOR_OP(at::argsort(T(x), dim, descending != 0))
-}
 extern "C" drdc_status dt_topk(dt_tensor *values, dt_tensor *indices, dt_tensor x, int64_t k, int64_t dim,
                                int largest) {
     if (values) *values = nullptr;
@@ -936,8 +876,6 @@ extern "C" const char *dt_torch_version(void) {
     return "unknown";
 #endif
 }
-
-extern "C" drdc_status dt_manual_seed(uint64_t seed) { PROTECT(at::manual_seed(seed);) }
 
 extern "C" drdc_status dt_cuda_memory(int64_t *peak_bytes, dt_device dev) {
     if (!peak_bytes) return drdc_fail(DRDC_ERR_INPUT, "dt_cuda_memory: out is NULL");

@@ -1,5 +1,5 @@
-/* test_shim.c: the libtorch shim (include/drdc/shim.h), compiled as C: values of each group of
- * ops on small hand-checked inputs, error reporting, handle leaks and scopes, autograd, AdamW
+/* test_shim.c: the libtorch shim (include/drdc/shim/shim.h), compiled as C: values of each group
+ * of ops on small hand-checked inputs, error reporting, handle leaks and scopes, autograd, AdamW
  * against the formulas in double precision, gradient clipping, generator determinism and
  * device parsing. Being C, this file also proves the public header compiles as C. */
 #include "testlib.h"
@@ -168,11 +168,12 @@ static void test_dtypes_round_trip(void) {
     CHECK(strcmp(dt_dtype_name(DT_BF16), "bf16") == 0);
 
     /* moves on the CPU: clone is a copy, detach shares storage */
-    dt_tensor cl, de, moved;
+    dt_tensor cl, de, moved, fours;
     CHECK_OK(dt_clone(&cl, f));
     CHECK_OK(dt_detach(&de, f));
     CHECK_OK(dt_to_device(&moved, f, CPU));
-    CHECK_OK(dt_fill_(de, 4.0));
+    CHECK_OK(dt_full(&fours, two, 1, 4.0, DT_F32, CPU));
+    CHECK_OK(dt_copy_(de, fours));
     CHECK_VALS(f, 0, 4, 4);
     CHECK_VALS(cl, 1e-6, 1.7, -2.5);
     CHECK_OK(dt_copy_(f, cl));
@@ -188,7 +189,7 @@ static void test_arithmetic(void) {
     CHECK_OK(dt_scope_begin());
     dt_tensor a = mk((const float[]){1, 4, 9}, (const int64_t[]){3}, 1);
     dt_tensor b = mk((const float[]){1, 2}, (const int64_t[]){2, 1}, 2);
-    dt_tensor t, c, m;
+    dt_tensor t, c;
     CHECK_OK(dt_add(&t, a, b)); /* broadcast [3] with [2,1] -> [2,3] */
     CHECK_SHAPE(t, 2, 3);
     CHECK_VALS(t, 0, 2, 5, 10, 3, 6, 11);
@@ -202,51 +203,26 @@ static void test_arithmetic(void) {
     CHECK_VALS(t, 0, 2, 5, 10);
     CHECK_OK(dt_mul_scalar(&t, a, -2));
     CHECK_VALS(t, 0, -2, -8, -18);
-    CHECK_OK(dt_pow_scalar(&t, a, 0.5));
-    CHECK_VALS(t, 1e-6, 1, 2, 3);
     CHECK_OK(dt_sqrt(&t, a));
     CHECK_VALS(t, 1e-6, 1, 2, 3);
-    CHECK_OK(dt_rsqrt(&t, a));
-    CHECK_VALS(t, 1e-6, 1, 0.5, 1.0 / 3);
     CHECK_OK(dt_exp(&t, a));
     CHECK_VALS(t, 1e-2, exp(1), exp(4), exp(9));
-    CHECK_OK(dt_log(&t, a));
-    CHECK_VALS(t, 1e-6, 0, log(4), log(9));
     CHECK_OK(dt_neg(&t, a));
     CHECK_VALS(t, 0, -1, -4, -9);
-    CHECK_OK(dt_abs(&c, t));
-    CHECK_VALS(c, 0, 1, 4, 9);
     CHECK_OK(dt_square(&t, a));
     CHECK_VALS(t, 0, 1, 16, 81);
     CHECK_OK(dt_clamp(&t, a, 2, 5));
     CHECK_VALS(t, 0, 2, 4, 5);
     CHECK_OK(dt_clamp(&t, a, -INFINITY, 5));
     CHECK_VALS(t, 0, 1, 4, 5);
-    dt_tensor twos = mk((const float[]){2, 2, 2}, (const int64_t[]){3}, 1);
-    CHECK_OK(dt_maximum(&t, a, twos));
-    CHECK_VALS(t, 0, 2, 4, 9);
-    CHECK_OK(dt_minimum(&t, a, twos));
-    CHECK_VALS(t, 0, 1, 2, 2);
-    CHECK_OK(dt_lt_scalar(&m, a, 5));
-    CHECK(dt_dtype_of(m) == DT_BOOL);
-    CHECK_VALS(m, 0, 1, 1, 0);
-    CHECK_OK(dt_gt_scalar(&t, a, 4));
-    CHECK_VALS(t, 0, 0, 0, 1);
-    CHECK_OK(dt_neg(&c, a));
-    CHECK_OK(dt_where(&t, m, a, c));
-    CHECK_VALS(t, 0, 1, 4, -9);
 
     /* in place */
     CHECK_OK(dt_clone(&c, a));
     CHECK_OK(dt_add_(c, a, 2));
     CHECK_VALS(c, 0, 3, 12, 27);
-    CHECK_OK(dt_mul_scalar_(c, 0.5));
-    CHECK_VALS(c, 0, 1.5, 6, 13.5);
     CHECK_OK(dt_zeros_like(&t, c));
     CHECK_OK(dt_lerp_(c, t, 0.5)); /* c + 0.5 * (0 - c) */
-    CHECK_VALS(c, 1e-6, 0.75, 3, 6.75);
-    CHECK_OK(dt_fill_(c, 7));
-    CHECK_VALS(c, 0, 7, 7, 7);
+    CHECK_VALS(c, 1e-6, 1.5, 6, 13.5);
     CHECK_VALS(a, 0, 1, 4, 9); /* inputs untouched */
     CHECK_OK(dt_scope_end());
 }
@@ -276,13 +252,6 @@ static void test_reductions(void) {
     CHECK_VALS(t, 0, 1);
     CHECK_OK(dt_amax(&t, x, d1, 1, 0));
     CHECK_VALS(t, 0, 3, 6);
-    CHECK_OK(dt_var(&t, x, d1, 1, 1, 0)); /* rows 1,2,3 and 4,5,6: unbiased var 1 */
-    CHECK_VALS(t, 1e-6, 1, 1);
-    CHECK_OK(dt_var(&t, x, d1, 1, 0, 0)); /* biased: 2/3 */
-    CHECK_VALS(t, 1e-6, 2.0 / 3, 2.0 / 3);
-    CHECK_OK(dt_std(&t, x, d01, 2, 1, 1)); /* all six: unbiased var 3.5 */
-    CHECK_SHAPE(t, 1, 1);
-    CHECK_VALS(t, 1e-6, sqrt(3.5));
     dt_tensor y = mk((const float[]){3, 4, 6, 8}, (const int64_t[]){2, 2}, 2);
     CHECK_OK(dt_norm2(&t, y, 1, 0));
     CHECK_VALS(t, 1e-6, 5, 10);
@@ -351,7 +320,7 @@ static void test_conv2d(void) {
     CHECK_OK(dt_scope_end());
 }
 
-static void test_linear_matmul(void) {
+static void test_linear_bmm(void) {
     CHECK_OK(dt_scope_begin());
     dt_tensor x = mk((const float[]){1, 2}, (const int64_t[]){1, 2}, 2), t;
     dt_tensor w = mk((const float[]){1, 0, 0, 1, 1, 1}, (const int64_t[]){3, 2}, 2);
@@ -363,8 +332,6 @@ static void test_linear_matmul(void) {
     CHECK_VALS(t, 0, 1, 2, 3);
     dt_tensor m = mk((const float[]){1, 2, 3, 4}, (const int64_t[]){2, 2}, 2);
     dt_tensor v = mk((const float[]){1, 10}, (const int64_t[]){2, 1}, 2);
-    CHECK_OK(dt_matmul(&t, m, v));
-    CHECK_VALS(t, 0, 21, 43);
     dt_tensor m3, v3;
     CHECK_OK(dt_unsqueeze(&m3, m, 0));
     CHECK_OK(dt_unsqueeze(&v3, v, 0));
@@ -383,8 +350,6 @@ static void test_softmax_and_norms(void) {
     double z = exp(1) + exp(2) + exp(3);
     CHECK_OK(dt_softmax(&t, x, -1));
     CHECK_VALS(t, 1e-6, exp(1) / z, exp(2) / z, exp(3) / z);
-    CHECK_OK(dt_log_softmax(&t, x, 1));
-    CHECK_VALS(t, 1e-5, 1 - log(z), 2 - log(z), 3 - log(z));
 
     /* layer_norm over the last dim: mean 2.5, biased var 1.25 */
     dt_tensor l = mk((const float[]){1, 2, 3, 4}, (const int64_t[]){1, 4}, 2);
@@ -429,9 +394,6 @@ static void test_activations(void) {
     CHECK_VALS(t, 0, 0, 0, 1, 6);
     CHECK_OK(dt_silu(&t, x));
     for (int i = 0; i < 4; i++) w[i] = v[i] / (1 + exp(-v[i]));
-    CHECK(close_to(t, w, 4, 1e-6));
-    CHECK_OK(dt_gelu(&t, x));
-    for (int i = 0; i < 4; i++) w[i] = 0.5 * v[i] * (1 + erf(v[i] / sqrt(2)));
     CHECK(close_to(t, w, 4, 1e-6));
     CHECK_OK(dt_sigmoid(&t, x));
     for (int i = 0; i < 4; i++) w[i] = 1 / (1 + exp(-v[i]));
@@ -488,8 +450,6 @@ static void test_pooling_and_interpolate(void) {
     CHECK_OK(dt_avg_pool2d(&t, x, 2, 2, 1, 0));
     CHECK(get_floats(t, got, 16) == 9);
     CHECK(fabs(got[1] - 1.5) < 1e-6);
-    CHECK_OK(dt_max_pool2d(&t, x, 2, 2, 0));
-    CHECK_VALS(t, 0, 5, 7, 13, 15);
     CHECK_OK(dt_adaptive_avg_pool2d(&t, x, 1, 1));
     CHECK_VALS(t, 1e-6, 7.5);
 
@@ -530,8 +490,6 @@ static void test_shape_ops(void) {
     CHECK_VALS(t, 0, 0, 1, 2, 0, 1, 2, 3, 4, 5, 3, 4, 5);
     CHECK_OK(dt_stack(&t, pair, 2, 0));
     CHECK_SHAPE(t, 2, 2, 3);
-    CHECK_OK(dt_slice(&t, x, 1, 0, INT64_MAX, 2));
-    CHECK_VALS(t, 0, 0, 2, 3, 5);
     CHECK_OK(dt_narrow(&t, x, 1, 1, 2));
     CHECK_VALS(t, 0, 1, 2, 4, 5);
     int64_t iv[] = {2, 0};
@@ -539,20 +497,14 @@ static void test_shape_ops(void) {
     CHECK_OK(dt_from_host(&idx, iv, DT_I64, (const int64_t[]){2}, 1, CPU));
     CHECK_OK(dt_index_select(&t, x, 1, idx));
     CHECK_VALS(t, 0, 2, 0, 5, 3);
-    int64_t gv[] = {0, 0, 1, 0};
-    CHECK_OK(dt_from_host(&idx, gv, DT_I64, (const int64_t[]){2, 2}, 2, CPU));
-    CHECK_OK(dt_gather(&t, x, 1, idx));
-    CHECK_VALS(t, 0, 0, 0, 4, 3);
     CHECK_OK(dt_reshape(&t, x, (const int64_t[]){3, -1}, 2));
     CHECK_SHAPE(t, 3, 2);
-    CHECK_OK(dt_view(&t, x, (const int64_t[]){6}, 1));
-    CHECK_SHAPE(t, 6);
+    CHECK_ERR(dt_reshape(&t, x, (const int64_t[]){4, -1}, 2), DRDC_ERR_TORCH, "dt_reshape");
     CHECK_OK(dt_permute(&t, x, (const int64_t[]){1, 0}, 2));
     CHECK_SHAPE(t, 3, 2);
     CHECK_VALS(t, 0, 0, 3, 1, 4, 2, 5);
-    CHECK_ERR(dt_view(&u, t, (const int64_t[]){6}, 1), DRDC_ERR_TORCH, "view"); /* not contiguous */
-    CHECK_OK(dt_flatten(&t, x, 0, 1));
-    CHECK_SHAPE(t, 6);
+    CHECK_OK(dt_reshape(&u, t, (const int64_t[]){6}, 1)); /* not contiguous: reshape copies */
+    CHECK_VALS(u, 0, 0, 3, 1, 4, 2, 5);
     CHECK_OK(dt_unsqueeze(&t, x, 0));
     CHECK_SHAPE(t, 1, 2, 3);
     CHECK_OK(dt_squeeze(&u, t, 0));
@@ -560,28 +512,17 @@ static void test_shape_ops(void) {
     dt_tensor row = mk((const float[]){7, 8, 9}, (const int64_t[]){1, 3}, 2);
     CHECK_OK(dt_expand(&t, row, (const int64_t[]){2, -1}, 2));
     CHECK_VALS(t, 0, 7, 8, 9, 7, 8, 9);
-    CHECK_OK(dt_repeat(&t, x, (const int64_t[]){1, 2}, 2));
-    CHECK_SHAPE(t, 2, 6);
-    CHECK_VALS(t, 0, 0, 1, 2, 0, 1, 2, 3, 4, 5, 3, 4, 5);
-    dt_tensor mask;
-    CHECK_OK(dt_gt_scalar(&mask, x, 2));
-    CHECK_OK(dt_masked_fill(&t, x, mask, -1));
-    CHECK_VALS(t, 0, 0, 1, 2, -1, -1, -1);
 
+    /* topk: values and/or i64 indices; either output may be NULL */
     dt_tensor s = mk((const float[]){3, 1, 2}, (const int64_t[]){3}, 1), vals, inds;
-    CHECK_OK(dt_sort(&vals, &inds, s, 0, 1));
-    CHECK_VALS(vals, 0, 3, 2, 1);
-    CHECK(dt_dtype_of(inds) == DT_I64);
-    CHECK_VALS(inds, 0, 0, 2, 1);
-    CHECK_OK(dt_sort(NULL, &inds, s, 0, 0));
-    CHECK_VALS(inds, 0, 1, 2, 0);
-    CHECK_OK(dt_argsort(&t, s, 0, 0));
-    CHECK_VALS(t, 0, 1, 2, 0);
     CHECK_OK(dt_topk(&vals, &inds, s, 2, 0, 1));
     CHECK_VALS(vals, 0, 3, 2);
+    CHECK(dt_dtype_of(inds) == DT_I64);
     CHECK_VALS(inds, 0, 0, 2);
     CHECK_OK(dt_topk(&vals, NULL, s, 1, 0, 0));
     CHECK_VALS(vals, 0, 1);
+    CHECK_OK(dt_topk(NULL, &inds, s, 3, 0, 0));
+    CHECK_VALS(inds, 0, 1, 2, 0);
     CHECK_OK(dt_scope_end());
 }
 
@@ -591,11 +532,12 @@ static void test_errors(void) {
     long base = dt_live_handles();
     CHECK_OK(dt_scope_begin());
     dt_tensor a, b, t = (dt_tensor)&t; /* garbage: must become NULL on failure */
+    /* x [2,3] times the transpose of w [5,4]: torch multiplies 2x3 by 4x5 and says so */
     CHECK_OK(dt_zeros(&a, (const int64_t[]){2, 3}, 2, DT_F32, CPU));
-    CHECK_OK(dt_zeros(&b, (const int64_t[]){4, 5}, 2, DT_F32, CPU));
-    CHECK_ERR(dt_matmul(&t, a, b), DRDC_ERR_TORCH, "2x3");
+    CHECK_OK(dt_zeros(&b, (const int64_t[]){5, 4}, 2, DT_F32, CPU));
+    CHECK_ERR(dt_linear(&t, a, b, NULL), DRDC_ERR_TORCH, "2x3");
     CHECK(tl_contains(drdc_last_error(), "4x5"));
-    CHECK(tl_contains(drdc_last_error(), "dt_matmul"));
+    CHECK(tl_contains(drdc_last_error(), "dt_linear"));
     CHECK(!tl_contains(drdc_last_error(), "Exception raised from"));
     CHECK(!tl_contains(drdc_last_error(), "frame #"));
     CHECK(!tl_contains(drdc_last_error(), "\n"));
@@ -737,10 +679,9 @@ static void test_adamw(void) {
     CHECK_OK(dt_adamw_add_group(opt, &p0, 1, 0.1, 0.01));
     CHECK_OK(dt_adamw_add_group(opt, (dt_tensor[]){p1, p2}, 2, 0.05, 0.0));
     CHECK(dt_adamw_num_params(opt) == 3);
-    double lr;
-    CHECK_OK(dt_adamw_get_lr(&lr, opt, 1));
-    CHECK(lr == 0.05);
+    /* the lr a group is stepped with is checked against the formulas below (and after set_lr) */
     CHECK_ERR(dt_adamw_set_lr(opt, 2, 0.1), DRDC_ERR_INPUT, "group 2");
+    CHECK_ERR(dt_adamw_set_lr(opt, 1, -0.1), DRDC_ERR_INPUT, "bad lr");
     dt_optimizer bad;
     CHECK_OK(dt_adamw_new(&bad, 0.9, 0.999, 1e-8));
     CHECK_ERR(dt_adamw_add_group(bad, (dt_tensor[]){p1, p1}, 2, 0.1, 0), DRDC_ERR_INPUT, "already");
@@ -931,12 +872,10 @@ static void test_generators(void) {
     }
     CHECK(ok);
 
-    /* the global generator (NULL) follows dt_manual_seed */
-    CHECK_OK(dt_manual_seed(5));
+    /* a NULL generator is libtorch's default one: it draws, and moves on between draws */
     CHECK_OK(dt_randn(&a, five, 1, DT_F32, CPU, NULL));
-    CHECK_OK(dt_manual_seed(5));
     CHECK_OK(dt_randn(&b, five, 1, DT_F32, CPU, NULL));
-    CHECK(same_floats(a, b));
+    CHECK(!same_floats(a, b));
     dt_generator_free(g1);
     dt_generator_free(g2);
     dt_generator_free(g3);
@@ -1021,9 +960,8 @@ static void test_runtime_settings(void) {
     /* CUDA autocast leaves CPU ops in f32 */
     CHECK_OK(dt_autocast_bf16(1));
     CHECK_OK(dt_scope_begin());
-    dt_tensor x = x23(), xt, t;
-    CHECK_OK(dt_transpose(&xt, x, 0, 1));
-    CHECK_OK(dt_matmul(&t, x, xt));
+    dt_tensor x = x23(), t;
+    CHECK_OK(dt_linear(&t, x, x, NULL)); /* x x^T */
     CHECK(dt_dtype_of(t) == DT_F32);
     CHECK_VALS(t, 0, 5, 14, 14, 50);
     CHECK_OK(dt_scope_end());
@@ -1037,7 +975,7 @@ int main(void) {
     RUN(test_arithmetic);
     RUN(test_reductions);
     RUN(test_conv2d);
-    RUN(test_linear_matmul);
+    RUN(test_linear_bmm);
     RUN(test_softmax_and_norms);
     RUN(test_activations);
     RUN(test_dropout);

@@ -1,12 +1,16 @@
 /* shim.h: drdc's thin C API over libtorch (the only door from C model code to tensors).
+ * It holds the ops the program (src/) calls, plus the queries its tests check the shim and the
+ * model with (dt_live_handles, dt_grad, dt_requires_grad, dt_is_grad_enabled, dt_dtype_size);
+ * an op joins when src/ needs it.
  *
  * Ownership rules
  * - dt_tensor is an opaque handle to one torch tensor. Inputs are always borrowed; nothing
  *   steals an argument. Every result handle (written through the out-parameters, which come
  *   FIRST) is owned by the caller and freed with dt_free (NULL-safe). On failure the
  *   out-parameters are set to NULL and nothing is allocated.
- * - Views (reshape, view, permute, slice, expand, ...) and dt_detach share storage with their
- *   input, as in torch; the handles are still independent and each must be freed.
+ * - Views (permute, transpose, narrow, expand, unsqueeze, squeeze, and reshape where torch can)
+ *   and dt_detach share storage with their input, as in torch; the handles are still independent
+ *   and each must be freed.
  * - Scopes: dt_scope_begin() opens a (per-thread) scope; every handle created on this thread
  *   while it is open is recorded in the innermost one. dt_scope_keep(h) takes h out of its
  *   scope (into the enclosing scope, or to the caller when there is none); dt_scope_end()
@@ -15,7 +19,7 @@
  *   scope must bring it back to where it was).
  * - dt_generator and dt_optimizer are separate opaque objects with their own free function;
  *   they are not counted or scoped.
- * - Errors: every function that can fail returns a drdc_status (drdc/error.h). A libtorch
+ * - Errors: every function that can fail returns a drdc_status (drdc/core/error.h). A libtorch
  *   exception becomes DRDC_ERR_TORCH with torch's message (without the C++ backtrace),
  *   prefixed with the shim function's name; out of host or device memory is DRDC_ERR_NOMEM;
  *   a NULL argument or bad value is DRDC_ERR_INPUT. Nothing aborts.
@@ -23,7 +27,7 @@
  *   versions) return their value directly.
  * - Random numbers (randn, rand, randint, randperm, dropout masks) are ALWAYS drawn from a CPU
  *   generator and then moved to the target device, so CPU and CUDA runs draw the same numbers.
- *   A NULL dt_generator means libtorch's default CPU generator (seeded by dt_manual_seed).
+ *   A NULL dt_generator means libtorch's default CPU generator.
  * - Threads: handles may be used from any thread, but not concurrently with a write to the same
  *   tensor. Scopes and the grad mode are per thread: close every scope on the thread that
  *   opened it, and free a scoped handle on that thread.
@@ -133,24 +137,13 @@ drdc_status dt_mul(dt_tensor *out, dt_tensor a, dt_tensor b);
 drdc_status dt_div(dt_tensor *out, dt_tensor a, dt_tensor b);
 drdc_status dt_add_scalar(dt_tensor *out, dt_tensor a, double s);
 drdc_status dt_mul_scalar(dt_tensor *out, dt_tensor a, double s);
-drdc_status dt_pow_scalar(dt_tensor *out, dt_tensor a, double exponent);
 drdc_status dt_sqrt(dt_tensor *out, dt_tensor a);
-drdc_status dt_rsqrt(dt_tensor *out, dt_tensor a);
 drdc_status dt_exp(dt_tensor *out, dt_tensor a);
-drdc_status dt_log(dt_tensor *out, dt_tensor a);
 drdc_status dt_neg(dt_tensor *out, dt_tensor a);
-drdc_status dt_abs(dt_tensor *out, dt_tensor a);
 drdc_status dt_square(dt_tensor *out, dt_tensor a);
 drdc_status dt_clamp(dt_tensor *out, dt_tensor a, double min, double max);  /* +-INFINITY: no bound */
-drdc_status dt_maximum(dt_tensor *out, dt_tensor a, dt_tensor b);
-drdc_status dt_minimum(dt_tensor *out, dt_tensor a, dt_tensor b);
-drdc_status dt_where(dt_tensor *out, dt_tensor cond, dt_tensor a, dt_tensor b); /* cond ? a : b */
-drdc_status dt_lt_scalar(dt_tensor *out, dt_tensor a, double s);  /* bool a < s */
-drdc_status dt_gt_scalar(dt_tensor *out, dt_tensor a, double s);  /* bool a > s */
 drdc_status dt_add_(dt_tensor dst, dt_tensor src, double alpha);  /* in place: dst += alpha * src */
-drdc_status dt_mul_scalar_(dt_tensor dst, double s);              /* in place: dst *= s */
 drdc_status dt_lerp_(dt_tensor dst, dt_tensor end, double weight);/* in place: dst += weight * (end - dst) (EMA) */
-drdc_status dt_fill_(dt_tensor dst, double value);                /* in place */
 
 /* ---- reductions ----------------------------------------------------------------------- */
 drdc_status dt_sum(dt_tensor *out, dt_tensor x, const int64_t *dims, int ndims, int keepdim);  /* ndims >= 1 */
@@ -161,8 +154,6 @@ drdc_status dt_max_all(dt_tensor *out, dt_tensor x);
 drdc_status dt_min_all(dt_tensor *out, dt_tensor x);
 drdc_status dt_amax(dt_tensor *out, dt_tensor x, const int64_t *dims, int ndims, int keepdim);
 drdc_status dt_norm2(dt_tensor *out, dt_tensor x, int64_t dim, int keepdim);  /* L2 norm over one dim */
-drdc_status dt_var(dt_tensor *out, dt_tensor x, const int64_t *dims, int ndims, int unbiased, int keepdim);
-drdc_status dt_std(dt_tensor *out, dt_tensor x, const int64_t *dims, int ndims, int unbiased, int keepdim);
 
 /* ---- nn ------------------------------------------------------------------------------- */
 /* x [N,Cin,H,W], w [Cout,Cin/groups,kh,kw], b [Cout] or NULL -> [N,Cout,H',W'] */
@@ -171,10 +162,8 @@ drdc_status dt_conv2d(dt_tensor *out, dt_tensor x, dt_tensor w, dt_tensor b, int
 /* pads the last two dims: left, right (W), top, bottom (H); negative values crop */
 drdc_status dt_constant_pad_nd(dt_tensor *out, dt_tensor x, int64_t left, int64_t right, int64_t top, int64_t bottom, double value);
 drdc_status dt_linear(dt_tensor *out, dt_tensor x, dt_tensor w, dt_tensor b);  /* x [...,in], w [out,in], b [out]|NULL */
-drdc_status dt_matmul(dt_tensor *out, dt_tensor a, dt_tensor b);     /* torch.matmul (batched, broadcast) */
 drdc_status dt_bmm(dt_tensor *out, dt_tensor a, dt_tensor b);        /* [B,n,m] x [B,m,p] -> [B,n,p] */
 drdc_status dt_softmax(dt_tensor *out, dt_tensor x, int64_t dim);
-drdc_status dt_log_softmax(dt_tensor *out, dt_tensor x, int64_t dim);
 /* normalizes over the last n_norm_dims dims; w, b of that shape or NULL */
 drdc_status dt_layer_norm(dt_tensor *out, dt_tensor x, int n_norm_dims, dt_tensor w, dt_tensor b, double eps);
 drdc_status dt_group_norm(dt_tensor *out, dt_tensor x, int64_t groups, dt_tensor w, dt_tensor b, double eps); /* x [N,C,...] */
@@ -184,14 +173,12 @@ drdc_status dt_batch_norm_eval(dt_tensor *out, dt_tensor x, dt_tensor running_me
 drdc_status dt_relu(dt_tensor *out, dt_tensor x);
 drdc_status dt_relu6(dt_tensor *out, dt_tensor x);
 drdc_status dt_silu(dt_tensor *out, dt_tensor x);
-drdc_status dt_gelu(dt_tensor *out, dt_tensor x);      /* exact (erf) GELU */
 drdc_status dt_sigmoid(dt_tensor *out, dt_tensor x);
 drdc_status dt_tanh(dt_tensor *out, dt_tensor x);
 /* training: zero with probability p, scale the rest by 1/(1-p), mask from the CPU generator g
  * (NULL: default); not training: a new handle on x itself */
 drdc_status dt_dropout(dt_tensor *out, dt_tensor x, double p, int training, dt_generator g);
 drdc_status dt_avg_pool2d(dt_tensor *out, dt_tensor x, int64_t kernel, int64_t stride, int64_t pad, int count_include_pad);
-drdc_status dt_max_pool2d(dt_tensor *out, dt_tensor x, int64_t kernel, int64_t stride, int64_t pad);
 drdc_status dt_adaptive_avg_pool2d(dt_tensor *out, dt_tensor x, int64_t out_h, int64_t out_w);
 drdc_status dt_interpolate(dt_tensor *out, dt_tensor x, int64_t out_h, int64_t out_w, int mode); /* x [N,C,H,W]; mode: a dt_interp_mode (an int, so a bad value is an error, not UB) */
 drdc_status dt_mse_loss(dt_tensor *out, dt_tensor a, dt_tensor b);  /* mean of (a-b)^2, 0-dim */
@@ -199,23 +186,15 @@ drdc_status dt_mse_loss(dt_tensor *out, dt_tensor a, dt_tensor b);  /* mean of (
 /* ---- shape ---------------------------------------------------------------------------- */
 drdc_status dt_cat(dt_tensor *out, const dt_tensor *ts, int n, int64_t dim);
 drdc_status dt_stack(dt_tensor *out, const dt_tensor *ts, int n, int64_t dim);
-drdc_status dt_slice(dt_tensor *out, dt_tensor x, int64_t dim, int64_t start, int64_t end, int64_t step); /* view; end clamps (INT64_MAX: to the end) */
 drdc_status dt_narrow(dt_tensor *out, dt_tensor x, int64_t dim, int64_t start, int64_t length);          /* view */
 drdc_status dt_index_select(dt_tensor *out, dt_tensor x, int64_t dim, dt_tensor index);  /* index: i64 1-D */
-drdc_status dt_gather(dt_tensor *out, dt_tensor x, int64_t dim, dt_tensor index);        /* index: i64, same ndim */
 drdc_status dt_reshape(dt_tensor *out, dt_tensor x, const int64_t *shape, int ndim);     /* one -1 allowed */
-drdc_status dt_view(dt_tensor *out, dt_tensor x, const int64_t *shape, int ndim);
 drdc_status dt_permute(dt_tensor *out, dt_tensor x, const int64_t *dims, int ndim);
 drdc_status dt_transpose(dt_tensor *out, dt_tensor x, int64_t dim0, int64_t dim1);
-drdc_status dt_flatten(dt_tensor *out, dt_tensor x, int64_t start_dim, int64_t end_dim);
 drdc_status dt_unsqueeze(dt_tensor *out, dt_tensor x, int64_t dim);
 drdc_status dt_squeeze(dt_tensor *out, dt_tensor x, int64_t dim);
 drdc_status dt_expand(dt_tensor *out, dt_tensor x, const int64_t *shape, int ndim);      /* -1 keeps a size */
-drdc_status dt_repeat(dt_tensor *out, dt_tensor x, const int64_t *repeats, int n);
-drdc_status dt_masked_fill(dt_tensor *out, dt_tensor x, dt_tensor mask, double value);   /* mask: bool, broadcast */
 /* values and/or indices (i64) along dim; either out may be NULL when not wanted */
-drdc_status dt_sort(dt_tensor *values, dt_tensor *indices, dt_tensor x, int64_t dim, int descending);
-drdc_status dt_argsort(dt_tensor *out, dt_tensor x, int64_t dim, int descending);
 drdc_status dt_topk(dt_tensor *values, dt_tensor *indices, dt_tensor x, int64_t k, int64_t dim, int largest);
 
 /* ---- autograd ------------------------------------------------------------------------- */
@@ -236,7 +215,6 @@ drdc_status dt_adamw_new(dt_optimizer *out, double beta1, double beta2, double e
 drdc_status dt_adamw_add_group(dt_optimizer opt, const dt_tensor *params, int n, double lr, double weight_decay);
 drdc_status dt_adamw_step(dt_optimizer opt);
 drdc_status dt_adamw_set_lr(dt_optimizer opt, int group, double lr);
-drdc_status dt_adamw_get_lr(double *out, dt_optimizer opt, int group);
 int dt_adamw_num_params(dt_optimizer opt);
 /* Per-parameter state (torch's exp_avg, exp_avg_sq, step): get returns copies (NULL handles and
  * step 0 before the parameter's first update); set copies the given tensors in (shapes must
@@ -255,7 +233,6 @@ int dt_cuda_available(void);
 int dt_cuda_device_count(void);
 drdc_status dt_synchronize(dt_device dev);   /* waits for CUDA work on dev; no-op for cpu */
 const char *dt_torch_version(void);          /* e.g. "1.13.0" */
-drdc_status dt_manual_seed(uint64_t seed);   /* libtorch's global CPU (and CUDA) generators */
 /* Peak CUDA bytes allocated on dev since start. 0 for cpu, and 0 when the shim was built
  * without DRDC_WITH_CUDA (the caching-allocator API is only linked in CUDA builds). */
 drdc_status dt_cuda_memory(int64_t *peak_bytes, dt_device dev);
