@@ -279,7 +279,7 @@ static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *
 static drdc_status output_path(char *out, size_t cap, const char *rel, const char *suffix) {
     if (snprintf(out, cap, "%s/%s%s", A.out_dir, rel, suffix) >= (int)cap)
         return drdc_fail(DRDC_ERR_INPUT, "%s/%s%s: path too long", A.out_dir, rel, suffix);
-    char dir[8192];
+    char dir[16384];
     snprintf(dir, sizeof dir, "%s", out);
     *strrchr(dir, '/') = '\0';
     return drdc_mkdirs(dir);

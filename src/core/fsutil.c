@@ -16,7 +16,7 @@
 /* ---- temporary files: every one this process has open is listed, so SIGINT/SIGTERM can remove them ---- */
 
 #define MAX_TEMPS 64
-static char g_temps[MAX_TEMPS][PATH_MAX];
+static char g_temps[MAX_TEMPS][sizeof(((drdc_atomic_file *)0)->tmp)];
 static volatile sig_atomic_t g_temp_used[MAX_TEMPS];
 
 static int temp_register(const char *path) {

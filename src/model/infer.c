@@ -1,6 +1,7 @@
 /* infer.c: scoring image files with a trained model (infer.h). */
 #include "drdc/model/infer.h"
 #include "drdc/core/progress.h"
+#include "drdc/stages/draw.h"
 #include "drdc/stages/heatmap.h"
 
 #include <math.h>
@@ -208,13 +209,46 @@ done:
     return st;
 }
 
-drdc_status drdc_infer_write_pictures(const drdc_inferer *inf, const drdc_infer_result *r, const char *heat,
-                                      const char *overlay, const char *mask) {
-    drdc_image colour = {0}, over = {0}, bw = {0};
+void drdc_infer_caption(const drdc_infer_result *r, char *out, size_t cap) {
+    const char *v = r->verdict == DRDC_VERDICT_ANOMALOUS ? "ANOMALOUS" : r->verdict == DRDC_VERDICT_NORMAL ? "normal"
+                                                                                                        : "ERROR";
+    int n = snprintf(out, cap, "score %.4g, threshold %.4g (%s): %s", r->score, r->thr.image, r->thr.scope, v);
+    if (r->mask && n > 0 && (size_t)n < cap)
+        snprintf(out + n, cap - (size_t)n, ", %d region%s", r->n_regions, r->n_regions == 1 ? "" : "s");
+}
+
+enum { MIN_PICTURE_SIDE = 256 };
+
+/* The overlay picture: heat over the image, the predicted regions outlined in white, enlarged for
+ * small images, under a caption band. */
+static drdc_status overlay_picture(const drdc_inferer *inf, const drdc_infer_result *r, drdc_image *out) {
+    drdc_image over = {0}, big = {0};
     drdc_status st = DRDC_OK;
-    if (mask) {
+    static const float white[3] = {1, 1, 1}, grey[3] = {0.16f, 0.16f, 0.18f};
+    TRY(drdc_heatmap_overlay(&r->image, &r->map, (float)inf->lo, (float)inf->hi, 0.6f, &over));
+    TRY(drdc_image_upscale_min(&over, MIN_PICTURE_SIDE, &big));
+    if (r->mask) TRY(drdc_draw_outline(&big, r->mask, r->map.w, r->map.h, white, big.w >= 512 ? 2 : 1));
+    char caption[256];
+    drdc_infer_caption(r, caption, sizeof caption);
+    int scale = big.w >= 640 ? 2 : 1, band = drdc_text_height(scale) + 8;
+    TRY(drdc_image_alloc(out, big.w, big.h + band, 3));
+    for (size_t i = 0; i < (size_t)big.w * band; i++)
+        for (int c = 0; c < 3; c++) out->data[i * 3 + c] = grey[c];
+    memcpy(out->data + (size_t)big.w * band * 3, big.data, sizeof(float) * (size_t)big.w * big.h * 3);
+    drdc_draw_text(out, 4, 4, caption, scale, r->verdict == DRDC_VERDICT_NORMAL ? white : (const float[3]){1, 0.4f, 0.3f});
+done:
+    drdc_image_free(&over);
+    drdc_image_free(&big);
+    return st;
+}
+
+drdc_status drdc_infer_write_pictures(const drdc_inferer *inf, const drdc_infer_result *r,
+                                      const drdc_picture_paths *p) {
+    drdc_image colour = {0}, big = {0}, over = {0}, bw = {0}, panel = {0}, plain = {0};
+    drdc_status st = DRDC_OK;
+    if (p->mask) {
         if (!r->mask) {
-            st = drdc_fail(DRDC_ERR_INPUT, "%s: no defect mask: %s", mask,
+            st = drdc_fail(DRDC_ERR_INPUT, "%s: no defect mask: %s", p->mask,
                            r->verdict == DRDC_VERDICT_ERROR ? "the image got an error verdict"
                                                              : "the model has no calibrated pixel threshold "
                                                                "(retrain or recalibrate it with this drdc)");
@@ -222,19 +256,36 @@ drdc_status drdc_infer_write_pictures(const drdc_inferer *inf, const drdc_infer_
         }
         TRY(drdc_image_alloc(&bw, r->map.w, r->map.h, 1));
         for (size_t i = 0; i < (size_t)r->map.w * r->map.h; i++) bw.data[i] = r->mask[i];
-        TRY(drdc_image_write_png(mask, &bw));
+        TRY(drdc_image_write_png(p->mask, &bw));
     }
-    if (heat) {
+    if (p->heat) {
         TRY(drdc_heatmap_colorize(&r->map, (float)inf->lo, (float)inf->hi, &colour));
-        TRY(drdc_image_write_png(heat, &colour));
+        TRY(drdc_image_upscale_min(&colour, MIN_PICTURE_SIDE, &big));
+        TRY(drdc_image_write_png(p->heat, &big));
     }
-    if (overlay) {
-        TRY(drdc_heatmap_overlay(&r->image, &r->map, (float)inf->lo, (float)inf->hi, 0.6f, &over));
-        TRY(drdc_image_write_png(overlay, &over));
+    if (p->overlay) {
+        TRY(overlay_picture(inf, r, &over));
+        TRY(drdc_image_write_png(p->overlay, &over));
+    }
+    if (p->panel) {
+        TRY(drdc_heatmap_overlay(&r->image, &r->map, (float)inf->lo, (float)inf->hi, 0.6f, &plain));
+        char caption[256];
+        drdc_infer_caption(r, caption, sizeof caption);
+        const char *method = inf->use_drdc ? "anomaly map (drdc)" : "anomaly map (base)";
+        const drdc_panel_column cols[3] = {
+            {"image", &r->image, 0, 0, NAN, NULL, NULL, 0, 0},
+            {method, &r->map, (float)inf->lo, (float)inf->hi, (float)r->thr.pixel, NULL, r->mask, r->map.w, r->map.h},
+            {"overlay", &plain, 0, 0, NAN, NULL, r->mask, r->map.w, r->map.h},
+        };
+        TRY(drdc_panel_render(&panel, cols, 3, MIN_PICTURE_SIDE, caption));
+        TRY(drdc_image_write_png(p->panel, &panel));
     }
 done:
     drdc_image_free(&colour);
+    drdc_image_free(&big);
     drdc_image_free(&over);
     drdc_image_free(&bw);
+    drdc_image_free(&panel);
+    drdc_image_free(&plain);
     return st;
 }

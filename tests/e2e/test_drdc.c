@@ -73,11 +73,14 @@ static void test_eval_both_methods(void) {
 }
 
 static void test_infer_heatmap_has_image_size(void) {
-    /* a 96x80 image (not the training size): the heatmap must come back at 96x80 */
-    char img[1400], heat[1400], json[1400];
+    /* a 96x80 image (not the training size): the mask comes back at 96x80, the heatmap and overlay
+     * enlarged by whole pixels to at least 256 px (384x320) */
+    char img[1400], heat[1400], json[1400], mask[1400], over[1400];
     snprintf(img, sizeof img, "%s/odd.png", g_tmp);
     snprintf(heat, sizeof heat, "%s/odd_heat.png", g_tmp);
     snprintf(json, sizeof json, "%s/odd.json", g_tmp);
+    snprintf(mask, sizeof mask, "%s/odd_mask.png", g_tmp);
+    snprintf(over, sizeof over, "%s/odd_over.png", g_tmp);
     drdc_image src = {0}, odd = {0};
     char first[1400];
     snprintf(first, sizeof first, "%s/disc/test/good/000.png", g_data);
@@ -86,13 +89,17 @@ static void test_infer_heatmap_has_image_size(void) {
     CHECK_OK(drdc_image_write_png(img, &odd));
     drdc_image_free(&src);
     drdc_image_free(&odd);
-    int rc = test_system("cd '%s' && '%s' infer --image '%s' --out '%s' --json '%s' >infer.log 2>&1", g_tmp,
-                         test_drdc_bin(), img, heat, json);
+    int rc = test_system("cd '%s' && '%s' infer --image '%s' --out '%s' --json '%s' --mask '%s' --overlay '%s' "
+                         ">infer.log 2>&1", g_tmp, test_drdc_bin(), img, heat, json, mask, over);
     CHECK(rc == 0);
     if (rc) test_system("cat '%s/infer.log'", g_tmp);
     int w = 0, h = 0;
     CHECK_OK(drdc_image_probe(heat, &w, &h));
+    CHECK(w == 384 && h == 320);
+    CHECK_OK(drdc_image_probe(mask, &w, &h));
     CHECK(w == 96 && h == 80);
+    CHECK_OK(drdc_image_probe(over, &w, &h));
+    CHECK(w == 384 && h > 320);   /* the caption band on top */
     cJSON *j = read_json("%s", json);
     CHECK(strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(j, "method")), "drdc") == 0);
     const char *verdict = cJSON_GetStringValue(cJSON_GetObjectItem(j, "verdict"));
@@ -100,6 +107,8 @@ static void test_infer_heatmap_has_image_size(void) {
     double thr = cJSON_GetNumberValue(cJSON_GetObjectItem(j, "threshold"));
     CHECK(verdict && strcmp(verdict, score >= thr ? "anomalous" : "normal") == 0);
     CHECK(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "timings_ms"), "refiner") != NULL);
+    CHECK(cJSON_IsNumber(cJSON_GetObjectItem(j, "pixel_threshold")));
+    CHECK(cJSON_IsArray(cJSON_GetObjectItem(j, "regions")));
     cJSON_Delete(j);
 }
 
@@ -109,8 +118,9 @@ static void test_infer_folder_writes_scores(void) {
     int rc = test_system("cd '%s' && '%s' infer --images '%s' --out-dir out --method base >folder.log 2>&1", g_tmp,
                          test_drdc_bin(), dir);
     CHECK(rc == 0);
-    CHECK(test_system("test -f '%s/out/000_heat.png' && test -f '%s/out/000_overlay.png'", g_tmp, g_tmp) == 0);
-    CHECK(test_system("head -1 '%s/out/scores.csv' | grep -q '^name,score,threshold,verdict$'", g_tmp) == 0);
+    CHECK(test_system("test -f '%s/out/000.png.heat.png' && test -f '%s/out/000.png.overlay.png'", g_tmp, g_tmp) == 0);
+    CHECK(test_system("head -1 '%s/out/scores.csv' | grep -q '^path,score,threshold,verdict,defect_pixels,regions,error'",
+                      g_tmp) == 0);
     /* a header, then one row per image of the folder */
     CHECK(test_system("test $(wc -l < '%s/out/scores.csv') -eq $(( $(ls '%s' | wc -l) + 1 ))", g_tmp, dir) == 0);
 }

@@ -310,7 +310,8 @@ static void test_image_16bit_palette_gray_alpha_work(void) {
         EXPECT(log, rc, 0, "score", NULL);
         int w = 0, h = 0;
         CHECK_OK(drdc_image_probe(at("ok/%s_heat.png", names[i]), &w, &h));
-        CHECK(w == W && h == H);
+        int k = (256 + (W < H ? W : H) - 1) / (W < H ? W : H);   /* small images: whole-pixel enlargement */
+        CHECK(w == k * W && h == k * H);
         cJSON *j = read_json(at("ok/%s.json", names[i]));
         cJSON *score = cJSON_GetObjectItem(j, "score");
         CHECK(cJSON_IsNumber(score) && isfinite(score->valuedouble));
@@ -400,8 +401,8 @@ static void test_dataset_empty_train_good(void) {
     CHECK(test_system("rm -f '%s/d_empty/%s/train/good/'*", g_tmp, g_cat[1]) == 0);
     int rc = drdc("ds_empty.log", "train --config tiny.json --data-root d_empty --out runs/empty --threads 2 %s", SETS);
     char needle[600];
-    snprintf(needle, sizeof needle, "no images in d_empty/%s/train/good", g_cat[1]);
-    EXPECT("ds_empty.log", rc, 2, needle, NULL);
+    snprintf(needle, sizeof needle, "d_empty/%s/train/good", g_cat[1]);
+    EXPECT("ds_empty.log", rc, 2, "no images in", needle);
     CHECK(!exists(at("runs/empty/checkpoint.safetensors")) && !exists(at("runs/empty/model.safetensors")));
 }
 
@@ -632,7 +633,7 @@ static void test_nan_loss_refiner_keeps_files(void) {
                       "cp nan_ref/model.safetensors nan_ref_model.before", g_tmp) == 0);
     rc = drdc("nan_ref2.log", "train --config tiny.json --data-root data --out runs/nan_ref --threads 2 %s %s "
               "--stage refiner", SETS, div);
-    EXPECT("nan_ref2.log", rc, 1, "loss became", "last checkpoint is kept");
+    EXPECT("nan_ref2.log", rc, 1, "loss became", "--resume continues from it");
     CHECK(log_has("nan_ref2.log", "refiner"));
     CHECK(same_bytes(at("runs/nan_ref/checkpoint.safetensors"), at("runs/nan_ref_ckpt.before")));
     CHECK(same_bytes(at("runs/nan_ref/model.safetensors"), at("runs/nan_ref_model.before")));

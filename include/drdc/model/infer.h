@@ -78,11 +78,20 @@ void drdc_infer_result_free(drdc_infer_result *r);
  * map inside, largest area first. *regions is malloc'd (NULL when none). */
 drdc_status drdc_mask_regions(const uint8_t *mask, const float *map, int w, int h, drdc_region **regions, int *n);
 
-/* Writes the map as a turbo heatmap PNG (heat, may be NULL) and over the image (overlay, may be NULL),
- * on the method's calibrated colour range, at the image's size; the defect mask as a black/white PNG
- * (mask, may be NULL; needs a pixel threshold). */
-drdc_status drdc_infer_write_pictures(const drdc_inferer *inf, const drdc_infer_result *r, const char *heat,
-                                      const char *overlay, const char *mask);
+/* The pictures of one scored image; any path may be NULL (not written). Maps are coloured on the
+ * method's calibrated range. Small images are enlarged (whole pixel repeats) to at least 256 px on
+ * the shorter side; the mask keeps the image's size. */
+typedef struct drdc_picture_paths {
+    const char *heat;      /* the map in turbo colours */
+    const char *overlay;   /* the map over the image, defect regions outlined, a caption with score and verdict */
+    const char *mask;      /* the defect mask, black/white, at the image's size (needs a pixel threshold) */
+    const char *panel;     /* labelled columns: image | map with colour bar and pixel threshold | overlay */
+} drdc_picture_paths;
+drdc_status drdc_infer_write_pictures(const drdc_inferer *inf, const drdc_infer_result *r,
+                                      const drdc_picture_paths *p);
+
+/* The caption of a scored image: "score 1.23, threshold 0.98 (all categories): ANOMALOUS, 2 regions". */
+void drdc_infer_caption(const drdc_infer_result *r, char *out, size_t cap);
 
 #ifdef __cplusplus
 }
