@@ -51,12 +51,12 @@ static void put_value(FILE *f, double v) {
         fputs("n/a", f);
 }
 
-/* k of n and its rate, "3 / 40 (7.5%)"; n = 0: "0 / 0". */
+/* k of n and its rate, "3/40 (7.5%)"; n = 0: "0/0". */
 static void put_rate(FILE *f, int k, int n) {
     if (n > 0)
-        fprintf(f, "%d / %d (%.1f%%)", k, n, 100.0 * k / n);
+        fprintf(f, "%d/%d (%.1f%%)", k, n, 100.0 * k / n);
     else
-        fprintf(f, "%d / %d", k, n);
+        fprintf(f, "%d/%d", k, n);
 }
 
 /* Background of a metric cell: red below 0.5 through yellow to green at 1. */
@@ -168,12 +168,16 @@ static const char STYLE[] =
     "ul.about{margin:4px 0 10px;padding:0;list-style:none;color:#444;font-size:13px}"
     "ul.about li{font-family:ui-monospace,'DejaVu Sans Mono',monospace}\n"
     "nav a{margin-right:14px;color:#0969da;text-decoration:none}\n"
-    "table{border-collapse:collapse;margin:6px 0;font-variant-numeric:tabular-nums}\n"
+    "table{border-collapse:collapse;margin:6px 0;font-size:13px;"
+    "font-variant-numeric:tabular-nums}\n"
+    ".wide{overflow-x:auto}\n"
     "th,td{border:1px solid #d0d7de;padding:3px 8px;text-align:right;white-space:nowrap}\n"
-    "th{background:#f3f5f7;font-weight:600}td.name,th.name{text-align:left}\n"
+    "th{background:#f3f5f7;font-weight:600;white-space:normal}"
+    "td.name,th.name{text-align:left}\n"
     "tr.mean td{border-top:2px solid #57606a;font-weight:600}\n"
     "td.best{font-weight:700}td.na{color:#8c959f}\n"
-    ".bad{color:#b42318;font-weight:600}.note{color:#57606a;font-size:13px}\n"
+    ".bad{color:#b42318;font-weight:600}.warn{color:#9a5b00}"
+    ".note{color:#57606a;font-size:13px}\nth.group,td.group{border-left:2px solid #8c959f}\n"
     ".swatch{display:inline-block;width:18px;height:4px;vertical-align:middle;margin-right:5px}\n"
     ".charts{display:flex;flex-wrap:wrap;gap:10px}\n"
     ".cat{border:1px solid #d0d7de;border-radius:6px;padding:4px 10px 10px;margin:10px 0}\n"
@@ -202,9 +206,45 @@ static void put_legend_html(FILE *f, const drdc_report *r) {
     fputs("</p>\n", f);
 }
 
+/* Outcome of method m's thresholds over categories [c0, c1): counts summed over the categories
+ * that have a threshold; have = how many do (0: n/a). */
+typedef struct outcome {
+    int have, n_good, n_false_rejects, n_defective, n_escapes;
+    double threshold; /* the last category's */
+} outcome;
+
+static outcome outcome_of(const drdc_report *r, int m, int c0, int c1) {
+    outcome o = {0, 0, 0, 0, 0, NAN};
+    for (int c = c0; c < c1; c++) {
+        const drdc_report_threshold *t = thr(r, m, c);
+        if (isnan(t->threshold)) continue;
+        o.have++;
+        o.n_good += t->n_good;
+        o.n_false_rejects += t->n_false_rejects;
+        o.n_defective += t->n_defective;
+        o.n_escapes += t->n_escapes;
+        o.threshold = t->threshold;
+    }
+    return o;
+}
+
+/* Two cells: false rejects (amber when any) and escapes (red when any). */
+static void put_outcome(FILE *f, const outcome *o) {
+    if (!o->have) {
+        fputs("<td class=\"na\">n/a</td><td class=\"na\">n/a</td>", f);
+        return;
+    }
+    fprintf(f, "<td%s>", o->n_false_rejects ? " class=\"warn\"" : "");
+    put_rate(f, o->n_false_rejects, o->n_good);
+    fprintf(f, "</td><td%s>", o->n_escapes ? " class=\"bad\"" : "");
+    put_rate(f, o->n_escapes, o->n_defective);
+    fputs("</td>", f);
+}
+
 /* Overview: per method the mean of each metric, and the pooled threshold outcome. */
 static void put_overview(FILE *f, const drdc_report *r) {
-    fputs("<h2 id=\"overview\">Overview</h2>\n<table>\n<tr><th class=\"name\">method</th>", f);
+    fputs("<h2 id=\"overview\">Overview</h2>\n<div class=\"wide\"><table>\n"
+          "<tr><th class=\"name\">method</th>", f);
     for (int k = 0; k < r->n_metrics; k++) {
         fputs("<th>", f);
         put_esc(f, r->metrics[k]);
@@ -226,24 +266,12 @@ static void put_overview(FILE *f, const drdc_report *r) {
             fputs("</td>", f);
         }
         if (r->thresholds) {
-            int g = 0, fr = 0, d = 0, esc = 0;
-            for (int c = 0; c < r->n_categories; c++) {
-                const drdc_report_threshold *t = thr(r, m, c);
-                if (isnan(t->threshold)) continue;
-                g += t->n_good;
-                fr += t->n_false_rejects;
-                d += t->n_defective;
-                esc += t->n_escapes;
-            }
-            fprintf(f, "<td%s>", fr ? " class=\"bad\"" : "");
-            put_rate(f, fr, g);
-            fprintf(f, "</td><td%s>", esc ? " class=\"bad\"" : "");
-            put_rate(f, esc, d);
-            fputs("</td>", f);
+            outcome o = outcome_of(r, m, 0, r->n_categories);
+            put_outcome(f, &o);
         }
         fputs("</tr>\n", f);
     }
-    fputs("</table>\n<p class=\"note\">Metrics: mean over categories where defined. False "
+    fputs("</table></div>\n<p class=\"note\">Metrics: mean over categories where defined. False "
           "rejects: good test images judged anomalous; escapes: defective test images judged "
           "normal (anomalous when score &ge; the calibrated threshold), all categories "
           "pooled.</p>\n", f);
@@ -251,7 +279,7 @@ static void put_overview(FILE *f, const drdc_report *r) {
 
 /* The metrics table: one block of rows per category (one row per method), then the mean. */
 static void put_metrics_table(FILE *f, const drdc_report *r) {
-    fputs("<h2 id=\"metrics\">Metrics per category</h2>\n<table>\n"
+    fputs("<h2 id=\"metrics\">Metrics per category</h2>\n<div class=\"wide\"><table>\n"
           "<tr><th class=\"name\">category</th><th class=\"name\">method</th>", f);
     for (int k = 0; k < r->n_metrics; k++) {
         fputs("<th>", f);
@@ -304,7 +332,7 @@ static void put_metrics_table(FILE *f, const drdc_report *r) {
             fputs("</tr>\n", f);
         }
     }
-    fputs("</table>\n<p class=\"note\">Values in [0, 1], 4 decimals; bold: the best method of "
+    fputs("</table></div>\n<p class=\"note\">Values in [0, 1], 4 decimals; bold: the best method of "
           "a category; mean: over the categories where a metric is defined.</p>\n", f);
     if (any_note) {
         fputs("<p class=\"note\">", f);
@@ -320,55 +348,42 @@ static void put_metrics_table(FILE *f, const drdc_report *r) {
     }
 }
 
-/* The threshold table: per category and method threshold, false rejects, escapes; pooled. */
+/* The threshold table: a row per category (then all pooled), per method its threshold, false
+ * rejects and escapes. */
 static void put_threshold_table(FILE *f, const drdc_report *r) {
-    fputs("<h2 id=\"thresholds\">Image threshold</h2>\n<table>\n<tr><th class=\"name\">category"
-          "</th><th class=\"name\">method</th><th>threshold</th><th>false rejects</th>"
-          "<th>escapes</th></tr>\n", f);
+    fputs("<h2 id=\"thresholds\">Image threshold</h2>\n<div class=\"wide\"><table>\n<tr><th class=\"name\" "
+          "rowspan=\"2\">category</th>", f);
+    for (int m = 0; m < r->n_methods; m++) {
+        fprintf(f, "<th colspan=\"3\" class=\"group\" style=\"text-align:center\">"
+                   "<span class=\"swatch\" style=\"background:%s\"></span>", colour(m));
+        put_esc(f, r->methods[m]);
+        fputs("</th>", f);
+    }
+    fputs("</tr>\n<tr>", f);
+    for (int m = 0; m < r->n_methods; m++)
+        fputs("<th class=\"group\">threshold</th><th>false rejects</th><th>escapes</th>", f);
+    fputs("</tr>\n", f);
     for (int c = 0; c <= r->n_categories; c++) {
         int pooled = c == r->n_categories;
-        for (int m = 0; m < r->n_methods; m++) {
-            fputs(pooled && m == 0 ? "<tr class=\"mean\">" : "<tr>", f);
-            if (m == 0) {
-                fprintf(f, "<td class=\"name\" rowspan=\"%d\"><b>", r->n_methods);
-                if (pooled)
-                    fputs("all (pooled)", f);
-                else
-                    put_esc(f, r->categories[c]);
-                fputs("</b></td>", f);
-            }
-            fputs("<td class=\"name\">", f);
-            put_esc(f, r->methods[m]);
-            fputs("</td>", f);
-            int g = 0, fr = 0, d = 0, esc = 0, have = 0;
-            double t_shown = NAN;
-            for (int k = pooled ? 0 : c; k < (pooled ? r->n_categories : c + 1); k++) {
-                const drdc_report_threshold *t = thr(r, m, k);
-                if (isnan(t->threshold)) continue;
-                have = 1;
-                g += t->n_good;
-                fr += t->n_false_rejects;
-                d += t->n_defective;
-                esc += t->n_escapes;
-                t_shown = t->threshold;
-            }
-            if (!have) {
-                fputs("<td class=\"na\">n/a</td><td class=\"na\">n/a</td><td class=\"na\">n/a"
-                      "</td></tr>\n", f);
-                continue;
-            }
-            if (pooled)
-                fputs("<td></td>", f);
-            else
-                fprintf(f, "<td>%.4f</td>", t_shown);
-            fprintf(f, "<td%s>", fr ? " class=\"bad\"" : "");
-            put_rate(f, fr, g);
-            fprintf(f, "</td><td%s>", esc ? " class=\"bad\"" : "");
-            put_rate(f, esc, d);
-            fputs("</td></tr>\n", f);
+        fputs(pooled ? "<tr class=\"mean\"><td class=\"name\"><b>all (pooled)</b></td>"
+                     : "<tr><td class=\"name\"><b>", f);
+        if (!pooled) {
+            put_esc(f, r->categories[c]);
+            fputs("</b></td>", f);
         }
+        for (int m = 0; m < r->n_methods; m++) {
+            outcome o = outcome_of(r, m, pooled ? 0 : c, pooled ? r->n_categories : c + 1);
+            if (!o.have)
+                fputs("<td class=\"group na\">n/a</td>", f);
+            else if (pooled)
+                fputs("<td class=\"group\"></td>", f);
+            else
+                fprintf(f, "<td class=\"group\">%.4f</td>", o.threshold);
+            put_outcome(f, &o);
+        }
+        fputs("</tr>\n", f);
     }
-    fputs("</table>\n<p class=\"note\">An image is judged anomalous when its score is &ge; the "
+    fputs("</table></div>\n<p class=\"note\">An image is judged anomalous when its score is &ge; the "
           "method's calibrated threshold. False rejects: good images judged anomalous, of all "
           "good test images; escapes: defective images judged normal, of all defective test "
           "images.</p>\n", f);
@@ -469,9 +484,13 @@ static void put_chart(FILE *f, const drdc_report *r, int chart, int c) {
         if (!cu) continue;
         fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.8\" "
                    "stroke-linejoin=\"round\" points=\"", colour(m));
-        for (size_t i = 0; i < cu->n; i++) {
+        char prev[64] = "", pt[64];
+        for (size_t i = 0; i < cu->n; i++) { /* a point on the same 0.1 px as the last: once */
             double x = fmin(fmax(cu->x[i], 0.0), xmax), y = fmin(fmax(cu->y[i], 0.0), 1.0);
-            fprintf(f, "%s%.1f,%.1f", i ? " " : "", sx(x, xmax), sy(y));
+            snprintf(pt, sizeof pt, "%.1f,%.1f", sx(x, xmax), sy(y));
+            if (strcmp(pt, prev) == 0) continue;
+            fprintf(f, "%s%s", i ? " " : "", pt);
+            memcpy(prev, pt, sizeof pt);
         }
         fputs("\"/>\n", f);
         shown++;

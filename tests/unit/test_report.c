@@ -248,11 +248,15 @@ static void test_page(void) {
     CHECK(count_of(page, "<polyline") == 6 * N_METHODS);
     CHECK(strstr(page, "FPR limit 0.3"));
     CHECK(strstr(page, "PRO (FPR &le; 0.3)"));
-    /* threshold table: drdc on bottle: 2.5000, 1 / 20 (5.0%) false rejects, 3 / 30 escapes */
-    CHECK(strstr(page, "<td>2.5000</td><td class=\"bad\">1 / 20 (5.0%)</td><td class=\"bad\">3 / 30 (10.0%)</td>"));
-    CHECK(strstr(page, "<td>2.7500</td><td>0 / 20 (0.0%)</td><td class=\"bad\">2 / 30 (6.7%)</td>"));
-    /* pooled: base counts only bottle (no threshold on screw): 2 / 20, 5 / 30 */
-    CHECK(strstr(page, "<td></td><td class=\"bad\">2 / 20 (10.0%)</td><td class=\"bad\">5 / 30 (16.7%)</td>"));
+    /* threshold table: drdc on bottle: 2.5000, 1/20 (5.0%) false rejects, 3/30 escapes */
+    CHECK(strstr(page, "<td class=\"group\">2.5000</td><td class=\"warn\">1/20 (5.0%)</td>"
+                       "<td class=\"bad\">3/30 (10.0%)</td>"));
+    CHECK(strstr(page, "<td class=\"group\">2.7500</td><td>0/20 (0.0%)</td><td class=\"bad\">2/30 (6.7%)</td>"));
+    /* base has no threshold on screw */
+    CHECK(strstr(page, "<td class=\"group na\">n/a</td><td class=\"na\">n/a</td><td class=\"na\">n/a</td>"));
+    /* pooled: base counts only bottle: 2 / 20, 5 / 30 */
+    CHECK(strstr(page, "<td class=\"group\"></td><td class=\"warn\">2/20 (10.0%)</td>"
+                       "<td class=\"bad\">5/30 (16.7%)</td>"));
     /* images worst first: the misses (largest miss first), the false alarms, then the rest */
     long last = -1;
     for (int i = 0; i < N_IMAGES; i++) {
