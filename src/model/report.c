@@ -195,12 +195,17 @@ static const char STYLE[] =
     ".badge.ok{background:#1a7f37}\n"
     "details summary{cursor:pointer;font-weight:600;margin:10px 0}\n";
 
+/* Method m's colour swatch and name. */
+static void put_method(FILE *f, const drdc_report *r, int m) {
+    fprintf(f, "<span class=\"swatch\" style=\"background:%s\"></span>", colour(m));
+    put_esc(f, r->methods[m]);
+}
+
 static void put_legend_html(FILE *f, const drdc_report *r) {
     fputs("<p>", f);
     for (int m = 0; m < r->n_methods; m++) {
-        fprintf(f, "<span style=\"margin-right:16px\"><span class=\"swatch\" "
-                   "style=\"background:%s\"></span>", colour(m));
-        put_esc(f, r->methods[m]);
+        fputs("<span style=\"margin-right:16px\">", f);
+        put_method(f, r, m);
         fputs("</span>", f);
     }
     fputs("</p>\n", f);
@@ -253,9 +258,8 @@ static void put_overview(FILE *f, const drdc_report *r) {
     if (r->thresholds) fputs("<th>false rejects</th><th>escapes</th>", f);
     fputs("</tr>\n", f);
     for (int m = 0; m < r->n_methods; m++) {
-        fprintf(f, "<tr><td class=\"name\"><span class=\"swatch\" style=\"background:%s\">"
-                   "</span>", colour(m));
-        put_esc(f, r->methods[m]);
+        fputs("<tr><td class=\"name\">", f);
+        put_method(f, r, m);
         fputs("</td>", f);
         for (int k = 0; k < r->n_metrics; k++) {
             double v = value(r, m, r->n_categories, k);
@@ -351,12 +355,11 @@ static void put_metrics_table(FILE *f, const drdc_report *r) {
 /* The threshold table: a row per category (then all pooled), per method its threshold, false
  * rejects and escapes. */
 static void put_threshold_table(FILE *f, const drdc_report *r) {
-    fputs("<h2 id=\"thresholds\">Image threshold</h2>\n<div class=\"wide\"><table>\n<tr><th class=\"name\" "
-          "rowspan=\"2\">category</th>", f);
+    fputs("<h2 id=\"thresholds\">Image threshold</h2>\n<div class=\"wide\"><table>\n"
+          "<tr><th class=\"name\" rowspan=\"2\">category</th>", f);
     for (int m = 0; m < r->n_methods; m++) {
-        fprintf(f, "<th colspan=\"3\" class=\"group\" style=\"text-align:center\">"
-                   "<span class=\"swatch\" style=\"background:%s\"></span>", colour(m));
-        put_esc(f, r->methods[m]);
+        fputs("<th colspan=\"3\" class=\"group\" style=\"text-align:center\">", f);
+        put_method(f, r, m);
         fputs("</th>", f);
     }
     fputs("</tr>\n<tr>", f);
