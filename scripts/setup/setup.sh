@@ -8,8 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
+# chromium: headless, for tests/e2e/test_report_browser.sh (renders eval's HTML report; skipped without it)
 PACKAGES=(build-essential cmake pkg-config libtorch-dev libstb-dev libcjson-dev libopenblas0-pthread
-          python3 python3-pip python3-torch python3-numpy python3-scipy python3-sklearn python3-pil)
+          python3 python3-pip python3-torch python3-numpy python3-scipy python3-sklearn python3-pil
+          chromium)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

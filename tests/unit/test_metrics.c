@@ -1,6 +1,7 @@
 /* test_metrics.c: image and pixel AUROC / AP / F1-max / AUPRO against scikit-learn and a
  * transcription of the official MVTec AD AUPRO (scripts/twins/metrics_ref.py), plus sanity checks
- * that need no Python (perfect and reversed scores, a textbook example, errors, memory).
+ * that need no Python (perfect and reversed scores, a textbook example, AUPRO and its PRO curve
+ * by hand, errors, memory).
  *
  * Cases are generated with a seeded RNG, written as .npy into the test folder, and the
  * reference is computed once by `$DRDC_PYTHON scripts/twins/metrics_ref.py IN OUT.json`.
@@ -458,6 +459,23 @@ static void test_aupro_by_hand(void) {
     /* the same with limit 1: the last region pixel comes after all 10 OK pixels */
     CHECK_OK(drdc_pixel_accum_finalize(acc, 1.0, &pm));
     CHECK_NEAR(pm.aupro, 0.5 * 0.9 / 1.0, 1e-12);
+    /* the PRO curve walked to .3: (0,0) (.1,0) (.1,.5) (.2,.5) (.3,.5), area / .3 = AUPRO; to
+     * .25 it ends at the interpolated (.25,.5) */
+    const double limits[2] = {0.3, 0.25}, want_x[2][5] = {{0, .1, .1, .2, .3}, {0, .1, .1, .2, .25}};
+    for (int l = 0; l < 2; l++) {
+        drdc_curves c;
+        CHECK_OK(drdc_pixel_accum_finalize_curves(acc, limits[l], &pm, &c, 0));
+        CHECK(c.pro.n == 5 && c.pro_fpr_limit == limits[l]);
+        double area = 0.0;
+        for (size_t i = 0; i < 5 && i < c.pro.n; i++) {
+            CHECK_NEAR(c.pro.x[i], want_x[l][i], 1e-15);
+            CHECK_NEAR(c.pro.y[i], i < 2 ? 0.0 : 0.5, 1e-15);
+            if (i) area += 0.5 * (c.pro.y[i] + c.pro.y[i - 1]) * (c.pro.x[i] - c.pro.x[i - 1]);
+        }
+        CHECK_NEAR(area / limits[l], pm.aupro, 1e-6);
+        drdc_curves_free(&c);
+    }
+    CHECK_NEAR(pm.aupro, 0.5 * 0.15 / 0.25, 1e-12);
     drdc_pixel_accum_free(acc);
 }
 

@@ -43,6 +43,10 @@
  * Precision: counts are 64-bit integers; rates and areas are double. The official AUPRO code
  * keeps FPRs in float32; this one does not, so the two agree to about 1e-7, not bit for bit.
  *
+ * Curves (for drawing, e.g. eval --report): the *_curves variants also return the curves the
+ * sweep walks, ROC, PR and (pixels) PRO, thinned to at most max_points points each; the plain
+ * functions compute none and cost nothing more. The metrics are the same numbers either way.
+ *
  * Equations: none of DESIGN.md's (1)-(17); these score the maps and image scores of fusion.h. */
 #ifndef DRDC_METRICS_H
 #define DRDC_METRICS_H
@@ -79,12 +83,59 @@ typedef struct drdc_pixel_metrics {
     uint64_t n_images;        /* images added */
 } drdc_pixel_metrics;
 
+/* ---- curves -------------------------------------------------------------------------------
+ *
+ * One point per threshold walked (distinct scores, highest first), plus the curve's defined
+ * start where it has one. Thinning to max_points keeps the first and the last point and, between
+ * them, the first point walked past each multiple of a step in arc length (Euclidean, in plot
+ * units: each axis over its range [0, 1], the PRO curve's FPR over [0, fpr_limit]): the curve's
+ * own points, never fabricated or moved, spread evenly along the drawn line (a single long jump,
+ * e.g. a tie of many samples, stays one segment). It is streamed: a buffer of 2 x max_points
+ * points per curve (48 bytes each) keeps the first point of each step cell, the step doubling
+ * whenever it fills; at the end the step is set so that at most max_points remain (a long curve
+ * keeps close to max_points; one with fewer thresholds keeps them all). max_points 0 keeps every
+ * threshold (up to 3 x 16 bytes per sample: for tests and small inputs). */
+
+/* Default point budget of a drawn curve. */
+#define DRDC_CURVE_POINTS 200
+
+/* One curve: n points (x[i], y[i]); n = 0: not computed. */
+typedef struct drdc_curve {
+    size_t n;
+    double *x, *y; /* (n), malloc'd: drdc_curves_free */
+} drdc_curve;
+
+typedef struct drdc_curves {
+    drdc_curve roc;       /* (FPR, TPR): starts at (0, 0) (no sample anomalous), one point per
+                           * threshold, ends at (1, 1); x and y non-decreasing. Its trapezoid
+                           * area at max_points 0 is the AUROC. */
+    drdc_curve pr;        /* (recall, precision): one point per threshold, highest first; recall
+                           * non-decreasing, ends at (1, P / (P + N)). No (0, 1) is prepended;
+                           * at max_points 0, sum (r_i - r_{i-1}) p_i from r_0 = 0 is the AP. */
+    drdc_curve pro;       /* pixel level only (n = 0 for images): (FPR, PRO) from (0, 0) through
+                           * the thresholds with FPR <= fpr_limit, ending at FPR = fpr_limit (the
+                           * crossing segment linearly interpolated, as the AUPRO integral does);
+                           * both non-decreasing. At max_points 0 its trapezoid area / fpr_limit
+                           * is the AUPRO. */
+    double pro_fpr_limit; /* the limit of pro (0 at image level) */
+} drdc_curves;
+
+/* Frees the points and zeroes *c; NULL or a zeroed struct is a no-op. */
+void drdc_curves_free(drdc_curves *c);
+
 /* Image level: scores[i] is image i's anomaly score, labels[i] != 0 marks it anomalous.
  * Fills *out (AUROC, AP, F1-max). Errors: n == 0 or a NULL array (DRDC_ERR_INPUT), a
  * non-finite score (DRDC_ERR_NUMERIC), one class only (DRDC_ERR_INPUT, see above),
  * allocation failure (DRDC_ERR_NOMEM). Allocates 8 bytes per image, freed before return. */
 drdc_status drdc_image_metrics(const float *scores, const uint8_t *labels, size_t n,
                                drdc_curve_metrics *out);
+
+/* drdc_image_metrics plus the image-level ROC and PR curves in *curves (pro stays empty), each
+ * of at most max_points points (>= 2, or 0 for every threshold). *curves is overwritten (free
+ * an earlier result first) and is zeroed on failure. *out is exactly drdc_image_metrics'. */
+drdc_status drdc_image_metrics_curves(const float *scores, const uint8_t *labels, size_t n,
+                                      drdc_curve_metrics *out, drdc_curves *curves,
+                                      int max_points);
 
 /* Accumulator of one category's pixels: add each test image's map and mask, then finalize. */
 typedef struct drdc_pixel_accum drdc_pixel_accum;
@@ -112,6 +163,14 @@ drdc_status drdc_pixel_accum_add(drdc_pixel_accum *acc, const float *map, const 
  * metrics are then undefined, the message says which class is missing), a bad limit. */
 drdc_status drdc_pixel_accum_finalize(drdc_pixel_accum *acc, double fpr_limit,
                                       drdc_pixel_metrics *out);
+
+/* drdc_pixel_accum_finalize plus the pixel-level ROC, PR and PRO curves in *curves, each of at
+ * most max_points points (>= 2, or 0 for every threshold; see drdc_curves). *curves is
+ * overwritten (free an earlier result first) and is zeroed on failure. *out is exactly
+ * drdc_pixel_accum_finalize's. */
+drdc_status drdc_pixel_accum_finalize_curves(drdc_pixel_accum *acc, double fpr_limit,
+                                             drdc_pixel_metrics *out, drdc_curves *curves,
+                                             int max_points);
 
 /* Pixels added so far. */
 uint64_t drdc_pixel_accum_pixels(const drdc_pixel_accum *acc);
