@@ -16,6 +16,7 @@
 
 static struct {
     const char *model, *dataset, *data_root, *categories, *method, *json, *csv, *dump_maps, *vis, *maps, *device;
+    const char *report;
     int eval_size, threads, every, calib_images;
     drdc_opt_multi set;
 } A;
@@ -34,7 +35,12 @@ static const drdc_option OPTIONS[] = {
     {"--json", "FILE", DRDC_OPT_STRING, &A.json, "write all metrics as JSON", NULL, 0, 0},
     {"--csv", "FILE", DRDC_OPT_STRING, &A.csv, "write one row per method and category", NULL, 0, 0},
     {"--dump-maps", "DIR", DRDC_OPT_STRING, &A.dump_maps, "save every map as .npy (the --maps layout)", NULL, 0, 0},
-    {"--vis", "DIR", DRDC_OPT_STRING, &A.vis, "one PNG per test image: image, truth, each method's map", NULL, 0, 0},
+    {"--vis", "DIR", DRDC_OPT_STRING, &A.vis,
+     "one labelled panel per test image: image with the truth outlined, each method's map with its colour bar, "
+     "threshold and predicted regions, scores and verdicts", NULL, 0, 0},
+    {"--report", "DIR", DRDC_OPT_STRING, &A.report,
+     "DIR/index.html: one self-contained page (tables, ROC/PR/PRO curves, thresholds with false-reject and escape "
+     "rates, test images worst first with their panels in DIR/panels)", NULL, 0, 0},
     {"--set", "KEY=VALUE", DRDC_OPT_MULTI, &A.set,
      "override an inference key of the model, e.g. --set infer.steps=5 (repeatable; infer.* only); the model's "
      "normal statistics are then recomputed on its validation images with the new settings",
@@ -92,7 +98,8 @@ static int split_list(char *buf, const char **names, int cap) {
  * the evaluation and writes the tables, JSON and CSV. */
 static drdc_status run_eval(const char *kind, const char *root, const drdc_data_config *model_data, int n_methods,
                             const char *const *methods, drdc_map_source source, void *ctx, const double *vis_lo,
-                            const double *vis_hi, char *model_json) {
+                            const double *vis_hi, char *model_json, drdc_threshold_source thresholds,
+                            const char *const *about, int n_about) {
     char cats_buf[4096];
     const char *cats[256];
     int n_cats = 0;
@@ -119,7 +126,10 @@ static drdc_status run_eval(const char *kind, const char *root, const drdc_data_
     printf("evaluating %s on %s (%s layout), %d categories, maps compared at %s\n", names, ds.root, ds.layout,
            ds.n_categories, A.eval_size ? "--eval-size" : "each image's original size");
     fflush(stdout);
-    drdc_eval_options o = {A.eval_size, A.dump_maps, A.vis, vis_lo, vis_hi, 0};
+    char panels[8192];
+    if (A.report) snprintf(panels, sizeof panels, "%s/panels", A.report);
+    drdc_eval_options o = {A.eval_size, A.dump_maps, A.report ? panels : A.vis, vis_lo, vis_hi, 0,
+                           thresholds, thresholds ? ctx : NULL, A.report != NULL};
     drdc_eval_result r;
     st = drdc_evaluate(&ds, n_methods, methods, source, ctx, &o, &r);
     if (!st) {
@@ -128,6 +138,8 @@ static drdc_status run_eval(const char *kind, const char *root, const drdc_data_
         drdc_eval_print_tables(stdout, &r);
         if (A.json) st = drdc_eval_write_json(&r, A.json);
         if (!st && A.csv) st = drdc_eval_write_csv(&r, A.csv);
+        if (!st && A.report) st = drdc_eval_write_report(&r, A.report, "panels", about, n_about);
+        if (!st && A.report) printf("report: %s/index.html\n", A.report);
         drdc_eval_result_free(&r);
     }
     drdc_dataset_free(&ds);
@@ -139,7 +151,9 @@ static drdc_status eval_maps(void) {
     if (!A.dataset) return drdc_fail(DRDC_ERR_USAGE, "--maps needs --dataset KIND");
     if (!A.data_root) return drdc_fail(DRDC_ERR_USAGE, "--maps needs --data-root DIR");
     const char *methods[] = {"maps"};
-    return run_eval(A.dataset, A.data_root, NULL, 1, methods, maps_source, (void *)A.maps, NULL, NULL, NULL);
+    const char *about[1] = {A.maps};
+    return run_eval(A.dataset, A.data_root, NULL, 1, methods, maps_source, (void *)A.maps, NULL, NULL, NULL, NULL,
+                    about, 1);
 }
 
 /* --set: the infer.* overrides on the loaded model, then its normal statistics recomputed on its
@@ -187,9 +201,15 @@ static drdc_status eval_model(const drdc_runtime *rt) {
     const char *methods[3];
     double lo[3], hi[3];
     int n_methods = drdc_model_source_methods(ms, methods, lo, hi);
+    char line[2][512];
+    snprintf(line[0], sizeof line[0], "model: %s (%s backbone, base %d epochs, refiner %d steps)", path,
+             m.cfg.backbone.arch, m.base_epochs, m.refiner_steps);
+    drdc_model_describe_drdc(&m, line[1], sizeof line[1]);
+    const char *about[2] = {line[0], line[1]};
     TRY(run_eval(A.dataset ? A.dataset : m.cfg.data.dataset, A.data_root ? A.data_root : m.cfg.data.root, &m.cfg.data,
                  n_methods, methods, drdc_model_source_maps, ms, m.stats.ready ? lo : NULL, m.stats.ready ? hi : NULL,
-                 drdc_model_describe_json(&m, path)));
+                 drdc_model_describe_json(&m, path), m.stats.ready ? drdc_model_source_thresholds : NULL, about,
+                 (want & DRDC_METHOD_DRDC) ? 2 : 1));
 done:
     drdc_model_source_free(ms);
     drdc_model_free(&m);
@@ -209,6 +229,21 @@ int drdc_cmd_eval(int argc, char **argv) {
         return drdc_cli_report("eval", drdc_fail(DRDC_ERR_USAGE, "give --model or --maps, not both"));
     if (A.maps && (A.set.n || A.calib_images))
         return drdc_cli_report("eval", drdc_fail(DRDC_ERR_USAGE, "--set and --calib-images need --model, not --maps"));
+    const char *flags[3] = {"--json", "--csv", "--report"};
+    const char *outs[3] = {A.json, A.csv, NULL};
+    for (int i = 0; i < 2; i++) {   /* an output that cannot be written is known before hours of work */
+        if (!outs[i] || strcmp(outs[i], "-") == 0 || !strchr(outs[i], '/')) continue;
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s", outs[i]);
+        *strrchr(dir, '/') = '\0';
+        if (dir[0] && !drdc_is_dir(dir))
+            return drdc_cli_report("eval", drdc_fail(DRDC_ERR_INPUT, "%s %s: folder %s does not exist", flags[i],
+                                                     outs[i], dir));
+    }
+    if (A.report && A.vis)
+        return drdc_cli_report("eval", drdc_fail(DRDC_ERR_USAGE, "--report writes its panels into DIR/panels: give "
+                                                 "--report or --vis, not both"));
+    if (A.report && (st = drdc_mkdirs(A.report))) return drdc_cli_report("eval", drdc_error_context(st, "--report"));
     if (A.maps) return drdc_cli_report("eval", eval_maps());
     drdc_runtime rt;
     st = drdc_runtime_init(&rt, A.device, A.threads);

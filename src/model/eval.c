@@ -1,10 +1,12 @@
 /* eval.c: walks a dataset's test images, gathers each method's maps and scores, and computes
  * the exact per-category metrics, tables, JSON and CSV (see eval.h). */
 #include "drdc/model/eval.h"
+#include "drdc/model/report.h"
 #include "drdc/data/loader.h"
 #include "drdc/model/calibrate.h"
 #include "drdc/stages/fusion.h"
 #include "drdc/core/fsutil.h"
+#include "drdc/stages/draw.h"
 #include "drdc/stages/heatmap.h"
 #include "drdc/stages/metrics.h"
 #include "drdc/formats/npy.h"
@@ -43,11 +45,25 @@ void drdc_eval_result_free(drdc_eval_result *r) {
     free(r->notes);
     free(r->values);
     free(r->model_json);
+    free(r->rates);
+    for (int i = 0; r->images && i < r->n_images; i++) {
+        free(r->images[i].path);
+        free(r->images[i].defect);
+        free(r->images[i].scores);
+        free(r->images[i].verdicts);
+    }
+    free(r->images);
+    for (int i = 0; i < r->n_methods * r->n_categories; i++) {
+        if (r->image_curves) drdc_curves_free(&r->image_curves[i]);
+        if (r->pixel_curves) drdc_curves_free(&r->pixel_curves[i]);
+    }
+    free(r->image_curves);
+    free(r->pixel_curves);
     memset(r, 0, sizeof *r);
 }
 
 static drdc_status result_alloc(drdc_eval_result *r, const drdc_dataset *ds, int n_methods,
-                                const char *const *methods) {
+                                const char *const *methods, const drdc_eval_options *o) {
     memset(r, 0, sizeof *r);
     r->n_methods = n_methods;
     r->n_categories = ds->n_categories;
@@ -56,7 +72,17 @@ static drdc_status result_alloc(drdc_eval_result *r, const drdc_dataset *ds, int
     r->notes = calloc((size_t)ds->n_categories, sizeof *r->notes);
     size_t nv = (size_t)n_methods * (ds->n_categories + 1) * DRDC_N_METRICS;
     r->values = malloc(nv * sizeof *r->values);
-    int ok = r->methods && r->categories && r->notes && r->values;
+    int total = 0;
+    for (int c = 0; c < ds->n_categories; c++) total += ds->categories[c].n_test;
+    r->images = calloc((size_t)(total ? total : 1), sizeof *r->images);
+    size_t nr = (size_t)n_methods * (ds->n_categories + 1), nc = (size_t)n_methods * ds->n_categories;
+    if (o->thresholds) r->rates = calloc(nr, sizeof *r->rates);
+    if (o->curves) {
+        r->image_curves = calloc(nc ? nc : 1, sizeof *r->image_curves);
+        r->pixel_curves = calloc(nc ? nc : 1, sizeof *r->pixel_curves);
+    }
+    int ok = r->methods && r->categories && r->notes && r->values && r->images && (!o->thresholds || r->rates) &&
+             (!o->curves || (r->image_curves && r->pixel_curves));
     for (int i = 0; ok && i < n_methods; i++) ok = (r->methods[i] = dup_str(methods[i])) != NULL;
     for (int i = 0; ok && i < ds->n_categories; i++)
         ok = (r->categories[i] = dup_str(ds->categories[i].name)) != NULL;
@@ -162,72 +188,99 @@ static drdc_status dump_map(const drdc_eval_options *o, int several, const char 
     return st;
 }
 
-/* One PNG: image | truth | each method's map, 256 px high; each method's map on its fixed colour
- * range when the options give one, else on its own min..max. */
+/* One labelled panel: image with the truth outlined | each method's map (its colour bar with the pixel
+ * threshold, the predicted regions outlined) ; the caption gives the label and each method's score
+ * and verdict. The maps are at the model's size; the truth at (mw, mh). */
 static drdc_status write_vis(const drdc_eval_options *o, const char *category, const drdc_sample *s,
-                             const uint8_t *mask, int mw, int mh, const drdc_image *maps, int n_methods) {
-    const int H = 256;
-    int pw = (int)((double)mw * H / mh + 0.5);
-    if (pw < 1) pw = 1;
-    drdc_image img = {0}, img_r = {0}, truth = {0}, panel = {0}, colour = {0}, canvas = {0};
-    drdc_status st = drdc_image_load_rgb(s->image_path, &img);
-    if (!st) st = drdc_image_resize(&img, pw, H, &img_r);
-    if (!st) st = drdc_image_alloc(&truth, mw, mh, 1);
-    if (!st) {
-        for (size_t i = 0; i < (size_t)mw * mh; i++) truth.data[i] = mask[i];
-        drdc_image_free(&img);
-        st = drdc_image_resize(&truth, pw, H, &img);   /* img reused as the resized truth */
+                             const uint8_t *mask, int mw, int mh, const drdc_image *maps, int n_methods,
+                             const char *const *methods, const float *scores, const double *img_thr,
+                             const double *pix_thr) {
+    drdc_image img = {0};
+    drdc_panel_column *cols = calloc((size_t)n_methods + 1, sizeof *cols);
+    uint8_t **pred = calloc((size_t)n_methods, sizeof *pred);
+    char **titles = calloc((size_t)n_methods, sizeof *titles);
+    drdc_image canvas = {0};
+    drdc_status st = DRDC_OK;
+    if (!cols || !pred || !titles) {
+        st = drdc_fail(DRDC_ERR_NOMEM, "out of memory for a panel");
+        goto done;
     }
-    int gap = 4, width = (2 + n_methods) * pw + (1 + n_methods) * gap;
-    if (!st) st = drdc_image_alloc(&canvas, width, H, 3);
-    for (int p = 0; !st && p < 2 + n_methods; p++) {
-        const drdc_image *src = NULL;
-        if (p == 0) {
-            src = &img_r;
-        } else if (p == 1) {
-            src = &img;
+    TRY(drdc_image_load_rgb(s->image_path, &img));
+    cols[0] = (drdc_panel_column){"image + truth", &img, 0, 0, NAN, s->label ? mask : NULL, NULL, mw, mh};
+    char caption[1024];
+    size_t cl = (size_t)snprintf(caption, sizeof caption, "%s/%s:", category, s->defect);
+    for (int m = 0; m < n_methods; m++) {
+        const drdc_image *mp = &maps[m];
+        float lo = INFINITY, hi = -INFINITY;
+        if (o->vis_lo && o->vis_hi) {
+            lo = (float)o->vis_lo[m];
+            hi = (float)o->vis_hi[m];
         } else {
-            drdc_image_free(&panel);
-            drdc_image_free(&colour);
-            const drdc_image *mp = &maps[p - 2];
-            float lo = INFINITY, hi = -INFINITY;
-            if (o->vis_lo && o->vis_hi) {
-                lo = (float)o->vis_lo[p - 2];
-                hi = (float)o->vis_hi[p - 2];
-            } else {
-                for (size_t i = 0; i < (size_t)mp->w * mp->h; i++) {
-                    lo = fminf(lo, mp->data[i]);
-                    hi = fmaxf(hi, mp->data[i]);
-                }
-            }
-            if (!(hi > lo)) hi = lo + 1.0f;
-            st = drdc_image_resize(mp, pw, H, &panel);
-            if (!st) st = drdc_heatmap_colorize(&panel, lo, hi, &colour);
-            src = &colour;
+            for (size_t p = 0; p < (size_t)mp->w * mp->h; p++) lo = fminf(lo, mp->data[p]), hi = fmaxf(hi, mp->data[p]);
         }
-        if (st) break;
-        int x0 = p * (pw + gap);
-        for (int y = 0; y < H; y++)
-            for (int x = 0; x < pw; x++)
-                for (int c = 0; c < 3; c++)
-                    canvas.data[((size_t)y * width + x0 + x) * 3 + c] =
-                        src->data[((size_t)y * pw + x) * src->c + (src->c == 3 ? c : 0)];
+        if (!(hi > lo)) hi = lo + 1.0f;
+        if (isfinite(pix_thr[m]) && (pred[m] = malloc((size_t)mp->w * mp->h)))
+            for (size_t p = 0; p < (size_t)mp->w * mp->h; p++) pred[m][p] = mp->data[p] >= pix_thr[m];
+        titles[m] = malloc(64);
+        if (titles[m]) snprintf(titles[m], 64, "%s map", methods[m]);
+        cols[m + 1] = (drdc_panel_column){titles[m], mp, lo, hi, (float)pix_thr[m], NULL, pred[m], mp->w, mp->h};
+        drdc_verdict v = drdc_verdict_of(scores[m], img_thr[m]);
+        if (cl < sizeof caption)
+            cl += (size_t)snprintf(caption + cl, sizeof caption - cl, " %s %.3g%s%s", methods[m], scores[m],
+                                   isfinite(img_thr[m]) ? " " : "",
+                                   isfinite(img_thr[m]) ? (v == DRDC_VERDICT_ANOMALOUS ? "ANOMALOUS" : v ==
+                                                           DRDC_VERDICT_NORMAL ? "normal" : "ERROR") : "");
     }
-    if (!st) {
-        char dir[2048], path[4096], stem[512];
-        snprintf(dir, sizeof dir, "%s/%s/%s", o->vis, category, s->defect);
-        drdc_path_stem(s->image_path, stem, sizeof stem);
-        snprintf(path, sizeof path, "%s/%s.png", dir, stem);
-        st = drdc_mkdirs(dir);
-        if (!st) st = drdc_image_write_png(path, &canvas);
-    }
+    TRY(drdc_panel_render(&canvas, cols, n_methods + 1, 256, caption));
+    char dir[4096], path[8192], stem[512];
+    snprintf(dir, sizeof dir, "%s/%s/%s", o->vis, category, s->defect);
+    drdc_path_stem(s->image_path, stem, sizeof stem);
+    snprintf(path, sizeof path, "%s/%s.png", dir, stem);
+    TRY(drdc_mkdirs(dir));
+    TRY(drdc_image_write_png(path, &canvas));
+done:
+    for (int m = 0; pred && m < n_methods; m++) free(pred[m]);
+    for (int m = 0; titles && m < n_methods; m++) free(titles[m]);
+    free(pred);
+    free(titles);
+    free(cols);
     drdc_image_free(&img);
-    drdc_image_free(&img_r);
-    drdc_image_free(&truth);
-    drdc_image_free(&panel);
-    drdc_image_free(&colour);
     drdc_image_free(&canvas);
     return st;
+}
+
+/* One image's record in the result (scores and, with thresholds, verdicts). */
+static drdc_status record_image(drdc_eval_result *r, int c, const drdc_sample *s, const float *sc,
+                                const double *img_thr) {
+    drdc_eval_image *e = &r->images[r->n_images];
+    memset(e, 0, sizeof *e);
+    e->category = c;
+    e->label = s->label != 0;
+    e->path = dup_str(s->image_path);
+    e->defect = dup_str(s->defect);
+    e->scores = malloc(sizeof(float) * (size_t)r->n_methods);
+    e->verdicts = malloc((size_t)r->n_methods);
+    r->n_images++;   /* counted now, so a failure below is freed with the result */
+    if (!e->path || !e->defect || !e->scores || !e->verdicts) return drdc_fail(DRDC_ERR_NOMEM, "out of memory");
+    for (int m = 0; m < r->n_methods; m++) {
+        e->scores[m] = sc[m];
+        e->verdicts[m] = (signed char)(isnan(img_thr[m]) ? -1 : (int)drdc_verdict_of(sc[m], img_thr[m]));
+        if (!r->rates || e->verdicts[m] < 0) continue;
+        drdc_eval_rates *cr = &r->rates[(size_t)m * (r->n_categories + 1) + c];
+        drdc_eval_rates *all = &r->rates[(size_t)m * (r->n_categories + 1) + r->n_categories];
+        for (drdc_eval_rates *q = cr;; q = all) {
+            q->n_errors += e->verdicts[m] == DRDC_VERDICT_ERROR;
+            if (e->label) {
+                q->n_defective++;
+                q->n_escapes += e->verdicts[m] == DRDC_VERDICT_NORMAL;
+            } else {
+                q->n_good++;
+                q->n_false_rejects += e->verdicts[m] != DRDC_VERDICT_NORMAL;   /* an error stops a good part too */
+            }
+            if (q == all) break;
+        }
+    }
+    return DRDC_OK;
 }
 
 /* Evaluates one category into r. */
@@ -242,40 +295,56 @@ static drdc_status eval_category(const drdc_dataset *ds, int c, drdc_map_source 
     }
     drdc_status st = DRDC_OK;
     float *scores = malloc(sizeof(float) * (size_t)n * nm);
-    uint8_t *labels = malloc((size_t)n);
+    uint8_t *labels = malloc((size_t)n), *mask = NULL;
     drdc_pixel_accum **acc = calloc((size_t)nm, sizeof *acc);
-    drdc_image *maps = calloc((size_t)nm, sizeof *maps);
-    if (!scores || !labels || !acc || !maps) st = drdc_fail(DRDC_ERR_NOMEM, "out of memory");
-    for (int m = 0; !st && m < nm; m++) st = drdc_pixel_accum_create(&acc[m], 0);
-    for (int i = 0; !st && i < n; i++) {
+    drdc_image *maps = calloc((size_t)nm, sizeof *maps), tmp = {0};
+    double img_thr[64], pix_thr[64];
+    if (!scores || !labels || !acc || !maps) {
+        st = drdc_fail(DRDC_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    for (int m = 0; m < nm; m++) {
+        img_thr[m] = pix_thr[m] = NAN;
+        if (o->thresholds) o->thresholds(o->thresholds_ctx, m, cat->name, &img_thr[m], &pix_thr[m]);
+        if (r->rates) r->rates[(size_t)m * (r->n_categories + 1) + c].threshold = img_thr[m];
+        TRY(drdc_pixel_accum_create(&acc[m], 0));
+    }
+    for (int i = 0; i < n; i++) {
         const drdc_sample *s = &cat->test[i];
-        uint8_t *mask = NULL;
         int mw = 0, mh = 0;
         float sc[64];
-        memset(maps, 0, sizeof *maps * nm);
-        st = source(ctx, ds, s, maps, sc);
-        if (!st) st = load_truth(s, o->eval_size, &mask, &mw, &mh);
-        for (int m = 0; !st && m < nm; m++) {
-            drdc_image tmp = {0};
+        for (int m = 0; m < nm; m++) drdc_image_free(&maps[m]);
+        free(mask);
+        mask = NULL;
+        TRY(source(ctx, ds, s, maps, sc));
+        TRY(load_truth(s, o->eval_size, &mask, &mw, &mh));
+        for (int m = 0; m < nm; m++) {
             const drdc_image *use;
             scores[(size_t)m * n + i] = sc[m];
+            drdc_image_free(&tmp);
             if (o->dump_maps) st = dump_map(o, nm > 1, r->methods[m], cat->name, s, &maps[m]);
             if (!st) st = map_at_size(&maps[m], mw, mh, &tmp, &use);
             if (!st) st = drdc_pixel_accum_add(acc[m], use->data, s->label ? mask : NULL, mh, mw);
-            if (st) st = drdc_error_context(st, "%s", s->image_path);
-            drdc_image_free(&tmp);
+            if (st) {
+                drdc_error_context(st, "%s", s->image_path);
+                goto done;
+            }
         }
-        if (!st && o->vis) st = write_vis(o, cat->name, s, mask, mw, mh, maps, nm);
+        TRY(record_image(r, c, s, sc, img_thr));
+        if (o->vis)
+            TRY(write_vis(o, cat->name, s, mask, mw, mh, maps, nm, (const char *const *)r->methods, sc, img_thr,
+                          pix_thr));
         labels[i] = (uint8_t)(s->label != 0);
-        for (int m = 0; m < nm; m++) drdc_image_free(&maps[m]);
-        free(mask);
         ++*done;
         drdc_progress_update(prog, *done, cat->name);
     }
-    for (int m = 0; !st && m < nm; m++) {
+    for (int m = 0; m < nm; m++) {
         drdc_curve_metrics im;
         drdc_pixel_metrics px;
-        drdc_status s1 = drdc_image_metrics(scores + (size_t)m * n, labels, (size_t)n, &im);
+        drdc_curves *ic = r->image_curves ? &r->image_curves[(size_t)m * r->n_categories + c] : NULL;
+        drdc_curves *pc = r->pixel_curves ? &r->pixel_curves[(size_t)m * r->n_categories + c] : NULL;
+        drdc_status s1 = drdc_image_metrics_curves(scores + (size_t)m * n, labels, (size_t)n, &im, ic,
+                                                   DRDC_CURVE_POINTS);
         if (s1 == DRDC_OK) {
             *value_at(r, m, c, DRDC_M_IMAGE_AUROC) = im.auroc;
             *value_at(r, m, c, DRDC_M_IMAGE_AP) = im.ap;
@@ -284,9 +353,9 @@ static drdc_status eval_category(const drdc_dataset *ds, int c, drdc_map_source 
             if (m == 0) add_note(r, c, "image metrics", drdc_last_error());
         } else {
             st = s1;
-            break;
+            goto done;
         }
-        drdc_status s2 = drdc_pixel_accum_finalize(acc[m], DRDC_AUPRO_FPR_LIMIT, &px);
+        drdc_status s2 = drdc_pixel_accum_finalize_curves(acc[m], DRDC_AUPRO_FPR_LIMIT, &px, pc, DRDC_CURVE_POINTS);
         if (s2 == DRDC_OK) {
             *value_at(r, m, c, DRDC_M_PIXEL_AUROC) = px.curve.auroc;
             *value_at(r, m, c, DRDC_M_PIXEL_AP) = px.curve.ap;
@@ -296,9 +365,14 @@ static drdc_status eval_category(const drdc_dataset *ds, int c, drdc_map_source 
             if (m == 0) add_note(r, c, "pixel metrics", drdc_last_error());
         } else {
             st = s2;
+            goto done;
         }
     }
+done:
+    for (int m = 0; maps && m < nm; m++) drdc_image_free(&maps[m]);
     for (int m = 0; acc && m < nm; m++) drdc_pixel_accum_free(acc[m]);
+    drdc_image_free(&tmp);
+    free(mask);
     free(acc);
     free(maps);
     free(scores);
@@ -310,7 +384,7 @@ drdc_status drdc_evaluate(const drdc_dataset *ds, int n_methods, const char *con
                           drdc_map_source source, void *ctx, const drdc_eval_options *o,
                           drdc_eval_result *out) {
     if (n_methods < 1 || n_methods > 64) return drdc_fail(DRDC_ERR_INPUT, "between 1 and 64 methods, not %d", n_methods);
-    drdc_status st = result_alloc(out, ds, n_methods, methods);
+    drdc_status st = result_alloc(out, ds, n_methods, methods, o);
     if (st) return st;
     int total = 0, done = 0;
     for (int c = 0; c < ds->n_categories; c++) total += ds->categories[c].n_test;
@@ -364,6 +438,40 @@ void drdc_eval_print_tables(FILE *f, const drdc_eval_result *r) {
     }
     for (int c = 0; c < r->n_categories; c++)
         if (r->notes[c]) fprintf(f, "note: %s: %s\n", r->categories[c], r->notes[c]);
+    if (!r->rates) return;
+    fprintf(f, "\nAt the calibrated image threshold: false rejects (good images judged anomalous) / escapes "
+               "(defective images judged normal)\n%-10s", "method");
+    for (int c = 0; c <= r->n_categories; c++) fprintf(f, " %*s", width + 8, c < r->n_categories ? r->categories[c] : "all");
+    fputc('\n', f);
+    for (int m = 0; m < r->n_methods; m++) {
+        const drdc_eval_rates *all = drdc_eval_rates_at(r, m, r->n_categories);
+        if (all->n_good + all->n_defective == 0) continue;   /* a method without a threshold */
+        fprintf(f, "%-10s", r->methods[m]);
+        for (int c = 0; c <= r->n_categories; c++) {
+            const drdc_eval_rates *q = drdc_eval_rates_at(r, m, c);
+            char cell[64];
+            snprintf(cell, sizeof cell, "%d/%d, %d/%d", q->n_false_rejects, q->n_good, q->n_escapes, q->n_defective);
+            fprintf(f, " %*s", width + 8, cell);
+        }
+        fputc('\n', f);
+        if (all->n_errors) fprintf(f, "  %s: %d images had a score that is not a finite number (error verdicts)\n",
+                                   r->methods[m], all->n_errors);
+    }
+}
+
+static cJSON *rates_object(const drdc_eval_rates *q) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddItemToObject(o, "threshold", isfinite(q->threshold) ? cJSON_CreateNumber(q->threshold) : cJSON_CreateNull());
+    cJSON_AddNumberToObject(o, "good", q->n_good);
+    cJSON_AddNumberToObject(o, "false_rejects", q->n_false_rejects);
+    cJSON_AddItemToObject(o, "false_reject_rate",
+                          q->n_good ? cJSON_CreateNumber((double)q->n_false_rejects / q->n_good) : cJSON_CreateNull());
+    cJSON_AddNumberToObject(o, "defective", q->n_defective);
+    cJSON_AddNumberToObject(o, "escapes", q->n_escapes);
+    cJSON_AddItemToObject(o, "escape_rate",
+                          q->n_defective ? cJSON_CreateNumber((double)q->n_escapes / q->n_defective) : cJSON_CreateNull());
+    cJSON_AddNumberToObject(o, "errors", q->n_errors);
+    return o;
 }
 
 static cJSON *metrics_object(const drdc_eval_result *r, int m, int c) {
@@ -391,6 +499,35 @@ drdc_status drdc_eval_write_json(const drdc_eval_result *r, const char *path) {
     if (r->model_json) {
         cJSON *model = cJSON_Parse(r->model_json);
         if (model) cJSON_AddItemToObject(root, "model", model);
+    }
+    if (r->rates) {
+        cJSON *rates = cJSON_AddObjectToObject(root, "rates");
+        for (int m = 0; rates && m < r->n_methods; m++) {
+            if (drdc_eval_rates_at(r, m, r->n_categories)->n_good + drdc_eval_rates_at(r, m, r->n_categories)->n_defective == 0)
+                continue;
+            cJSON *mo = cJSON_AddObjectToObject(rates, r->methods[m]);
+            for (int c = 0; mo && c <= r->n_categories; c++)
+                cJSON_AddItemToObject(mo, c < r->n_categories ? r->categories[c] : "all",
+                                      rates_object(drdc_eval_rates_at(r, m, c)));
+        }
+    }
+    cJSON *images = cJSON_AddArrayToObject(root, "images");
+    for (int i = 0; images && i < r->n_images; i++) {
+        const drdc_eval_image *e = &r->images[i];
+        cJSON *io = cJSON_CreateObject(), *sc = NULL, *vd = NULL;
+        cJSON_AddStringToObject(io, "category", r->categories[e->category]);
+        cJSON_AddStringToObject(io, "defect", e->defect);
+        cJSON_AddStringToObject(io, "path", e->path);
+        cJSON_AddNumberToObject(io, "label", e->label);
+        sc = cJSON_AddObjectToObject(io, "scores");
+        vd = cJSON_AddObjectToObject(io, "verdicts");
+        for (int m = 0; m < r->n_methods; m++) {
+            cJSON_AddItemToObject(sc, r->methods[m], isfinite(e->scores[m]) ? cJSON_CreateNumber(e->scores[m])
+                                                                             : cJSON_CreateNull());
+            if (e->verdicts[m] >= 0)
+                cJSON_AddStringToObject(vd, r->methods[m], drdc_verdict_name((drdc_verdict)e->verdicts[m]));
+        }
+        cJSON_AddItemToArray(images, io);
     }
     char *text = cJSON_Print(root);
     cJSON_Delete(root);
@@ -536,6 +673,18 @@ drdc_status drdc_model_source_new(drdc_model_source **out, const drdc_model *m, 
     return DRDC_OK;
 }
 
+void drdc_model_source_thresholds(void *ctx, int method, const char *category, double *image, double *pixel) {
+    const model_source *ms = ctx;
+    *image = *pixel = NAN;
+    int k = -1;
+    for (int i = 0, m = 0; i < N_SRC; i++)
+        if (ms->want[i] && m++ == method) k = i;
+    if (k != SRC_BASE && k != SRC_DRDC) return;   /* the diffusion map alone has no thresholds */
+    drdc_thresholds t = drdc_model_thresholds(ms->m, k == SRC_DRDC, category);
+    *image = t.image;
+    *pixel = t.pixel;
+}
+
 int drdc_model_source_methods(const drdc_model_source *ms, const char **names, double *lo, double *hi) {
     const drdc_model_stats *s = &ms->m->stats;
     double src_lo[N_SRC] = {s->score_lo, 0, s->drdc_lo}, src_hi[N_SRC] = {s->score_hi, 0, s->drdc_hi};
@@ -559,4 +708,63 @@ void drdc_model_source_free(drdc_model_source *ms) {
         free(ms->scores[k]);
     }
     free(ms);
+}
+
+/* ---- the HTML report of a result ---------------------------------------------------------------- */
+
+drdc_status drdc_eval_write_report(const drdc_eval_result *r, const char *dir, const char *panels_dir,
+                                   const char *const *about, int n_about) {
+    int nm = r->n_methods, nc = r->n_categories, main = nm - 1;   /* the last method: drdc when present */
+    const char *titles[DRDC_N_METRICS];
+    for (int k = 0; k < DRDC_N_METRICS; k++) titles[k] = drdc_metric_title(k);
+    drdc_report_threshold *thr = calloc((size_t)nm * (nc ? nc : 1), sizeof *thr);
+    drdc_report_image *imgs = calloc((size_t)(r->n_images ? r->n_images : 1), sizeof *imgs);
+    char **panels = calloc((size_t)(r->n_images ? r->n_images : 1), sizeof *panels);
+    drdc_status st = DRDC_OK;
+    if (!thr || !imgs || !panels) {
+        st = drdc_fail(DRDC_ERR_NOMEM, "out of memory writing the report");
+        goto done;
+    }
+    for (int m = 0; m < nm; m++)
+        for (int c = 0; c < nc; c++) {
+            drdc_report_threshold *t = &thr[(size_t)m * nc + c];
+            t->threshold = NAN;
+            if (!r->rates) continue;
+            const drdc_eval_rates *q = drdc_eval_rates_at(r, m, c);
+            *t = (drdc_report_threshold){q->threshold, q->n_good, q->n_false_rejects, q->n_defective, q->n_escapes};
+        }
+    for (int i = 0; i < r->n_images; i++) {
+        const drdc_eval_image *e = &r->images[i];
+        drdc_report_image *ri = &imgs[i];
+        const drdc_eval_rates *q = r->rates ? drdc_eval_rates_at(r, main, e->category) : NULL;
+        ri->category = e->category;
+        ri->defect = e->defect;
+        ri->path = e->path;
+        ri->label = e->label;
+        ri->score = e->scores[main];
+        ri->threshold = q ? q->threshold : NAN;
+        ri->verdict = e->verdicts[main] != DRDC_VERDICT_NORMAL;   /* an error is not "normal" */
+        if (panels_dir) {
+            char stem[512];
+            drdc_path_stem(e->path, stem, sizeof stem);
+            size_t n = strlen(panels_dir) + strlen(r->categories[e->category]) + strlen(e->defect) + strlen(stem) + 8;
+            if ((panels[i] = malloc(n)))
+                snprintf(panels[i], n, "%s/%s/%s/%s.png", panels_dir, r->categories[e->category], e->defect, stem);
+            ri->panel = panels[i];
+        }
+    }
+    const drdc_report rep = {
+        "drdc evaluation", n_about, about, nm, (const char *const *)r->methods, nc, (const char *const *)r->categories,
+        DRDC_N_METRICS, titles, r->values, (const char *const *)r->notes, r->image_curves, r->pixel_curves,
+        r->rates ? thr : NULL, main, r->n_images, imgs,
+    };
+    char path[8192];
+    snprintf(path, sizeof path, "%s/index.html", dir);
+    TRY(drdc_report_write(path, &rep));
+done:
+    for (int i = 0; panels && i < r->n_images; i++) free(panels[i]);
+    free(panels);
+    free(imgs);
+    free(thr);
+    return st;
 }

@@ -9,15 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char *drdc_verdict_name(drdc_verdict v) {
-    return v == DRDC_VERDICT_ANOMALOUS ? "anomalous" : v == DRDC_VERDICT_NORMAL ? "normal" : "error";
-}
-
-drdc_verdict drdc_verdict_of(double score, double threshold) {
-    if (!isfinite(score) || !isfinite(threshold)) return DRDC_VERDICT_ERROR;
-    return score >= threshold ? DRDC_VERDICT_ANOMALOUS : DRDC_VERDICT_NORMAL;
-}
-
 drdc_thresholds drdc_inferer_thresholds(const drdc_inferer *inf) {
     drdc_thresholds t = drdc_model_thresholds(&inf->m, inf->use_drdc, inf->category);
     if (inf->threshold_override > -INFINITY) {

@@ -142,6 +142,15 @@ static void add_number_or_null(cJSON *o, const char *key, double v) {
         cJSON_AddNullToObject(o, key);
 }
 
+const char *drdc_verdict_name(drdc_verdict v) {
+    return v == DRDC_VERDICT_ANOMALOUS ? "anomalous" : v == DRDC_VERDICT_NORMAL ? "normal" : "error";
+}
+
+drdc_verdict drdc_verdict_of(double score, double threshold) {
+    if (!isfinite(score) || !isfinite(threshold)) return DRDC_VERDICT_ERROR;
+    return score >= threshold ? DRDC_VERDICT_ANOMALOUS : DRDC_VERDICT_NORMAL;
+}
+
 drdc_thresholds drdc_model_thresholds(const drdc_model *m, int use_drdc, const char *category) {
     const drdc_model_stats *s = &m->stats;
     drdc_thresholds t = {use_drdc ? s->drdc_threshold : s->base_threshold,

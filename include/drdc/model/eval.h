@@ -15,6 +15,7 @@
 #include "drdc/core/error.h"
 #include "drdc/formats/image.h"
 #include "drdc/model/model.h"
+#include "drdc/stages/metrics.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -33,14 +34,42 @@ const char *drdc_metric_title(int metric);
 typedef drdc_status (*drdc_map_source)(void *ctx, const drdc_dataset *ds, const drdc_sample *s,
                                        drdc_image *maps, float *scores);
 
+/* A method's decision thresholds for the test images of a category: *image (an image is anomalous
+ * when its score >= it) and *pixel (a defect pixel when its map value >= it); NAN: none. */
+typedef void (*drdc_threshold_source)(void *ctx, int method, const char *category, double *image, double *pixel);
+
 typedef struct drdc_eval_options {
     int eval_size;           /* 0: compare at each image's original size */
     const char *dump_maps;   /* folder for .npy maps (original size), NULL: none */
-    const char *vis;         /* folder for one PNG panel per test image, NULL: none */
+    const char *vis;         /* folder for one labelled panel per test image (<vis>/<category>/<defect>/<stem>.png):
+                              * image with the truth outlined, each method's map with its colour bar, pixel
+                              * threshold and predicted regions, a caption with scores and verdicts; NULL: none */
     const double *vis_lo, *vis_hi; /* per method: fixed colour range of its maps (a model's calibrated
                                       range); NULL: each panel's own min..max */
     int quiet;               /* 0: a progress line on stderr */
+    drdc_threshold_source thresholds;  /* NULL: no verdicts and no rates */
+    void *thresholds_ctx;
+    int curves;              /* 1: keep the ROC, PR and PRO curves of every method and category */
 } drdc_eval_options;
+
+/* Decisions of a method at its calibrated threshold over a set of test images. Good images judged
+ * anomalous, or given an error verdict, are false rejects (a line stops a good part); defective
+ * images judged normal are escapes. */
+typedef struct drdc_eval_rates {
+    double threshold;        /* the image threshold used (NAN: none, or several in a pooled column) */
+    int n_good, n_false_rejects;
+    int n_defective, n_escapes;
+    int n_errors;            /* images whose score was not finite (counted in the above as well) */
+} drdc_eval_rates;
+
+/* One test image: its scores and verdicts by method. */
+typedef struct drdc_eval_image {
+    int category;            /* index into the result's categories */
+    char *path, *defect;     /* owned */
+    int label;               /* 0 good, 1 defective */
+    float *scores;           /* (n_methods) */
+    signed char *verdicts;   /* (n_methods) drdc_verdict values, or -1 without a threshold */
+} drdc_eval_image;
 
 typedef struct drdc_eval_result {
     int n_methods, n_categories;
@@ -50,7 +79,16 @@ typedef struct drdc_eval_result {
     char **notes;            /* (n_categories) why metrics are n/a, or NULL */
     char *model_json;        /* what produced the maps (a JSON object: model file, steps, the inference
                               * settings used), written under "model"; NULL: none. Owned (free()). */
+    drdc_eval_rates *rates;  /* (n_methods, n_categories + 1), the last column all categories pooled;
+                              * NULL without thresholds */
+    int n_images;
+    drdc_eval_image *images; /* (n_images) every test image evaluated, in dataset order */
+    drdc_curves *image_curves, *pixel_curves;  /* (n_methods, n_categories) with options.curves, else NULL */
 } drdc_eval_result;
+
+static inline const drdc_eval_rates *drdc_eval_rates_at(const drdc_eval_result *r, int method, int category) {
+    return &r->rates[(size_t)method * (r->n_categories + 1) + category];
+}
 
 static inline double drdc_eval_value(const drdc_eval_result *r, int method, int category, int metric) {
     return r->values[((size_t)method * (r->n_categories + 1) + category) * DRDC_N_METRICS + metric];
@@ -77,6 +115,9 @@ drdc_status drdc_model_source_new(drdc_model_source **out, const drdc_model *m, 
 /* The methods in the order their maps come, and each one's calibrated colour range (any output may
  * be NULL); returns their number. */
 int drdc_model_source_methods(const drdc_model_source *ms, const char **names, double *lo, double *hi);
+/* The drdc_threshold_source callback; ctx is the drdc_model_source: a method's calibrated
+ * thresholds for a category (its own when the model knows it; the diffusion map has none). */
+void drdc_model_source_thresholds(void *ctx, int method, const char *category, double *image, double *pixel);
 /* The drdc_map_source callback; ctx is the drdc_model_source. */
 drdc_status drdc_model_source_maps(void *ctx, const drdc_dataset *ds, const drdc_sample *s, drdc_image *maps,
                                    float *scores);
@@ -90,9 +131,18 @@ void drdc_eval_map_path(char *out, size_t cap, const char *dir, const char *meth
 /* Tables like the paper's Tables 2-3: one per metric, categories as columns (mean last),
  * methods as rows, percent with one decimal. */
 void drdc_eval_print_tables(FILE *f, const drdc_eval_result *r);
-/* {"methods": {m: {"categories": {c: {key: x}}, "mean": {key: x}}}, "notes": {...}, "model": {...}},
+/* {"methods": {m: {"categories": {c: {key: x}}, "mean": {key: x}}}, "notes": {...}, "model": {...},
+ * "rates": {m: {c or "all": {threshold, good, false_rejects, false_reject_rate, defective, escapes,
+ * escape_rate, errors}}}, "images": [{category, defect, path, label, scores: {m: x}, verdicts: {m: v}}]},
  * values in [0,1] or null. */
 drdc_status drdc_eval_write_json(const drdc_eval_result *r, const char *path);
+/* Writes DIR/index.html: one self-contained page with every table, the curves (options.curves),
+ * the thresholds with their false-reject and escape rates, and the test images worst first (by
+ * the last method) with their panels, found at panels_dir/<category>/<defect>/<stem>.png relative
+ * to DIR (NULL: no panels). `about` lines describe the model and settings. */
+drdc_status drdc_eval_write_report(const drdc_eval_result *r, const char *dir, const char *panels_dir,
+                                   const char *const *about, int n_about);
+
 /* Header "method,category,<keys>"; one row per method and category, then "mean". */
 drdc_status drdc_eval_write_csv(const drdc_eval_result *r, const char *path);
 

@@ -39,13 +39,6 @@ drdc_status drdc_inferer_open(drdc_inferer *inf, const char *path, const char *m
                               int n_sets, const drdc_runtime *rt);
 void drdc_inferer_close(drdc_inferer *inf);   /* safe on a zeroed struct */
 
-/* The verdict on an image: fail closed, a score that is not a finite number is an error, never
- * "normal". */
-typedef enum drdc_verdict { DRDC_VERDICT_NORMAL = 0, DRDC_VERDICT_ANOMALOUS = 1, DRDC_VERDICT_ERROR = 2 } drdc_verdict;
-const char *drdc_verdict_name(drdc_verdict v);   /* "normal", "anomalous", "error" */
-/* The verdict of a score against a threshold (score >= threshold: anomalous; non-finite: error). */
-drdc_verdict drdc_verdict_of(double score, double threshold);
-
 /* One 8-connected region of the defect mask. */
 typedef struct drdc_region {
     int64_t area;            /* pixels */

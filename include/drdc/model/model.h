@@ -140,6 +140,13 @@ uint64_t drdc_model_image_seed(const drdc_model *m, const float *pixels, size_t 
 
 void drdc_model_free(drdc_model *m);   /* safe on a zeroed struct */
 
+/* The verdict on an image: fail closed, a score that is not a finite number is an error, never
+ * "normal". */
+typedef enum drdc_verdict { DRDC_VERDICT_NORMAL = 0, DRDC_VERDICT_ANOMALOUS = 1, DRDC_VERDICT_ERROR = 2 } drdc_verdict;
+const char *drdc_verdict_name(drdc_verdict v);   /* "normal", "anomalous", "error" */
+/* The verdict of a score against a threshold (score >= threshold: anomalous; non-finite: error). */
+drdc_verdict drdc_verdict_of(double score, double threshold);
+
 /* The thresholds of the base (use_drdc 0) or DRDC (1) method for an image of `category` (its own
  * calibrated thresholds when the model knows the category; NULL or unknown: all categories'). */
 drdc_thresholds drdc_model_thresholds(const drdc_model *m, int use_drdc, const char *category);
