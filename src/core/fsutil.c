@@ -69,7 +69,7 @@ drdc_status drdc_atomic_open(drdc_atomic_file *af, const char *path) {
         return drdc_fail(DRDC_ERR_INPUT, "%.200s...: path too long (%zu bytes)", path, strlen(path));
     struct stat sb;
     if (stat(af->path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
-        if (S_ISDIR(sb.st_mode)) return drdc_fail(DRDC_ERR_INPUT, "%s: is a folder, not a file", path);
+        if (S_ISDIR(sb.st_mode)) return drdc_fail(DRDC_ERR_IO, "%s: is a folder, not a file", path);
         /* a device, FIFO or socket (e.g. /dev/stdout): written through, as the user asked */
         af->f = fopen(af->path, "wb");
         if (!af->f) return drdc_fail(DRDC_ERR_IO, "%s: cannot open for writing: %s", path, strerror(errno));
@@ -93,7 +93,7 @@ drdc_status drdc_atomic_open(drdc_atomic_file *af, const char *path) {
     if (!af->f) {
         int e = errno;
         temp_unregister(af->slot);
-        return drdc_fail(e == ENOENT || e == ENOTDIR ? DRDC_ERR_INPUT : DRDC_ERR_IO,
+        return drdc_fail(DRDC_ERR_IO,
                          "%s: cannot create temporary file %s: %s", path, af->tmp, strerror(e));
     }
     af->mode = DRDC_WRITE_ATOMIC;

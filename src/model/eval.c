@@ -343,8 +343,9 @@ static drdc_status eval_category(const drdc_dataset *ds, int c, drdc_map_source 
         drdc_pixel_metrics px;
         drdc_curves *ic = r->image_curves ? &r->image_curves[(size_t)m * r->n_categories + c] : NULL;
         drdc_curves *pc = r->pixel_curves ? &r->pixel_curves[(size_t)m * r->n_categories + c] : NULL;
-        drdc_status s1 = drdc_image_metrics_curves(scores + (size_t)m * n, labels, (size_t)n, &im, ic,
-                                                   DRDC_CURVE_POINTS);
+        drdc_status s1 = ic ? drdc_image_metrics_curves(scores + (size_t)m * n, labels, (size_t)n, &im, ic,
+                                                        DRDC_CURVE_POINTS)
+                            : drdc_image_metrics(scores + (size_t)m * n, labels, (size_t)n, &im);
         if (s1 == DRDC_OK) {
             *value_at(r, m, c, DRDC_M_IMAGE_AUROC) = im.auroc;
             *value_at(r, m, c, DRDC_M_IMAGE_AP) = im.ap;
@@ -355,7 +356,8 @@ static drdc_status eval_category(const drdc_dataset *ds, int c, drdc_map_source 
             st = s1;
             goto done;
         }
-        drdc_status s2 = drdc_pixel_accum_finalize_curves(acc[m], DRDC_AUPRO_FPR_LIMIT, &px, pc, DRDC_CURVE_POINTS);
+        drdc_status s2 = pc ? drdc_pixel_accum_finalize_curves(acc[m], DRDC_AUPRO_FPR_LIMIT, &px, pc, DRDC_CURVE_POINTS)
+                            : drdc_pixel_accum_finalize(acc[m], DRDC_AUPRO_FPR_LIMIT, &px);
         if (s2 == DRDC_OK) {
             *value_at(r, m, c, DRDC_M_PIXEL_AUROC) = px.curve.auroc;
             *value_at(r, m, c, DRDC_M_PIXEL_AP) = px.curve.ap;

@@ -208,13 +208,13 @@ static void test_eval_overrides(void) {
     CHECK(test_system("grep -q 'recalibrated with the --set values on 2 validation images' '%s/set.log'", g_tmp) == 0);
     CHECK(test_system("grep -q -- '--every 2: a subset' '%s/set.log'", g_tmp) == 0);
     CHECK(test_system("grep -A4 'Pixel AUROC' '%s/set.log' | grep -q '^diffusion'", g_tmp) == 0);
-    /* a panel per image: image, truth and the three maps side by side: 5 panels of 256 x 256 px
-     * (the 64 px images scaled to 256 px high) with 4 px gaps */
+    /* a panel per image: the image with its truth outlined and the three maps side by side, each
+     * 256 px high (the 64 px images enlarged) under title strips and a caption band */
     char vis[1400];
     snprintf(vis, sizeof vis, "%s/vis/weave/good/000.png", g_tmp);
     int w = 0, h = 0;
     CHECK_OK(drdc_image_probe(vis, &w, &h));
-    CHECK(w == 5 * 256 + 4 * 4 && h == 256);
+    CHECK(w >= 4 * 256 && w < 5 * 256 && h > 256);
     rc = test_system("cd '%s' && '%s' eval --data-root '%s' --set base.hidden=8 >bad1.log 2>&1", g_tmp, test_drdc_bin(),
                      g_data);
     CHECK(rc == 2);

@@ -148,12 +148,13 @@ static void test_dump_maps_and_vis(void) {
     CHECK(test_system("'%s' eval --maps '%s/dump' --dataset mvtec --data-root '%s' --json '%s/b.json' >/dev/null 2>&1",
                       test_drdc_bin(), tmp, g_data, tmp) == 0);
     CHECK(test_system("cmp -s '%s/a.json' '%s/b.json'", tmp, tmp) == 0);
-    /* one panel per test image: image | truth | map, 256 px high */
+    /* one labelled panel per test image: image with the truth outlined | the map, each 256 px high
+     * under title strips and a caption band */
     char panel[1400];
     snprintf(panel, sizeof panel, "%s/vis/weave/good/000.png", tmp);
     int w = 0, h = 0;
     CHECK_OK(drdc_image_probe(panel, &w, &h));
-    CHECK(h == 256 && w == 3 * 256 + 2 * 4);
+    CHECK(h > 256 && w >= 2 * 256 && w < 3 * 256);
     CHECK(test_system("test $(find '%s/vis' -name '*.png' | wc -l) -eq 24", tmp) == 0);
 }
 
