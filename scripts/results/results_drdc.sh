@@ -65,7 +65,7 @@ job() {
     case "$1" in
     # Table 5, every 2nd test image: base, diffusion alone and fused for both refiners, each with the
     # corrected start (image) and the old one (masked, recalibrated); then the multi-scale base map
-    t5_cond) ev t5_cond "$COND" --method all --every 2 --vis "${VIS_DIR:-/tmp/drdc_vis}" ;;
+    t5_cond) ev t5_cond "$COND" --method all --every 2 --report "${REPORT_DIR:-/tmp/drdc_report_t5}" ;;
     t5_uncond) ev t5_uncond "$UNCOND" --method all --every 2 ;;
     t5_cond_masked) ev t5_cond_masked "$COND" --method all --every 2 --set infer.start=masked ;;
     t5_uncond_masked) ev t5_uncond_masked "$UNCOND" --method all --every 2 --set infer.start=masked ;;

@@ -229,8 +229,17 @@ int drdc_cmd_eval(int argc, char **argv) {
         return drdc_cli_report("eval", drdc_fail(DRDC_ERR_USAGE, "give --model or --maps, not both"));
     if (A.maps && (A.set.n || A.calib_images))
         return drdc_cli_report("eval", drdc_fail(DRDC_ERR_USAGE, "--set and --calib-images need --model, not --maps"));
-    const char *flags[3] = {"--json", "--csv", "--report"};
-    const char *outs[3] = {A.json, A.csv, NULL};
+    /* every path this command builds from these fits its buffers (4096+ bytes) when they are at most
+     * 2048 bytes: longer ones are refused, never cut */
+    const char *long_flags[] = {"--json", "--csv", "--report", "--vis", "--dump-maps", "--maps", "--data-root",
+                                "--model", "--categories"};
+    const char *long_vals[] = {A.json, A.csv, A.report, A.vis, A.dump_maps, A.maps, A.data_root, A.model, A.categories};
+    for (size_t i = 0; i < sizeof long_flags / sizeof long_flags[0]; i++)
+        if (long_vals[i] && strlen(long_vals[i]) > 2048)
+            return drdc_cli_report("eval", drdc_fail(DRDC_ERR_USAGE, "%s: %zu bytes; at most 2048 (nothing is cut)",
+                                                     long_flags[i], strlen(long_vals[i])));
+    const char *flags[2] = {"--json", "--csv"};
+    const char *outs[2] = {A.json, A.csv};
     for (int i = 0; i < 2; i++) {   /* an output that cannot be written is known before hours of work */
         if (!outs[i] || strcmp(outs[i], "-") == 0 || !strchr(outs[i], '/')) continue;
         char dir[4096];

@@ -463,6 +463,12 @@ int drdc_cmd_infer(int argc, char **argv) {
                                                   "--image FILE (a folder writes into --out-dir)"));
     if (A.method && strcmp(A.method, "base") && strcmp(A.method, "drdc"))
         return drdc_cli_report("infer", drdc_fail(DRDC_ERR_USAGE, "--method must be base or drdc, not '%s'", A.method));
+    const char *long_flags[] = {"--images", "--out-dir", "--model", "--category"};
+    const char *long_vals[] = {A.images, A.out_dir, A.model, A.category};
+    for (int i = 0; i < 4; i++)   /* the paths built from these fit their buffers; longer ones are refused, not cut */
+        if (long_vals[i] && strlen(long_vals[i]) > 4000)
+            return drdc_cli_report("infer", drdc_fail(DRDC_ERR_USAGE, "%s: %zu bytes; at most 4000 (nothing is cut)",
+                                                      long_flags[i], strlen(long_vals[i])));
     if (A.threshold > -INFINITY && !isfinite(A.threshold))
         return drdc_cli_report("infer", drdc_fail(DRDC_ERR_USAGE, "--threshold must be a finite number"));
     drdc_runtime rt;

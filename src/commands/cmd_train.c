@@ -43,8 +43,8 @@ static drdc_status resolve_config(drdc_config *cfg) {
     if (st) return st;
     st = drdc_config_resolve(cfg, path, A.set.values, A.set.n);
     if (st) return st;
-    if (A.data_root) snprintf(cfg->data.root, sizeof cfg->data.root, "%s", A.data_root);
-    if (A.out) snprintf(cfg->train.out, sizeof cfg->train.out, "%s", A.out);
+    if (A.data_root && (st = drdc_config_set_string(cfg, "data.root", A.data_root, "--data-root"))) return st;
+    if (A.out && (st = drdc_config_set_string(cfg, "train.out", A.out, "--out"))) return st;
     return drdc_config_validate(cfg);
 }
 

@@ -676,6 +676,19 @@ done:
 
 drdc_status drdc_config_set(drdc_config *cfg, const char *assignment) { return set_impl(cfg, assignment, 1); }
 
+drdc_status drdc_config_set_string(drdc_config *cfg, const char *key, const char *value, const char *what) {
+    const key_def *k = find_key(key);
+    if (!k || k->type != KT_STRING) return drdc_fail(DRDC_ERR_STATE, "config key '%s' is not a string key", key);
+    if (strlen(value) >= k->cap)
+        return drdc_fail(DRDC_ERR_INPUT, "%s is %zu bytes long; at most %zu fit (%s): nothing is cut", what,
+                         strlen(value), k->cap - 1, key);
+    cJSON *v = cJSON_CreateString(value);
+    if (!v) return drdc_fail(DRDC_ERR_NOMEM, "out of memory");
+    drdc_status st = apply_value(cfg, k, v);
+    cJSON_Delete(v);
+    return st ? drdc_error_context(st, "%s", what) : DRDC_OK;
+}
+
 drdc_status drdc_config_resolve(drdc_config *cfg, const char *path, const char *const *sets, int n_sets) {
     drdc_status st = DRDC_OK;
     drdc_config_defaults(cfg);

@@ -119,6 +119,10 @@ drdc_status drdc_atomic_commit(drdc_atomic_file *af) {
         return err ? drdc_fail(DRDC_ERR_IO, "standard output: cannot write: %s", strerror(err)) : DRDC_OK;
     }
     if (!err && af->mode == DRDC_WRITE_ATOMIC && fsync(fileno(af->f)) != 0) err = errno;
+    /* test hook: DRDC_TEST_WRITE_DELAY_MS holds every finished temporary file that long before the
+     * rename, so a test can interrupt the process while one exists */
+    const char *delay = getenv("DRDC_TEST_WRITE_DELAY_MS");
+    if (delay && af->mode == DRDC_WRITE_ATOMIC) usleep((useconds_t)(1000 * atoi(delay)));
     if (fclose(af->f) != 0 && !err) err = errno ? errno : EIO;
     af->f = NULL;
     if (af->mode == DRDC_WRITE_THROUGH)
@@ -155,11 +159,54 @@ done:
     return st;
 }
 
+drdc_status drdc_open_input(const char *path, int *fd) {
+    *fd = -1;
+    if (!path) return drdc_fail(DRDC_ERR_INPUT, "input path is NULL");
+    int f = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);   /* O_NONBLOCK: opening a FIFO must not wait */
+    if (f < 0) {
+        int e = errno;
+        return drdc_fail(e == ENOENT || e == ENOTDIR || e == EACCES || e == EISDIR || e == ELOOP || e == ENAMETOOLONG
+                             ? DRDC_ERR_INPUT : DRDC_ERR_IO,
+                         "%s: cannot open: %s", path, strerror(e));
+    }
+    struct stat sb;
+    if (fstat(f, &sb) != 0) {
+        int e = errno;
+        close(f);
+        return drdc_fail(DRDC_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        close(f);
+        const char *what = S_ISDIR(sb.st_mode) ? "a folder" : S_ISFIFO(sb.st_mode) ? "a FIFO" : S_ISCHR(sb.st_mode) ||
+                           S_ISBLK(sb.st_mode) ? "a device" : S_ISSOCK(sb.st_mode) ? "a socket" : "not a regular file";
+        return drdc_fail(DRDC_ERR_INPUT, "%s: is %s, not a regular file: refused", path, what);
+    }
+    int flags = fcntl(f, F_GETFL);
+    if (flags >= 0) fcntl(f, F_SETFL, flags & ~O_NONBLOCK);
+    *fd = f;
+    return DRDC_OK;
+}
+
+drdc_status drdc_fopen_input(const char *path, FILE **out) {
+    *out = NULL;
+    int fd;
+    drdc_status st = drdc_open_input(path, &fd);
+    if (st) return st;
+    *out = fdopen(fd, "rb");
+    if (!*out) {
+        int e = errno;
+        close(fd);
+        return drdc_fail(DRDC_ERR_IO, "%s: cannot open: %s", path, strerror(e));
+    }
+    return DRDC_OK;
+}
+
 drdc_status drdc_read_file(const char *path, char **data, size_t *len) {
     *data = NULL;
     *len = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return drdc_fail(DRDC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    FILE *f = NULL;
+    drdc_status st0 = drdc_fopen_input(path, &f);
+    if (st0) return st0;
     /* a regular file's size + 2 (the NUL, and room to see the end in one read); grows if the file does */
     size_t cap = 1 << 16, n = 0;
     struct stat sb;

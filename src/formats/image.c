@@ -65,8 +65,9 @@ static drdc_status open_image_file(const char *path, FILE **fp, long long *size)
     *fp = NULL;
     *size = 0;
     if (!path) return drdc_fail(DRDC_ERR_INPUT, "image path is NULL");
-    FILE *f = fopen(path, "rb");
-    if (!f) return drdc_fail(DRDC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    FILE *f = NULL;
+    drdc_status st0 = drdc_fopen_input(path, &f);
+    if (st0) return st0;
     struct stat sb;
     if (fstat(fileno(f), &sb) != 0) {
         int e = errno;

@@ -266,9 +266,10 @@ drdc_status drdc_npy_read(const char *path, drdc_npy *out) {
     if (!out) return drdc_fail(DRDC_ERR_INPUT, "npy read: NULL output");
     memset(out, 0, sizeof *out);
     if (!path) return drdc_fail(DRDC_ERR_INPUT, "npy read: NULL path");
-    FILE *f = fopen(path, "rb");
-    if (!f) return drdc_fail(DRDC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    drdc_status st = read_file(f, path, out);
+    FILE *f = NULL;
+    drdc_status st = drdc_fopen_input(path, &f);
+    if (st) return st;
+    st = read_file(f, path, out);
     fclose(f);
     if (st != DRDC_OK) drdc_npy_free(out);
     return st;

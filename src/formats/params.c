@@ -113,6 +113,12 @@ static drdc_status copy_in(dt_tensor dst, const drdc_st_tensor *t, float *buf, c
     dt_tensor host = NULL;
     drdc_status st = DRDC_OK;
     TRY(drdc_st_to_f32(t, buf, (size_t)t->numel));
+    for (int64_t i = 0; i < t->numel; i++)   /* a weight that is not a number poisons every score */
+        if (!isfinite(buf[i])) {
+            st = drdc_fail(DRDC_ERR_FORMAT, "%s: tensor '%s' holds %g at index %lld: the file is corrupt or its "
+                           "training diverged; it cannot score images", t->file, t->name, (double)buf[i], (long long)i);
+            goto done;
+        }
     TRY(dt_from_host(&host, buf, DT_F32, shape, nd, (dt_device){DT_CPU, 0}));
     int prev = dt_set_grad_enabled(0);
     st = dt_copy_(dst, host);

@@ -434,8 +434,9 @@ done:
 
 drdc_status drdc_st_open(drdc_st_file **out, const char *path) {
     *out = NULL;
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return drdc_fail(DRDC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    int fd = -1;
+    drdc_status st0 = drdc_open_input(path, &fd);
+    if (st0) return st0;
     unsigned char *buf = NULL;
     drdc_st_file *f = NULL;
     drdc_status st = DRDC_OK;

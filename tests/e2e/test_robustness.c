@@ -500,7 +500,7 @@ static void test_config_image_size_not_multiple_of_16(void) {
 static void test_model_missing(void) {
     int rc = drdc("model_missing.log", "infer --model nosuch.safetensors --image data/%s/test/good/000.png "
                   "--out out_model/heat.png --threads 2", g_cat[0]);
-    EXPECT("model_missing.log", rc, 1, "nosuch.safetensors: ", "No such file");
+    EXPECT("model_missing.log", rc, 2, "nosuch.safetensors: ", "No such file");
     CHECK(dir_empty(at("out_model")));
 }
 

@@ -196,7 +196,7 @@ static void check_load_fails(const char *path, const char *name, drdc_status wan
 
 static void test_missing_and_empty_files(void) {
     const char *dir = test_tmpdir("image_bad1");
-    check_load_fails(path_in(dir, "no_such_file.png"), "no_such_file.png", DRDC_ERR_IO);
+    check_load_fails(path_in(dir, "no_such_file.png"), "no_such_file.png", DRDC_ERR_INPUT);
     CHECK(test_write_file(path_in(dir, "empty.png"), "", 0) == 0);
     check_load_fails(g_path, "empty.png", DRDC_ERR_FORMAT);
     drdc_image img = {0};
@@ -204,7 +204,7 @@ static void test_missing_and_empty_files(void) {
     char sub[1024];
     snprintf(sub, sizeof sub, "%s/folder.png", dir);
     CHECK(mkdir(sub, 0777) == 0);
-    check_load_fails(sub, "folder.png", DRDC_ERR_IO);
+    check_load_fails(sub, "folder.png", DRDC_ERR_INPUT);
 }
 
 static void test_truncated_png(void) {

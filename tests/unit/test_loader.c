@@ -279,7 +279,7 @@ static void test_corrupt_image(void) {
     if (ld) {
         CHECK_OK(drdc_loader_start_epoch(ld, 0));
         const drdc_batch *b;
-        CHECK_ERR(drdc_loader_next(ld, &b), DRDC_ERR_IO, "nothing.png");
+        CHECK_ERR(drdc_loader_next(ld, &b), DRDC_ERR_INPUT, "nothing.png");
         drdc_loader_free(ld);
     }
     if (before > 0) CHECK(thread_count() == before);

@@ -123,7 +123,7 @@ static void test_bad_files(void) {
     drdc_npy a;
     const char *p;
     p = tmp_path("missing.npy");
-    CHECK_ERR(drdc_npy_read(p, &a), DRDC_ERR_IO, "missing.npy: cannot open");
+    CHECK_ERR(drdc_npy_read(p, &a), DRDC_ERR_INPUT, "missing.npy: cannot open");
 
     p = tmp_path("magic.npy");
     test_write_file(p, "\x89PNG\r\n\x1a\n0000000000", 18);

@@ -180,7 +180,7 @@ static void test_duplicate_names_refused(void) { expect_load_error("dup.pth", "'
 
 static void test_missing_file(void) {
     drdc_pth_file *f = NULL;
-    CHECK_ERR(drdc_pth_load(&f, path_of("nope.pth")), DRDC_ERR_IO, "nope.pth");
+    CHECK_ERR(drdc_pth_load(&f, path_of("nope.pth")), DRDC_ERR_INPUT, "nope.pth");
 }
 
 /* ---- corrupt copies of real files ------------------------------------------------------------ */

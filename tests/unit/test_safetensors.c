@@ -347,7 +347,7 @@ static void test_open_errors(void) {
     char path[1200];
     snprintf(path, sizeof path, "%s/missing.safetensors", dir);
     drdc_st_file *f = NULL;
-    CHECK_ERR(drdc_st_open(&f, path), DRDC_ERR_IO, "missing.safetensors");
+    CHECK_ERR(drdc_st_open(&f, path), DRDC_ERR_INPUT, "missing.safetensors");
     snprintf(path, sizeof path, "%s/bad.safetensors", dir);
     size_t size;
     unsigned char *buf = make_image("{\"w\": {\"dtype\": \"Q4\", \"shape\": [1], \"data_offsets\": [0, 1]}}", 1, &size);

@@ -136,6 +136,10 @@ drdc_status drdc_config_parse_stored(drdc_config *cfg, const char *json_text, co
  * lists as JSON arrays or comma-separated "8,16"), then validates. */
 drdc_status drdc_config_set(drdc_config *cfg, const char *assignment);
 
+/* Sets a string key to `value` exactly as given (no JSON parsing): a value that does not fit is
+ * DRDC_ERR_INPUT naming `what` (e.g. "--out") and its length; nothing is ever cut. */
+drdc_status drdc_config_set_string(drdc_config *cfg, const char *key, const char *value, const char *what);
+
 /* Defaults, then the file at path, then every "section.key=value" of sets, then ONE validation of
  * the result: keys that must change together (refiner.image_size and refiner.attention_res)
  * can be changed together with --set. Type and unknown-key errors still name the file or --set. */

@@ -38,7 +38,15 @@ void drdc_remove_temp_files(void);
 /* Writes n bytes to path through drdc_atomic_open (atomically for regular files; "-": stdout). */
 drdc_status drdc_write_file_atomic(const char *path, const void *data, size_t n);
 
-/* Reads a whole file into a malloc'd buffer (NUL-terminated; *len excludes the NUL). */
+/* Opens a file the user gave as input, for reading. Anything that is not a regular file (a FIFO
+ * would block forever, a device never end) is refused before a byte is read; a missing file, a
+ * folder or one without read permission is the user's input error (DRDC_ERR_INPUT, naming it);
+ * other failures are DRDC_ERR_IO. */
+drdc_status drdc_open_input(const char *path, int *fd);
+drdc_status drdc_fopen_input(const char *path, FILE **f);
+
+/* Reads a whole file into a malloc'd buffer (NUL-terminated; *len excludes the NUL); the file is
+ * opened with drdc_fopen_input. */
 drdc_status drdc_read_file(const char *path, char **data, size_t *len);
 
 /* mkdir -p. */
