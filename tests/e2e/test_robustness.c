@@ -244,8 +244,8 @@ static void infer_bad_image(const char *name, int want, const char *why) {
 }
 
 static void test_image_missing(void) {
-    /* a file that cannot be opened is an i/o error: exit 1 (error.h), the message says why */
-    infer_bad_image("nosuch.png", 1, "No such file");
+    /* an input file that does not exist is the user's input error: exit 2, the message says why */
+    infer_bad_image("nosuch.png", 2, "No such file");
 }
 
 static void test_image_zero_bytes(void) {

@@ -283,7 +283,7 @@ static void test_load_errors_name_the_tensor(void) {
     CHECK_OK(drdc_backbone_build(&eb, &ecfg, 64, CPU, 0));
     CHECK_ERR(drdc_backbone_load(&eb, path), DRDC_ERR_FORMAT, "_conv_stem.weight");
     snprintf(path, sizeof path, "%s/absent.safetensors", dir);
-    CHECK_ERR(drdc_backbone_load(&bb, path), DRDC_ERR_IO, "absent.safetensors");
+    CHECK_ERR(drdc_backbone_load(&bb, path), DRDC_ERR_INPUT, "absent.safetensors");
     drdc_backbone_free(&eb);
     drdc_backbone_free(&bb);
 }
