@@ -306,7 +306,7 @@ static drdc_status infer_folder(const drdc_inferer *c, int *failed) {
         fprintf(stderr, "infer: %d files under %s are not PNG, JPEG or BMP images: not scored\n", l.skipped, A.images);
     TRY(drdc_mkdirs(A.out_dir));
     if (A.jsonl) {
-        TRY(drdc_atomic_open(&jl, A.jsonl));
+        TRY(drdc_stream_open(&jl, A.jsonl));
         jl_open = 1;
     }
     csv_header(&csv);

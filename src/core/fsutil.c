@@ -100,6 +100,17 @@ drdc_status drdc_atomic_open(drdc_atomic_file *af, const char *path) {
     return DRDC_OK;
 }
 
+drdc_status drdc_stream_open(drdc_atomic_file *af, const char *path) {
+    drdc_status st = drdc_atomic_open(af, path);
+    if (st || af->mode != DRDC_WRITE_ATOMIC) return st;
+    drdc_atomic_abort(af);   /* a regular file: written in place instead */
+    af->f = fopen(af->path, "wb");
+    if (!af->f) return drdc_fail(DRDC_ERR_IO, "%s: cannot open for writing: %s", path, strerror(errno));
+    af->mode = DRDC_WRITE_THROUGH;
+    af->slot = -1;
+    return DRDC_OK;
+}
+
 static void fsync_parent(const char *path) {
     char buf[PATH_MAX];
     snprintf(buf, sizeof buf, "%s", path);

@@ -28,6 +28,9 @@ typedef struct drdc_atomic_file {
 } drdc_atomic_file;
 
 drdc_status drdc_atomic_open(drdc_atomic_file *af, const char *path);
+/* The same for a stream that readers follow while it grows (JSON Lines): written straight into
+ * path (created or truncated; symlinks followed), never through a temporary file. */
+drdc_status drdc_stream_open(drdc_atomic_file *af, const char *path);
 drdc_status drdc_atomic_commit(drdc_atomic_file *af);
 void drdc_atomic_abort(drdc_atomic_file *af);
 
