@@ -26,13 +26,11 @@ mkdir -p "$OUT"
 BASE=runs/kolektor_mtile
 COND=runs/kolektor_mtile_drdc
 UNCOND=runs/kolektor_mtile_uncond
-# the reduced refiner at 128 px, and the inference settings of every run below (the centre of the
+# configs/kolektor_mtile.json holds the reduced refiner (128 px, 32 channels, mults 1,1,2,2, t < 300,
+# 2000 steps of 8 images) and the inference settings of every run below (the centre of the
 # sensitivity study: tau 250, 5 DDIM steps, K 2, one grid of 16 px cells, scales 1, 1/2, 1/4,
 # filter 7, alpha 0.9, start from the image)
-R="--set refiner.image_size=128 --set refiner.channels=32 --set refiner.channel_mult=1,1,2,2
-   --set refiner.res_blocks=1 --set refiner.attention_res=16 --set refiner.head_channels=32
-   --set refiner.batch=8 --set refiner.max_train_t=300 --set infer.steps=5 --set infer.grids=16
-   --set infer.batch=4 --set train.checkpoint_every=100"
+R=""
 
 base() {
     local resume=""

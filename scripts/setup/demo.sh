@@ -17,13 +17,13 @@ WEIGHTS=../shared/weights/mobilenet_v2_1.0_224.safetensors
 SET=()
 if [ -f "$WEIGHTS" ]; then SET=(--set "backbone.weights=$WEIGHTS"); fi
 
-"$BIN" train --config tiny.json --out runs/demo "${SET[@]}"
-"$BIN" eval --dataset mvtec --method both --json runs/demo/eval.json --vis runs/demo/vis
-"$BIN" infer --images demo-data/disc/test/crack --out-dir runs/demo/heatmaps
+# --force: a demo run again replaces its previous run folder
+"$BIN" train --config tiny.json --out runs/demo --force "${SET[@]}"
+"$BIN" eval --dataset mvtec --method both --json runs/demo/eval.json --report runs/demo/report
+"$BIN" infer --images demo-data/disc/test --out-dir runs/demo/heatmaps --masks --panels
 
 echo
 echo "demo done:"
-echo "  model        runs/demo/model.safetensors (runs/latest points at it)"
-echo "  metrics      runs/demo/eval.json (tables above)"
-echo "  panels       runs/demo/vis/<category>/<defect>/*.png (image | truth | base | drdc)"
-echo "  heatmaps     runs/demo/heatmaps/*_heat.png, *_overlay.png, scores.csv"
+echo "  model        runs/demo/model.safetensors (runs/latest points at it; loss log runs/demo/loss.csv)"
+echo "  metrics      runs/demo/eval.json (tables above), report runs/demo/report/index.html"
+echo "  heatmaps     runs/demo/heatmaps/<defect>/*.heat.png, .overlay.png, .mask.png, .panel.png, scores.csv"
