@@ -439,6 +439,17 @@ static drdc_status resize_images(dt_tensor *out, dt_tensor images, int size) {
     return dt_interpolate(out, images, size, size, shape[2] > size ? DT_INTERP_AREA : DT_INTERP_BILINEAR);
 }
 
+void drdc_model_flops(drdc_pass_flops *f, const drdc_model *m, int64_t images) {
+    const drdc_infer_config *ic = &m->cfg.infer;
+    const int64_t R = m->cfg.refiner.image_size;
+    f->unet_runs = images * ic->K * ic->n_grids;
+    f->backbone = drdc_backbone_flops(&m->backbone, images);
+    f->base = drdc_base_flops(&m->base, images);
+    f->unet_call = drdc_unet_flops(&m->cfg.refiner, f->unet_runs, R, R);
+    f->refine = ic->steps * f->unet_call;
+    f->drdc = f->backbone + f->base + f->refine;
+}
+
 uint64_t drdc_model_image_seed(const drdc_model *m, const float *pixels, size_t n) {
     uint64_t state = drdc_seed(m->cfg.train.seed, DRDC_SEED_INFER) ^ drdc_fnv1a64(DRDC_FNV_OFFSET, pixels, n * sizeof *pixels);
     return drdc_splitmix64(&state);

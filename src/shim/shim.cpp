@@ -24,6 +24,8 @@
 #define DRDC_HAVE_CUDA_ALLOCATOR 1
 #endif
 
+#include <dlfcn.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -51,6 +53,12 @@ namespace {
 
 thread_local std::vector<Scope *> tl_scopes;
 std::atomic<long> g_live_handles{0};
+std::atomic<int64_t> g_flops{0};   // dt_flops_done: 2 x multiply-adds of the products run
+
+// Adds the work of one product to the counter: 2 * (output elements) * (multiply-adds per element).
+void count_flops(const at::Tensor &out, int64_t macs_per_element) {
+    g_flops.fetch_add(2 * out.numel() * macs_per_element, std::memory_order_relaxed);
+}
 
 // A bad argument detected by the shim itself (-> DRDC_ERR_INPUT).
 struct ShimInputError : std::runtime_error {
@@ -271,6 +279,8 @@ extern "C" void dt_free(dt_tensor t) {
 }
 
 extern "C" long dt_live_handles(void) { return g_live_handles.load(std::memory_order_relaxed); }
+
+extern "C" int64_t dt_flops_done(void) { return g_flops.load(std::memory_order_relaxed); }
 
 extern "C" drdc_status dt_scope_begin(void) {
     SHIM_TRY {
@@ -579,6 +589,16 @@ extern "C" drdc_status dt_shape(int64_t *out, int cap, dt_tensor t) {
 extern "C" drdc_status dt_to_device(dt_tensor *out, dt_tensor t, dt_device dev) { TENSOR_OP(T(t).to(to_device(dev))) }
 extern "C" drdc_status dt_to_dtype(dt_tensor *out, dt_tensor t, dt_dtype dtype) { TENSOR_OP(T(t).to(to_scalar(dtype))) }
 extern "C" drdc_status dt_contiguous(dt_tensor *out, dt_tensor t) { TENSOR_OP(T(t).contiguous()) }
+extern "C" drdc_status dt_to_memory_format(dt_tensor *out, dt_tensor t, int channels_last) {
+    TENSOR_OP(([&] {
+        const at::Tensor &x = T(t);
+        if (channels_last && x.dim() != 4) input_error("channels-last needs a 4-D tensor, got " + shape_str(x));
+        return x.contiguous(channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
+    }()))
+}
+extern "C" int dt_is_channels_last(dt_tensor t) {
+    return t && t->t.dim() == 4 && t->t.is_contiguous(at::MemoryFormat::ChannelsLast) ? 1 : 0;
+}
 extern "C" drdc_status dt_clone(dt_tensor *out, dt_tensor t) { TENSOR_OP(T(t).clone()) }
 extern "C" drdc_status dt_detach(dt_tensor *out, dt_tensor t) { TENSOR_OP(T(t).detach()) }
 extern "C" drdc_status dt_copy_(dt_tensor dst, dt_tensor src) { PROTECT(T(dst).copy_(T(src));) }
@@ -641,12 +661,46 @@ extern "C" drdc_status dt_norm2(dt_tensor *out, dt_tensor x, int64_t dim, int ke
 
 // ---- nn -------------------------------------------------------------------------------
 
+namespace {
+// at::conv2d sends small-batch 1x1 (and some small 3x3) float convolutions on one thread to its own
+// im2col + GEMM path, which copies a channels-last input back and forth: measured 2.2x slower than
+// oneDNN on the U-Net's 1x1 convs. A channels-last float32 CPU input without autograd and without
+// autocast (bf16 autocast routes at::conv2d to oneDNN anyway) goes straight to oneDNN.
+bool direct_onednn(const at::Tensor &x, int64_t groups) {
+#if AT_MKLDNN_ENABLED()
+    return groups == 1 && x.dim() == 4 && x.is_cpu() && x.scalar_type() == at::kFloat &&
+           x.is_contiguous(at::MemoryFormat::ChannelsLast) && !at::GradMode::is_enabled() &&
+           !at::autocast::is_cpu_enabled() && at::globalContext().userEnabledMkldnn();
+#else
+    (void)x, (void)groups;
+    return false;
+#endif
+}
+
+// Norms keep float32 weights: an input that autocast left in bf16 is normalised in the weights'
+// dtype (float32), as CUDA autocast does for group_norm and layer_norm.
+at::Tensor like_weight(const at::Tensor &x, const c10::optional<at::Tensor> &w) {
+    if (w && w->defined() && x.scalar_type() != w->scalar_type() && at::isFloatingType(x.scalar_type()))
+        return x.to(w->scalar_type());
+    return x;
+}
+}  // namespace
+
+
 extern "C" drdc_status dt_conv2d(dt_tensor *out, dt_tensor x, dt_tensor w, dt_tensor b, int64_t stride_h,
                                  int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dil_h, int64_t dil_w,
                                  int64_t groups) {
     const int64_t stride[2] = {stride_h, stride_w}, pad[2] = {pad_h, pad_w}, dil[2] = {dil_h, dil_w};
-    TENSOR_OP(at::conv2d(T(x), T(w), opt(b), at::IntArrayRef(stride, 2), at::IntArrayRef(pad, 2),
-                         at::IntArrayRef(dil, 2), groups))
+    TENSOR_OP(([&] {
+        const at::Tensor &xt = T(x), &wt = T(w);
+        at::Tensor r = direct_onednn(xt, groups)
+                           ? at::mkldnn_convolution(xt, wt, opt(b), at::IntArrayRef(pad, 2), at::IntArrayRef(stride, 2),
+                                                    at::IntArrayRef(dil, 2), groups)
+                           : at::conv2d(xt, wt, opt(b), at::IntArrayRef(stride, 2), at::IntArrayRef(pad, 2),
+                                        at::IntArrayRef(dil, 2), groups);
+        count_flops(r, wt.size(1) * wt.size(2) * wt.size(3));   // (Cin/groups) * kh * kw per output
+        return r;
+    }()))
 }
 
 extern "C" drdc_status dt_constant_pad_nd(dt_tensor *out, dt_tensor x, int64_t left, int64_t right, int64_t top,
@@ -656,9 +710,21 @@ extern "C" drdc_status dt_constant_pad_nd(dt_tensor *out, dt_tensor x, int64_t l
 }
 
 extern "C" drdc_status dt_linear(dt_tensor *out, dt_tensor x, dt_tensor w, dt_tensor b) {
-    TENSOR_OP(at::linear(T(x), T(w), opt(b)))
+    TENSOR_OP(([&] {
+        const at::Tensor &wt = T(w);
+        at::Tensor r = at::linear(T(x), wt, opt(b));
+        count_flops(r, wt.size(-1));
+        return r;
+    }()))
 }
-extern "C" drdc_status dt_bmm(dt_tensor *out, dt_tensor a, dt_tensor b) { TENSOR_OP(at::bmm(T(a), T(b))) }
+extern "C" drdc_status dt_bmm(dt_tensor *out, dt_tensor a, dt_tensor b) {
+    TENSOR_OP(([&] {
+        const at::Tensor &at_ = T(a);
+        at::Tensor r = at::bmm(at_, T(b));
+        count_flops(r, at_.size(-1));
+        return r;
+    }()))
+}
 extern "C" drdc_status dt_softmax(dt_tensor *out, dt_tensor x, int64_t dim) {
     TENSOR_OP(at::softmax(T(x), dim, c10::nullopt))
 }
@@ -670,18 +736,19 @@ extern "C" drdc_status dt_layer_norm(dt_tensor *out, dt_tensor x, int n_norm_dim
         if (n_norm_dims < 1 || n_norm_dims > xt.dim())
             input_error("n_norm_dims " + std::to_string(n_norm_dims) + " out of range for input " + shape_str(xt));
         at::IntArrayRef shape = xt.sizes().slice(static_cast<size_t>(xt.dim() - n_norm_dims));
-        return at::layer_norm(xt, shape, opt(w), opt(b), eps, true);
+        return at::layer_norm(like_weight(xt, opt(w)), shape, opt(w), opt(b), eps, true);
     }()))
 }
 
 extern "C" drdc_status dt_group_norm(dt_tensor *out, dt_tensor x, int64_t groups, dt_tensor w, dt_tensor b,
                                      double eps) {
-    TENSOR_OP(at::group_norm(T(x), groups, opt(w), opt(b), eps, true))
+    TENSOR_OP(at::group_norm(like_weight(T(x), opt(w)), groups, opt(w), opt(b), eps, true))
 }
 
 extern "C" drdc_status dt_batch_norm_eval(dt_tensor *out, dt_tensor x, dt_tensor running_mean, dt_tensor running_var,
                                           dt_tensor w, dt_tensor b, double eps) {
-    TENSOR_OP(at::batch_norm(T(x), opt(w), opt(b), c10::optional<at::Tensor>(T(running_mean)),
+    TENSOR_OP(at::batch_norm(like_weight(T(x), c10::optional<at::Tensor>(T(running_mean))), opt(w), opt(b),
+                             c10::optional<at::Tensor>(T(running_mean)),
                              c10::optional<at::Tensor>(T(running_var)), /*training=*/false, /*momentum=*/0.1, eps,
                              true))
 }
@@ -851,7 +918,11 @@ extern "C" int dt_is_grad_enabled(void) { return at::GradMode::is_enabled() ? 1 
 
 extern "C" drdc_status dt_set_num_threads(int n) {
     if (n < 1) return drdc_fail(DRDC_ERR_INPUT, "dt_set_num_threads: need n >= 1, got %d", n);
-    PROTECT(at::set_num_threads(n);)
+    PROTECT(at::set_num_threads(n);
+            // Debian's BLAS is OpenBLAS with its own thread pool (all cores by default, busy-waiting
+            // with sched_yield between calls): give it the same count when it is the BLAS linked in.
+            using set_fn = void (*)(int);
+            if (auto f = reinterpret_cast<set_fn>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) f(n);)
 }
 extern "C" int dt_get_num_threads(void) { return at::get_num_threads(); }
 
@@ -902,6 +973,30 @@ extern "C" drdc_status dt_autocast_bf16(int on) {
         at::autocast::set_enabled(on != 0);
 #endif
         at::autocast::set_autocast_cache_enabled(false);
+        if (!on) at::autocast::clear_cache();
+    }
+    SHIM_CATCH
+}
+
+extern "C" drdc_status dt_autocast_inference(dt_device dev, int on) {
+    SHIM_TRY {
+        if (dev.type != DT_CPU && dev.type != DT_CUDA) input_error("unknown device type " + std::to_string(dev.type));
+        const bool cuda = dev.type == DT_CUDA;
+#if defined(TORCH_VERSION_MAJOR) && (TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4))
+        const at::DeviceType t = cuda ? at::kCUDA : at::kCPU;
+        at::autocast::set_autocast_dtype(t, at::kBFloat16);
+        at::autocast::set_autocast_enabled(t, on != 0);
+#else
+        if (cuda) {
+            at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+            at::autocast::set_enabled(on != 0);
+        } else {
+            at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+            at::autocast::set_cpu_enabled(on != 0);
+        }
+#endif
+        // inference: no weight changes while it is on, so each weight is cast once per pass
+        at::autocast::set_autocast_cache_enabled(on != 0);
         if (!on) at::autocast::clear_cache();
     }
     SHIM_CATCH

@@ -722,6 +722,33 @@ drdc_status drdc_backbone_blocks_out(dt_tensor *outs, int n, const drdc_backbone
     return st ? st : run(blocks_fn, outs, n, bb, images);
 }
 
+/* Output size of a conv along one axis: TF-SAME (pad NULL: ceil(in / stride)) or the static
+ * padding lo + hi. */
+static int64_t conv_out(int64_t in, int k, int stride, const int *pad, int horizontal) {
+    if (!pad) return (in + stride - 1) / stride;
+    const int lo = horizontal ? pad[0] : pad[2], hi = horizontal ? pad[1] : pad[3];
+    return (in + lo + hi - k) / stride + 1;
+}
+
+int64_t drdc_backbone_flops(const drdc_backbone *bb, int64_t n) {
+    if (!bb || bb->n_feat < 1) return -1;
+    const int mnv2 = bb->family == DRDC_BACKBONE_MOBILENET_V2;
+    const int *stem_pad = mnv2 ? NULL : bb->stem_pad;
+    int64_t h = conv_out(bb->image_size, 3, 2, stem_pad, 0), w = conv_out(bb->image_size, 3, 2, stem_pad, 1);
+    int64_t f = 2 * n * h * w * bb->stem_ch * 3 * 9;                              /* the stem, 3 -> stem_ch */
+    for (int i = mnv2 ? 1 : 0; i <= bb->feat_blocks[bb->n_feat - 1]; i++) {
+        const drdc_backbone_block *b = &bb->blocks[i];
+        const int64_t E = b->expand_ch, k = b->kernel;
+        const int *pad = mnv2 ? NULL : b->pad;
+        if (E != b->in_ch) f += 2 * n * h * w * E * b->in_ch;                     /* 1x1 expansion */
+        h = conv_out(h, b->kernel, b->stride, pad, 0), w = conv_out(w, b->kernel, b->stride, pad, 1);
+        f += 2 * n * h * w * E * k * k;                                           /* depthwise */
+        if (b->se_ch) f += 2 * (2 * n * E * b->se_ch);                            /* SE reduce, expand (1x1 on 1x1) */
+        f += 2 * n * h * w * b->out_ch * E;                                       /* 1x1 projection */
+    }
+    return f;
+}
+
 drdc_status drdc_backbone_features(dt_tensor *out, const drdc_backbone *bb, dt_tensor images) {
     if (!bb || !out) return drdc_fail(DRDC_ERR_INPUT, "drdc_backbone_features: NULL argument");
     *out = NULL;

@@ -570,3 +570,12 @@ drdc_status drdc_base_anomaly_map(dt_tensor *out_map, dt_tensor rec, dt_tensor f
 done:
     return dt_scope_finish(st, map, out_map);
 }
+
+int64_t drdc_base_flops(const drdc_base *m, int64_t batch) {
+    if (!m || m->tokens < 1) return -1;
+    const int64_t B = batch, L = m->tokens, E = m->cfg.hidden, C = m->in_channels, F = m->cfg.ffn;
+    const int64_t mha = 4 * (2 * B * L * E * E) + 2 * (2 * B * L * L * E);   /* q, k, v, out_proj; q k^T, a v */
+    const int64_t ffn = 2 * (2 * B * L * E * F);
+    return 2 * (2 * B * L * C * E)                                            /* input_proj, output_proj */
+           + m->cfg.enc_layers * (mha + ffn) + m->cfg.dec_layers * (2 * mha + ffn);
+}

@@ -389,6 +389,66 @@ done:
     return st ? drdc_error_context(st, "timestep embedding") : DRDC_OK;
 }
 
+/* ---- work ---------------------------------------------------------------------------------- */
+
+/* 2 x multiply-adds of a k x k convolution cin -> cout with an h x w output, of n images. */
+static int64_t conv_flops(int64_t n, int64_t cin, int64_t cout, int64_t k, int64_t h, int64_t w) {
+    return 2 * n * h * w * cout * cin * k * k;
+}
+
+/* ResBlock in -> out at h x w: two 3x3 convs, the emb_layers Linear(4C -> 2 out), the 1x1 skip. */
+static int64_t resblock_flops(int64_t n, int64_t in, int64_t out, int64_t emb, int64_t h, int64_t w) {
+    int64_t f = conv_flops(n, in, out, 3, h, w) + conv_flops(n, out, out, 3, h, w) + 2 * n * emb * 2 * out;
+    return in != out ? f + conv_flops(n, in, out, 1, h, w) : f;
+}
+
+/* AttentionBlock of ch channels over L = h*w positions: qkv and proj_out (1x1), q^T k and v w^T
+ * (each 2 L^2 ch over all heads together). */
+static int64_t attn_flops(int64_t n, int64_t ch, int64_t h, int64_t w) {
+    const int64_t L = h * w;
+    return conv_flops(n, ch, 3 * ch, 1, h, w) + conv_flops(n, ch, ch, 1, h, w) + 2 * (2 * n * L * L * ch);
+}
+
+int64_t drdc_unet_flops(const drdc_refiner_config *c, int64_t n, int64_t h, int64_t w) {
+    if (!c || drdc_unet_check_config(c) != DRDC_OK) return -1;
+    const int64_t C = c->channels, E = 4 * C, levels = c->n_mult;
+    int64_t chans[1 + 2 * DRDC_MAX_LIST * 17];   /* input_block_chans, as build_layers */
+    int n_chans = 0;
+    int64_t f = 2 * n * (C * E + E * E);                                   /* time_embed */
+    int64_t ch = C * c->channel_mult[0];
+    const int64_t ch0 = ch;
+    f += conv_flops(n, drdc_unet_in_channels(c), ch, 3, h, w);              /* input conv */
+    chans[n_chans++] = ch;
+    for (int level = 0; level < levels; level++) {
+        const int64_t out = C * c->channel_mult[level];
+        for (int r = 0; r < c->res_blocks; r++) {
+            f += resblock_flops(n, ch, out, E, h, w);
+            ch = out;
+            if (level_has_attention(c, level)) f += attn_flops(n, ch, h, w);
+            chans[n_chans++] = ch;
+        }
+        if (level != levels - 1) {
+            h /= 2, w /= 2;
+            f += conv_flops(n, ch, ch, 3, h, w);                            /* Downsample, stride 2 */
+            chans[n_chans++] = ch;
+        }
+    }
+    f += 2 * resblock_flops(n, ch, ch, E, h, w) + attn_flops(n, ch, h, w);   /* middle block */
+    for (int level = levels - 1; level >= 0; level--) {
+        const int64_t out = C * c->channel_mult[level];
+        for (int i = 0; i <= c->res_blocks; i++) {
+            f += resblock_flops(n, ch + chans[--n_chans], out, E, h, w);  /* on cat(h, skip) */
+            ch = out;
+            if (level_has_attention(c, level)) f += attn_flops(n, ch, h, w);
+            if (level && i == c->res_blocks) {
+                h *= 2, w *= 2;
+                f += conv_flops(n, ch, ch, 3, h, w);                        /* Upsample: nearest x2, conv */
+            }
+        }
+    }
+    return f + conv_flops(n, ch0, DRDC_UNET_OUT_CHANNELS, 3, h, w);          /* out conv */
+}
+
 /* ---- forward ------------------------------------------------------------------------------- */
 
 /* Per-call state shared by the blocks. */

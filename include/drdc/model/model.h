@@ -134,6 +134,17 @@ drdc_status drdc_model_drdc(dt_tensor *heat, dt_tensor *score, dt_tensor *base_m
                             dt_tensor *h_diff, const drdc_model *m, dt_tensor images, int calibrating,
                             drdc_stage_times *times);
 
+/* The floating-point operations of drdc_model_drdc on `images` images (stages.h's counters: 2 x
+ * multiply-adds of the convolutions, Linear layers and attention products; norms, elementwise ops,
+ * resizing and the fusion's filters are not counted): the backbone and base transformer at
+ * data.image_size, one U-Net call on the images' B*K*G inpainting runs at refiner.image_size, and
+ * infer.steps of them for the refiner. drdc = backbone + base + refine (the fusion counts 0). */
+typedef struct drdc_pass_flops {
+    int64_t backbone, base, unet_call, refine, drdc;
+    int64_t unet_runs;   /* B*K*G: the U-Net batch of one call */
+} drdc_pass_flops;
+void drdc_model_flops(drdc_pass_flops *f, const drdc_model *m, int64_t images);
+
 /* The seed of an image's inpainting draws: splitmix64 of (train.seed + DRDC_SEED_INFER) xor FNV-1a of
  * its n float32 pixel values (the [3,R,R] image in [0,1] at the refiner's size). */
 uint64_t drdc_model_image_seed(const drdc_model *m, const float *pixels, size_t n);

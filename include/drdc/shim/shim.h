@@ -74,6 +74,10 @@ static inline void dt_free_all(dt_tensor *ts, int n) {
     }
 }
 long dt_live_handles(void);                  /* tensor handles alive in the process */
+/* Floating-point operations of the products run so far in the process (all threads): 2 x the
+ * multiply-adds of every dt_conv2d, dt_linear and dt_bmm (and dt_mm), from their shapes. Bias
+ * additions, norms and elementwise ops are not counted. Differences of two readings measure a call. */
+int64_t dt_flops_done(void);
 drdc_status dt_scope_begin(void);            /* opens a nested scope on this thread */
 drdc_status dt_scope_keep(dt_tensor t);      /* moves t out of its scope (to the enclosing one, or to the caller) */
 drdc_status dt_scope_end(void);              /* frees all handles still in the innermost scope and closes it */
@@ -126,6 +130,10 @@ drdc_status dt_shape(int64_t *out, int cap, dt_tensor t);  /* writes ndim sizes;
 drdc_status dt_to_device(dt_tensor *out, dt_tensor t, dt_device dev);
 drdc_status dt_to_dtype(dt_tensor *out, dt_tensor t, dt_dtype dtype);
 drdc_status dt_contiguous(dt_tensor *out, dt_tensor t);
+/* channels_last 1: the same [N,C,H,W] values stored with the channels innermost (NHWC), the layout
+ * oneDNN's convolutions work in without reordering; 0: plain contiguous NCHW. 4-D tensors only for 1. */
+drdc_status dt_to_memory_format(dt_tensor *out, dt_tensor t, int channels_last);
+int dt_is_channels_last(dt_tensor t);                      /* 1: a 4-D tensor stored channels-last */
 drdc_status dt_clone(dt_tensor *out, dt_tensor t);         /* a copy with its own storage */
 drdc_status dt_detach(dt_tensor *out, dt_tensor t);        /* shares storage, no autograd history */
 drdc_status dt_copy_(dt_tensor dst, dt_tensor src);        /* in place: dst <- src (broadcast, cast, cross-device) */
@@ -156,7 +164,8 @@ drdc_status dt_amax(dt_tensor *out, dt_tensor x, const int64_t *dims, int ndims,
 drdc_status dt_norm2(dt_tensor *out, dt_tensor x, int64_t dim, int keepdim);  /* L2 norm over one dim */
 
 /* ---- nn ------------------------------------------------------------------------------- */
-/* x [N,Cin,H,W], w [Cout,Cin/groups,kh,kw], b [Cout] or NULL -> [N,Cout,H',W'] */
+/* x [N,Cin,H,W], w [Cout,Cin/groups,kh,kw], b [Cout] or NULL -> [N,Cout,H',W'] (channels-last when x
+ * is: a channels-last float32 CPU input without autograd goes straight to oneDNN) */
 drdc_status dt_conv2d(dt_tensor *out, dt_tensor x, dt_tensor w, dt_tensor b, int64_t stride_h, int64_t stride_w,
                       int64_t pad_h, int64_t pad_w, int64_t dil_h, int64_t dil_w, int64_t groups);
 /* pads the last two dims: left, right (W), top, bottom (H); negative values crop */
@@ -227,7 +236,7 @@ void dt_optimizer_free(dt_optimizer opt);                /* NULL-safe */
 drdc_status dt_clip_grad_norm(const dt_tensor *params, int n, double max_norm, double *total_norm);
 
 /* ---- system --------------------------------------------------------------------------- */
-drdc_status dt_set_num_threads(int n);       /* intra-op threads, n >= 1 */
+drdc_status dt_set_num_threads(int n);       /* intra-op threads, n >= 1 (and OpenBLAS's, when it is the BLAS) */
 int dt_get_num_threads(void);
 int dt_cuda_available(void);
 int dt_cuda_device_count(void);
@@ -239,6 +248,12 @@ drdc_status dt_cuda_memory(int64_t *peak_bytes, dt_device dev);
 /* CUDA autocast to bf16 on this thread (on = 1) or off; CPU tensors are not affected.
  * The autocast weight cache is disabled so in-place optimizer updates are always seen. */
 drdc_status dt_autocast_bf16(int on);
+/* Inference under bf16 autocast on dev's kind (CPU: oneDNN's bf16 kernels, AMX where the CPU has
+ * it; CUDA: tensor cores) on this thread, on = 1, or off. Convolutions, Linear layers and matrix
+ * products run in bf16; dt_group_norm, dt_layer_norm and dt_batch_norm_eval normalise a bf16 input in
+ * their float32 weights' dtype. The weight cache is on while it is on (each weight is cast once until
+ * it is turned off): for inference only, never around optimizer steps. */
+drdc_status dt_autocast_inference(dt_device dev, int on);
 
 #ifdef __cplusplus
 }

@@ -112,6 +112,12 @@ drdc_status drdc_backbone_load(drdc_backbone *bb, const char *path);
 /* The same from a file already open; prefix is put before every name ("" for none). */
 drdc_status drdc_backbone_load_st(drdc_backbone *bb, const drdc_st_file *f, const char *prefix);
 
+/* The floating-point operations of drdc_backbone_features on n images (2 x multiply-adds of every
+ * convolution up to the last feature block, from the built plan's shapes: stem, 1x1 expansions,
+ * depthwise convs, squeeze-excitation, 1x1 projections; what the shim's dt_flops_done counts for
+ * the same call). Normalisation, BatchNorm, activations and the resizing are not counted. */
+int64_t drdc_backbone_flops(const drdc_backbone *bb, int64_t n);
+
 /* images [B,3,H,W] float32 in [0,1] on bb's device, H = W = image_size -> *out
  * [B, C, H/16, W/16]: the chosen blocks' outputs, each resized to H/16 x W/16 (bilinear,
  * align_corners = true), concatenated on channels in block order. Normalisation is inside. */

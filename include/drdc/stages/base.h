@@ -111,6 +111,12 @@ drdc_status drdc_base_build(drdc_base *model, const drdc_base_config *cfg, int i
 drdc_status drdc_base_forward(dt_tensor *out_rec, const drdc_base *model, dt_tensor features, int training,
                                dt_generator g);
 
+/* The floating-point operations of drdc_base_forward on `batch` feature maps (2 x multiply-adds of
+ * every Linear and attention product, from the model's shapes: input/output projections, per
+ * encoder layer one attention and the FFN, per decoder layer two attentions and the FFN; what the
+ * shim's dt_flops_done counts for the same call). */
+int64_t drdc_base_flops(const drdc_base *model, int64_t batch);
+
 /* As drdc_base_forward, but with the jitter's N(0,1) draws given: jitter_noise [B,C,h,w] (or
  * NULL: drawn from g as above). With jitter_noise given and training = 1 the jitter is applied
  * whatever jitter_prob says (the caller has decided the coin) and jitter_scale still applies;

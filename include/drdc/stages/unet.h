@@ -134,6 +134,12 @@ typedef struct drdc_unet {
  * head_channels divides the channels at every attention resolution and in the middle block. */
 drdc_status drdc_unet_check_config(const drdc_refiner_config *cfg);
 
+/* The floating-point operations of one forward pass of n images of h x w (2 x multiply-adds of
+ * every convolution, Linear and attention product, from the layer shapes of cfg: what the shim's
+ * dt_flops_done counts for the same call; norms and elementwise ops are not counted). -1 when cfg
+ * fails drdc_unet_check_config. */
+int64_t drdc_unet_flops(const drdc_refiner_config *cfg, int64_t n, int64_t h, int64_t w);
+
 /* Builds the U-Net for cfg (image_size, channels, channel_mult, res_blocks, attention_res,
  * head_channels, dropout) on dev, with guided-diffusion's initialisation drawn from a CPU
  * generator seeded with `seed`. Checks (DRDC_ERR_CONFIG naming the key): drdc_unet_check_config,
