@@ -8,7 +8,7 @@
 
 static struct {
     const char *config, *device, *weights_out, *json, *stages, *check_out;
-    int batch, size, iters, warmup, threads, breakdown, seed;
+    int batch, size, iters, warmup, threads, breakdown, seed, no_peak;
     drdc_opt_multi set;
 } A;
 
@@ -31,6 +31,8 @@ static const drdc_option OPTIONS[] = {
     {"--check-out", "FILE", DRDC_OPT_STRING, &A.check_out,
      "write each stage's inputs and outputs (safetensors) for a twin to compare", NULL, 0, 0},
     {"--json", "FILE", DRDC_OPT_STRING, &A.json, "write every measurement as JSON", NULL, 0, 0},
+    {"--no-peak", NULL, DRDC_OPT_FLAG, &A.no_peak, "skip the machine-peak microbenchmarks (GEMM, convolution)", NULL,
+     0, 0},
     {"--seed", "S", DRDC_OPT_INT, &A.seed, "seed of the random batch and of the refiner's randomised weights", "1", 0,
      2147483647},
     DRDC_OPTS_RUNTIME(&A.device, &A.threads),
@@ -39,11 +41,15 @@ static const drdc_option OPTIONS[] = {
 static const drdc_command SPEC = {
     "bench", "drdc bench --config FILE [options]",
     "Measure inference speed on a random batch with the config's network (random weights, or the\n"
-    "backbone weights the config names): backbone features, base transformer, one U-Net evaluation\n"
-    "at the sampler's batch B*K*G, the whole DRDC pass and the fusion alone; ms per batch, ms per\n"
-    "image, images/s and peak memory. Times are device-synchronised wall clock, warm-up excluded,\n"
-    "median of --iters. The refiner's zero-initialised layers are randomised (same cost, non-trivial\n"
-    "outputs). scripts/bench/bench.py compares these numbers with the PyTorch twins.",
+    "backbone weights the config names): backbone features, base transformer, one U-Net call as the\n"
+    "DRDC pass makes it (one image's K*G runs, or the batch's with infer.batch_refiner), the whole DRDC\n"
+    "pass and the fusion alone; ms per call, ms per image, images/s and peak memory; per stage the\n"
+    "FLOPs it does (from the layer shapes) and the GFLOP/s it reaches, next to the machine's peak\n"
+    "measured in the same run by GEMM and convolution microbenchmarks through the same libtorch (fp32,\n"
+    "and bf16 where the CPU has it); --set infer.precision=bf16 runs the stages under bf16 autocast.\n"
+    "Times are device-synchronised wall clock, warm-up excluded, median of --iters. The refiner's\n"
+    "zero-initialised layers are randomised (same cost, non-trivial outputs). scripts/bench/bench.py\n"
+    "compares these numbers with the PyTorch twins.",
     OPTIONS, (int)(sizeof OPTIONS / sizeof OPTIONS[0])};
 
 const drdc_command *drdc_bench_spec(void) { return &SPEC; }
@@ -76,6 +82,6 @@ int drdc_cmd_bench(int argc, char **argv) {
     st = resolve_config(&cfg);
     if (st) return drdc_cli_report("bench", st);
     const drdc_bench_options o = {A.weights_out, A.check_out, A.json, A.stages, A.batch, A.iters,
-                                  A.warmup, A.breakdown, A.seed};
+                                  A.warmup, A.breakdown, A.seed, A.no_peak};
     return drdc_cli_report("bench", drdc_bench_run(&o, &cfg, &rt));
 }

@@ -54,6 +54,11 @@ int main(int argc, char **argv) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    /* libtorch 1.x runs its own elementwise and norm kernels (SiLU, GroupNorm, ...) at AVX2 unless
+     * told otherwise, even on AVX-512 CPUs; ATen checks the CPU itself and reads this once, at its
+     * first kernel (measured on the U-Net's activations: SiLU 0.57 ms against 0.85 at AVX2, bf16
+     * GroupNorm 0.82 against 1.07). A user's own setting wins. */
+    setenv("ATEN_CPU_CAPABILITY", "avx512", 0);
 #ifdef __GLIBC__
     /* Large activations (a U-Net batch is tens of MB) would otherwise be mmap'd and unmapped on
      * every call and fault their pages back in each time: measured 25-40 % of a U-Net pass. Keep

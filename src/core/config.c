@@ -122,6 +122,8 @@ static const key_def k_keys[] = {
     K_DBL("infer.threshold_quantile", infer.threshold_quantile, 0, 1, 0, "0.99"),
     K_DBL("infer.pixel_quantile", infer.pixel_quantile, 0, 1, 0, "0.999"),
     K_INT("infer.batch", infer.batch, 1, 65536, "4"),
+    K_STR("infer.precision", infer.precision, "\"fp32\"", "fp32|bf16"),
+    K_BOOL("infer.batch_refiner", infer.batch_refiner, "false"),
 
     K_INT("train.seed", train.seed, 0, INT_MAX, "133"),
     K_STR("train.out", train.out, "\"\"", NULL),

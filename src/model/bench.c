@@ -39,18 +39,34 @@ typedef struct bench_ctx {
     drdc_fusion_opts fo;
     drdc_refine_opts ro;       /* for the batching comparison */
     drdc_stage_times last;     /* of the last DRDC pass */
+    int64_t NU;                /* U-Net batch of one call in a DRDC pass: K*G (one image), B*K*G (infer.batch_refiner) */
+    int bf16;                  /* infer.precision bf16: the stages run under bf16 autocast */
+    drdc_pass_flops fl;        /* FLOPs of the stages at this batch */
 } bench_ctx;
 
 typedef drdc_status (*stage_fn)(dt_tensor *out, bench_ctx *c);
 
+/* The single-stage rows run under the precision of the DRDC pass (drdc_model_drdc sets its own). */
+static drdc_status precision_on(const bench_ctx *c, int on) {
+    return c->bf16 ? dt_autocast_inference(c->m.dev, on) : DRDC_OK;
+}
 static drdc_status run_backbone(dt_tensor *out, bench_ctx *c) {
-    return drdc_backbone_features(out, &c->m.backbone, c->images_s);
+    drdc_status st = precision_on(c, 1);
+    if (!st) st = drdc_backbone_features(out, &c->m.backbone, c->images_s);
+    drdc_status off = precision_on(c, 0);
+    return st ? st : off;
 }
 static drdc_status run_base(dt_tensor *out, bench_ctx *c) {
-    return drdc_base_forward(out, &c->m.base, c->feats, 0, NULL);
+    drdc_status st = precision_on(c, 1);
+    if (!st) st = drdc_base_forward(out, &c->m.base, c->feats, 0, NULL);
+    drdc_status off = precision_on(c, 0);
+    return st ? st : off;
 }
 static drdc_status run_unet(dt_tensor *out, bench_ctx *c) {
-    return drdc_unet_eps(out, &c->m.refiner, c->x_t, c->t, c->cond);
+    drdc_status st = precision_on(c, 1);
+    if (!st) st = drdc_unet_eps(out, &c->m.refiner, c->x_t, c->t, c->cond);
+    drdc_status off = precision_on(c, 0);
+    return st ? st : off;
 }
 static drdc_status run_drdc(dt_tensor *out, bench_ctx *c) {
     dt_tensor score = NULL;
@@ -166,7 +182,10 @@ static drdc_status setup(bench_ctx *c, const drdc_config *cfg, dt_device dev) {
     TRY(drdc_fusion_opts_from_config(&c->fo, ic));
     drdc_refine_opts_from_config(&c->ro, ic);
     c->ro.sampler.gen = c->gen;
-    const int64_t B = c->B, S = c->S, R = c->R, N = (int64_t)c->B * c->G * c->K;
+    c->bf16 = strcmp(ic->precision, "bf16") == 0;
+    c->NU = (int64_t)(ic->batch_refiner ? c->B : 1) * c->G * c->K;
+    drdc_model_flops(&c->fl, &c->m, c->B);
+    const int64_t B = c->B, S = c->S, R = c->R, N = c->NU;
     const int64_t ss[4] = {B, 3, S, S}, rs[4] = {B, 3, R, R}, ns[4] = {N, 3, R, R}, nt[1] = {N};
     const int64_t hs[6] = {B, c->G, c->steps, 3, R, R}, bs[4] = {B, 1, R, R};
     TRY(dt_rand(&c->images_s, ss, 4, DT_F32, dev, c->gen));
@@ -215,9 +234,16 @@ static cJSON *ms_array(const double *v, int n) {
     return a;
 }
 
-static void print_row(const char *name, int64_t n, int B, double ms, double cpu_ms) {
-    printf("  %-18s %6lld %12.2f %12.3f %12.2f", name, (long long)n, ms, ms / B, 1e3 * B / ms);
-    if (cpu_ms >= 0) printf(" %12.2f", cpu_ms);
+/* One stage: B images in ms (cpu_ms < 0: not shown), flops per call (0: none counted), against peak
+ * GFLOP/s (0: not measured). */
+static void print_row(const char *name, int64_t n, int B, double ms, double cpu_ms, double flops, double peak) {
+    printf("  %-18s %6lld %11.2f %10.3f %9.2f", name, (long long)n, ms, ms / B, 1e3 * B / ms);
+    if (cpu_ms >= 0) printf(" %10.2f", cpu_ms); else printf(" %10s", "");
+    if (flops > 0) {
+        double gs = flops / (1e-3 * ms) / 1e9;
+        printf(" %8.2f %9.1f", flops / 1e9, gs);
+        if (peak > 0) printf(" %6.1f%%", 100 * gs / peak);
+    }
     printf("\n");
 }
 
@@ -275,6 +301,113 @@ done:
     dt_free(hd);
     drdc_st_writer_free(w);
     return st;
+}
+
+/* ---- the machine's peak, measured in the same run ----------------------------------------------- */
+
+enum { P_F32, P_BF16, N_PREC };
+static const char *PREC_NAMES[N_PREC] = {"fp32", "bf16"};
+
+/* Whether bf16 has fast kernels here: CUDA, or a CPU with AVX512-BF16 or AMX-BF16 (oneDNN uses them). */
+static int bf16_available(dt_device dev) {
+    return dev.type == DT_CUDA || drdc_cpu_has_flag("avx512_bf16") || drdc_cpu_has_flag("amx_bf16");
+}
+
+/* One microbenchmark kernel: GEMM [M,K] x [K,N] (a Linear without bias), or a 3x3 convolution on a
+ * channels-last [n,c,s,s] batch to c channels, the layout oneDNN runs its convolutions in. */
+typedef struct peak_kernel {
+    const char *what;
+    int conv;
+    int64_t a, b, c, d;   /* GEMM: M, K, N; conv: n, c, s */
+} peak_kernel;
+
+static const peak_kernel PEAK_KERNELS[] = {
+    {"GEMM", 0, 1024, 1024, 1024, 0},
+    {"GEMM", 0, 4096, 256, 256, 0},
+    {"conv 3x3, channels-last", 1, 8, 64, 64, 0},
+    {"conv 3x3, channels-last", 1, 4, 128, 32, 0},
+};
+#define N_PEAK_KERNELS ((int)(sizeof PEAK_KERNELS / sizeof PEAK_KERNELS[0]))
+
+/* Best-of-reps GFLOP/s of one kernel at one precision (the FLOPs as the shim counts them). */
+static drdc_status time_kernel(double *gflops, double *flops_out, const peak_kernel *k, dt_dtype dt, dt_device dev,
+                               dt_generator g, int reps) {
+    dt_tensor x = NULL, w = NULL, xs = NULL, ws = NULL, y = NULL;
+    drdc_status st = DRDC_OK;
+    if (k->conv) {
+        const int64_t xs4[4] = {k->a, k->b, k->c, k->c}, ws4[4] = {k->b, k->b, 3, 3};
+        TRY(dt_randn(&x, xs4, 4, DT_F32, dev, g));
+        TRY(dt_randn(&w, ws4, 4, DT_F32, dev, g));
+        TRY(dt_to_memory_format(&x, x, 1));
+    } else {
+        const int64_t xs2[2] = {k->a, k->b}, ws2[2] = {k->c, k->b};
+        TRY(dt_randn(&x, xs2, 2, DT_F32, dev, g));
+        TRY(dt_randn(&w, ws2, 2, DT_F32, dev, g));
+    }
+    TRY(dt_to_dtype(&xs, x, dt));
+    TRY(dt_to_dtype(&ws, w, dt));
+    double best = INFINITY, flops = 0;
+    for (int i = 0; i < reps + 1; i++) {   /* the first call is warm-up (oneDNN builds its kernel) */
+        dt_free(y);
+        y = NULL;
+        int64_t f0 = dt_flops_done();
+        double t0 = drdc_now_seconds();
+        TRY(k->conv ? dt_conv2d(&y, xs, ws, NULL, 1, 1, 1, 1, 1, 1, 1) : dt_linear(&y, xs, ws, NULL));
+        TRY(dt_synchronize(dev));
+        double t = drdc_now_seconds() - t0;
+        flops = (double)(dt_flops_done() - f0);
+        if (i > 0 && t < best) best = t;
+    }
+    *gflops = flops / best / 1e9;
+    *flops_out = flops;
+done:
+    dt_free(x), dt_free(w), dt_free(xs), dt_free(ws), dt_free(y);
+    return st;
+}
+
+/* Measures each kernel at fp32 and (where it is fast) bf16 and prints the table; peak[p] = the best
+ * GFLOP/s of precision p (0 when not measured). The best of several repetitions: on a shared
+ * machine the least disturbed one is closest to what the cores can do. */
+static drdc_status measure_peak(double peak[N_PREC], dt_device dev, dt_generator g, cJSON *root) {
+    const int have_bf16 = bf16_available(dev), reps = 5;
+    drdc_status st = DRDC_OK;
+    peak[P_F32] = peak[P_BF16] = 0;
+    printf("\nthe machine's peak, measured now through the same libtorch (%d threads; best of %d):\n",
+           dt_get_num_threads(), reps);
+    printf("  %-26s %-22s %8s %14s %14s\n", "kernel", "shape", "GFLOP", "fp32 GFLOP/s", "bf16 GFLOP/s");
+    cJSON *arr = cJSON_AddArrayToObject(root, "peak_kernels");
+    for (int i = 0; i < N_PEAK_KERNELS; i++) {
+        const peak_kernel *k = &PEAK_KERNELS[i];
+        char shape[64];
+        if (k->conv)
+            snprintf(shape, sizeof shape, "%lldx%lldx%lldx%lld -> %lld", (long long)k->a, (long long)k->b,
+                     (long long)k->c, (long long)k->c, (long long)k->b);
+        else
+            snprintf(shape, sizeof shape, "%lld x %lld x %lld", (long long)k->a, (long long)k->b, (long long)k->c);
+        double r[N_PREC] = {0, 0}, flops = 0;
+        for (int p = 0; p < N_PREC; p++) {
+            if (p == P_BF16 && !have_bf16) continue;
+            TRY(time_kernel(&r[p], &flops, k, p == P_BF16 ? DT_BF16 : DT_F32, dev, g, reps));
+            if (r[p] > peak[p]) peak[p] = r[p];
+        }
+        printf("  %-26s %-22s %8.2f %14.1f ", k->what, shape, flops / 1e9, r[P_F32]);
+        if (have_bf16) printf("%14.1f\n", r[P_BF16]); else printf("%14s\n", "-");
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "kernel", k->what);
+        cJSON_AddStringToObject(o, "shape", shape);
+        cJSON_AddNumberToObject(o, "flops", flops);
+        cJSON_AddNumberToObject(o, "gflops_fp32", r[P_F32]);
+        if (have_bf16) cJSON_AddNumberToObject(o, "gflops_bf16", r[P_BF16]);
+        cJSON_AddItemToArray(arr, o);
+    }
+    printf("  %-26s %-22s %8s %14.1f ", "peak (the best of each)", "", "", peak[P_F32]);
+    if (have_bf16) printf("%14.1f\n", peak[P_BF16]); else printf("%14s\n", "(no bf16 here)");
+    cJSON *pk = cJSON_AddObjectToObject(root, "peak_gflops");
+    cJSON_AddNumberToObject(pk, "fp32", peak[P_F32]);
+    if (have_bf16) cJSON_AddNumberToObject(pk, "bf16", peak[P_BF16]);
+    fflush(stdout);
+done:
+    return st ? drdc_error_context(st, "measuring the peak") : DRDC_OK;
 }
 
 /* ---- --runs-breakdown ------------------------------------------------------------------------ */
@@ -479,13 +612,20 @@ drdc_status drdc_bench_run(const drdc_bench_options *opts, const drdc_config *co
     if (O->weights_out) TRY(drdc_model_save(&c.m, O->weights_out));
     if (O->check_out) TRY(write_check(&c, O->check_out));
     const char *omp = getenv("OMP_WAIT_POLICY");
-    int64_t N = (int64_t)c.B * c.G * c.K;
+    int64_t N = c.NU;
+    double peak[N_PREC] = {0, 0};
+    if (!O->no_peak) TRY(measure_peak(peak, rt->device, c.gen, root));
+    const double pk = peak[c.bf16 ? P_BF16 : P_F32];
+    const double stage_flops[N_STAGES] = {(double)c.fl.backbone, (double)c.fl.base,
+                                          (double)drdc_unet_flops(&cfg.refiner, N, c.R, c.R), (double)c.fl.drdc, 0};
+    const int unet_images = (int)(N / ((int64_t)c.G * c.K));
     printf("drdc bench: config %s, device %s, %d threads (OMP_WAIT_POLICY=%s), libtorch %s\n", cfg.name,
            rt->device_name, dt_get_num_threads(), omp ? omp : "(unset)", dt_torch_version());
     printf("  batch %d, image %dx%d, refiner %dx%d, backbone %s (%s), U-Net %d ch, DDIM %d steps, K %d, %d grids "
-           "-> U-Net batch %lld\n", c.B, c.S, c.S, c.R, c.R, cfg.backbone.arch,
+           "-> U-Net batch %lld (%s), precision %s\n", c.B, c.S, c.S, c.R, c.R, cfg.backbone.arch,
            c.m.backbone_pretrained ? "pretrained" : "random weights", cfg.refiner.channels, c.steps, c.K, c.G,
-           (long long)N);
+           (long long)N, cfg.infer.batch_refiner ? "the batch's runs together" : "one image's runs",
+           cfg.infer.precision);
     printf("  load average before: %.2f %.2f %.2f (%d cores online)\n", load0[0], load0[1], load0[2],
            drdc_cpu_count());
     if (O->weights_out) printf("  weights: %s\n", O->weights_out);
@@ -496,7 +636,8 @@ drdc_status drdc_bench_run(const drdc_bench_options *opts, const drdc_config *co
             st = drdc_fail(DRDC_ERR_NOMEM, "out of memory");
             goto done;
         }
-    printf("\n  %-18s %6s %12s %12s %12s %12s\n", "stage", "N", "ms/batch", "ms/image", "images/s", "cpu ms");
+    printf("\n  %-18s %6s %11s %10s %9s %10s %8s %9s %7s\n", "stage", "N", "ms/call", "ms/image", "images/s",
+           "cpu ms", "GFLOP", "GFLOP/s", "peak");
     for (int s = 0; s < N_STAGES; s++) {
         if (!want[s]) continue;
         if (!(res[s].ms = calloc((size_t)O->iters, sizeof(double))) ||
@@ -516,16 +657,21 @@ drdc_status drdc_bench_run(const drdc_bench_options *opts, const drdc_config *co
         res[s].cpu_med = median(res[s].cpu, O->iters);
         res[s].min = res[s].ms[0];
         for (int i = 1; i < O->iters; i++) res[s].min = fmin(res[s].min, res[s].ms[i]);
-        print_row(STAGE_NAMES[s], res[s].n, c.B, res[s].med, res[s].cpu_med);
+        print_row(STAGE_NAMES[s], res[s].n, s == ST_UNET ? unet_images : c.B, res[s].med, res[s].cpu_med,
+                  stage_flops[s], pk);
         if (s == ST_DRDC) {
             const char *sub[3] = {"  drdc: base", "  drdc: refine", "  drdc: fusion"};
-            for (int i = 0; i < 3; i++) print_row(sub[i], c.B, c.B, median(drdc_parts[i], O->iters), -1);
+            const double sub_flops[3] = {(double)(c.fl.backbone + c.fl.base), (double)c.fl.refine, 0};
+            for (int i = 0; i < 3; i++)
+                print_row(sub[i], c.B, c.B, median(drdc_parts[i], O->iters), -1, sub_flops[i], pk);
         }
         fflush(stdout);
     }
-    printf("  (wall clock, median of %d after %d warm-up; ms/image = ms/batch / %d; cpu ms = process CPU time, all "
-           "threads;\n   the U-Net row is ONE evaluation at N = B*K*G = %lld, a DRDC pass makes %d of them)\n", O->iters,
-           O->warmup, c.B, (long long)N, c.steps);
+    printf("  (wall clock, median of %d after %d warm-up; cpu ms = process CPU time, all threads; GFLOP = 2 x "
+           "multiply-adds of\n   the convolutions, Linear layers and attention products, from the layer shapes; peak "
+           "= share of the %s peak above.\n   The U-Net row is ONE call on N = %lld runs (%d image%s x K %d x %d grids); "
+           "a DRDC pass makes %d steps x %d such calls)\n", O->iters, O->warmup, PREC_NAMES[c.bf16 ? P_BF16 : P_F32],
+           (long long)N, unet_images, unet_images == 1 ? "" : "s", c.K, c.G, c.steps, c.B / unet_images);
     int64_t rss = peak_rss_bytes(), cuda_peak = 0;
     if (rt->device.type == DT_CUDA) TRY(dt_cuda_memory(&cuda_peak, rt->device));
     printf("  peak memory: %.1f MiB resident (host, whole process)", rss / 1048576.0);
@@ -548,6 +694,8 @@ drdc_status drdc_bench_run(const drdc_bench_options *opts, const drdc_config *co
         cJSON_AddNumberToObject(root, "image_size", c.S);
         cJSON_AddNumberToObject(root, "refiner_size", c.R);
         cJSON_AddNumberToObject(root, "unet_batch", (double)N);
+        cJSON_AddStringToObject(root, "precision", cfg.infer.precision);
+        cJSON_AddBoolToObject(root, "batch_refiner", cfg.infer.batch_refiner);
         cJSON_AddNumberToObject(root, "iters", O->iters);
         cJSON_AddNumberToObject(root, "warmup", O->warmup);
         cJSON_AddNumberToObject(root, "seed", O->seed);
@@ -568,6 +716,12 @@ drdc_status drdc_bench_run(const drdc_bench_options *opts, const drdc_config *co
             cJSON_AddNumberToObject(o, "images_per_s", 1e3 * c.B / res[s].med);
             cJSON_AddItemToObject(o, "ms_all", ms_array(res[s].ms, O->iters));
             cJSON_AddNumberToObject(o, "cpu_ms_median", res[s].cpu_med);
+            cJSON_AddNumberToObject(o, "flops", stage_flops[s]);
+            if (stage_flops[s] > 0) {
+                double gs = stage_flops[s] / (1e-3 * res[s].med) / 1e9;
+                cJSON_AddNumberToObject(o, "gflops_per_s", gs);
+                if (pk > 0) cJSON_AddNumberToObject(o, "share_of_peak", gs / pk);
+            }
             cJSON_AddItemToObject(o, "cpu_ms_all", ms_array(res[s].cpu, O->iters));
             if (s == ST_DRDC) {
                 cJSON_AddNumberToObject(o, "ms_base", median(drdc_parts[0], O->iters));

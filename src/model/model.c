@@ -362,9 +362,10 @@ done:
 }
 
 /* Runs fn on each image of a batch alone ([1,...] slices) and concatenates each wanted output along
- * dim 0. Every result of the model is computed this way, so an image's maps and score never depend
- * on the batch it came in (libtorch's kernels pick their summation order by batch size: a batch of
- * four and a batch of one differ in the last bits). outs[i] NULL: output i not wanted. */
+ * dim 0. Every result of the model is computed this way (but the refiner's with infer.batch_refiner),
+ * so an image's maps and score never depend on the batch it came in (libtorch's kernels pick their
+ * summation order by batch size: a batch of four and a batch of one differ in the last bits).
+ * outs[i] NULL: output i not wanted. */
 typedef drdc_status (*one_image_fn)(dt_tensor *const *outs, const drdc_model *m, dt_tensor image, void *ctx);
 
 static drdc_status per_image(dt_tensor *const *outs, int n_outs, const drdc_model *m, dt_tensor images,
@@ -393,6 +394,15 @@ done:
     return st;
 }
 
+/* infer.precision: bf16 runs the networks (backbone, base transformer, U-Net) under bf16 autocast
+ * on the model's device; their outputs, the maps and the scores stay float32. */
+static int use_bf16(const drdc_model *m) { return strcmp(m->cfg.infer.precision, "bf16") == 0; }
+
+/* Turns the precision's autocast on (on = 1) or off around one network stage; a no-op for fp32. */
+static drdc_status precision(const drdc_model *m, int on) {
+    return use_bf16(m) ? dt_autocast_inference(m->dev, on) : DRDC_OK;
+}
+
 static drdc_status base_one(dt_tensor *const *outs, const drdc_model *m, dt_tensor images, void *ctx) {
     (void)ctx;
     dt_tensor *map = outs[0], *score = outs[1];
@@ -405,8 +415,12 @@ static drdc_status base_one(dt_tensor *const *outs, const drdc_model *m, dt_tens
         return st;
     }
     dt_tensor feats, rec;
-    TRY(drdc_backbone_features(&feats, &m->backbone, images));     /* [B,C,S/16,S/16] */
-    TRY(drdc_base_forward(&rec, &m->base, feats, 0, NULL));       /* [B,C,S/16,S/16] */
+    TRY(precision(m, 1));
+    st = drdc_backbone_features(&feats, &m->backbone, images);     /* [B,C,S/16,S/16] */
+    if (!st) st = drdc_base_forward(&rec, &m->base, feats, 0, NULL); /* [B,C,S/16,S/16] */
+    drdc_status off = precision(m, 0);
+    if (!st) st = off;
+    if (st) goto done;
     TRY(base_map_scales(map, rec, feats, &m->cfg.infer, S));       /* [B,1,S,S] */
     TRY(drdc_fusion_image_score(score, *map, m->cfg.infer.pool));  /* [B] */
     TRY(dt_scope_keep(*map));
@@ -572,8 +586,12 @@ static drdc_status drdc_one(dt_tensor *const *outs_in, const drdc_model *m, dt_t
     TRY(resize_images(&img_r, images, R));                          /* [B,3,R,R] in [0,1] */
     TRY(image_draws(&ro, m, img_r));                                /* this batch's masks and noise */
     TRY(drdc_model_refiner_range(&x, img_r));                       /* [B,3,R,R] in [-1,1] */
-    TRY(drdc_diffusion_refine(&x_hat, NULL, NULL, &m->schedule, drdc_unet_eps, (void *)&m->refiner, x, &ro));
+    TRY(precision(m, 1));
+    st = drdc_diffusion_refine(&x_hat, NULL, NULL, &m->schedule, drdc_unet_eps, (void *)&m->refiner, x, &ro);
                                                                     /* [B,G,steps,3,R,R] */
+    drdc_status off = precision(m, 0);
+    if (!st) st = off;
+    if (st) goto done;
     if (times) TRY(dt_synchronize(m->dev));
     t2 = drdc_now_seconds();
     TRY(drdc_fusion_diffusion_heat(&hd, x, x_hat, &fo));            /* [B,1,R,R] eqs. 14-16 */
@@ -612,5 +630,8 @@ drdc_status drdc_model_drdc(dt_tensor *heat, dt_tensor *score, dt_tensor *base_m
         if (outs[i]) *outs[i] = NULL;
     if (times) memset(times, 0, sizeof *times);
     drdc_one_ctx ctx = {calibrating, times};
+    /* infer.batch_refiner: the whole batch's inpainting runs share each U-Net call (faster; the maps
+     * then depend on the batch in the last bits); the base maps stay one image at a time */
+    if (m->cfg.infer.batch_refiner) return drdc_one(outs, m, images, &ctx);
     return per_image(outs, 5, m, images, drdc_one, &ctx);
 }

@@ -626,6 +626,10 @@ extern "C" drdc_status dt_clamp(dt_tensor *out, dt_tensor a, double min, double 
     }()))
 }
 
+extern "C" drdc_status dt_addcmul(dt_tensor *out, dt_tensor a, dt_tensor b, dt_tensor c) {
+    TENSOR_OP(at::addcmul(T(a), T(b), T(c)))
+}
+
 extern "C" drdc_status dt_add_(dt_tensor dst, dt_tensor src, double alpha) {
     PROTECT(T(dst).add_(T(src), at::Scalar(alpha));)
 }
@@ -677,12 +681,13 @@ bool direct_onednn(const at::Tensor &x, int64_t groups) {
 #endif
 }
 
-// Norms keep float32 weights: an input that autocast left in bf16 is normalised in the weights'
-// dtype (float32), as CUDA autocast does for group_norm and layer_norm.
+// Norms compute in float32: an input that autocast left in bf16 (or f16) is normalised in the
+// weights' dtype (float32, or float32 itself without weights), as CUDA autocast does for group_norm
+// and layer_norm.
 at::Tensor like_weight(const at::Tensor &x, const c10::optional<at::Tensor> &w) {
-    if (w && w->defined() && x.scalar_type() != w->scalar_type() && at::isFloatingType(x.scalar_type()))
-        return x.to(w->scalar_type());
-    return x;
+    const at::ScalarType s = x.scalar_type();
+    if (w && w->defined()) return s != w->scalar_type() && at::isFloatingType(s) ? x.to(w->scalar_type()) : x;
+    return s == at::kBFloat16 || s == at::kHalf ? x.to(at::kFloat) : x;
 }
 }  // namespace
 

@@ -669,6 +669,11 @@ static drdc_status features_fn(dt_tensor *outs, int n, const drdc_backbone *bb, 
     TRY(dt_size(&h, images, 2));
     TRY(dt_size(&w, images, 3));
     for (int j = 0; j < bb->n_feat; j++) {
+        if (dt_dtype_of(feats[j]) != DT_F32) {   /* bf16 under autocast: the features are float32 */
+            dt_tensor f32;
+            TRY(dt_to_dtype(&f32, feats[j], DT_F32));
+            replace(&feats[j], f32);
+        }
         TRY(dt_interpolate(&resized[j], feats[j], h / 16, w / 16, DT_INTERP_BILINEAR_AC)); /* [B,c_j,H/16,W/16] */
         dt_free(feats[j]);
         feats[j] = NULL;

@@ -520,6 +520,7 @@ drdc_status drdc_base_forward_ex(dt_tensor *out_rec, const drdc_base *m, dt_tens
     TRY(dt_linear(&out, out, m->output_proj_weight, m->output_proj_bias)); /* [B,L,C] */
     TRY(dt_transpose(&out, out, 1, 2));                                  /* [B,C,L] */
     const int64_t bchw[4] = {B, C, h, w};
+    if (dt_dtype_of(out) != DT_F32) TRY(dt_to_dtype(&out, out, DT_F32));  /* bf16 under autocast: f32 out */
     TRY(dt_reshape(&rec, out, bchw, 4));                                 /* [B,C,h,w] */
 done:
     st = dt_scope_finish(st, rec, out_rec);

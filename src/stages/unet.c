@@ -1,5 +1,7 @@
 /* unet.c: DRDC's refiner U-Net, a transcription of guided-diffusion's UNetModel (see unet.h for
- * the architecture, names and initialisation). Channels-first throughout ([N,C,H,W]); the
+ * the architecture, names and initialisation). Shapes are [N,C,H,W] throughout; without autograd
+ * (inference) the activations are stored channels-last (NHWC), the layout oneDNN's convolutions run
+ * in without reordering their input and output on every call, and eps comes back as plain NCHW. The
  * attention's 1x1 Conv1d layers run as 1x1 Conv2d on [N,C,H,W] (the same product), and the
  * attention itself is bmm + softmax. Every block runs in its own nested shim scope, so its
  * temporaries are freed when the block ends (inference memory stays at a few activations plus
@@ -457,6 +459,7 @@ typedef struct fwd_ctx {
     dt_tensor emb_act;   /* [N,4C] SiLU(emb): the first layer of every ResBlock's emb_layers */
     int training;
     dt_generator g;
+    int channels_last;   /* activations stored NHWC (without autograd): oneDNN's convolutions never reorder */
 } fwd_ctx;
 
 /* GroupNorm32 (32 groups, eps 1e-5) followed by SiLU. [N,ch,H,W] -> [N,ch,H,W] */
@@ -491,11 +494,23 @@ static drdc_status resblock_forward(dt_tensor *out, const fwd_ctx *c, const drdc
     TRY(dt_narrow(&sc_flat, e, 1, 0, oc));                                /* [N,out] scale */
     TRY(dt_narrow(&sh_flat, e, 1, oc, oc));                               /* [N,out] shift */
     TRY(dt_add_scalar(&scale1, sc_flat, 1.0));                            /* [N,out] 1 + scale */
-    TRY(dt_reshape(&scale, scale1, col, 4));                              /* [N,out,1,1] */
-    TRY(dt_reshape(&shift, sh_flat, col, 4));                             /* [N,out,1,1] */
-    TRY(dt_group_norm(&hn, h1, GN_GROUPS, rb->out_norm_w, rb->out_norm_b, GN_EPS)); /* [N,out,H,W] */
-    TRY(dt_mul(&hs, hn, scale));                                          /* [N,out,H,W] */
-    TRY(dt_add(&hss, hs, shift));                                         /* [N,out,H,W] */
+    if (c->channels_last) {
+        /* inference: GN's affine and the scale-shift folded into one pass over the activations,
+         * (n w + b)(1 + scale) + shift = n [w (1 + scale)] + [b (1 + scale) + shift] */
+        dt_tensor wa = NULL, ba = NULL;
+        TRY(dt_mul(&wa, scale1, rb->out_norm_w));                         /* [N,out] */
+        TRY(dt_addcmul(&ba, sh_flat, scale1, rb->out_norm_b));            /* [N,out] */
+        TRY(dt_reshape(&scale, wa, col, 4));                              /* [N,out,1,1] */
+        TRY(dt_reshape(&shift, ba, col, 4));                              /* [N,out,1,1] */
+        TRY(dt_group_norm(&hn, h1, GN_GROUPS, NULL, NULL, GN_EPS));       /* [N,out,H,W] normalised, f32 */
+        TRY(dt_addcmul(&hss, shift, hn, scale));                          /* [N,out,H,W] */
+    } else {
+        TRY(dt_reshape(&scale, scale1, col, 4));                          /* [N,out,1,1] */
+        TRY(dt_reshape(&shift, sh_flat, col, 4));                         /* [N,out,1,1] */
+        TRY(dt_group_norm(&hn, h1, GN_GROUPS, rb->out_norm_w, rb->out_norm_b, GN_EPS)); /* [N,out,H,W] */
+        TRY(dt_mul(&hs, hn, scale));                                      /* [N,out,H,W] */
+        TRY(dt_add(&hss, hs, shift));                                     /* [N,out,H,W] */
+    }
     TRY(dt_silu(&ha, hss));                                               /* [N,out,H,W] */
     if (c->training && c->u->cfg.dropout > 0.0) {
         TRY(dt_dropout(&hd, ha, c->u->cfg.dropout, 1, c->g));             /* [N,out,H,W] */
@@ -537,6 +552,7 @@ static drdc_status attn_forward(dt_tensor *out, const drdc_unet_attn *a, dt_tens
     TRY(dt_transpose(&pt, p, 1, 2));                                      /* [B,s,t] */
     TRY(dt_bmm(&att, v, pt));                                             /* [B,ch,L(t)] */
     TRY(dt_reshape(&att4, att, shape, 4));                                /* [N,C,H,W] */
+    if (dt_is_channels_last(x)) TRY(dt_to_memory_format(&att4, att4, 1));   /* as x (small: attention resolutions) */
     TRY(dt_reshape(&wp, a->proj_w, (const int64_t[4]){C, C, 1, 1}, 4));   /* [C,C,1,1] */
     TRY(dt_conv2d(&h, att4, wp, a->proj_b, 1, 1, 0, 0, 1, 1, 1));         /* [N,C,H,W] */
     TRY(dt_add(&result, x, h));                                           /* [N,C,H,W] */
@@ -629,7 +645,7 @@ drdc_status drdc_unet_forward(dt_tensor *eps, const drdc_unet *unet, dt_tensor x
     dt_tensor result = NULL, x = NULL, temb = NULL, e0 = NULL, e1 = NULL, emb = NULL, h = NULL, hn = NULL;
     dt_tensor m0 = NULL, m1 = NULL, raw = NULL;
     dt_tensor *hs = calloc((size_t)nb, sizeof *hs);
-    fwd_ctx c = {unet, NULL, training, g};
+    fwd_ctx c = {unet, NULL, training, g, !dt_is_grad_enabled()};   /* no autograd: nothing runs backward */
     if (!hs) {
         st = drdc_fail(DRDC_ERR_NOMEM, "unet forward: out of memory");
         goto done;
@@ -640,6 +656,7 @@ drdc_status drdc_unet_forward(dt_tensor *eps, const drdc_unet *unet, dt_tensor x
     } else {
         x = x_t;                                                          /* [N,3,H,W] (borrowed) */
     }
+    if (c.channels_last) TRY(dt_to_memory_format(&x, x, 1));              /* NHWC from here on */
     TRY(drdc_unet_timestep_embedding(&temb, t, unet->model_channels, unet->dev)); /* [N,C] */
     TRY(dt_linear(&e0, temb, unet->temb0_w, unet->temb0_b));              /* [N,4C] */
     TRY(dt_silu(&e1, e0));                                                /* [N,4C] */
@@ -670,11 +687,11 @@ drdc_status drdc_unet_forward(dt_tensor *eps, const drdc_unet *unet, dt_tensor x
     }
     TRY(norm_silu(&hn, h, unet->out_norm_w, unet->out_norm_b));          /* [N,ch0,H,W] */
     TRY(conv3x3(&raw, hn, unet->out_conv_w, unet->out_conv_b, 1));        /* [N,3,H,W] eps */
-    if (dt_dtype_of(raw) != DT_F32) {
-        TRY(dt_to_dtype(&result, raw, DT_F32));   /* bf16 under CUDA autocast: eps is always f32 */
-    } else {
+    if (dt_dtype_of(raw) != DT_F32) TRY(dt_to_dtype(&raw, raw, DT_F32));  /* bf16 under autocast: eps is always f32 */
+    if (c.channels_last)
+        TRY(dt_to_memory_format(&result, raw, 0));                       /* plain NCHW for the caller */
+    else
         result = raw;
-    }
 done:
     free(hs);
     st = dt_scope_finish(st, result, eps);   /* frees every temporary (and result on failure) */

@@ -5,7 +5,8 @@
  *   standardised with ITS OWN normal statistics, and calibration stores each map's statistics under
  *   its own name;
  * - an image's inpainting draws come from its own generator (drdc_model_image_seed), so its maps
- *   and score do not depend on the batch it is in or its position there.
+ *   and score do not depend on the batch it is in or its position there;
+ * - infer.precision bf16 and infer.batch_refiner stay close to the default (stated bounds).
  * A tiny model is built in process with random weights (the U-Net's zero-initialised output layer
  * randomised too, so the refiner's output depends on its input). */
 #include "drdc/model/model.h"
@@ -233,6 +234,56 @@ static void test_maps_do_not_depend_on_the_batch(void) {
     dt_free(h1), dt_free(s1), dt_free(h3), dt_free(s3), dt_free(b1), dt_free(bs1), dt_free(b3), dt_free(bs3);
 }
 
+/* infer.precision bf16 (autocast) gives maps close to fp32's, and is still a function of the image
+ * alone; infer.batch_refiner (the batch's runs through the U-Net together) gives the same maps up to
+ * the summation order. Bounds: the largest map difference within 5 % of the fp32 map's range for
+ * bf16 (8-bit mantissas through every layer), 1e-4 for batching. */
+static void run_maps(dt_tensor *heat, dt_tensor *score, dt_tensor imgs, const char *precision, int batched) {
+    drdc_infer_config saved = g_m.cfg.infer;
+    snprintf(g_m.cfg.infer.precision, sizeof g_m.cfg.infer.precision, "%s", precision);
+    g_m.cfg.infer.batch_refiner = batched;
+    CHECK_OK(drdc_model_drdc(heat, score, NULL, NULL, NULL, &g_m, imgs, 0, NULL));
+    g_m.cfg.infer = saved;
+}
+
+static double range_of(const float *a, int64_t n) {
+    float lo = a[0], hi = a[0];
+    for (int64_t i = 1; i < n; i++) lo = a[i] < lo ? a[i] : lo, hi = a[i] > hi ? a[i] : hi;
+    return (double)hi - lo;
+}
+
+static void test_bf16_and_batched_refiner_stay_close(void) {
+    if (!g_ready) return;
+    const int R = g_m.cfg.refiner.image_size, I = drdc_model_input_size(&g_m, 1);
+    const int64_t rr = (int64_t)R * R;
+    dt_tensor imgs = images(3, I, 41), one = NULL;
+    CHECK_OK(dt_narrow(&one, imgs, 0, 1, 1));
+    dt_tensor h32 = NULL, s32 = NULL, h16 = NULL, s16 = NULL, h16a = NULL, s16a = NULL, hb = NULL, sb = NULL;
+    run_maps(&h32, &s32, imgs, "fp32", 0);
+    run_maps(&h16, &s16, imgs, "bf16", 0);
+    run_maps(&h16a, &s16a, one, "bf16", 0);
+    run_maps(&hb, &sb, imgs, "fp32", 1);
+    float *a = test_host_copy(h32), *b = test_host_copy(h16), *c = test_host_copy(h16a), *d = test_host_copy(hb);
+    float *sa = test_host_copy(s32), *sc = test_host_copy(s16), *sd = test_host_copy(sb);
+    if (a && b && c && d && sa && sc && sd) {
+        const double range = range_of(a, 3 * rr), dh = max_diff(a, b, 3 * rr), ds = max_diff(sa, sc, 3);
+        const double srange = range_of(sa, 3) > 0 ? range_of(sa, 3) : 1;
+        const double db = max_diff(a, d, 3 * rr), dsb = max_diff(sa, sd, 3);
+        printf("  bf16 vs fp32: max |map diff| %.3g (%.2f %% of the map range %.3g), max |score diff| %.3g\n", dh,
+               100 * dh / range, range, ds);
+        printf("  batched refiner vs one image at a time: max |map diff| %.3g, max |score diff| %.3g\n", db, dsb);
+        CHECK(dh > 0 && dh < 0.05 * range);   /* bf16 really ran, and stayed close */
+        CHECK(ds < 0.05 * range + 0.05 * srange);
+        CHECK(db <= 1e-4 * range && dsb <= 1e-4 * (fabs(sa[0]) + 1));
+        CHECK(!memcmp(b + rr, c, sizeof(float) * (size_t)rr));   /* bf16: still the image alone, bit for bit */
+    } else {
+        CHECK(!"host copies");
+    }
+    free(a), free(b), free(c), free(d), free(sa), free(sc), free(sd);
+    dt_free(imgs), dt_free(one), dt_free(h32), dt_free(s32), dt_free(h16), dt_free(s16), dt_free(h16a);
+    dt_free(s16a), dt_free(hb), dt_free(sb);
+}
+
 /* Calibration stores each map's statistics under its own name: with the images' maps computed
  * through drdc_model_drdc (a function of the image alone), fuse_base_mean/std are those of the base
  * maps and diff_mean/std those of the diffusion maps; the DRDC threshold is the quantile of the fused
@@ -295,6 +346,7 @@ int main(void) {
     RUN(test_refiner_and_base_inputs);
     RUN(test_fusion_takes_each_map_with_its_statistics);
     RUN(test_maps_do_not_depend_on_the_batch);
+    RUN(test_bf16_and_batched_refiner_stay_close);
     RUN(test_calibration_stores_each_maps_statistics);
     drdc_model_free(&g_m);
     return test_summary();

@@ -98,6 +98,13 @@ typedef struct drdc_infer_config {    /* test-time conditioning and fusion (pape
     double threshold_quantile;        /* image-score threshold = this quantile of normal validation scores; default 0.99 */
     double pixel_quantile;            /* pixel threshold = this quantile of all normal validation map pixels; default 0.999 */
     int batch;                        /* images per inference batch; default 4 */
+    char precision[DRDC_NAME_CAP];    /* "fp32" (default) | "bf16": the whole DRDC pass under bf16 autocast (CPU:
+                                       * oneDNN, AMX where the CPU has it; CUDA autocast on GPU); maps, scores and
+                                       * the fusion stay float32 */
+    int batch_refiner;                /* 1: the refiner's inpainting runs of up to `batch` images go through the
+                                       * U-Net together (faster on CPU and GPU, but an image's maps then depend on
+                                       * the batch it came in, in the last bits); default false: one image at a
+                                       * time, bit-identical anywhere */
 } drdc_infer_config;
 
 typedef struct drdc_train_config {

@@ -20,6 +20,7 @@ typedef struct drdc_bench_options {
     int iters, warmup;         /* timed and untimed repetitions per stage */
     int breakdown;             /* also the runs breakdown (steps x K x grids, batching) */
     int seed;                  /* of the random batch and the refiner's randomised weights */
+    int no_peak;               /* skip the peak microbenchmarks (GEMM and convolution, fp32 and bf16) */
 } drdc_bench_options;
 
 /* Builds the model of cfg on rt's device and times the stages; prints a table on stdout. An unknown

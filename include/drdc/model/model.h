@@ -125,8 +125,12 @@ int drdc_model_input_size(const drdc_model *m, int with_refiner);
  * the model must be calibrated for DRDC (stats.drdc_ready) unless `calibrating` is 1, in which
  * case heat and score are not computed (NULL) and only the maps are returned. The inpainting
  * partitions and noise of each image come from its own generator, seeded by
- * drdc_model_image_seed: an image's maps and score depend on the model and the image alone, not on
- * the batch it is in. times (may be NULL) gets the seconds spent in each stage. */
+ * drdc_model_image_seed, and every stage runs one image at a time: an image's maps and score depend
+ * on the model and the image alone, not on the batch it is in (bit for bit). Except with
+ * infer.batch_refiner: the inpainting runs of the whole batch then share each U-Net call (faster),
+ * and an image's maps and score depend on its batch in the last bits (the base stage stays one image
+ * at a time). infer.precision bf16 runs the backbone, base transformer and U-Net under bf16
+ * autocast (maps and scores stay float32). times (may be NULL) gets the seconds spent in each stage. */
 typedef struct drdc_stage_times {
     double base_s, refine_s, fusion_s;   /* wall seconds of each stage (device synchronised) */
 } drdc_stage_times;

@@ -22,6 +22,10 @@ drdc_status drdc_runtime_init(drdc_runtime *rt, const char *device_arg, int thre
 /* Number of online CPU cores (at least 1). */
 int drdc_cpu_count(void);
 
+/* 1 when the CPU lists `flag` in /proc/cpuinfo (e.g. "avx512_bf16", "amx_bf16"); 0 otherwise or
+ * when it cannot be read. */
+int drdc_cpu_has_flag(const char *flag);
+
 #ifdef __cplusplus
 }
 #endif

@@ -150,6 +150,7 @@ drdc_status dt_exp(dt_tensor *out, dt_tensor a);
 drdc_status dt_neg(dt_tensor *out, dt_tensor a);
 drdc_status dt_square(dt_tensor *out, dt_tensor a);
 drdc_status dt_clamp(dt_tensor *out, dt_tensor a, double min, double max);  /* +-INFINITY: no bound */
+drdc_status dt_addcmul(dt_tensor *out, dt_tensor a, dt_tensor b, dt_tensor c);  /* a + b * c, one pass */
 drdc_status dt_add_(dt_tensor dst, dt_tensor src, double alpha);  /* in place: dst += alpha * src */
 drdc_status dt_lerp_(dt_tensor dst, dt_tensor end, double weight);/* in place: dst += weight * (end - dst) (EMA) */
 
@@ -176,6 +177,7 @@ drdc_status dt_softmax(dt_tensor *out, dt_tensor x, int64_t dim);
 /* normalizes over the last n_norm_dims dims; w, b of that shape or NULL */
 drdc_status dt_layer_norm(dt_tensor *out, dt_tensor x, int n_norm_dims, dt_tensor w, dt_tensor b, double eps);
 drdc_status dt_group_norm(dt_tensor *out, dt_tensor x, int64_t groups, dt_tensor w, dt_tensor b, double eps); /* x [N,C,...] */
+/* (the norms compute in float32: a bf16/f16 input is cast to the weights' dtype, or to f32 without weights) */
 /* inference-mode batch norm with running statistics; w, b [C] or NULL */
 drdc_status dt_batch_norm_eval(dt_tensor *out, dt_tensor x, dt_tensor running_mean, dt_tensor running_var,
                                dt_tensor w, dt_tensor b, double eps);
