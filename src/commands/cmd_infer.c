@@ -285,15 +285,77 @@ static drdc_status output_path(char *out, size_t cap, const char *rel, const cha
     return drdc_mkdirs(dir);
 }
 
+/* One folder run's state, for the sink. */
+typedef struct folder_run {
+    const drdc_inferer *c;
+    const file_list *l;
+    drdc_csv_writer *csv;
+    drdc_atomic_file *jl;   /* NULL: no --jsonl */
+    drdc_progress *prog;
+    int anomalous, normal, failed, done;
+} folder_run;
+
+/* Each image as it finishes (in the folder's sorted order): its pictures, its CSV row and JSON line,
+ * the counts. An unreadable file is listed and counted, never fatal. */
+static drdc_status folder_sink(void *ctx, int i, const drdc_infer_result *r, drdc_status read_st,
+                               const char *error) {
+    folder_run *f = ctx;
+    const char *rel = f->l->rel[i];
+    drdc_status st = DRDC_OK;
+    double write_s = 0;
+    if (r) {
+        char heat[16384], over[16384], mask[16384], panel[16384];
+        TRY(output_path(heat, sizeof heat, rel, ".heat.png"));
+        TRY(output_path(over, sizeof over, rel, ".overlay.png"));
+        TRY(output_path(mask, sizeof mask, rel, ".mask.png"));
+        TRY(output_path(panel, sizeof panel, rel, ".panel.png"));
+        double t = drdc_now_seconds();
+        drdc_picture_paths p = {heat, over, A.masks && r->mask ? mask : NULL, A.panels ? panel : NULL};
+        drdc_status pic = drdc_infer_write_pictures(f->c, r, &p);
+        write_s = drdc_now_seconds() - t;
+        if (pic == DRDC_ERR_NOMEM || pic == DRDC_ERR_TORCH || pic == DRDC_ERR_STATE) return pic;   /* not the file's fault */
+        if (pic) {
+            error = drdc_last_error();
+            r = NULL;
+            read_st = pic;
+        }
+    }
+    if (!r) {
+        f->failed++;
+        fprintf(stderr, "infer: skipped %s: %s\n", rel, error);
+    } else if (r->verdict == DRDC_VERDICT_ERROR) {
+        f->failed++;
+        fprintf(stderr, "infer: %s: verdict error (the score is not a finite number)\n", rel);
+    } else {
+        f->anomalous += r->verdict == DRDC_VERDICT_ANOMALOUS;
+        f->normal += r->verdict == DRDC_VERDICT_NORMAL;
+    }
+    (void)read_st;
+    csv_row(f->csv, rel, r, error);
+    if (f->jl) {
+        cJSON *o = image_json(f->c, rel, r, error, write_s);
+        char *text = o ? cJSON_PrintUnformatted(o) : NULL;
+        cJSON_Delete(o);
+        if (!text || fprintf(f->jl->f, "%s\n", text) < 0 || fflush(f->jl->f) != 0)
+            st = drdc_fail(DRDC_ERR_IO, "%s: cannot write", A.jsonl);
+        free(text);
+    }
+    drdc_progress_update(f->prog, ++f->done, rel);
+done:
+    return st;
+}
+
 /* --images DIR: every image file under DIR, outputs mirroring the tree, scores.csv (or --csv),
- * --jsonl as each finishes. Unreadable files are listed and counted, never fatal. *failed gets the
- * number of images without a normal/anomalous verdict. */
+ * --jsonl as each finishes. Pipelined (drdc_infer_files): data.workers loader threads decode the next
+ * images while the model runs, infer.batch images per model call. Unreadable files are listed and
+ * counted, never fatal. *failed gets the number of images without a normal/anomalous verdict. */
 static drdc_status infer_folder(const drdc_inferer *c, int *failed) {
     file_list l = {0};
     drdc_csv_writer csv = {0};
     drdc_atomic_file jl = {0};
     drdc_progress prog = {0};
-    int jl_open = 0, anomalous = 0, normal = 0;
+    char **paths = NULL;
+    int jl_open = 0;
     *failed = 0;
     drdc_status st = DRDC_OK;
     TRY(walk(&l, A.images, "", 0));
@@ -309,49 +371,25 @@ static drdc_status infer_folder(const drdc_inferer *c, int *failed) {
         TRY(drdc_stream_open(&jl, A.jsonl));
         jl_open = 1;
     }
-    csv_header(&csv);
-    drdc_progress_begin(&prog, "infer images", l.n, A.quiet);
+    if (!(paths = calloc((size_t)l.n, sizeof *paths))) {
+        st = drdc_fail(DRDC_ERR_NOMEM, "out of memory listing %s", A.images);
+        goto done;
+    }
     for (int i = 0; i < l.n; i++) {
-        char in[16384], heat[16384], over[16384], mask[16384], panel[16384];
-        snprintf(in, sizeof in, "%s/%s", A.images, l.rel[i]);
-        TRY(output_path(heat, sizeof heat, l.rel[i], ".heat.png"));
-        TRY(output_path(over, sizeof over, l.rel[i], ".overlay.png"));
-        TRY(output_path(mask, sizeof mask, l.rel[i], ".mask.png"));
-        TRY(output_path(panel, sizeof panel, l.rel[i], ".panel.png"));
-        const outputs out = {heat, over, A.masks ? mask : NULL, A.panels ? panel : NULL};
-        drdc_infer_result r = {0};
-        double write_s = 0;
-        drdc_status one = infer_one(c, in, &out, &r, &write_s);
-        if (one == DRDC_ERR_NOMEM || one == DRDC_ERR_TORCH || one == DRDC_ERR_STATE) {   /* not the file's fault */
-            drdc_infer_result_free(&r);
-            st = one;
+        size_t len = strlen(A.images) + strlen(l.rel[i]) + 2;
+        if (!(paths[i] = malloc(len))) {
+            st = drdc_fail(DRDC_ERR_NOMEM, "out of memory listing %s", A.images);
             goto done;
         }
-        const char *error = one ? drdc_last_error() : NULL;
-        int scored = !one;
-        if (!scored) {
-            (*failed)++;
-            fprintf(stderr, "infer: skipped %s: %s\n", l.rel[i], error);
-        } else if (r.verdict == DRDC_VERDICT_ERROR) {
-            (*failed)++;
-            fprintf(stderr, "infer: %s: verdict error (the score is not a finite number)\n", l.rel[i]);
-        } else {
-            anomalous += r.verdict == DRDC_VERDICT_ANOMALOUS;
-            normal += r.verdict == DRDC_VERDICT_NORMAL;
-        }
-        csv_row(&csv, l.rel[i], scored ? &r : NULL, error);
-        if (jl_open) {
-            cJSON *o = image_json(c, l.rel[i], scored ? &r : NULL, error, write_s);
-            char *text = o ? cJSON_PrintUnformatted(o) : NULL;
-            cJSON_Delete(o);
-            if (!text || fprintf(jl.f, "%s\n", text) < 0 || fflush(jl.f) != 0) st = drdc_fail(DRDC_ERR_IO, "%s: cannot "
-                                                                                            "write", A.jsonl);
-            free(text);
-        }
-        drdc_infer_result_free(&r);
-        if (st) goto done;
-        drdc_progress_update(&prog, i + 1, l.rel[i]);
+        snprintf(paths[i], len, "%s/%s", A.images, l.rel[i]);
     }
+    csv_header(&csv);
+    drdc_progress_begin(&prog, "infer images", l.n, A.quiet);
+    folder_run run = {c, &l, &csv, jl_open ? &jl : NULL, &prog, 0, 0, 0, 0};
+    drdc_infer_stats stats;
+    st = drdc_infer_files(c, (const char *const *)paths, l.n, c->m.cfg.data.workers, folder_sink, &run, &stats);
+    *failed = run.failed;
+    if (st) goto done;
     drdc_progress_end(&prog);
     if (jl_open) {
         jl_open = 0;
@@ -364,12 +402,19 @@ static drdc_status infer_folder(const drdc_inferer *c, int *failed) {
     snprintf(path, sizeof path, "%s/scores.csv", A.out_dir);
     TRY(drdc_write_file_atomic(A.csv ? A.csv : path, text, len));
     printf("%d images: %d anomalous, %d normal, %d not judged (unreadable or error verdict); threshold %.4g (%s); "
-           "outputs in %s\n", l.n, anomalous, normal, *failed, drdc_inferer_thresholds(c).image,
+           "outputs in %s\n", l.n, run.anomalous, run.normal, *failed, drdc_inferer_thresholds(c).image,
            drdc_inferer_thresholds(c).scope, A.out_dir);
+    if (!A.quiet)
+        fprintf(stderr, "infer: %d images in %.1f s: %.2f images/s; the model was idle %.0f %% of the time (decoding "
+                "%d loader threads ahead, %d images per model call; writing the outputs)\n", stats.images,
+                stats.wall_s, stats.wall_s > 0 ? stats.images / stats.wall_s : 0, 100 * stats.idle_share,
+                c->m.cfg.data.workers, c->m.cfg.infer.batch);
 done:
     drdc_progress_end(&prog);
     if (jl_open) drdc_atomic_abort(&jl);
     drdc_csv_writer_free(&csv);
+    for (int i = 0; paths && i < l.n; i++) free(paths[i]);
+    free(paths);
     file_list_free(&l);
     return st;
 }

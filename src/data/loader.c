@@ -7,7 +7,9 @@
  * consumer (drdc_loader_next) takes batch b once all its samples are in, and hands back batch
  * b - 1 at the same time. A failing sample stops all further claims; because claims are in
  * order, every sample before it is still decoded, so the consumer sees the batches before the
- * failure and then the lowest failing sample's error, the same on every run. */
+ * failure and then the lowest failing sample's error, the same on every run. With keep_going a
+ * failing sample is delivered in its place instead (zero pixels, its status and message), and the
+ * epoch goes on. */
 #define _POSIX_C_SOURCE 200809L
 #include "drdc/data/loader.h"
 
@@ -105,9 +107,10 @@ done:
 }
 
 /* Decodes a sample: rgb (HWC, resized to size x size unless size is 0) and, when with_mask,
- * its 0/1 mask at the same size (zero when the sample has none). */
+ * its 0/1 mask at the same size (zero when the sample has none); original (may be NULL) gets the
+ * decoded image at its own size. */
 static drdc_status decode_sample(const drdc_sample *s, int size, int with_mask, drdc_image *rgb,
-                                 drdc_image *mask, int *orig_w, int *orig_h) {
+                                 drdc_image *mask, int *orig_w, int *orig_h, drdc_image *original) {
     drdc_image raw = {0};
     memset(rgb, 0, sizeof *rgb);
     memset(mask, 0, sizeof *mask);
@@ -116,13 +119,17 @@ static drdc_status decode_sample(const drdc_sample *s, int size, int with_mask, 
     *orig_w = raw.w;
     *orig_h = raw.h;
     int w = size ? size : raw.w, h = size ? size : raw.h;
-    if (raw.w == w && raw.h == h) {
+    if (raw.w == w && raw.h == h && !original) {
         *rgb = raw;
         memset(&raw, 0, sizeof raw);
     } else {
         TRY(drdc_image_resize(&raw, w, h, rgb));
     }
     if (with_mask) TRY(decode_mask(s, w, h, *orig_w, *orig_h, mask));
+    if (original) {
+        *original = raw;
+        memset(&raw, 0, sizeof raw);
+    }
 done:
     drdc_image_free(&raw);
     if (st) {
@@ -149,7 +156,7 @@ drdc_status drdc_sample_load(const drdc_sample *sample, int size, int with_mask,
         return drdc_fail(DRDC_ERR_INPUT, "image size %d out of range [0, %d]", size, LOADER_MAX_SIZE);
     drdc_image rgb = {0}, mask = {0};
     drdc_status st = DRDC_OK;
-    TRY(decode_sample(sample, size, with_mask, &rgb, &mask, &out->orig_w, &out->orig_h));
+    TRY(decode_sample(sample, size, with_mask, &rgb, &mask, &out->orig_w, &out->orig_h, NULL));
     size_t np = (size_t)rgb.w * (size_t)rgb.h;
     out->w = rgb.w;
     out->h = rgb.h;
@@ -206,6 +213,11 @@ static void free_slots(drdc_loader *ld) {
         free(b->category);
         free(b->orig_w);
         free(b->orig_h);
+        free(b->status);
+        for (int i = 0; b->error && i < ld->opt.batch_size; i++) free(b->error[i]);
+        free(b->error);
+        for (int i = 0; b->original && i < ld->opt.batch_size; i++) drdc_image_free(&b->original[i]);
+        free(b->original);
     }
     free(ld->slots);
     ld->slots = NULL;
@@ -265,8 +277,11 @@ drdc_status drdc_loader_create(drdc_loader **out, const drdc_sample *samples, in
         b->category = malloc(B * sizeof(int));
         b->orig_w = malloc(B * sizeof(int));
         b->orig_h = malloc(B * sizeof(int));
+        b->status = calloc(B, sizeof *b->status);
+        b->error = calloc(B, sizeof *b->error);
+        if (opt->keep_original) b->original = calloc(B, sizeof *b->original);
         if (!b->images || (opt->with_masks && !b->masks) || !b->index || !b->label || !b->category ||
-            !b->orig_w || !b->orig_h)
+            !b->orig_w || !b->orig_h || !b->status || !b->error || (opt->keep_original && !b->original))
             bad = 1;
     }
     if (bad) {
@@ -316,8 +331,26 @@ static void *worker_main(void *arg) {
         const drdc_sample *s = &ld->samples[si];
         drdc_image rgb, mask;
         int ow = 0, oh = 0;
-        drdc_status st = decode_sample(s, S, ld->opt.with_masks, &rgb, &mask, &ow, &oh);
-        if (st == DRDC_OK) {
+        if (bt->original) drdc_image_free(&bt->original[pos]);   /* the slot's previous batch's */
+        drdc_status st = decode_sample(s, S, ld->opt.with_masks, &rgb, &mask, &ow, &oh,
+                                       bt->original ? &bt->original[pos] : NULL);
+        bt->status[pos] = st;
+        if (st != DRDC_OK && ld->opt.keep_going) {   /* delivered in its place: zero pixels and the reason */
+            const size_t np = (size_t)S * (size_t)S;
+            memset(bt->images + (size_t)pos * 3 * plane, 0, 3 * np * sizeof(float));
+            if (ld->opt.with_masks) memset(bt->masks + (size_t)pos * plane, 0, np * sizeof(float));
+            free(bt->error[pos]);
+            bt->error[pos] = dup_or_null(drdc_last_error(), &(int){0});
+            bt->index[pos] = si;
+            bt->label[pos] = s->label;
+            bt->category[pos] = s->category;
+            bt->orig_w[pos] = bt->orig_h[pos] = 0;
+            st = DRDC_OK;
+        } else if (st == DRDC_OK) {
+            free(bt->error[pos]);
+            bt->error[pos] = NULL;
+        }
+        if (st == DRDC_OK && bt->status[pos] == DRDC_OK) {
             to_chw(&rgb, bt->images + (size_t)pos * 3 * plane);
             if (ld->opt.with_masks) memcpy(bt->masks + (size_t)pos * plane, mask.data, plane * sizeof(float));
             bt->index[pos] = si;

@@ -14,6 +14,7 @@
 
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -607,7 +608,10 @@ static drdc_status fill_category(model_source *ms, const drdc_dataset *ds, int c
     drdc_progress prog;
     drdc_progress_begin(&prog, label, n, 0);
     int n_done = 0;
+    const double t_start = drdc_now_seconds();
+    double model_s = 0;   /* inside the model; the rest the model waited (for the loader threads) */
     while (!st && !(st = drdc_loader_next(ld, &b)) && b) {
+        const double t_model = drdc_now_seconds();
         dt_tensor images = NULL, out[2 * N_SRC] = {NULL};   /* map, score per method */
         st = drdc_model_upload(&images, ms->m, b->images, b->n, 3, I);
         if (!st && (ms->want[SRC_DRDC] || ms->want[SRC_DIFF])) {
@@ -626,10 +630,16 @@ static drdc_status fill_category(model_source *ms, const drdc_dataset *ds, int c
         }
         dt_free(images);
         for (int k = 0; k < 2 * N_SRC; k++) dt_free(out[k]);
+        model_s += drdc_now_seconds() - t_model;
         n_done += b->n;
         if (!st) drdc_progress_update(&prog, n_done, NULL);
     }
     drdc_progress_end(&prog);
+    const double wall = drdc_now_seconds() - t_start;
+    if (!st && wall > 0)
+        fprintf(stderr, "maps of %s: %d images in %.1f s, %.2f images/s; the model was idle %.0f %% of the time "
+                "(waiting for %d loader threads)\n", cat->name, n_done, wall, n_done / wall,
+                100 * (wall > model_s ? 1 - model_s / wall : 0), lo.workers);
     drdc_loader_free(ld);
     if (!st) ms->category = c;
     return st;

@@ -1,6 +1,7 @@
 /* infer.c: scoring image files with a trained model (infer.h). */
 #include "drdc/model/infer.h"
 #include "drdc/core/progress.h"
+#include "drdc/data/loader.h"
 #include "drdc/stages/draw.h"
 #include "drdc/stages/heatmap.h"
 
@@ -153,50 +154,158 @@ static void to_chw(const drdc_image *img, float *chw) {
         for (int c = 0; c < 3; c++) chw[(size_t)c * plane + p] = img->data[p * 3 + (size_t)c];
 }
 
-drdc_status drdc_infer_image(const drdc_inferer *inf, const char *path, drdc_infer_result *r) {
-    memset(r, 0, sizeof *r);
+/* The model on n images [n,3,I,I] (host CHW floats): maps [n][S*S], scores and base scores [n] on
+ * the host; times (summed over the n images) into *tm. */
+static drdc_status score_batch(const drdc_inferer *inf, const float *chw, int n, float *maps, float *scores,
+                               float *base_scores, drdc_stage_times *tm) {
     const drdc_model *m = &inf->m;
     const int S = inf->map_size, I = inf->load_size;
-    drdc_image small = {0}, map = {0};
-    float *chw = NULL;
     dt_tensor images = NULL, out_map = NULL, out_score = NULL, bscore = NULL;
+    drdc_status st = DRDC_OK;
+    memset(tm, 0, sizeof *tm);
+    TRY(drdc_model_upload(&images, m, chw, n, 3, I));              /* [n,3,I,I] */
+    if (inf->use_drdc) {
+        TRY(drdc_model_drdc(&out_map, &out_score, NULL, &bscore, NULL, m, images, 0, tm));
+    } else {
+        double t1 = drdc_now_seconds();
+        TRY(drdc_model_base(&out_map, &out_score, m, images));
+        TRY(dt_synchronize(m->dev));
+        tm->base_s = drdc_now_seconds() - t1;
+    }
+    TRY(dt_copy_to_host(out_map, maps, sizeof(float) * (size_t)n * S * S));
+    TRY(dt_copy_to_host(out_score, scores, sizeof(float) * (size_t)n));
+    if (bscore)
+        TRY(dt_copy_to_host(bscore, base_scores, sizeof(float) * (size_t)n));
+    else
+        memcpy(base_scores, scores, sizeof(float) * (size_t)n);
+done:
+    dt_free(images);
+    dt_free(out_map);
+    dt_free(out_score);
+    dt_free(bscore);
+    return st;
+}
+
+/* r->image holds the image: its map (S x S) back to the image's size, the scores, the decision. */
+static drdc_status finish(const drdc_inferer *inf, drdc_infer_result *r, const float *map_s, float score,
+                          float base_score) {
+    const int S = inf->map_size;
+    drdc_image map = {0};
+    drdc_status st = DRDC_OK;
+    r->score = score;
+    r->base_score = base_score;
+    TRY(drdc_image_alloc(&map, S, S, 1));
+    memcpy(map.data, map_s, sizeof(float) * (size_t)S * S);
+    TRY(drdc_image_resize(&map, r->image.w, r->image.h, &r->map)); /* the image's original size */
+    TRY(decide(inf, r));
+done:
+    drdc_image_free(&map);
+    return st;
+}
+
+drdc_status drdc_infer_image(const drdc_inferer *inf, const char *path, drdc_infer_result *r) {
+    memset(r, 0, sizeof *r);
+    const int S = inf->map_size, I = inf->load_size;
+    drdc_image small = {0};
+    float *chw = NULL, *map = NULL, score = 0, base_score = 0;
     double t0 = drdc_now_seconds();
     drdc_status st = drdc_image_load_rgb(path, &r->image);
     if (st) goto done;
     TRY(drdc_image_resize(&r->image, I, I, &small));               /* as the loader does */
     chw = malloc(sizeof(float) * 3 * (size_t)I * I);
-    if (!chw) {
+    map = malloc(sizeof(float) * (size_t)S * S);
+    if (!chw || !map) {
         st = drdc_fail(DRDC_ERR_NOMEM, "%s: out of memory", path);
         goto done;
     }
     to_chw(&small, chw);
-    TRY(drdc_model_upload(&images, m, chw, 1, 3, I));              /* [1,3,I,I] */
     r->load_s = drdc_now_seconds() - t0;
-    if (inf->use_drdc) {
-        drdc_stage_times tm;
-        TRY(drdc_model_drdc(&out_map, &out_score, NULL, &bscore, NULL, m, images, 0, &tm));
-        r->base_s = tm.base_s, r->refine_s = tm.refine_s, r->fusion_s = tm.fusion_s;
-    } else {
-        double t1 = drdc_now_seconds();
-        TRY(drdc_model_base(&out_map, &out_score, m, images));
-        TRY(dt_synchronize(m->dev));
-        r->base_s = drdc_now_seconds() - t1;
-    }
-    TRY(drdc_image_alloc(&map, S, S, 1));
-    TRY(dt_copy_to_host(out_map, map.data, sizeof(float) * (size_t)S * S));
-    TRY(dt_copy_to_host(out_score, &r->score, sizeof(float)));
-    r->base_score = r->score;
-    if (bscore) TRY(dt_copy_to_host(bscore, &r->base_score, sizeof(float)));
-    TRY(drdc_image_resize(&map, r->image.w, r->image.h, &r->map)); /* the image's original size */
-    TRY(decide(inf, r));
+    drdc_stage_times tm;
+    TRY(score_batch(inf, chw, 1, map, &score, &base_score, &tm));
+    r->base_s = tm.base_s, r->refine_s = tm.refine_s, r->fusion_s = tm.fusion_s;
+    TRY(finish(inf, r, map, score, base_score));
 done:
     free(chw);
+    free(map);
     drdc_image_free(&small);
-    drdc_image_free(&map);
-    dt_free(images);
-    dt_free(out_map);
-    dt_free(out_score);
-    dt_free(bscore);
+    return st;
+}
+
+drdc_status drdc_infer_files(const drdc_inferer *inf, const char *const *paths, int n, int workers,
+                             drdc_infer_sink sink, void *ctx, drdc_infer_stats *stats) {
+    memset(stats, 0, sizeof *stats);
+    if (n < 1) return DRDC_OK;
+    const int S = inf->map_size, I = inf->load_size, B = inf->m.cfg.infer.batch;
+    const size_t plane = (size_t)3 * I * I;
+    drdc_sample *samples = calloc((size_t)n, sizeof *samples);
+    float *chw = malloc(sizeof(float) * plane * (size_t)B), *maps = malloc(sizeof(float) * (size_t)S * S * B);
+    float *scores = malloc(sizeof(float) * 2 * (size_t)B);
+    int *slot = malloc(sizeof(int) * (size_t)B);
+    drdc_loader *ld = NULL;
+    drdc_status st = DRDC_OK;
+    if (!samples || !chw || !maps || !scores || !slot) {
+        st = drdc_fail(DRDC_ERR_NOMEM, "out of memory for %d images of %dx%d", B, I, I);
+        goto done;
+    }
+    for (int i = 0; i < n; i++) samples[i] = (drdc_sample){paths[i], NULL, "good", 0, 0};
+    drdc_loader_options lo;
+    drdc_loader_options_default(&lo);
+    lo.image_size = I;
+    lo.batch_size = B;
+    lo.workers = workers;
+    lo.prefetch = 2;
+    lo.keep_going = 1;     /* an unreadable file is reported, never fatal */
+    lo.keep_original = 1;  /* the pictures and maps are at each image's own size */
+    const double t_start = drdc_now_seconds();
+    TRY(drdc_loader_create(&ld, samples, n, &lo));
+    TRY(drdc_loader_start_epoch(ld, 0));
+    const drdc_batch *b;
+    double t_wait = drdc_now_seconds();
+    while (!(st = drdc_loader_next(ld, &b)) && b) {
+        const double waited = drdc_now_seconds() - t_wait;
+        int k = 0;   /* the batch's readable images, packed */
+        for (int i = 0; i < b->n; i++)
+            if (b->status[i] == DRDC_OK) {
+                memcpy(chw + (size_t)k * plane, b->images + (size_t)i * plane, sizeof(float) * plane);
+                slot[i] = k++;
+            }
+        drdc_stage_times tm = {0, 0, 0};
+        if (k) {
+            const double t0 = drdc_now_seconds();
+            TRY(score_batch(inf, chw, k, maps, scores, scores + B, &tm));
+            stats->model_s += drdc_now_seconds() - t0;
+        }
+        for (int i = 0; i < b->n; i++) {
+            const int idx = b->index[i];
+            if (b->status[i] != DRDC_OK) {
+                TRY(sink(ctx, idx, NULL, b->status[i], b->error[i] ? b->error[i] : drdc_status_name(b->status[i])));
+                continue;
+            }
+            drdc_infer_result r;
+            memset(&r, 0, sizeof r);
+            r.image = b->original[i];   /* taken over from the batch (loader.h allows it) */
+            memset((drdc_image *)&b->original[i], 0, sizeof r.image);
+            r.load_s = waited / b->n;
+            r.base_s = tm.base_s / k, r.refine_s = tm.refine_s / k, r.fusion_s = tm.fusion_s / k;
+            st = finish(inf, &r, maps + (size_t)slot[i] * S * S, scores[slot[i]], scores[B + slot[i]]);
+            if (!st) st = sink(ctx, idx, &r, DRDC_OK, NULL);
+            drdc_infer_result_free(&r);
+            if (st) goto done;
+        }
+        stats->images += b->n;
+        t_wait = drdc_now_seconds();
+    }
+    if (st) goto done;
+    stats->wall_s = drdc_now_seconds() - t_start;
+    stats->idle_share = stats->wall_s > 0 ? 1.0 - stats->model_s / stats->wall_s : 0;
+    if (stats->idle_share < 0) stats->idle_share = 0;
+done:
+    drdc_loader_free(ld);
+    free(samples);
+    free(chw);
+    free(maps);
+    free(scores);
+    free(slot);
     return st;
 }
 

@@ -285,6 +285,64 @@ static void test_corrupt_image(void) {
     if (before > 0) CHECK(thread_count() == before);
 }
 
+/* keep_going: unreadable samples come in their place with their reason and zero pixels, the
+ * others as without it; keep_original: each decoded image at its own size. */
+static void test_keep_going_and_original(void) {
+    const char *dir = test_tmpdir("loader_keep_going");
+    char bad[1024];
+    snprintf(bad, sizeof bad, "%s/broken.png", dir);
+    const char junk[] = "\x89PNG\r\n\x1a\n not a PNG";
+    CHECK(test_write_file(bad, junk, sizeof junk - 1) == 0);
+    drdc_sample items[N_ITEMS];
+    memcpy(items, g_samples, sizeof items);
+    items[2].image_path = bad;
+    items[5].image_path = "/nonexistent/drdc/nothing.png";
+    for (int workers = 1; workers <= 3; workers += 2) {
+        drdc_loader *ld = NULL;
+        drdc_loader_options o = opts(3, workers, 0, 0, 1);
+        o.keep_going = 1;
+        o.keep_original = 1;
+        CHECK_OK(drdc_loader_create(&ld, items, N_ITEMS, &o));
+        if (!ld) return;
+        CHECK_OK(drdc_loader_start_epoch(ld, 0));
+        const drdc_batch *b;
+        int seen = 0, failed = 0;
+        drdc_status st;
+        while ((st = drdc_loader_next(ld, &b)) == DRDC_OK && b) {
+            for (int i = 0; i < b->n; i++, seen++) {
+                const int k = b->index[i];
+                CHECK(k == seen);
+                const size_t plane = (size_t)SIZE * SIZE;
+                const float *px = b->images + (size_t)i * 3 * plane;
+                if (k == 2 || k == 5) {
+                    failed++;
+                    CHECK(b->status[i] != DRDC_OK && b->error[i] != NULL);
+                    CHECK(b->error[i] && tl_contains(b->error[i], k == 2 ? "broken.png" : "nothing.png"));
+                    int zero = 1;
+                    for (size_t p = 0; p < 3 * plane; p++) zero &= px[p] == 0.0f;
+                    CHECK(zero);
+                    continue;
+                }
+                CHECK(b->status[i] == DRDC_OK && b->error[i] == NULL);
+                drdc_image rgb, mask, raw = {0};
+                reference(k, &rgb, &mask);
+                float diff = 0;   /* CHW against the reference's HWC */
+                for (size_t p = 0; p < plane && rgb.data; p++)
+                    for (int c = 0; c < 3; c++) diff = fmaxf(diff, fabsf(px[c * plane + p] - rgb.data[p * 3 + c]));
+                CHECK(diff == 0.0f);
+                CHECK_OK(drdc_image_load_rgb(g_img[k], &raw));
+                const drdc_image *orig = &b->original[i];
+                CHECK(orig->w == raw.w && orig->h == raw.h && orig->c == 3 && b->orig_w[i] == raw.w);
+                CHECK(orig->data && raw.data &&
+                      !memcmp(orig->data, raw.data, sizeof(float) * (size_t)raw.w * raw.h * 3));
+                drdc_image_free(&raw), drdc_image_free(&rgb), drdc_image_free(&mask);
+            }
+        }
+        CHECK(st == DRDC_OK && seen == N_ITEMS && failed == 2);
+        drdc_loader_free(ld);
+    }
+}
+
 static void test_mask_size_mismatch(void) {
     drdc_sample s = g_samples[1];
     s.mask_path = g_mask[3];   /* a mask of another size */
@@ -372,6 +430,7 @@ int main(void) {
     RUN(test_every_sample_once);
     RUN(test_shuffle_deterministic);
     RUN(test_corrupt_image);
+    RUN(test_keep_going_and_original);
     RUN(test_mask_size_mismatch);
     RUN(test_clean_shutdown);
     RUN(test_sample_load_original_size);

@@ -9,8 +9,8 @@
  *          bilinear), then thresholded at >= 0.5; all zero for samples without a mask
  * Order: sample order, or (shuffle) a permutation that depends only on (seed, epoch, n), so
  * --resume can reproduce it (drdc_loader_epoch_order). drop_last drops a final partial batch.
- * Errors: the first failing sample (unreadable, corrupt, mask size differing from the image)
- * ends the epoch: the batches before it are still delivered in order, then drdc_loader_next
+ * Errors: unless keep_going, the first failing sample (unreadable, corrupt, mask size differing
+ * from the image) ends the epoch: the batches before it are still delivered in order, then drdc_loader_next
  * returns the error (naming the file), the worker threads are joined, and every later call
  * returns the same error until the next drdc_loader_start_epoch. No thread outlives
  * drdc_loader_free, nor an epoch that ended. */
@@ -20,6 +20,7 @@
 #include <stdint.h>
 #include "drdc/data/dataset.h"
 #include "drdc/core/error.h"
+#include "drdc/formats/image.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -34,6 +35,9 @@ typedef struct drdc_loader_options {
     int shuffle;       /* permute per epoch */
     int drop_last;     /* drop the last batch when it has fewer than B samples */
     uint64_t seed;     /* shuffle seed (mixed with the epoch number) */
+    int keep_going;    /* a sample that cannot be decoded does not end the epoch: it is delivered in its
+                        * place with zero pixels, batch.status and batch.error saying why */
+    int keep_original; /* also deliver each decoded image at its own size (batch.original) */
 } drdc_loader_options;
 
 /* Sensible defaults: batch 8, 2 workers, prefetch 2, no masks, no shuffle, keep last, seed 0;
@@ -50,7 +54,11 @@ typedef struct drdc_batch {
     int *index;        /* (n) position of each sample in the loader's sample list */
     int *label;        /* (n) 0 normal / 1 anomalous */
     int *category;     /* (n) category index */
-    int *orig_w, *orig_h;   /* (n) size of the image file before resizing */
+    int *orig_w, *orig_h;   /* (n) size of the image file before resizing (0 for a failed sample) */
+    drdc_status *status;    /* (n) DRDC_OK, or (keep_going) why the sample could not be decoded */
+    char **error;           /* (n) (keep_going) the failed sample's message, NULL for the others */
+    drdc_image *original;   /* (n) keep_original: the decoded image at its own size, HWC in [0,1]; the
+                             * consumer may take one (move it out and zero the entry) */
 } drdc_batch;
 
 typedef struct drdc_loader drdc_loader;

@@ -67,6 +67,28 @@ typedef struct drdc_infer_result {
 drdc_status drdc_infer_image(const drdc_inferer *inf, const char *path, drdc_infer_result *r);
 void drdc_infer_result_free(drdc_infer_result *r);
 
+/* A pipelined run over many files: what it measured. */
+typedef struct drdc_infer_stats {
+    int images;            /* files handed to the sink (scored or not) */
+    double wall_s;         /* from the start to the last file handed over */
+    double model_s;        /* inside the model (upload, the method, maps back to the host) */
+    double idle_share;     /* 1 - model_s / wall_s: the share of time the model waited (decoding, the sink) */
+} drdc_infer_stats;
+
+/* Receives each file's outcome, in the order of the paths: r the scored and decided result (freed
+ * after the call), or r NULL when the file could not be read or decoded (st and error say why). A
+ * non-OK return stops the run with that status. */
+typedef drdc_status (*drdc_infer_sink)(void *ctx, int index, const drdc_infer_result *r, drdc_status st,
+                                       const char *error);
+
+/* Scores n image files as drdc_infer_image would, one by one to the sink, pipelined: `workers` loader
+ * threads decode and resize the next images while the model runs, and the model takes up to
+ * infer.batch of them per call (every image's result is still the image's alone, bit for bit, unless
+ * infer.batch_refiner). Unreadable files go to the sink as failures; model failures (memory, libtorch)
+ * stop the run. */
+drdc_status drdc_infer_files(const drdc_inferer *inf, const char *const *paths, int n, int workers,
+                             drdc_infer_sink sink, void *ctx, drdc_infer_stats *stats);
+
 /* Finds the 8-connected regions of a binary mask (w x h) with their areas, boxes and the peak of
  * map inside, largest area first. *regions is malloc'd (NULL when none). */
 drdc_status drdc_mask_regions(const uint8_t *mask, const float *map, int w, int h, drdc_region **regions, int *n);
