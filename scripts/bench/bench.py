@@ -9,14 +9,17 @@ same batch with the same thread count, and prints per stage: C ms, PyTorch ms, r
 (wall clock and process CPU time).
 
 Fairness: drdc re-executes itself with OMP_WAIT_POLICY=PASSIVE (src/commands/main.c) because spinning
-OpenMP threads cost a 6x slowdown on a shared 2-core machine; this script does the same (it
-re-executes itself with that variable before torch is loaded), so both sides run the same libgomp
-policy. Debian's python3-torch and drdc link the same libtorch_cpu 1.13 (and OpenBLAS). UniAD's
+OpenMP threads cost a 6x slowdown on a shared 2-core machine, raises glibc's mmap threshold (mallopt)
+and asks libtorch for its AVX-512 kernels (ATEN_CPU_CAPABILITY); this script does the same (it
+re-executes itself with those variables before torch is loaded), so both sides run the same libgomp
+policy, allocator and kernels. With the C run's infer.precision bf16 the twins run under
+torch.autocast("cpu", bfloat16); the twin U-Net runs channels-last without autograd, as C; the
+twin's DRDC pass refines one image at a time unless infer.batch_refiner, as C. Debian's python3-torch and drdc link the same libtorch_cpu 1.13 (and OpenBLAS). UniAD's
 twin builds its neighbour mask on every forward pass; C builds it once, so the twin's mask is
 cached here (the same work on both sides). Stages (as `drdc bench`):
   backbone     features of a [B,3,S,S] batch (blocks resized to S/16 and concatenated)
   base         UniAD reconstruction of those features (eval mode)
-  unet         ONE U-Net evaluation at N = B*K*G (the batch the sampler really uses)
+  unet         ONE U-Net call as the DRDC pass makes it (one image's K*G runs; B*K*G with batch_refiner)
   drdc         the whole DRDC pass: base map and score, K*G inpainting runs x steps, fusion
   fusion       eqs. 14-17 and the image score alone
 --rounds N alternates C and PyTorch N times (the medians of each side's rounds are compared),
@@ -37,8 +40,18 @@ import sys
 import tempfile
 import time
 
-if __name__ == "__main__" and os.environ.get("OMP_WAIT_POLICY") is None:   # before torch: libgomp reads it once
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+# The process settings drdc gives itself (src/commands/main.c), here too, before torch is loaded:
+# libgomp reads OMP_WAIT_POLICY and glibc its malloc tunables once, at start (hence the re-exec);
+# GLIBC_TUNABLES is drdc's mallopt(M_MMAP_THRESHOLD and M_TRIM_THRESHOLD, 1 GiB); ATEN_CPU_CAPABILITY
+# lets libtorch 1.x run its elementwise kernels at AVX-512 (it checks the CPU itself).
+PROCESS_ENV = {
+    "OMP_WAIT_POLICY": "PASSIVE",
+    "GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=1073741824",
+    "ATEN_CPU_CAPABILITY": "avx512",
+}
+if __name__ == "__main__" and any(k not in os.environ for k in PROCESS_ENV):
+    for k, v in PROCESS_ENV.items():
+        os.environ.setdefault(k, v)
     os.execv(sys.executable, [sys.executable] + sys.argv)
 
 try:
@@ -175,7 +188,7 @@ def inpaint_masks(B, R, grids, K, gen):
     return out
 
 
-def refine(unet, x, abar, inf, gen):
+def refine(eps, x, abar, inf, gen):
     """All B*G*K inpainting runs through the U-Net together; returns x_hat [B,G,steps,3,R,R] (eq. 8)."""
     tau, steps, K, grids = inf["tau"], inf["steps"], inf["K"], inf["grids"]
     B, _, R, _ = x.shape
@@ -193,7 +206,7 @@ def refine(unet, x, abar, inf, gen):
     x_hat = torch.empty(B, G, steps, 3, R, R)
     for i, t in enumerate(ts):
         tn = ts[i + 1] if i + 1 < steps else -1
-        e = twin_unet.drdc_eps(unet, xt, torch.full((N,), t, dtype=torch.int64), cond)
+        e = eps(xt, torch.full((N,), t, dtype=torch.int64), cond)
         x0 = (xt - math.sqrt(1 - A(t)) * e) / math.sqrt(A(t))                               # (7)
         x_hat[:, :, i] = (hidden * x0).view(B, G, K, 3, R, R).sum(2)                        # (8)
         eps_k = torch.randn(N, 3, R, R, generator=gen)
@@ -232,6 +245,21 @@ def fusion_final(h_diff_f, h_base, inf, stats):
     return heat, F.avg_pool2d(heat, p, stride=1).amax(dim=(1, 2, 3))
 
 
+def norms_in_float32():
+    """As drdc's shim (dt_layer_norm, dt_batch_norm_eval; GroupNorm32 already does it): a bf16 input
+    that autocast left is normalised in float32. torch 1.13's CPU autocast leaves these norms alone
+    and they refuse a bf16 input with float32 weights."""
+    ln, bn = F.layer_norm, F.batch_norm
+
+    def layer_norm(x, *args, **kw):
+        return ln(x.float() if x.dtype == torch.bfloat16 else x, *args, **kw)
+
+    def batch_norm(x, *args, **kw):
+        return bn(x.float() if x.dtype == torch.bfloat16 else x, *args, **kw)
+
+    torch.nn.functional.layer_norm, torch.nn.functional.batch_norm = layer_norm, batch_norm
+
+
 class Pipeline:
     def __init__(self, cfg, tensors, pydeps):
         self.cfg = cfg
@@ -239,22 +267,49 @@ class Pipeline:
         with torch.no_grad():
             C = self.backbone(torch.zeros(1, 3, cfg["data"]["image_size"], cfg["data"]["image_size"])).shape[1]
         self.uniad = build_uniad(cfg, C, tensors)
-        self.unet = build_unet(cfg, tensors)
+        self.unet = build_unet(cfg, tensors).to(memory_format=torch.channels_last)   # as C without autograd
         self.abar = schedule_abar(cfg["refiner"])
+        inf = cfg["infer"]
+        self.bf16 = inf.get("precision", "fp32") == "bf16"
+        if self.bf16:
+            norms_in_float32()
+        self.per_image = not inf.get("batch_refiner", False)
         # as `drdc bench`: the identity statistics (mean 0, std 1)
         self.stats = {"diff_mean": 0.0, "diff_std": 1.0, "base_mean": 0.0, "base_std": 1.0}
         self.gen = torch.Generator().manual_seed(7)
 
+    def precision(self):
+        """The C run's infer.precision: bf16 autocast on the CPU, or nothing."""
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
+
+    def eps(self, x_t, t, cond):
+        """The U-Net on channels-last inputs (as C), eps back as plain NCHW float32."""
+        cl = torch.channels_last
+        return twin_unet.drdc_eps(self.unet, x_t.contiguous(memory_format=cl), t,
+                                  cond.contiguous(memory_format=cl)).float().contiguous()
+
     def base(self, images_s):
         S, pool = self.cfg["data"]["image_size"], self.cfg["infer"]["pool"]
-        f = self.backbone(images_s)
-        rec = self.uniad(f)
+        with self.precision():
+            f = self.backbone(images_s).float()
+            rec = self.uniad(f).float()
         low = torch.sqrt(((rec - f) ** 2).sum(dim=1, keepdim=True))
         m = F.interpolate(low, size=(S, S), mode="bilinear", align_corners=True)
         p = min(pool, S)
         return m, F.avg_pool2d(m, p, stride=1).amax(dim=(1, 2, 3))
 
     def drdc(self, images_r, parts=None):
+        """The whole pass; one image at a time (as C) unless infer.batch_refiner."""
+        if self.per_image and images_r.shape[0] > 1:
+            got, times = [], []
+            for b in range(images_r.shape[0]):
+                got.append(self.drdc_batch(images_r[b:b + 1], times))
+            if parts is not None:
+                parts.append(tuple(sum(p[i] for p in times) for i in range(3)))
+            return torch.cat(got)
+        return self.drdc_batch(images_r, parts)
+
+    def drdc_batch(self, images_r, parts=None):
         S, R, inf = self.cfg["data"]["image_size"], self.cfg["refiner"]["image_size"], self.cfg["infer"]
         t0 = time.perf_counter()
         img_s = images_r if S == R else F.interpolate(images_r, size=(S, S), mode="area" if R > S else "bilinear")
@@ -263,7 +318,8 @@ class Pipeline:
             bmap = F.interpolate(bmap, size=(R, R), mode="area" if S > R else "bilinear")
         t1 = time.perf_counter()
         x = images_r * 2 - 1
-        x_hat = refine(self.unet, x, self.abar, inf, self.gen)
+        with self.precision():
+            x_hat = refine(self.eps, x, self.abar, inf, self.gen)
         t2 = time.perf_counter()
         heat, score = fusion_final(fusion_heat(x, x_hat, inf), bmap, inf, self.stats)
         if parts is not None:
@@ -307,7 +363,7 @@ def compare(name, ours, theirs):
 def run_c(a, tmp, rnd):
     js = os.path.join(tmp, "c%d.json" % rnd)
     cmd = [a.drdc, "bench", "--config", a.config, "--batch", str(a.batch), "--iters", str(a.iters), "--warmup",
-           str(a.warmup), "--device", "cpu", "--json", js]
+           str(a.warmup), "--device", "cpu", "--json", js, "--no-peak"]
     if a.threads:
         cmd += ["--threads", str(a.threads)]
     if a.size:
@@ -332,10 +388,16 @@ def run_py(pipe, chk, stages, iters, warmup):
     B = chk["in.images"].shape[0]
     R = pipe.cfg["refiner"]["image_size"]
     images_r = torch.rand(B, 3, R, R, generator=torch.Generator().manual_seed(3))
+    def under(fn):   # a single stage under the C run's precision (the DRDC pass sets its own)
+        def run():
+            with pipe.precision():
+                return fn()
+        return run
+
     fns = {
-        "backbone": lambda: pipe.backbone(chk["in.images"]),
-        "base": lambda: pipe.uniad(chk["in.features"]),
-        "unet": lambda: twin_unet.drdc_eps(pipe.unet, chk["in.x_t"], chk["in.t"].long(), chk["in.cond"]),
+        "backbone": under(lambda: pipe.backbone(chk["in.images"]).float()),
+        "base": under(lambda: pipe.uniad(chk["in.features"]).float()),
+        "unet": under(lambda: pipe.eps(chk["in.x_t"], chk["in.t"].long(), chk["in.cond"])),
         "drdc": lambda: pipe.drdc(images_r, parts),
         "fusion": lambda: pipe.fusion(chk["in.x"], chk["in.x_hat"], chk["in.h_base"]),
     }
@@ -398,9 +460,8 @@ def main():
                     worst = max(worst, compare("backbone features", pipe.backbone(chk["in.images"]),
                                                chk["out.backbone"]))
                     worst = max(worst, compare("base", pipe.uniad(chk["in.features"]), chk["out.base"]))
-                    worst = max(worst, compare("unet eps", twin_unet.drdc_eps(pipe.unet, chk["in.x_t"],
-                                                                               chk["in.t"].long(), chk["in.cond"]),
-                                               chk["out.unet"]))
+                    worst = max(worst, compare("unet eps", pipe.eps(chk["in.x_t"], chk["in.t"].long(),
+                                                                      chk["in.cond"]), chk["out.unet"]))
                     heat, score = pipe.fusion(chk["in.x"], chk["in.x_hat"], chk["in.h_base"])
                     worst = max(worst, compare("fusion heat", heat, chk["out.fusion_heat"]))
                     worst = max(worst, compare("fusion score", score, chk["out.fusion_score"]))

@@ -266,14 +266,16 @@ static drdc_status add_tensor(drdc_st_writer *w, const char *name, dt_tensor t) 
 }
 
 /* --check-out: every stage's input and output at this batch (the model's weights go to
- * --weights-out). Runs each stage once more with its output kept. */
+ * --weights-out). Runs each stage once more with its output kept, in float32 whatever
+ * infer.precision (a twin is checked to compute the same network at full precision). */
 static drdc_status write_check(bench_ctx *c, const char *path) {
     drdc_st_writer *w = NULL;
     drdc_status st = drdc_st_writer_new(&w);
     if (st) return st;
     dt_tensor outs[N_STAGES] = {0}, score = NULL, hd = NULL;
     stage_fn fns[N_STAGES] = {run_backbone, run_base, run_unet, NULL, NULL};
-    int prev = dt_set_grad_enabled(0);
+    int prev = dt_set_grad_enabled(0), bf16 = c->bf16;
+    c->bf16 = 0;
     for (int s = 0; s < N_STAGES; s++)
         if (fns[s]) TRY(fns[s](&outs[s], c));
     TRY(drdc_fusion_diffusion_heat(&hd, c->x, c->x_hat, &c->fo));
@@ -295,6 +297,7 @@ static drdc_status write_check(bench_ctx *c, const char *path) {
     TRY(drdc_st_writer_set_meta(w, "format", "drdc-bench-check"));
     TRY(drdc_st_writer_write(w, path));
 done:
+    c->bf16 = bf16;
     dt_set_grad_enabled(prev);
     for (int s = 0; s < N_STAGES; s++) dt_free(outs[s]);
     dt_free(score);
