@@ -39,13 +39,12 @@ const drdc_command *drdc_train_spec(void) { return &SPEC; }
 /* Loads the config named by --config and applies --data-root, --out and every --set. */
 static drdc_status resolve_config(drdc_config *cfg) {
     char path[DRDC_PATH_CAP];
-    drdc_status st = drdc_config_find(A.config, path, sizeof path);
-    if (st) return st;
-    st = drdc_config_resolve(cfg, path, A.set.values, A.set.n);
+    drdc_status st = drdc_config_resolve(cfg, A.config, A.set.values, A.set.n, path, sizeof path);
     if (st) return st;
     if (A.data_root && (st = drdc_config_set_string(cfg, "data.root", A.data_root, "--data-root"))) return st;
     if (A.out && (st = drdc_config_set_string(cfg, "train.out", A.out, "--out"))) return st;
-    return drdc_config_validate(cfg);
+    st = drdc_model_check_config(cfg);
+    return st ? drdc_error_context(st, "%s", path) : DRDC_OK;
 }
 
 int drdc_cmd_train(int argc, char **argv) {
