@@ -1,43 +1,18 @@
 /* test_dist_shim.c: the shim's process groups (dist.h) with real processes on 127.0.0.1: two
  * ranks forked from this test join through a store (hosted by rank 0, or by a launcher-style
  * server on a free port), all-reduce, broadcast, meet at a barrier and pass a value through the
- * store; a rank whose peer dies
- * fails at once, a rank whose peer never arrives fails after the timeout, and a store port in use
- * is an error naming the problem. Skips (77) when the build has no c10d. */
+ * store; a rank whose peer dies fails at once, a rank whose peer never arrives fails after the
+ * timeout, and a store port in use is an error naming the problem. Skips (77) when the build has
+ * no c10d. */
 #define _GNU_SOURCE
 #include "testlib.h"
 #include "drdc/shim/dist.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
-
-/* A port that was free a moment ago (bound to 0 and released). */
-static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    int port = 0;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    if (fd >= 0) close(fd);
-    return port;
-}
 
 static dt_dist_options opts(int rank, int world, int port, int client, double timeout) {
     dt_dist_options o = {rank, world, "127.0.0.1", port, client, NULL, timeout, {DT_CPU, 0}};
@@ -104,18 +79,18 @@ static int child_dead_peer(int rank, int port) {
     const int64_t s[1] = {1};
     dt_tensor t = NULL;
     if (dt_from_host(&t, &x, DT_F32, s, 1, (dt_device){DT_CPU, 0})) return 1;
-    double t0 = now();
+    double t0 = test_now();
     drdc_status st = dt_dist_allreduce_mean(&t, 1);
-    double dt = now() - t0;
+    double dt = test_now() - t0;
     fprintf(stderr, "rank 0 after its peer died: %s in %.2f s: %s\n", drdc_status_name(st), dt, drdc_last_error());
     return !(st == DRDC_ERR_TORCH && dt < 10);
 }
 
 static int child_alone(int port, double timeout) {
     dt_dist_options o = opts(0, 2, port, 0, timeout);
-    double t0 = now();
+    double t0 = test_now();
     drdc_status st = dt_dist_init(&o);
-    double dt = now() - t0;
+    double dt = test_now() - t0;
     fprintf(stderr, "rank 0 alone: %s after %.2f s (timeout %g s): %s\n", drdc_status_name(st), dt, timeout,
             drdc_last_error());
     return !(st == DRDC_ERR_TORCH && dt >= timeout * 0.9 && dt < timeout + 10);
@@ -152,7 +127,7 @@ static int run_children(int n, int (*body)(int rank, void *ctx), void *ctx) {
 static int body_collectives_rank0_store(int rank, void *ctx) { return child_collectives(rank, *(int *)ctx, 0); }
 
 static void test_collectives_store_on_rank0(void) {
-    int port = free_port();
+    int port = test_free_port();
     CHECK(run_children(2, body_collectives_rank0_store, &port) == 0);
 }
 
@@ -191,7 +166,7 @@ static void test_collectives_launcher_store(void) {
 static int body_dead_peer(int rank, void *ctx) { return child_dead_peer(rank, *(int *)ctx); }
 
 static void test_dead_peer_fails_fast(void) {
-    int port = free_port();
+    int port = test_free_port();
     CHECK(run_children(2, body_dead_peer, &port) == 0);
 }
 
@@ -201,7 +176,7 @@ static int body_alone(int rank, void *ctx) {
 }
 
 static void test_peer_never_arrives(void) {
-    int port = free_port();
+    int port = test_free_port();
     CHECK(run_children(1, body_alone, &port) == 0);
 }
 
@@ -211,15 +186,8 @@ static int body_port_in_use(int rank, void *ctx) {
 }
 
 static void test_port_in_use(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_ANY);
-    socklen_t len = sizeof a;
-    CHECK(bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && listen(fd, 4) == 0 &&
-          getsockname(fd, (struct sockaddr *)&a, &len) == 0);
-    int port = ntohs(a.sin_port);
+    int fd = -1, port = test_busy_port(&fd);
+    CHECK(port > 0);
     CHECK(run_children(1, body_port_in_use, &port) == 0);
     close(fd);
 }
