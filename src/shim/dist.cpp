@@ -10,7 +10,6 @@
 // TCPStore::getPort, PrefixStore, Options::create(timeout), createDeviceForHostname /
 // createDeviceForInterface / createDefaultDevice, Work::wait) is the same in both.
 #include "drdc/shim/dist.h"
-#include "internal.hpp"
 
 #include <chrono>
 #include <cstdlib>
@@ -31,6 +30,8 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 #endif
+
+#include "internal.hpp"   // after the c10d headers: its T() macro would clash with their templates
 
 using dt_shim::input_error;
 

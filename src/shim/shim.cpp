@@ -7,7 +7,6 @@
 // in both libtorch 1.13 and 2.x are used; CUDA-only calls go through torch::cuda::*, which
 // exist (and fail cleanly) in CPU-only builds.
 #include "drdc/shim/shim.h"
-#include "internal.hpp"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -35,6 +34,8 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "internal.hpp"   // last: its T() macro would clash with template parameters of torch headers
 
 struct dt_shim::Scope {
     std::vector<dt_tensor_s *> items;
