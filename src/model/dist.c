@@ -23,9 +23,9 @@ static struct {
     double timeout_s;
     int *pids;                         /* [world] each rank's pid */
     char (*hosts)[64];                 /* [world] each rank's host name */
-    double t_reduce, t_flat;
+    double t_reduce, t_flat, t_wait;
     long steps;
-} D = {0, 1, 0, NULL, NULL, 0, 0, 0};
+} D = {0, 1, 0, NULL, NULL, 0, 0, 0, 0};
 
 int drdc_dist_compiled(void) { return dt_dist_compiled(); }
 int drdc_dist_nccl_compiled(void) { return dt_dist_nccl_compiled(); }
@@ -33,11 +33,12 @@ int drdc_dist_rank(void) { return D.rank; }
 int drdc_dist_world(void) { return D.world; }
 const char *drdc_dist_backend(void) { return dt_dist_backend(); }
 
-void drdc_dist_timing(double *allreduce_s, double *flatten_s, long *steps, int reset) {
+void drdc_dist_timing(double *allreduce_s, double *flatten_s, double *wait_s, long *steps, int reset) {
     if (allreduce_s) *allreduce_s = D.t_reduce;
     if (flatten_s) *flatten_s = D.t_flat;
+    if (wait_s) *wait_s = D.t_wait;
     if (steps) *steps = D.steps;
-    if (reset) D.t_reduce = D.t_flat = 0, D.steps = 0;
+    if (reset) D.t_reduce = D.t_flat = D.t_wait = 0, D.steps = 0;
 }
 
 /* ---- the environment -------------------------------------------------------------------------- */
@@ -325,6 +326,18 @@ drdc_status drdc_dist_step(double *loss, const dt_tensor *params, int n_params, 
     }
     TRY(dt_cat(&buckets[nb], pieces + first[nb], n_params + 1 - first[nb], 0));
     first[++nb] = n_params + 1;
+    static int profile = -1;   /* DRDC_DIST_PROFILE=1: a barrier first, so the all-reduce time is the transfer alone */
+    if (profile < 0) profile = getenv("DRDC_DIST_PROFILE") && atoi(getenv("DRDC_DIST_PROFILE")) > 0;
+    if (profile) {
+        double tw = drdc_now_seconds();
+        st = dt_dist_barrier();
+        D.t_wait += drdc_now_seconds() - tw;
+        t0 += drdc_now_seconds() - tw;
+        if (st) {
+            st = peer_lost(st, where);
+            goto done;
+        }
+    }
     double t1 = drdc_now_seconds();
     st = dt_dist_allreduce_mean(buckets, nb);
     t_reduce = drdc_now_seconds() - t1;

@@ -81,13 +81,19 @@ static drdc_status base_step(const drdc_model *m, dt_optimizer opt, int64_t step
 
 /* Rank 0's account of the all-reduce time of a stage (data-parallel runs). */
 void drdc_train_say_dist_time(const drdc_train_options *o, const char *stage, double stage_s) {
-    double ar = 0, fl = 0;
+    double ar = 0, fl = 0, wait = 0;
     long steps = 0;
-    drdc_dist_timing(&ar, &fl, &steps, 1);
+    drdc_dist_timing(&ar, &fl, &wait, &steps, 1);
     if (drdc_dist_world() == 1 || !o->lead || steps == 0) return;
-    printf("%s: %d ranks (%s): %ld steps in %.1f s; all-reduce %.2f s (%.1f %%, waiting for the slowest rank "
-           "included), flattening %.2f s (%.1f %%)\n", stage, drdc_dist_world(), drdc_dist_backend(), steps, stage_s,
-           ar, stage_s > 0 ? 100 * ar / stage_s : 0, fl, stage_s > 0 ? 100 * fl / stage_s : 0);
+    double pc = stage_s > 0 ? 100 / stage_s : 0;
+    if (wait > 0)
+        printf("%s: %d ranks (%s): %ld steps in %.1f s; waiting for the slowest rank %.2f s (%.1f %%), all-reduce "
+               "transfer %.2f s (%.1f %%), flattening %.2f s (%.1f %%)\n", stage, drdc_dist_world(),
+               drdc_dist_backend(), steps, stage_s, wait, wait * pc, ar, ar * pc, fl, fl * pc);
+    else
+        printf("%s: %d ranks (%s): %ld steps in %.1f s; all-reduce %.2f s (%.1f %%, waiting for the slowest rank "
+               "included), flattening %.2f s (%.1f %%)\n", stage, drdc_dist_world(), drdc_dist_backend(), steps,
+               stage_s, ar, ar * pc, fl, fl * pc);
     fflush(stdout);
 }
 

@@ -76,8 +76,11 @@ drdc_status drdc_dist_after_rank0(drdc_status st, const char *what, double limit
 drdc_status drdc_dist_check_same(const dt_tensor *params, int n_params, const char *what);
 
 /* Seconds this process spent in drdc_dist_step's all-reduce (waiting for the other ranks
- * included) and in flattening and unflattening, and the number of steps; reset with reset = 1. */
-void drdc_dist_timing(double *allreduce_s, double *flatten_s, long *steps, int reset);
+ * included) and in flattening and unflattening, and the number of steps; reset with reset = 1.
+ * With DRDC_DIST_PROFILE=1 in the environment every step meets at a barrier first: wait_s is the
+ * time spent there (waiting for the slowest rank) and allreduce_s the transfer alone (a measuring
+ * aid: one more collective per step). */
+void drdc_dist_timing(double *allreduce_s, double *flatten_s, double *wait_s, long *steps, int reset);
 
 /* `drdc train --nproc N`: hosts a TCPStore on a free loopback port and runs N copies of this
  * program (argv: the whole command line; threads: the --threads given, 0: none given, then each
