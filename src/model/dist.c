@@ -20,12 +20,13 @@
 
 static struct {
     int rank, world;
+    dt_device dev;                     /* where the group's buffers live (NCCL: the rank's GPU) */
     double timeout_s;
     int *pids;                         /* [world] each rank's pid */
     char (*hosts)[64];                 /* [world] each rank's host name */
     double t_reduce, t_flat, t_wait;
     long steps;
-} D = {0, 1, 0, NULL, NULL, 0, 0, 0, 0};
+} D = {0, 1, {DT_CPU, 0}, 0, NULL, NULL, 0, 0, 0, 0};
 
 int drdc_dist_compiled(void) { return dt_dist_compiled(); }
 int drdc_dist_nccl_compiled(void) { return dt_dist_nccl_compiled(); }
@@ -199,7 +200,7 @@ drdc_status drdc_dist_agree(drdc_status st, const char *where) {
     if (!codes || !msgs) {
         xs = drdc_fail(DRDC_ERR_NOMEM, "status exchange: out of memory");
     } else {
-        xs = exchange(st, own, (dt_device){DT_CPU, 0}, codes, msgs);
+        xs = exchange(st, own, D.dev, codes, msgs);
         if (xs) xs = peer_lost(xs, where);
         else xs = verdict(st, own, codes, msgs, where);
     }
@@ -231,6 +232,7 @@ drdc_status drdc_dist_begin(const drdc_dist_env *e, double timeout_s, dt_device 
     }
     D.rank = e->rank;
     D.world = e->world;
+    D.dev = dev;
     D.timeout_s = timeout_s;
     /* who is who: every rank's pid and host, to name a rank whose process ends */
     D.pids = calloc((size_t)D.world, sizeof *D.pids);
@@ -244,7 +246,7 @@ drdc_status drdc_dist_begin(const drdc_dist_env *e, double timeout_s, dt_device 
     }
     gethostname(host, sizeof host - 1);
     snprintf(me, sizeof me, "%d %s", (int)getpid(), host);
-    st = exchange(0, me, (dt_device){DT_CPU, 0}, codes, msgs);
+    st = exchange(0, me, D.dev, codes, msgs);
     if (st) {
         st = peer_lost(st, "joining");
         goto done;
@@ -267,6 +269,7 @@ void drdc_dist_end(void) {
     D.hosts = NULL;
     D.rank = 0;
     D.world = 1;
+    D.dev = (dt_device){DT_CPU, 0};
 }
 
 /* ---- the step --------------------------------------------------------------------------------- */
@@ -294,7 +297,7 @@ drdc_status drdc_dist_step(double *loss, const dt_tensor *params, int n_params, 
     int nb = 0;
     drdc_status st = dt_scope_begin();
     if (st) goto out;
-    const dt_device dev = n_params > 0 ? dt_device_of(params[0]) : (dt_device){DT_CPU, 0};
+    const dt_device dev = n_params > 0 ? dt_device_of(params[0]) : D.dev;
     float *mine = h + (size_t)D.rank * SLOT, *flags = h + (size_t)W * SLOT + 1;
     mine[0] = (float)local;
     for (int i = 0; own[i] && i < MSG; i++) mine[1 + i] = (float)(unsigned char)own[i];
@@ -445,7 +448,7 @@ drdc_status drdc_dist_check_same(const dt_tensor *params, int n_params, const ch
         mine[i] = lead[i] = (float)v;
     }
     const int64_t shape[1] = {n_params};
-    TRY(dt_from_host(&t, lead, DT_F32, shape, 1, (dt_device){DT_CPU, 0}));
+    TRY(dt_from_host(&t, lead, DT_F32, shape, 1, D.dev));
     st = dt_dist_broadcast(t, 0);
     if (st) {
         st = peer_lost(st, what);

@@ -200,15 +200,25 @@ static void test_two_ranks_equal_one_process(void) {
     drdc_st_close(fa);
 }
 
+/* `drdc train --nproc 2 [extra]` into runs/<run>; returns its exit code (-1: did not end in time). */
+static int nproc_run(const char *run, const char *extra, const char *log, double timeout_s) {
+    int pid = test_spawn("cd '%s' && exec '%s' train --config tiny.json --data-root data --out 'runs/%s' --threads 1 "
+                         "--nproc 2 %s %s >'%s' 2>&1", g_tmp, test_drdc_bin(), run, SETS, extra, log);
+    int status = 0;
+    return test_wait_pid(pid, timeout_s, &status) ? exit_code(status) : -1;
+}
+
+static int in_log(const char *log, const char *needle) {
+    char path[2048];
+    snprintf(path, sizeof path, "%s/%s", g_tmp, log);
+    return test_file_contains(path, needle);
+}
+
 /* --nproc 2 starts the two ranks itself: the same weights, bit for bit. */
 static void test_nproc_launcher(void) {
     char path[2048], pb[2048];
-    int pid = test_spawn("cd '%s' && exec '%s' train --config tiny.json --data-root data --out runs/nproc --threads 1 "
-                         "--nproc 2 %s >nproc.log 2>&1", g_tmp, test_drdc_bin(), SETS);
-    int status = 0;
-    CHECK(test_wait_pid(pid, 600, &status) && exit_code(status) == 0);
-    snprintf(path, sizeof path, "%s/nproc.log", g_tmp);
-    CHECK(test_file_contains(path, "starting 2 ranks on this machine"));
+    CHECK(nproc_run("nproc", "", "nproc.log", 600) == 0);
+    CHECK(in_log("nproc.log", "starting 2 ranks on this machine"));
     drdc_st_file *fa = NULL, *fb = NULL;
     snprintf(path, sizeof path, "%s/runs/two/model.safetensors", g_tmp);
     snprintf(pb, sizeof pb, "%s/runs/nproc/model.safetensors", g_tmp);
@@ -220,26 +230,16 @@ static void test_nproc_launcher(void) {
 }
 
 static void test_batch_that_cannot_split(void) {
-    char path[2048];
-    int pid = test_spawn("cd '%s' && exec '%s' train --config tiny.json --data-root data --out runs/odd --threads 1 "
-                         "--nproc 2 %s --set refiner.batch=3 >odd.log 2>&1", g_tmp, test_drdc_bin(), SETS);
-    int status = 0;
-    CHECK(test_wait_pid(pid, 120, &status) && exit_code(status) == 2);
-    snprintf(path, sizeof path, "%s/odd.log", g_tmp);
-    CHECK(test_file_contains(path, "refiner.batch = 3 is the global batch, which 2 ranks cannot split evenly"));
-    CHECK(test_file_contains(path, "rank 0 (pid"));   /* the launcher names the rank that failed */
+    CHECK(nproc_run("odd", "--set refiner.batch=3", "odd.log", 120) == 2);
+    CHECK(in_log("odd.log", "refiner.batch = 3 is the global batch, which 2 ranks cannot split evenly"));
+    CHECK(in_log("odd.log", "rank 0 (pid"));   /* the launcher names the rank that failed */
 }
 
 int main(void) {
     if (!test_drdc_bin()) test_skip("DRDC_BIN not set (run under ctest)");
     if (!dt_dist_compiled()) test_skip("this build has no c10d (install libgloo-dev and reconfigure)");
     snprintf(g_tmp, sizeof g_tmp, "%s", test_tmpdir("dist"));
-    if (test_system("'%s' synth --out '%s/data' --categories 2 --train 7 --test 2 --size 64 --seed 3 >/dev/null",
-                    test_drdc_bin(), g_tmp) != 0 ||
-        test_system("cp '%s/configs/tiny.json' '%s/'", test_source_dir(), g_tmp) != 0) {
-        fprintf(stderr, "set-up failed\n");
-        return 1;
-    }
+    if (test_tiny_setup(g_tmp, 2, 7, 3) != 0) return 1;
     RUN(test_two_ranks_equal_one_process);
     RUN(test_nproc_launcher);
     RUN(test_batch_that_cannot_split);

@@ -220,12 +220,7 @@ int main(void) {
     if (!test_drdc_bin()) test_skip("DRDC_BIN not set (run under ctest)");
     if (!dt_dist_compiled()) test_skip("this build has no c10d (install libgloo-dev and reconfigure)");
     snprintf(g_tmp, sizeof g_tmp, "%s", test_tmpdir("dist_faults"));
-    if (test_system("'%s' synth --out '%s/data' --categories 2 --train 7 --test 2 --size 64 --seed 3 >/dev/null",
-                    test_drdc_bin(), g_tmp) != 0 ||
-        test_system("cp '%s/configs/tiny.json' '%s/'", test_source_dir(), g_tmp) != 0) {
-        fprintf(stderr, "set-up failed\n");
-        return 1;
-    }
+    if (test_tiny_setup(g_tmp, 2, 7, 3) != 0) return 1;
     RUN(test_reference);
     RUN(test_kill_rank1_then_resume);
     RUN(test_kill_rank0_then_resume);

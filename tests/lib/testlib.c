@@ -108,6 +108,7 @@ int test_system(const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(cmd, sizeof cmd, fmt, ap);
     va_end(ap);
+    fflush(stdout);
     int rc = system(cmd);
     if (rc == -1) return -1;
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
@@ -142,8 +143,9 @@ int test_spawn(const char *fmt, ...) {
     char cmd[8192];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    int len = vsnprintf(cmd, sizeof cmd, fmt, ap);
     va_end(ap);
+    if (len < 0 || len >= (int)sizeof cmd) return -1;
     fflush(stdout);
     fflush(stderr);
     pid_t pid = fork();
@@ -160,6 +162,17 @@ int test_wait_pid(int pid, double timeout_s, int *status) {
         if (waitpid(pid, status, WNOHANG) == pid) return 1;
         usleep(10000);
     } while (test_now() < end);
+    return 0;
+}
+
+int test_tiny_setup(const char *dir, int categories, int train, int seed) {
+    if (!test_drdc_bin()) return -1;
+    if (test_system("'%s' synth --out '%s/data' --categories %d --train %d --test 2 --size 64 --seed %d >/dev/null",
+                    test_drdc_bin(), dir, categories, train, seed) != 0 ||
+        test_system("cp '%s/configs/tiny.json' '%s/'", test_source_dir(), dir) != 0) {
+        fprintf(stderr, "set-up failed: synthetic data or tiny.json in %s\n", dir);
+        return -1;
+    }
     return 0;
 }
 

@@ -113,6 +113,9 @@ int test_busy_port(int *fd);
 int test_spawn(const char *fmt, ...);
 /* Waits at most timeout_s for process pid; 1 when it ended (*status set), 0 when still running. */
 int test_wait_pid(int pid, double timeout_s, int *status);
+/* For the e2e tests that train: `drdc synth` data (64 px, 2 test images each) in dir/data and
+ * configs/tiny.json copied to dir. 0 on success (else it says what failed). */
+int test_tiny_setup(const char *dir, int categories, int train, int seed);
 /* 1 when the file at path contains needle. */
 int test_file_contains(const char *path, const char *needle);
 
