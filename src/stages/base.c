@@ -472,8 +472,10 @@ done:
     return st;
 }
 
-drdc_status drdc_base_forward_ex(dt_tensor *out_rec, const drdc_base *m, dt_tensor features, int training,
-                                  dt_generator g, dt_tensor jitter_noise) {
+/* The forward pass; coin -1: the jitter coin is drawn from g (or decided by jitter_noise), 0: no
+ * jitter, 1: jitter (noise given, or drawn from g). */
+static drdc_status forward(dt_tensor *out_rec, const drdc_base *m, dt_tensor features, int training, dt_generator g,
+                           dt_tensor jitter_noise, int coin) {
     if (!out_rec || !m || !m->enc) return drdc_fail(DRDC_ERR_INPUT, "base forward: NULL output or unbuilt model");
     *out_rec = NULL;
     int64_t B = 0;
@@ -486,7 +488,8 @@ drdc_status drdc_base_forward_ex(dt_tensor *out_rec, const drdc_base *m, dt_tens
     /* feature jitter (training only): f + N(0,1) * ||f||_2 / C * scale, per token */
     int jitter = 0;
     if (training && m->cfg.jitter_scale > 0.0) {
-        if (jitter_noise) jitter = 1;
+        if (coin >= 0) jitter = coin;
+        else if (jitter_noise) jitter = 1;
         else TRY(jitter_coin(&jitter, m->cfg.jitter_prob, g));
     }
     if (jitter) {
@@ -526,9 +529,25 @@ done:
     return st ? drdc_error_context(st, "base transformer forward") : DRDC_OK;
 }
 
+drdc_status drdc_base_forward_ex(dt_tensor *out_rec, const drdc_base *m, dt_tensor features, int training,
+                                  dt_generator g, dt_tensor jitter_noise) {
+    return forward(out_rec, m, features, training, g, jitter_noise, -1);
+}
+
 drdc_status drdc_base_forward(dt_tensor *out_rec, const drdc_base *model, dt_tensor features, int training,
                                dt_generator g) {
-    return drdc_base_forward_ex(out_rec, model, features, training, g, NULL);
+    return forward(out_rec, model, features, training, g, NULL, -1);
+}
+
+drdc_status drdc_base_forward_train(dt_tensor *out_rec, const drdc_base *model, dt_tensor features, int jitter,
+                                     dt_generator g) {
+    return forward(out_rec, model, features, 1, g, NULL, jitter ? 1 : 0);
+}
+
+drdc_status drdc_base_jitter_coin(int *apply, const drdc_base *model, dt_generator g) {
+    *apply = 0;
+    if (!(model->cfg.jitter_scale > 0.0)) return DRDC_OK;
+    return jitter_coin(apply, model->cfg.jitter_prob, g);
 }
 
 /* Both tensors must have the same shape, of rank 4. */
