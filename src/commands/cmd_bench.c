@@ -2,6 +2,7 @@
  * model layer's (model/bench.c). */
 #include "drdc/commands/commands.h"
 #include "drdc/model/bench.h"
+#include "drdc/model/model.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -56,14 +57,12 @@ const drdc_command *drdc_bench_spec(void) { return &SPEC; }
 
 static drdc_status resolve_config(drdc_config *cfg) {
     char path[DRDC_PATH_CAP];
-    drdc_status st = drdc_config_find(A.config, path, sizeof path);
-    if (st) return st;
-    st = drdc_config_resolve(cfg, path, A.set.values, A.set.n);
+    drdc_status st = drdc_config_resolve(cfg, A.config, A.set.values, A.set.n, path, sizeof path);
     if (st) return st;
     if (A.size) cfg->data.image_size = cfg->refiner.image_size = A.size;
-    st = drdc_config_validate(cfg);
-    if (st && A.size) return drdc_error_context(st, "--size %d", A.size);
-    return st;
+    st = drdc_model_check_config(cfg);
+    if (st && A.size) return drdc_error_context(st, "%s with --size %d", path, A.size);
+    return st ? drdc_error_context(st, "%s", path) : DRDC_OK;
 }
 
 int drdc_cmd_bench(int argc, char **argv) {

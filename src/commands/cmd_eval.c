@@ -112,9 +112,17 @@ static drdc_status run_eval(const char *kind, const char *root, const drdc_data_
     drdc_dataset ds;
     drdc_status st = drdc_dataset_open(&ds, kind, root, n_cats, n_cats ? cats : NULL);
     if (st) return st;
+    /* the report's header lines: the caller's, then the subset when --every thins the test set */
+    const char *about_all[8];
+    int n_about_all = 0;
+    for (int i = 0; i < n_about && n_about_all < 7; i++) about_all[n_about_all++] = about[i];
+    char subset[160];
     if (A.every > 1) {
         drdc_dataset_keep_every(&ds, A.every);
-        printf("--every %d: a subset, test images 0, %d, %d, ... of each category\n", A.every, A.every, 2 * A.every);
+        snprintf(subset, sizeof subset, "--every %d: a subset, test images 0, %d, %d, ... of each category", A.every,
+                 A.every, 2 * A.every);
+        printf("%s\n", subset);
+        about_all[n_about_all++] = subset;
     }
     if (ds.n_skipped)
         fprintf(stderr, "warning: skipped %d files that are not PNG/JPEG/BMP images, e.g. %s\n", ds.n_skipped,
@@ -138,7 +146,7 @@ static drdc_status run_eval(const char *kind, const char *root, const drdc_data_
         drdc_eval_print_tables(stdout, &r);
         if (A.json) st = drdc_eval_write_json(&r, A.json);
         if (!st && A.csv) st = drdc_eval_write_csv(&r, A.csv);
-        if (!st && A.report) st = drdc_eval_write_report(&r, A.report, "panels", about, n_about);
+        if (!st && A.report) st = drdc_eval_write_report(&r, A.report, "panels", about_all, n_about_all);
         if (!st && A.report) printf("report: %s/index.html\n", A.report);
         drdc_eval_result_free(&r);
     }

@@ -1,5 +1,6 @@
 /* commands.c: the table of drdc subcommands and the --version text. */
 #include "drdc/commands/commands.h"
+#include "drdc/model/dist.h"
 #include "drdc/shim/shim.h"
 
 static const drdc_command_entry COMMANDS[] = {
@@ -23,4 +24,7 @@ void drdc_print_version(FILE *f) {
     fprintf(f, "devices: cpu");
     for (int i = 0; i < n; i++) fprintf(f, ", cuda:%d", i);
     fprintf(f, "%s\n", n ? "" : " (no CUDA device seen)");
+    fprintf(f, "distributed training: %s\n",
+            !drdc_dist_compiled() ? "no (built without c10d: one process only)"
+            : drdc_dist_nccl_compiled() ? "c10d, Gloo (CPU) and NCCL (CUDA)" : "c10d, Gloo (CPU and CUDA tensors)");
 }

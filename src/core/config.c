@@ -691,8 +691,10 @@ drdc_status drdc_config_set_string(drdc_config *cfg, const char *key, const char
     return st ? drdc_error_context(st, "%s", what) : DRDC_OK;
 }
 
-drdc_status drdc_config_resolve(drdc_config *cfg, const char *path, const char *const *sets, int n_sets) {
-    drdc_status st = DRDC_OK;
+drdc_status drdc_config_resolve(drdc_config *cfg, const char *arg, const char *const *sets, int n_sets, char *path,
+                                int cap) {
+    drdc_status st = drdc_config_find(arg, path, cap);
+    if (st) return st;
     drdc_config_defaults(cfg);
     TRY(load_impl(cfg, path, 0));
     for (int i = 0; i < n_sets; i++) TRY(set_impl(cfg, sets[i], 0));
@@ -703,13 +705,6 @@ done:
 }
 
 /* ---- validation ------------------------------------------------------------------------- */
-
-static int known_arch(const char *a) {
-    if (strcmp(a, "mobilenet_v2") == 0) return 1;
-    if (strncmp(a, "efficientnet-b", 14) == 0) return a[14] >= '0' && a[14] <= '7' && a[15] == '\0';
-    if (strncmp(a, "efficientnet-lite", 17) == 0) return a[17] >= '0' && a[17] <= '4' && a[18] == '\0';
-    return 0;
-}
 
 /* Every key's type-independent range (the table), for structs filled by code, not by parsing. */
 static drdc_status validate_ranges(const drdc_config *c) {
@@ -769,87 +764,14 @@ drdc_status drdc_config_validate(const drdc_config *cfg) {
     drdc_status st = DRDC_OK;
     TRY(validate_ranges(cfg));
     const drdc_data_config *d = &cfg->data;
-    const drdc_base_config *b = &cfg->base;
-    const drdc_refiner_config *r = &cfg->refiner;
-    const drdc_infer_config *in = &cfg->infer;
-    const drdc_backbone_config *bb = &cfg->backbone;
 #define FAIL(...) return drdc_fail(DRDC_ERR_CONFIG, __VA_ARGS__)
-
     if (!cfg->name[0]) FAIL("name must not be empty (it names the run folder runs/<name>)");
-    if (!known_arch(bb->arch))
-        FAIL("backbone.arch '%s' is not known (mobilenet_v2, efficientnet-b0..b7, efficientnet-lite0..4)", bb->arch);
-    for (int i = 1; i < bb->n_blocks; i++)
-        if (bb->blocks[i] <= bb->blocks[i - 1])
-            FAIL("backbone.blocks must be increasing (%d after %d)", bb->blocks[i], bb->blocks[i - 1]);
     for (int i = 0; i < d->n_categories; i++)
         for (int j = 0; j < i; j++)
             if (strcmp(d->categories[i], d->categories[j]) == 0)
                 FAIL("data.categories lists '%s' twice", d->categories[i]);
-
     if (d->image_size % 16 != 0)
         FAIL("data.image_size %d is not a multiple of 16 (the backbone features are at stride 16)", d->image_size);
-    if (b->hidden % b->heads != 0) FAIL("base.heads %d does not divide base.hidden %d", b->heads, b->hidden);
-    if (b->hidden % 2 != 0)
-        FAIL("base.hidden %d must be even (half for rows, half for columns of the position embedding)", b->hidden);
-    if (b->neighbor_mask != 0 && b->neighbor_mask % 2 == 0)
-        FAIL("base.neighbor_mask %d must be odd (or 0 = off)", b->neighbor_mask);
-    int h = d->image_size / 16;
-    /* the centre token keeps a visible token iff ceil((h-1)/2) = h/2 exceeds the mask radius */
-    if (b->neighbor_mask != 0 && b->neighbor_mask / 2 >= h / 2)
-        FAIL("base.neighbor_mask %d hides every token from some token of the %dx%d feature grid "
-             "(data.image_size %d / 16); use a smaller odd value or 0", b->neighbor_mask, h, h, d->image_size);
-
-    int levels = r->n_mult;
-    int down = 1 << (levels - 1);
-    if (r->image_size % down != 0)
-        FAIL("refiner.image_size %d is not divisible by %d = 2^(levels-1) for the %d levels of refiner.channel_mult",
-             r->image_size, down, levels);
-    for (int l = 0; l < levels; l++) {
-        int ch = r->channels * r->channel_mult[l];
-        if (ch % 32 != 0)
-            FAIL("refiner.channels %d x refiner.channel_mult %d = %d channels is not a multiple of 32 (GroupNorm(32))",
-                 r->channels, r->channel_mult[l], ch);
-    }
-    for (int a = 0; a < r->n_attention; a++) {
-        int level = -1;
-        for (int l = 0; l < levels; l++)
-            if ((r->image_size >> l) == r->attention_res[a]) level = l;
-        if (level < 0) {
-            char res[160] = "";
-            size_t u = 0;
-            for (int l = 0; l < levels && u < sizeof res; l++)
-                u += (size_t)snprintf(res + u, sizeof res - u, "%s%d", l ? ", " : "", r->image_size >> l);
-            FAIL("refiner.attention_res %d is not a resolution of the U-Net levels (%s)", r->attention_res[a], res);
-        }
-        int ch = r->channels * r->channel_mult[level];
-        if (ch % r->head_channels != 0)
-            FAIL("refiner.head_channels %d does not divide the %d channels at resolution %d", r->head_channels, ch,
-                 r->attention_res[a]);
-    }
-    int mid = r->channels * r->channel_mult[levels - 1];   /* the middle block always has attention */
-    if (mid % r->head_channels != 0)
-        FAIL("refiner.head_channels %d does not divide the %d channels of the U-Net's middle block", r->head_channels,
-             mid);
-    if (!(r->beta_start < r->beta_end))
-        FAIL("refiner.beta_start %g must be below refiner.beta_end %g", r->beta_start, r->beta_end);
-    if (r->max_train_t > r->timesteps)
-        FAIL("refiner.max_train_t %d exceeds refiner.timesteps %d", r->max_train_t, r->timesteps);
-
-    if (in->tau >= r->timesteps) FAIL("infer.tau %d must be below refiner.timesteps %d", in->tau, r->timesteps);
-    if (in->steps > in->tau) FAIL("infer.steps %d exceeds infer.tau %d", in->steps, in->tau);
-    int coarsest = 0;
-    for (int g = 0; g < in->n_grids; g++) {
-        if (r->image_size % in->grids[g] != 0)
-            FAIL("infer.grids: cell size %d does not divide refiner.image_size %d", in->grids[g], r->image_size);
-        if (in->grids[g] > coarsest) coarsest = in->grids[g];
-    }
-    long cells = (long)(r->image_size / coarsest) * (r->image_size / coarsest);
-    if (in->K > cells)
-        FAIL("infer.K %d exceeds the %ld cells of the coarsest grid (%d px cells on refiner.image_size %d)", in->K,
-             cells, coarsest, r->image_size);
-    if (in->filter % 2 == 0) FAIL("infer.filter %d must be odd", in->filter);
-    if (in->filter > d->image_size) FAIL("infer.filter %d exceeds data.image_size %d", in->filter, d->image_size);
-    if (in->pool > d->image_size) FAIL("infer.pool %d exceeds data.image_size %d", in->pool, d->image_size);
 #undef FAIL
 done:
     return st;

@@ -34,8 +34,12 @@ struct drdc_loader {
     drdc_loader_options opt;
     drdc_sample *samples;     /* (n) with owned string copies */
     int n;
-    int *order;               /* (n) this epoch's order */
-    int n_used;               /* samples this epoch (drop_last may drop a tail) */
+    int *order;               /* (n) this epoch's order: this shard's samples of it */
+    int *global_order;        /* (n) the whole epoch's order (sharded loaders) */
+    int n_used;               /* this shard's samples this epoch (drop_last may drop a tail) */
+    int n_used_global;        /* samples of all shards this epoch */
+    int bs;                   /* this shard's samples per full batch: batch_size / shards */
+    int shard, shards;
     int n_batches;
     int n_slots;
     loader_slot *slots;       /* (n_slots) */
@@ -241,18 +245,29 @@ drdc_status drdc_loader_create(drdc_loader **out, const drdc_sample *samples, in
         return drdc_fail(DRDC_ERR_INPUT, "loader: batch %d of %dx%d images is too large", opt->batch_size,
                          opt->image_size, opt->image_size);
 
+    int shards = opt->shards > 1 ? opt->shards : 1;
+    if (opt->shard < 0 || opt->shard >= shards)
+        return drdc_fail(DRDC_ERR_INPUT, "loader: shard %d of %d", opt->shard, shards);
+    if (opt->batch_size % shards != 0)
+        return drdc_fail(DRDC_ERR_INPUT, "loader: a batch of %d cannot be split evenly over %d processes (the batch "
+                         "is the global one: make it a multiple of %d)", opt->batch_size, shards, shards);
     drdc_loader *ld = calloc(1, sizeof *ld);
     if (!ld) return drdc_fail(DRDC_ERR_NOMEM, "loader: out of memory");
     ld->opt = *opt;
+    ld->shards = shards;
+    ld->shard = opt->shard;
+    ld->bs = opt->batch_size / shards;
+    B = (size_t)ld->bs;   /* the buffers hold this shard's part */
     ld->n = n;
     ld->err_item = INT_MAX;
     int bad = 0;
     ld->samples = calloc((size_t)(n ? n : 1), sizeof *ld->samples);
     ld->order = malloc((size_t)(n ? n : 1) * sizeof *ld->order);
+    ld->global_order = malloc((size_t)(n ? n : 1) * sizeof *ld->global_order);
     ld->threads = calloc((size_t)opt->workers, sizeof *ld->threads);
     ld->n_slots = opt->prefetch + 1;
     ld->slots = calloc((size_t)ld->n_slots, sizeof *ld->slots);
-    if (!ld->samples || !ld->order || !ld->threads || !ld->slots) bad = 1;
+    if (!ld->samples || !ld->order || !ld->global_order || !ld->threads || !ld->slots) bad = 1;
     for (int i = 0; !bad && i < n; i++) {
         ld->samples[i] = samples[i];
         ld->samples[i].image_path = dup_or_null(samples[i].image_path, &bad);
@@ -261,6 +276,7 @@ drdc_status drdc_loader_create(drdc_loader **out, const drdc_sample *samples, in
         if (!bad && !ld->samples[i].image_path) {
             free_samples(ld->samples, i + 1);
             free(ld->order);
+            free(ld->global_order);
             free(ld->threads);
             free_slots(ld);
             free(ld);
@@ -287,6 +303,7 @@ drdc_status drdc_loader_create(drdc_loader **out, const drdc_sample *samples, in
     if (bad) {
         free_samples(ld->samples, n);
         free(ld->order);
+        free(ld->global_order);
         free(ld->threads);
         free_slots(ld);
         free(ld);
@@ -305,14 +322,15 @@ int drdc_loader_batches_per_epoch(const drdc_loader *ld) {
     return ld->opt.drop_last ? ld->n / B : (ld->n + B - 1) / B;
 }
 
+/* This shard's samples in batch b (0 for an empty last part). */
 static int batch_count(const drdc_loader *ld, int b) {
-    int left = ld->n_used - b * ld->opt.batch_size;
-    return left < ld->opt.batch_size ? left : ld->opt.batch_size;
+    int left = ld->n_used - b * ld->bs;
+    return left < 0 ? 0 : left < ld->bs ? left : ld->bs;
 }
 
 static void *worker_main(void *arg) {
     drdc_loader *ld = arg;
-    const int B = ld->opt.batch_size, S = ld->opt.image_size;
+    const int B = ld->bs, S = ld->opt.image_size;
     const size_t plane = (size_t)S * (size_t)S;
     pthread_mutex_lock(&ld->mu);
     for (;;) {
@@ -391,7 +409,8 @@ drdc_status drdc_loader_start_epoch(drdc_loader *ld, int epoch) {
     stop_workers(ld);
     /* no thread runs now: reset without the lock */
     ld->epoch = epoch;
-    ld->n_used = ld->opt.drop_last ? (ld->n / ld->opt.batch_size) * ld->opt.batch_size : ld->n;
+    const int GB = ld->opt.batch_size;
+    ld->n_used_global = ld->opt.drop_last ? (ld->n / GB) * GB : ld->n;
     ld->n_batches = drdc_loader_batches_per_epoch(ld);
     ld->next_item = ld->released = ld->consumed = 0;
     ld->cancel = 0;
@@ -401,7 +420,18 @@ drdc_status drdc_loader_start_epoch(drdc_loader *ld, int epoch) {
     ld->err_st = DRDC_OK;
     ld->err_msg[0] = '\0';
     for (int k = 0; k < ld->n_slots; k++) ld->slots[k].filled = 0;
-    drdc_loader_epoch_order(ld->n, ld->opt.seed, epoch, ld->opt.shuffle, ld->order);
+    if (ld->shards == 1) {
+        drdc_loader_epoch_order(ld->n, ld->opt.seed, epoch, ld->opt.shuffle, ld->order);
+        ld->n_used = ld->n_used_global;
+    } else {   /* this shard's positions of each global batch, in order */
+        drdc_loader_epoch_order(ld->n, ld->opt.seed, epoch, ld->opt.shuffle, ld->global_order);
+        ld->n_used = 0;
+        for (int b = 0; b < ld->n_batches; b++) {
+            int end = (b + 1) * GB < ld->n_used_global ? (b + 1) * GB : ld->n_used_global;
+            for (int p = b * GB + ld->shard * ld->bs; p < b * GB + (ld->shard + 1) * ld->bs && p < end; p++)
+                ld->order[ld->n_used++] = ld->global_order[p];
+        }
+    }
     ld->running = 1;
     int want = ld->opt.workers < ld->n_used ? ld->opt.workers : ld->n_used;
     for (int t = 0; t < want; t++) {
@@ -451,9 +481,9 @@ drdc_status drdc_loader_next(drdc_loader *ld, const drdc_batch **batch) {
     }
     loader_slot *slot = &ld->slots[b % ld->n_slots];
     int want = batch_count(ld, b);
-    while (slot->filled < want && !(ld->err_item != INT_MAX && ld->err_item / ld->opt.batch_size <= b))
+    while (slot->filled < want && !(ld->err_item != INT_MAX && ld->err_item / ld->bs <= b))
         pthread_cond_wait(&ld->cv_ready, &ld->mu);
-    if (ld->err_item != INT_MAX && ld->err_item / ld->opt.batch_size <= b) {
+    if (ld->err_item != INT_MAX && ld->err_item / ld->bs <= b) {
         /* Join first: a sample before err_item in this batch may still be decoding and fail
          * too; after the join err_item is the lowest failing sample, the same on every run. */
         ld->failed = 1;
@@ -469,6 +499,9 @@ drdc_status drdc_loader_next(drdc_loader *ld, const drdc_batch **batch) {
     slot->batch.n = want;
     slot->batch.epoch = ld->epoch;
     slot->batch.batch_index = b;
+    slot->batch.first = ld->shard * ld->bs;
+    int left = ld->n_used_global - b * ld->opt.batch_size;
+    slot->batch.global_n = left < ld->opt.batch_size ? left : ld->opt.batch_size;
     pthread_mutex_unlock(&ld->mu);
     *batch = &slot->batch;
     return DRDC_OK;
@@ -482,6 +515,7 @@ void drdc_loader_free(drdc_loader *ld) {
     pthread_cond_destroy(&ld->cv_ready);
     free_samples(ld->samples, ld->n);
     free(ld->order);
+    free(ld->global_order);
     free(ld->threads);
     free_slots(ld);
     free(ld);

@@ -482,7 +482,7 @@ static drdc_status runs_breakdown(bench_ctx *c, cJSON *root) {
         c->m.cfg.infer.K = s->K;
         c->m.cfg.infer.n_grids = s->n_grids;
         memcpy(c->m.cfg.infer.grids, s->grids, sizeof s->grids);
-        TRY(drdc_config_validate(&c->m.cfg));
+        TRY(drdc_model_check_config(&c->m.cfg));
         TRY(time_stage(ms, NULL, O->iters, O->warmup, run_drdc, c, "drdc (runs breakdown)", record_times));
         int u = s->steps * s->K * s->n_grids;
         double tot = median(ms, O->iters), b = median(g_times_base, O->iters), r = median(g_times_refine, O->iters);

@@ -1,11 +1,13 @@
 /* checkpoint.c: atomic training checkpoints and exact resume (see checkpoint.h). */
 #include "drdc/model/checkpoint.h"
 #include "drdc/core/fsutil.h"
+#include "drdc/model/dist.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 
 void drdc_checkpoint_path(char *out, size_t cap, const char *out_dir) {
@@ -62,6 +64,9 @@ drdc_status drdc_checkpoint_save(const drdc_model *m, const drdc_stage_state *s,
     TRY(drdc_st_writer_set_meta(w, "stage_epoch", num));
     snprintf(num, sizeof num, "%d", s->batch);
     TRY(drdc_st_writer_set_meta(w, "stage_batch", num));
+    snprintf(num, sizeof num, "%d", drdc_dist_world());
+    TRY(drdc_st_writer_set_meta(w, "world_size", num));
+    TRY(drdc_st_writer_set_meta(w, "draws", "per-sample"));
     for (int i = 0; i < dt_adamw_num_params(s->opt); i++) {
         int64_t step = 0;
         dt_free_all(moments, 2);
@@ -74,14 +79,20 @@ drdc_status drdc_checkpoint_save(const drdc_model *m, const drdc_stage_state *s,
         snprintf(name, sizeof name, "opt.%s.%d.step", s->stage, i);
         TRY(drdc_st_writer_add(w, name, DRDC_ST_I64, 0, NULL, &step, sizeof step));
     }
-    TRY(dt_generator_get_state(&rng, s->gen));
-    snprintf(name, sizeof name, "rng.%s", s->stage);
-    TRY(drdc_tensor_to_writer(w, name, rng));
+    if (s->gen) {
+        TRY(dt_generator_get_state(&rng, s->gen));
+        snprintf(name, sizeof name, "rng.%s", s->stage);
+        TRY(drdc_tensor_to_writer(w, name, rng));
+    }
     if (s->extra) {
         snprintf(name, sizeof name, "%s_live.", s->stage);
         TRY(drdc_params_save(s->extra, w, name));
     }
     drdc_checkpoint_path(path, sizeof path, out_dir);
+    /* test hook: DRDC_TEST_CHECKPOINT_DELAY_MS makes every checkpoint write that much slower (a slow
+     * disk: the other ranks of a group must wait for it without timing out) */
+    const char *delay = getenv("DRDC_TEST_CHECKPOINT_DELAY_MS");
+    if (delay) usleep((useconds_t)(1000 * atoi(delay)));
     TRY(drdc_st_writer_write(w, path));
 done:
     dt_free(rng);
@@ -121,11 +132,13 @@ drdc_status drdc_checkpoint_restore(drdc_stage_state *s, drdc_params *extra, con
             goto done;
         }
     }
-    const drdc_st_tensor *tr = NULL;
-    snprintf(name, sizeof name, "rng.%s", s->stage);
-    TRY(drdc_st_get(f, name, &tr));
-    TRY(drdc_tensor_from_st(&rng, tr, (dt_device){DT_CPU, 0}));
-    TRY(dt_generator_set_state(s->gen, rng));
+    if (s->gen) {
+        const drdc_st_tensor *tr = NULL;
+        snprintf(name, sizeof name, "rng.%s", s->stage);
+        TRY(drdc_st_get(f, name, &tr));
+        TRY(drdc_tensor_from_st(&rng, tr, (dt_device){DT_CPU, 0}));
+        TRY(dt_generator_set_state(s->gen, rng));
+    }
     if (extra) {
         snprintf(name, sizeof name, "%s_live.", s->stage);
         TRY(drdc_params_load(extra, f, name, 0));
@@ -133,10 +146,27 @@ drdc_status drdc_checkpoint_restore(drdc_stage_state *s, drdc_params *extra, con
     const char *e = drdc_st_meta(f, "stage_epoch"), *b = drdc_st_meta(f, "stage_batch");
     s->epoch = e ? atoi(e) : 0;
     s->batch = b ? atoi(b) : 0;
+    const char *ws = drdc_st_meta(f, "world_size"), *dr = drdc_st_meta(f, "draws");
+    s->world = ws && atoi(ws) > 0 ? atoi(ws) : 1;
+    s->per_sample = dr && strcmp(dr, "per-sample") == 0;
 done:
     dt_free_all(moments, 2);
     dt_free(rng);
     return st;
+}
+
+void drdc_checkpoint_say_resume(const drdc_stage_state *s, int lead) {
+    if (!lead) return;
+    if (s->world != drdc_dist_world())
+        printf("resuming the %s stage of a run checkpointed by %d rank%s with %d: the same global batches and "
+               "per-sample draws, so the same run (float sums are ordered differently: the weights match a %d-rank "
+               "continuation within float rounding)\n", s->stage, s->world, s->world == 1 ? "" : "s",
+               drdc_dist_world(), s->world);
+    if (!s->per_sample)
+        printf("note: this checkpoint was written by a drdc that drew the %s stage's noise from one generator per "
+               "stage; it continues with per-sample draws, so it ends differently from what that drdc would give\n",
+               s->stage);
+    fflush(stdout);
 }
 
 /* What a run may change on resume: how long it trains and where the data and run are. */

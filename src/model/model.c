@@ -12,8 +12,22 @@
 #include <string.h>
 
 
+drdc_status drdc_model_check_config(const drdc_config *cfg) {
+    drdc_status st = DRDC_OK;
+    TRY(drdc_config_validate(cfg));
+    TRY(drdc_backbone_check_config(&cfg->backbone));
+    TRY(drdc_base_check_config(&cfg->base, cfg->data.image_size));
+    TRY(drdc_unet_check_config(&cfg->refiner));
+    TRY(drdc_diffusion_check_config(&cfg->refiner, &cfg->infer));
+    TRY(drdc_fusion_check_config(&cfg->infer, cfg->data.image_size));
+done:
+    return st;
+}
+
 drdc_status drdc_model_build(drdc_model *m, const drdc_config *cfg, dt_device dev) {
     memset(m, 0, sizeof *m);
+    drdc_status cst = drdc_model_check_config(cfg);
+    if (cst) return cst;
     m->cfg = *cfg;
     m->dev = dev;
     int S = cfg->data.image_size;
@@ -72,7 +86,7 @@ drdc_status drdc_model_set_infer(drdc_model *m, const char *const *sets, int n, 
     drdc_config c = m->cfg;
     drdc_status st = DRDC_OK;
     for (int i = 0; i < n; i++) TRY(drdc_config_set(&c, sets[i]));
-    TRY(drdc_config_validate(&c));
+    TRY(drdc_model_check_config(&c));
     m->cfg = c;
 done:
     return st ? drdc_error_context(st, "--set") : DRDC_OK;

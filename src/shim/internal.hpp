@@ -21,7 +21,8 @@ struct dt_tensor_s {
 };
 
 struct dt_generator_s {
-    at::Generator gen;
+    at::Generator gen;                  // a single generator (undefined in a row generator)
+    std::vector<dt_generator_s> rows;   // a row generator: one single generator per group of rows
 };
 
 namespace dt_shim {

@@ -3,11 +3,13 @@
 // and restored exactly for --resume, with no dependency on libtorch's optimizer classes (whose
 // API differs between libtorch 1.13 and 2.x).
 #include "drdc/shim/shim.h"
-#include "internal.hpp"
 
+#include <ATen/core/grad_mode.h>   // at::NoGradGuard (libtorch 2.x no longer brings it in with ATen.h)
 #include <cmath>
 #include <string>
 #include <vector>
+
+#include "internal.hpp"   // last: its T() macro would clash with template parameters of torch headers
 
 using dt_shim::input_error;
 using dt_shim::set_pair;

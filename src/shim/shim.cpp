@@ -7,7 +7,6 @@
 // in both libtorch 1.13 and 2.x are used; CUDA-only calls go through torch::cuda::*, which
 // exist (and fail cleanly) in CPU-only builds.
 #include "drdc/shim/shim.h"
-#include "internal.hpp"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -31,11 +30,14 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <new>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "internal.hpp"   // last: its T() macro would clash with template parameters of torch headers
 
 struct dt_shim::Scope {
     std::vector<dt_tensor_s *> items;
@@ -487,13 +489,72 @@ extern "C" drdc_status dt_generator_new(dt_generator *out, uint64_t seed) {
     PROTECT(dt_generator g = new dt_generator_s; g->gen = at::detail::createCPUGenerator(seed); *out = g;)
 }
 
+extern "C" drdc_status dt_generator_new_rows(dt_generator *out, const uint64_t *seeds, int n) {
+    if (!out) return drdc_fail(DRDC_ERR_INPUT, "dt_generator_new_rows: out is NULL");
+    *out = nullptr;
+    if (n < 1 || !seeds) return drdc_fail(DRDC_ERR_INPUT, "dt_generator_new_rows: %d seeds", n);
+    SHIM_TRY {
+        std::unique_ptr<dt_generator_s> g(new dt_generator_s);
+        g->rows.resize(static_cast<size_t>(n));
+        for (int i = 0; i < n; i++) g->rows[static_cast<size_t>(i)].gen = at::detail::createCPUGenerator(seeds[i]);
+        *out = g.release();
+    }
+    SHIM_CATCH
+}
+
+extern "C" int dt_generator_rows(dt_generator g) { return g && !g->rows.empty() ? static_cast<int>(g->rows.size()) : 1; }
+
+extern "C" drdc_status dt_generator_row(dt_generator *out, dt_generator g, int64_t row, int64_t rows) {
+    if (!out) return drdc_fail(DRDC_ERR_INPUT, "dt_generator_row: out is NULL");
+    *out = g;
+    if (rows < 1 || row < 0 || row >= rows)
+        return drdc_fail(DRDC_ERR_INPUT, "dt_generator_row: row %lld of %lld", (long long)row, (long long)rows);
+    if (!g || g->rows.empty()) return DRDC_OK;
+    const int64_t n = static_cast<int64_t>(g->rows.size());
+    if (rows % n != 0)
+        return drdc_fail(DRDC_ERR_INPUT, "dt_generator_row: a generator of %lld rows cannot draw %lld rows",
+                         (long long)n, (long long)rows);
+    *out = &g->rows[static_cast<size_t>(row / (rows / n))];
+    return DRDC_OK;
+}
+
 extern "C" void dt_generator_free(dt_generator g) { delete g; }
+
+namespace {
+// A single generator's at::Generator (input error for a row generator of n > 1).
+at::Generator single_gen(dt_generator g, const char *what) {
+    if (g && !g->rows.empty()) {
+        if (g->rows.size() == 1) return g->rows[0].gen;
+        input_error(std::string(what) + " needs a single generator, not one of " + std::to_string(g->rows.size()) +
+                    " rows");
+    }
+    return gen_of(g);
+}
+
+// draw(shape, generator) for a single generator; for a row generator of n, dim 0 split into n groups.
+template <class Draw>
+at::Tensor draw_rows(dt_generator g, at::IntArrayRef shape, Draw draw) {
+    if (!g || g->rows.empty()) return draw(shape, gen_of(g));
+    const int64_t n = static_cast<int64_t>(g->rows.size());
+    if (shape.empty() || shape[0] % n != 0)
+        input_error("a generator of " + std::to_string(n) + " rows draws tensors whose first dim is a multiple of " +
+                    std::to_string(n) + ", not " + (shape.empty() ? std::string("a scalar") : std::to_string(shape[0])));
+    if (n == 1) return draw(shape, g->rows[0].gen);
+    std::vector<int64_t> sub(shape.begin(), shape.end());
+    sub[0] /= n;
+    std::vector<at::Tensor> parts;
+    parts.reserve(static_cast<size_t>(n));
+    for (dt_generator_s &r : g->rows) parts.push_back(draw(at::IntArrayRef(sub), r.gen));
+    return at::cat(at::TensorList(parts), 0);
+}
+}  // namespace
 
 extern "C" drdc_status dt_generator_get_state(dt_tensor *out, dt_generator g) {
     TENSOR_OP(([&] {
         if (!g) input_error("generator is NULL");
-        std::lock_guard<std::mutex> lock(g->gen.mutex());
-        return g->gen.get_state();
+        at::Generator gen = single_gen(g, "the state");
+        std::lock_guard<std::mutex> lock(gen.mutex());
+        return gen.get_state();
     }()))
 }
 
@@ -503,32 +564,36 @@ extern "C" drdc_status dt_generator_set_state(dt_generator g, dt_tensor state) {
         const at::Tensor &s = T(state);
         if (s.scalar_type() != at::kByte || !s.device().is_cpu())
             input_error("state must be a CPU u8 tensor from dt_generator_get_state");
-        std::lock_guard<std::mutex> lock(g->gen.mutex());
-        g->gen.set_state(s.contiguous());
+        at::Generator gen = single_gen(g, "the state");
+        std::lock_guard<std::mutex> lock(gen.mutex());
+        gen.set_state(s.contiguous());
     }
     SHIM_CATCH
 }
 
 extern "C" drdc_status dt_randn(dt_tensor *out, const int64_t *shape, int ndim, dt_dtype dtype, dt_device dev,
                                 dt_generator g) {
-    TENSOR_OP(at::randn(ints(shape, ndim, "shape"), gen_of(g), at::TensorOptions().dtype(draw_dtype(dtype)))
-                  .to(to_device(dev), to_scalar(dtype)))
+    TENSOR_OP(draw_rows(g, ints(shape, ndim, "shape"), [&](at::IntArrayRef s, at::Generator gen) {
+                  return at::randn(s, gen, at::TensorOptions().dtype(draw_dtype(dtype)));
+              }).to(to_device(dev), to_scalar(dtype)))
 }
 
 extern "C" drdc_status dt_rand(dt_tensor *out, const int64_t *shape, int ndim, dt_dtype dtype, dt_device dev,
                                dt_generator g) {
-    TENSOR_OP(at::rand(ints(shape, ndim, "shape"), gen_of(g), at::TensorOptions().dtype(draw_dtype(dtype)))
-                  .to(to_device(dev), to_scalar(dtype)))
+    TENSOR_OP(draw_rows(g, ints(shape, ndim, "shape"), [&](at::IntArrayRef s, at::Generator gen) {
+                  return at::rand(s, gen, at::TensorOptions().dtype(draw_dtype(dtype)));
+              }).to(to_device(dev), to_scalar(dtype)))
 }
 
 extern "C" drdc_status dt_randint(dt_tensor *out, int64_t low, int64_t high, const int64_t *shape, int ndim,
                                   dt_device dev, dt_generator g) {
-    TENSOR_OP(at::randint(low, high, ints(shape, ndim, "shape"), gen_of(g), at::TensorOptions().dtype(at::kLong))
-                  .to(to_device(dev)))
+    TENSOR_OP(draw_rows(g, ints(shape, ndim, "shape"), [&](at::IntArrayRef s, at::Generator gen) {
+                  return at::randint(low, high, s, gen, at::TensorOptions().dtype(at::kLong));
+              }).to(to_device(dev)))
 }
 
 extern "C" drdc_status dt_randperm(dt_tensor *out, int64_t n, dt_device dev, dt_generator g) {
-    TENSOR_OP(at::randperm(n, gen_of(g), at::TensorOptions().dtype(at::kLong)).to(to_device(dev)))
+    TENSOR_OP(at::randperm(n, single_gen(g, "randperm"), at::TensorOptions().dtype(at::kLong)).to(to_device(dev)))
 }
 
 extern "C" drdc_status dt_copy_to_host(dt_tensor t, void *dst, size_t nbytes) {
@@ -773,8 +838,10 @@ extern "C" drdc_status dt_dropout(dt_tensor *out, dt_tensor x, double p, int tra
         if (!training || p == 0.0) return xt;
         if (p == 1.0) return xt * at::zeros({}, xt.options());
         // as torch's native dropout: noise = bernoulli(1 - p) / (1 - p); out = x * noise
-        at::Tensor noise = at::empty(xt.sizes(), at::TensorOptions().dtype(at::kFloat));
-        noise.bernoulli_(1.0 - p, gen_of(g));
+        at::Tensor noise = draw_rows(g, xt.sizes(), [&](at::IntArrayRef s, at::Generator gen) {
+            at::Tensor z = at::empty(s, at::TensorOptions().dtype(at::kFloat));
+            return z.bernoulli_(1.0 - p, gen);
+        });
         noise.div_(1.0 - p);
         return xt * noise.to(xt.device(), xt.scalar_type());
     }()))
@@ -908,6 +975,17 @@ extern "C" drdc_status dt_zero_grad(const dt_tensor *params, int n) {
             if (!params[i]) input_error("param " + std::to_string(i) + " is NULL");
             params[i]->t.mutable_grad().reset();
         }
+    }
+    SHIM_CATCH
+}
+
+extern "C" drdc_status dt_set_grad(dt_tensor t, dt_tensor grad) {
+    SHIM_TRY {
+        const at::Tensor &p = T(t), &g = T(grad);
+        if (g.numel() != p.numel())
+            input_error("grad " + shape_str(g) + " does not fit the tensor " + shape_str(p));
+        at::NoGradGuard no_grad;
+        p.mutable_grad() = g.detach().reshape(p.sizes()).to(p.device(), p.scalar_type()).clone();
     }
     SHIM_CATCH
 }

@@ -214,14 +214,14 @@ done:
 }
 
 drdc_status drdc_base_neighbor_mask(dt_tensor *out_mask, int feat_h, int feat_w, int n, dt_device dev) {
-    if (!out_mask) return drdc_fail(DRDC_ERR_INPUT, "uniad neighbour mask: out is NULL");
+    if (!out_mask) return drdc_fail(DRDC_ERR_INPUT, "base neighbour mask: out is NULL");
     *out_mask = NULL;
     if (feat_h < 1 || feat_w < 1 || n < 1)
-        return drdc_fail(DRDC_ERR_INPUT, "uniad neighbour mask: feature %dx%d with neighbourhood %d is invalid",
+        return drdc_fail(DRDC_ERR_INPUT, "base neighbour mask: feature %dx%d with neighbourhood %d is invalid",
                          feat_h, feat_w, n);
     const int64_t L = (int64_t)feat_h * feat_w;
     float *buf = malloc(sizeof(float) * (size_t)(L * L));
-    if (!buf) return drdc_fail(DRDC_ERR_NOMEM, "uniad neighbour mask: out of memory for %lldx%lld", (long long)L,
+    if (!buf) return drdc_fail(DRDC_ERR_NOMEM, "base neighbour mask: out of memory for %lldx%lld", (long long)L,
                                (long long)L);
     const int r = n / 2;   /* UniAD: rows [y1 - n//2, y1 + n//2] clipped to the map */
     for (int y1 = 0; y1 < feat_h; y1++)
@@ -234,16 +234,16 @@ drdc_status drdc_base_neighbor_mask(dt_tensor *out_mask, int feat_h, int feat_w,
     const int64_t shape[2] = {L, L};
     drdc_status st = dt_from_host(out_mask, buf, DT_F32, shape, 2, dev);
     free(buf);
-    return st ? drdc_error_context(st, "uniad neighbour mask") : DRDC_OK;
+    return st ? drdc_error_context(st, "base neighbour mask") : DRDC_OK;
 }
 
 
 drdc_status drdc_base_build(drdc_base *model, const drdc_base_config *cfg, int in_channels, int feat_h,
                              int feat_w, dt_device dev, uint64_t seed) {
-    if (!model || !cfg) return drdc_fail(DRDC_ERR_INPUT, "uniad build: model or config is NULL");
+    if (!model || !cfg) return drdc_fail(DRDC_ERR_INPUT, "base build: model or config is NULL");
     memset(model, 0, sizeof *model);
     if (in_channels < 1 || feat_h < 1 || feat_w < 1)
-        return drdc_fail(DRDC_ERR_INPUT, "uniad build: bad feature shape C=%d h=%d w=%d", in_channels, feat_h, feat_w);
+        return drdc_fail(DRDC_ERR_INPUT, "base build: bad feature shape C=%d h=%d w=%d", in_channels, feat_h, feat_w);
     drdc_status st = check_heads_and_mask(cfg);
     if (st) return st;
     if (cfg->enc_layers < 1 || cfg->dec_layers < 1)
@@ -272,7 +272,7 @@ drdc_status drdc_base_build(drdc_base *model, const drdc_base_config *cfg, int i
     model->dec = calloc((size_t)cfg->dec_layers, sizeof *model->dec);
     if (!model->enc || !model->dec) {
         drdc_base_free(model);
-        return drdc_fail(DRDC_ERR_NOMEM, "uniad build: out of memory");
+        return drdc_fail(DRDC_ERR_NOMEM, "base build: out of memory");
     }
     dt_generator g = NULL;
     TRY(dt_generator_new(&g, seed));
@@ -428,12 +428,12 @@ done:
 /* Checks that t is [B,C,h,w] for this model; writes B. */
 static drdc_status check_features(int64_t *B, const drdc_base *m, dt_tensor t, const char *what) {
     int64_t s[4];
-    if (!t) return drdc_fail(DRDC_ERR_INPUT, "uniad: %s is NULL", what);
-    if (dt_ndim(t) != 4) return drdc_fail(DRDC_ERR_INPUT, "uniad: %s must be [B,C,h,w], got %d dims", what, dt_ndim(t));
+    if (!t) return drdc_fail(DRDC_ERR_INPUT, "base: %s is NULL", what);
+    if (dt_ndim(t) != 4) return drdc_fail(DRDC_ERR_INPUT, "base: %s must be [B,C,h,w], got %d dims", what, dt_ndim(t));
     drdc_status st = dt_shape(s, 4, t);
     if (st) return st;
     if (s[1] != m->in_channels || s[2] != m->feat_h || s[3] != m->feat_w)
-        return drdc_fail(DRDC_ERR_INPUT, "uniad: %s has shape [%lld,%lld,%lld,%lld], the model expects [B,%d,%d,%d]",
+        return drdc_fail(DRDC_ERR_INPUT, "base: %s has shape [%lld,%lld,%lld,%lld], the model expects [B,%d,%d,%d]",
                          what, (long long)s[0], (long long)s[1], (long long)s[2], (long long)s[3], m->in_channels,
                          m->feat_h, m->feat_w);
     *B = s[0];
@@ -465,16 +465,18 @@ static drdc_status check_inputs(int64_t *B, const drdc_base *m, dt_tensor featur
     if (jitter_noise) {
         TRY(check_features(&nB, m, jitter_noise, "jitter noise"));
         if (nB != *B)
-            return drdc_fail(DRDC_ERR_INPUT, "uniad: jitter noise batch %lld != features batch %lld", (long long)nB,
+            return drdc_fail(DRDC_ERR_INPUT, "base: jitter noise batch %lld != features batch %lld", (long long)nB,
                              (long long)*B);
     }
 done:
     return st;
 }
 
-drdc_status drdc_base_forward_ex(dt_tensor *out_rec, const drdc_base *m, dt_tensor features, int training,
-                                  dt_generator g, dt_tensor jitter_noise) {
-    if (!out_rec || !m || !m->enc) return drdc_fail(DRDC_ERR_INPUT, "uniad forward: NULL output or unbuilt model");
+/* The forward pass; coin -1: the jitter coin is drawn from g (or decided by jitter_noise), 0: no
+ * jitter, 1: jitter (noise given, or drawn from g). */
+static drdc_status forward(dt_tensor *out_rec, const drdc_base *m, dt_tensor features, int training, dt_generator g,
+                           dt_tensor jitter_noise, int coin) {
+    if (!out_rec || !m || !m->enc) return drdc_fail(DRDC_ERR_INPUT, "base forward: NULL output or unbuilt model");
     *out_rec = NULL;
     int64_t B = 0;
     drdc_status st = check_inputs(&B, m, features, jitter_noise);
@@ -486,7 +488,8 @@ drdc_status drdc_base_forward_ex(dt_tensor *out_rec, const drdc_base *m, dt_tens
     /* feature jitter (training only): f + N(0,1) * ||f||_2 / C * scale, per token */
     int jitter = 0;
     if (training && m->cfg.jitter_scale > 0.0) {
-        if (jitter_noise) jitter = 1;
+        if (coin >= 0) jitter = coin;
+        else if (jitter_noise) jitter = 1;
         else TRY(jitter_coin(&jitter, m->cfg.jitter_prob, g));
     }
     if (jitter) {
@@ -527,23 +530,39 @@ done:
     return st ? drdc_error_context(st, "base transformer forward") : DRDC_OK;
 }
 
+drdc_status drdc_base_forward_ex(dt_tensor *out_rec, const drdc_base *m, dt_tensor features, int training,
+                                  dt_generator g, dt_tensor jitter_noise) {
+    return forward(out_rec, m, features, training, g, jitter_noise, -1);
+}
+
 drdc_status drdc_base_forward(dt_tensor *out_rec, const drdc_base *model, dt_tensor features, int training,
                                dt_generator g) {
-    return drdc_base_forward_ex(out_rec, model, features, training, g, NULL);
+    return forward(out_rec, model, features, training, g, NULL, -1);
+}
+
+drdc_status drdc_base_forward_train(dt_tensor *out_rec, const drdc_base *model, dt_tensor features, int jitter,
+                                     dt_generator g) {
+    return forward(out_rec, model, features, 1, g, NULL, jitter ? 1 : 0);
+}
+
+drdc_status drdc_base_jitter_coin(int *apply, const drdc_base *model, dt_generator g) {
+    *apply = 0;
+    if (!(model->cfg.jitter_scale > 0.0)) return DRDC_OK;
+    return jitter_coin(apply, model->cfg.jitter_prob, g);
 }
 
 /* Both tensors must have the same shape, of rank 4. */
 static drdc_status same_bchw(dt_tensor a, dt_tensor b, const char *what) {
     int64_t sa[4], sb[4];
-    if (!a || !b) return drdc_fail(DRDC_ERR_INPUT, "uniad %s: NULL tensor", what);
+    if (!a || !b) return drdc_fail(DRDC_ERR_INPUT, "base %s: NULL tensor", what);
     if (dt_ndim(a) != 4 || dt_ndim(b) != 4)
-        return drdc_fail(DRDC_ERR_INPUT, "uniad %s: expected [B,C,h,w] tensors, got %d and %d dims", what, dt_ndim(a),
+        return drdc_fail(DRDC_ERR_INPUT, "base %s: expected [B,C,h,w] tensors, got %d and %d dims", what, dt_ndim(a),
                          dt_ndim(b));
     drdc_status st = DRDC_OK;
     TRY(dt_shape(sa, 4, a));
     TRY(dt_shape(sb, 4, b));
     if (memcmp(sa, sb, sizeof sa) != 0)
-        return drdc_fail(DRDC_ERR_INPUT, "uniad %s: reconstruction [%lld,%lld,%lld,%lld] vs features [%lld,%lld,%lld,%lld]",
+        return drdc_fail(DRDC_ERR_INPUT, "base %s: reconstruction [%lld,%lld,%lld,%lld] vs features [%lld,%lld,%lld,%lld]",
                          what, (long long)sa[0], (long long)sa[1], (long long)sa[2], (long long)sa[3],
                          (long long)sb[0], (long long)sb[1], (long long)sb[2], (long long)sb[3]);
 done:
@@ -551,7 +570,7 @@ done:
 }
 
 drdc_status drdc_base_loss(dt_tensor *out_loss, dt_tensor rec, dt_tensor features) {
-    if (!out_loss) return drdc_fail(DRDC_ERR_INPUT, "uniad loss: out is NULL");
+    if (!out_loss) return drdc_fail(DRDC_ERR_INPUT, "base loss: out is NULL");
     *out_loss = NULL;
     drdc_status st = same_bchw(rec, features, "loss");
     if (st) return st;
@@ -559,7 +578,7 @@ drdc_status drdc_base_loss(dt_tensor *out_loss, dt_tensor rec, dt_tensor feature
 }
 
 drdc_status drdc_base_anomaly_map(dt_tensor *out_map, dt_tensor rec, dt_tensor features) {
-    if (!out_map) return drdc_fail(DRDC_ERR_INPUT, "uniad anomaly map: out is NULL");
+    if (!out_map) return drdc_fail(DRDC_ERR_INPUT, "base anomaly map: out is NULL");
     *out_map = NULL;
     drdc_status st = same_bchw(rec, features, "anomaly map");
     if (st) return st;

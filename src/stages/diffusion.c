@@ -354,7 +354,9 @@ drdc_status drdc_diffusion_train_batch(drdc_train_batch *out, const drdc_schedul
     for (int64_t b = 0; b < B; b++) {
         int grid = grids[gi[b]];
         int64_t c = (int64_t)(H / grid) * (W / grid), *perm = NULL;
-        TRY(draw_perm(&perm, c, g));
+        dt_generator gb = NULL;
+        TRY(dt_generator_row(&gb, g, b, B));                            /* sample b's generator (or g) */
+        TRY(draw_perm(&perm, c, gb));
         fill_mask(mask_host + b * H * W, H, W, grid, K, perm, c, (int)ki[b]);
         free(perm);
     }

@@ -280,8 +280,9 @@ drdc_status drdc_draw_colorbar(drdc_image *img, int x, int y, int w, int h, floa
         fill_rect(img, (long long)x + i, y, 1, h, col);
     }
     char lo_s[32], hi_s[32];
-    snprintf(lo_s, sizeof lo_s, "%.4g", lo);
-    snprintf(hi_s, sizeof hi_s, "%.4g", hi);
+    const float zero = 1e-4f * (hi - lo);   /* an end this close to 0 is 0 (a min-max map's -1.8e-07) */
+    snprintf(lo_s, sizeof lo_s, "%.4g", fabsf(lo) < zero ? 0.0f : lo);
+    snprintf(hi_s, sizeof hi_s, "%.4g", fabsf(hi) < zero ? 0.0f : hi);
     const long long below = (long long)y + h + gap;
     draw_label(img, x, below, lo_s, s);
     draw_label(img, (long long)x + w - width_of(strlen(hi_s), s), below, hi_s, s);
@@ -433,8 +434,11 @@ drdc_status drdc_panel_render(drdc_image *out, const drdc_panel_column *cols, in
         TRY(render_column(col, widths[i], height, s, &shown));
         blit(out, &shown, (int)x0, y_image);
         drdc_image_free(&shown);
-        if (col->image->c == 1)
-            TRY(drdc_draw_colorbar(out, (int)x0, y_bar, widths[i], bar_h, col->lo, col->hi, col->threshold));
+        if (col->image->c == 1) {   /* inset by a gap each side: the end labels of neighbours stay apart */
+            const int inset = widths[i] > 4 * gap ? gap : 0;
+            TRY(drdc_draw_colorbar(out, (int)x0 + inset, y_bar, widths[i] - 2 * inset, bar_h, col->lo, col->hi,
+                                   col->threshold));
+        }
         x0 += widths[i] + gap;
     }
 done:

@@ -8,7 +8,8 @@
  *   5. a FIFO given as --image or --model is refused at once (a timeout guards the test);
  *   6. data.val_fraction=0 is refused before any training;
  *   7. SIGINT while an output is being written leaves no temporary file and exits 130;
- *   8. an output name of 254 characters works (temporary names do not grow with it). */
+ *   8. an output name of 254 characters works (temporary names do not grow with it);
+ *   9. a loss that diverges before the first checkpoint says so, never "the last checkpoint is kept". */
 #include "testlib.h"
 #include "drdc/core/fsutil.h"
 #include "drdc/formats/csv.h"
@@ -209,6 +210,18 @@ static void test_long_output_name(void) {
     CHECK(drdc_is_file(path));
 }
 
+static void test_divergence_before_any_checkpoint(void) {
+    /* AdamW with lr 10 and weight decay 10 blows the base weights up within two epochs; the default
+     * train.checkpoint_every writes no checkpoint before that */
+    int rc = drdc("div.log", "train --config tiny.json --data-root '%s' --out runs/div --threads 2 %s "
+                  "--set base.epochs=3 --set base.lr=10 --set base.weight_decay=10", g_data, SETS);
+    CHECK(rc == 1);
+    CHECK(log_has("div.log", "the loss became"));
+    CHECK(log_has("div.log", "no checkpoint had been written yet"));
+    CHECK(!log_has("div.log", "checkpoint is kept") && !log_has("div.log", "is kept;"));
+    CHECK(test_system("test ! -e '%s/runs/div/checkpoint.safetensors'", g_tmp) == 0);
+}
+
 int main(void) {
     if (!test_drdc_bin()) test_skip("DRDC_BIN not set (run under ctest)");
     snprintf(g_tmp, sizeof g_tmp, "%s", test_tmpdir("failclosed"));
@@ -231,5 +244,6 @@ int main(void) {
     RUN(test_no_validation_refused_before_training);
     RUN(test_sigint_leaves_no_temp_file);
     RUN(test_long_output_name);
+    RUN(test_divergence_before_any_checkpoint);
     return test_summary();
 }

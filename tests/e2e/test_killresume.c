@@ -45,17 +45,8 @@ static int draw_ms(int lo, int hi) {
 
 /* Starts `drdc train` into runs/<run> (with --resume when asked); the process is drdc itself. */
 static pid_t start_train(const char *run, int resume, const char *log) {
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd, "cd '%s' && exec '%s' train --config tiny.json --data-root data --out 'runs/%s' "
-             "--threads 2 %s %s >'%s' 2>&1", g_tmp, test_drdc_bin(), run, SETS, resume ? "--resume" : "", log);
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid == 0) {
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
-    }
-    return pid;
+    return test_spawn("cd '%s' && exec '%s' train --config tiny.json --data-root data --out 'runs/%s' --threads 2 %s "
+                      "%s >'%s' 2>&1", g_tmp, test_drdc_bin(), run, SETS, resume ? "--resume" : "", log);
 }
 
 static int log_has(const char *log, const char *needle) {
@@ -250,12 +241,7 @@ int main(void) {
     if (!g_rng) g_rng = 1;
     printf("DRDC_KILL_SEED=%llu (set it to draw the same kill moments again)\n", (unsigned long long)g_rng);
     snprintf(g_tmp, sizeof g_tmp, "%s", test_tmpdir("killresume"));
-    if (test_system("'%s' synth --out '%s/data' --categories 2 --train 4 --test 2 --size 64 --seed 3 >/dev/null",
-                    test_drdc_bin(), g_tmp) != 0 ||
-        test_system("cp '%s/configs/tiny.json' '%s/'", test_source_dir(), g_tmp) != 0) {
-        fprintf(stderr, "set-up failed\n");
-        return 1;
-    }
+    if (test_tiny_setup(g_tmp, 2, 4, 3) != 0) return 1;
     double t0 = now();
     int status = 0;
     pid_t pid = start_train("reference", 0, "reference.log");

@@ -227,6 +227,14 @@ static void test_eval_rates_and_report(void) {
                       g_tmp, g_tmp) == 0);
 }
 
+/* A report of a thinned test set (--every) says so in its header, as the tables on stdout do. */
+static void test_report_says_subset(void) {
+    int rc = drdc("every.log", "eval --data-root '%s' --method base --every 2 --report report_every --threads 2", g_data);
+    CHECK(rc == 0);
+    CHECK(test_system("grep -q -- '--every 2: a subset' '%s/report_every/index.html'", g_tmp) == 0);
+    CHECK(test_system("grep -q -- '--every 2: a subset' '%s/report/index.html'", g_tmp) != 0);   /* the full run's does not */
+}
+
 /* A folder that holds a run is refused without --resume or --force; --force replaces it; the loss
  * log has a header and one row per optimisation step. */
 static void test_train_hygiene(void) {
@@ -267,6 +275,7 @@ int main(void) {
     RUN(test_folder_tree);
     RUN(test_mask_threshold_and_category);
     RUN(test_eval_rates_and_report);
+    RUN(test_report_says_subset);
     RUN(test_train_hygiene);
     return test_summary();
 }

@@ -1,13 +1,18 @@
 /* testlib.c: see testlib.h. */
+#define _GNU_SOURCE
 #include "testlib.h"
 
+#include <arpa/inet.h>
 #include <math.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 int tl_failures;
@@ -103,9 +108,82 @@ int test_system(const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(cmd, sizeof cmd, fmt, ap);
     va_end(ap);
+    fflush(stdout);
     int rc = system(cmd);
     if (rc == -1) return -1;
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+double test_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+static int bound_port(int listening, int *fd_out) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(listening ? INADDR_ANY : INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    int port = 0;
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && (!listening || listen(fd, 4) == 0) &&
+        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+        port = ntohs(a.sin_port);
+    if (fd >= 0 && (!listening || !port)) close(fd);
+    if (fd_out) *fd_out = listening && port ? fd : -1;
+    return port;
+}
+
+int test_free_port(void) { return bound_port(0, NULL); }
+int test_busy_port(int *fd) { return bound_port(1, fd); }
+
+int test_spawn(const char *fmt, ...) {
+    char cmd[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    int len = vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    if (len < 0 || len >= (int)sizeof cmd) return -1;
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    return pid > 0 ? (int)pid : -1;
+}
+
+int test_wait_pid(int pid, double timeout_s, int *status) {
+    double end = test_now() + timeout_s;
+    do {
+        if (waitpid(pid, status, WNOHANG) == pid) return 1;
+        usleep(10000);
+    } while (test_now() < end);
+    return 0;
+}
+
+int test_tiny_setup(const char *dir, int categories, int train, int seed) {
+    if (!test_drdc_bin()) return -1;
+    if (test_system("'%s' synth --out '%s/data' --categories %d --train %d --test 2 --size 64 --seed %d >/dev/null",
+                    test_drdc_bin(), dir, categories, train, seed) != 0 ||
+        test_system("cp '%s/configs/tiny.json' '%s/'", test_source_dir(), dir) != 0) {
+        fprintf(stderr, "set-up failed: synthetic data or tiny.json in %s\n", dir);
+        return -1;
+    }
+    return 0;
+}
+
+int test_file_contains(const char *path, const char *needle) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    static char buf[1 << 20];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return strstr(buf, needle) != NULL;
 }
 
 int test_ends_with(const char *s, const char *suffix) {

@@ -102,4 +102,21 @@ int test_buf_write(const char *path, test_buf *b);
 /* Runs a shell command; returns its exit status (or -1). */
 int test_system(const char *fmt, ...);
 
+/* ---- processes and ports (tests that run several drdc processes at once) ------------------- */
+double test_now(void);                  /* monotonic seconds */
+/* A loopback TCP port bound and released a moment ago (0 on failure); listen: keep it bound and
+ * listening instead, its socket in *fd (close it to free the port). */
+int test_free_port(void);
+int test_busy_port(int *fd);
+/* Starts `sh -c CMD` in the background (CMD printf-style; begin it with exec to make the pid the
+ * program's own); returns the pid, or -1. */
+int test_spawn(const char *fmt, ...);
+/* Waits at most timeout_s for process pid; 1 when it ended (*status set), 0 when still running. */
+int test_wait_pid(int pid, double timeout_s, int *status);
+/* For the e2e tests that train: `drdc synth` data (64 px, 2 test images each) in dir/data and
+ * configs/tiny.json copied to dir. 0 on success (else it says what failed). */
+int test_tiny_setup(const char *dir, int categories, int train, int seed);
+/* 1 when the file at path contains needle. */
+int test_file_contains(const char *path, const char *needle);
+
 #endif

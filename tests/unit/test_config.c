@@ -1,9 +1,11 @@
 /* test_config.c: config defaults, loading the shipped configs, error messages (unknown key, wrong
- * type, out of range, JSON syntax with line:column), --set overrides, cross-key rules, the
- * serialisation round trip and drdc_config_find. */
+ * type, out of range, JSON syntax with line:column), --set overrides, cross-key rules (the core's
+ * and, through drdc_model_check_config, each stage's), the serialisation round trip and
+ * drdc_config_find. */
 #include "testlib.h"
 
 #include "drdc/core/config.h"
+#include "drdc/model/model.h"
 
 #include <cjson/cJSON.h>
 
@@ -24,10 +26,22 @@ static drdc_status parse_text(drdc_config *c, const char *text) {
     return drdc_config_parse(c, text, "bad.json");
 }
 
+/* parse_text, then every rule of the model and its stages */
+static drdc_status check_text(drdc_config *c, const char *text) {
+    drdc_status st = parse_text(c, text);
+    return st ? st : drdc_model_check_config(c);
+}
+
+/* drdc_config_set, then every rule of the model and its stages */
+static drdc_status check_set(drdc_config *c, const char *assignment) {
+    drdc_status st = drdc_config_set(c, assignment);
+    return st ? st : drdc_model_check_config(c);
+}
+
 static void test_defaults_valid(void) {
     drdc_config c;
     drdc_config_defaults(&c);
-    CHECK_OK(drdc_config_validate(&c));
+    CHECK_OK(drdc_model_check_config(&c));
     /* a few defaults documented in config.h */
     CHECK(c.data.image_size == 224 && strcmp(c.data.dataset, "mvtec") == 0);
     CHECK(c.base.hidden == 256 && c.base.heads == 8 && c.base.neighbor_mask == 7);
@@ -42,7 +56,7 @@ static void load_shipped(const char *file, drdc_config *c) {
     snprintf(path, sizeof path, "%s/configs/%s", test_source_dir(), file);
     drdc_config_defaults(c);
     CHECK_OK(drdc_config_load(c, path));
-    CHECK_OK(drdc_config_validate(c));
+    CHECK_OK(drdc_model_check_config(c));
 }
 
 static void test_shipped_configs_load(void) {
@@ -185,7 +199,7 @@ static void test_set_unknown_and_malformed(void) {
     CHECK_ERR(drdc_config_set(&c, "base.hiden=3"), DRDC_ERR_CONFIG, "unknown key 'base.hiden'");
     CHECK(tl_contains(drdc_last_error(), "base.hidden"));
     CHECK_ERR(drdc_config_set(&c, "base.hidden"), DRDC_ERR_CONFIG, "section.key=value");
-    CHECK_ERR(drdc_config_set(&c, "base.heads=7"), DRDC_ERR_CONFIG, "divide"); /* valid alone, not with 256 */
+    CHECK_ERR(drdc_config_set(&c, "data.image_size=100"), DRDC_ERR_CONFIG, "multiple of 16"); /* in range, not valid */
     CHECK(memcmp(&c, &before, sizeof c) == 0); /* failures change nothing */
 }
 
@@ -197,60 +211,64 @@ static void test_cross_image_size(void) {
 
 static void test_cross_heads(void) {
     drdc_config c;
-    CHECK_ERR(parse_text(&c, "{\"base\": {\"hidden\": 64, \"heads\": 3}}"), DRDC_ERR_CONFIG,
+    CHECK_ERR(check_text(&c, "{\"base\": {\"hidden\": 64, \"heads\": 3}}"), DRDC_ERR_CONFIG,
               "base.heads 3 does not divide base.hidden 64");
 }
 
 static void test_cross_grid(void) {
     drdc_config c;
     drdc_config_defaults(&c);
-    CHECK_ERR(drdc_config_set(&c, "infer.grids=8,12"), DRDC_ERR_CONFIG, "12 does not divide refiner.image_size 224");
+    CHECK_ERR(check_set(&c, "infer.grids=8,12"), DRDC_ERR_CONFIG, "12 does not divide refiner.image_size 224");
 }
 
 static void test_cross_middle_heads(void) {
     /* attention at 64 px (64 channels) is fine, but the middle block (3 x 32 = 96 channels) always has it */
     drdc_config c;
-    CHECK_ERR(parse_text(&c, "{\"refiner\": {\"channels\": 32, \"channel_mult\": [2, 3], \"image_size\": 64, "
+    CHECK_ERR(check_text(&c, "{\"refiner\": {\"channels\": 32, \"channel_mult\": [2, 3], \"image_size\": 64, "
                              "\"attention_res\": [64], \"head_channels\": 64}}"),
               DRDC_ERR_CONFIG, "does not divide the 96 channels of the U-Net's middle block");
 }
 
 static void test_resolve_validates_once(void) {
     /* keys that must change together can change together: each --set alone would be invalid */
-    char path[2048];
+    char path[2048], found[2048];
     snprintf(path, sizeof path, "%s/configs/tiny.json", test_source_dir());
     drdc_config c;
     const char *together[] = {"refiner.image_size=48", "refiner.attention_res=12"};
-    CHECK_OK(drdc_config_resolve(&c, path, together, 2));
+    CHECK_OK(drdc_config_resolve(&c, path, together, 2, found, sizeof found));
+    CHECK_OK(drdc_model_check_config(&c));
     CHECK(c.refiner.image_size == 48 && c.refiner.attention_res[0] == 12);
     const char *alone[] = {"refiner.image_size=48"};
-    CHECK_ERR(drdc_config_resolve(&c, path, alone, 1), DRDC_ERR_CONFIG, "tiny.json with the --set options");
+    CHECK_OK(drdc_config_resolve(&c, path, alone, 1, found, sizeof found));
+    CHECK_ERR(drdc_model_check_config(&c), DRDC_ERR_CONFIG, "refiner.attention_res 16");
+    const char *core_rule[] = {"data.image_size=72"};
+    CHECK_ERR(drdc_config_resolve(&c, path, core_rule, 1, found, sizeof found), DRDC_ERR_CONFIG, "tiny.json with the --set options");
     const char *unknown[] = {"refiner.nope=1"};
-    CHECK_ERR(drdc_config_resolve(&c, path, unknown, 1), DRDC_ERR_CONFIG, "refiner.nope");
+    CHECK_ERR(drdc_config_resolve(&c, path, unknown, 1, found, sizeof found), DRDC_ERR_CONFIG, "refiner.nope");
 }
 
 static void test_cross_tau(void) {
     drdc_config c;
     drdc_config_defaults(&c);
-    CHECK_ERR(drdc_config_set(&c, "infer.tau=1000"), DRDC_ERR_CONFIG, "infer.tau 1000 must be below refiner.timesteps");
+    CHECK_ERR(check_set(&c, "infer.tau=1000"), DRDC_ERR_CONFIG, "infer.tau 1000 must be below refiner.timesteps");
 }
 
 static void test_cross_other_rules(void) {
     drdc_config c;
-    CHECK_ERR(parse_text(&c, "{\"infer\": {\"steps\": 300}}"), DRDC_ERR_CONFIG, "infer.steps 300 exceeds infer.tau");
-    CHECK_ERR(parse_text(&c, "{\"infer\": {\"filter\": 4}}"), DRDC_ERR_CONFIG, "infer.filter 4 must be odd");
-    CHECK_ERR(parse_text(&c, "{\"base\": {\"neighbor_mask\": 4}}"), DRDC_ERR_CONFIG, "neighbor_mask 4 must be odd");
-    CHECK_OK(parse_text(&c, "{\"base\": {\"neighbor_mask\": 0}}"));
-    CHECK_ERR(parse_text(&c, "{\"data\": {\"image_size\": 64}}"), DRDC_ERR_CONFIG, "hides every token");
-    CHECK_ERR(parse_text(&c, "{\"infer\": {\"K\": 197}}"), DRDC_ERR_CONFIG, "196 cells of the coarsest grid");
-    CHECK_OK(parse_text(&c, "{\"infer\": {\"K\": 196}}"));
-    CHECK_ERR(parse_text(&c, "{\"refiner\": {\"image_size\": 112}}"), DRDC_ERR_CONFIG, "not divisible by 32");
-    CHECK_ERR(parse_text(&c, "{\"refiner\": {\"attention_res\": [16]}}"), DRDC_ERR_CONFIG, "attention_res 16");
-    CHECK_ERR(parse_text(&c, "{\"backbone\": {\"arch\": \"resnet50\"}}"), DRDC_ERR_CONFIG, "backbone.arch 'resnet50'");
-    CHECK_OK(parse_text(&c, "{\"backbone\": {\"arch\": \"efficientnet-lite4\"}}"));
-    CHECK_ERR(parse_text(&c, "{\"backbone\": {\"arch\": \"efficientnet-b8\"}}"), DRDC_ERR_CONFIG, "not known");
-    CHECK_ERR(parse_text(&c, "{\"infer\": {\"standardize\": \"zscore\"}}"), DRDC_ERR_CONFIG, "normal/none");
-    CHECK_ERR(parse_text(&c, "{\"refiner\": {\"beta_start\": 0.03}}"), DRDC_ERR_CONFIG, "beta_start");
+    CHECK_ERR(check_text(&c, "{\"infer\": {\"steps\": 300}}"), DRDC_ERR_CONFIG, "infer.steps 300 exceeds infer.tau");
+    CHECK_ERR(check_text(&c, "{\"infer\": {\"filter\": 4}}"), DRDC_ERR_CONFIG, "infer.filter 4 must be odd");
+    CHECK_ERR(check_text(&c, "{\"base\": {\"neighbor_mask\": 4}}"), DRDC_ERR_CONFIG, "neighbor_mask 4 must be odd");
+    CHECK_OK(check_text(&c, "{\"base\": {\"neighbor_mask\": 0}}"));
+    CHECK_ERR(check_text(&c, "{\"data\": {\"image_size\": 64}}"), DRDC_ERR_CONFIG, "hides every token");
+    CHECK_ERR(check_text(&c, "{\"infer\": {\"K\": 197}}"), DRDC_ERR_CONFIG, "196 cells of the coarsest grid");
+    CHECK_OK(check_text(&c, "{\"infer\": {\"K\": 196}}"));
+    CHECK_ERR(check_text(&c, "{\"refiner\": {\"image_size\": 112}}"), DRDC_ERR_CONFIG, "not divisible by 32");
+    CHECK_ERR(check_text(&c, "{\"refiner\": {\"attention_res\": [16]}}"), DRDC_ERR_CONFIG, "attention_res 16");
+    CHECK_ERR(check_text(&c, "{\"backbone\": {\"arch\": \"resnet50\"}}"), DRDC_ERR_CONFIG, "backbone.arch 'resnet50'");
+    CHECK_OK(check_text(&c, "{\"backbone\": {\"arch\": \"efficientnet-lite4\"}}"));
+    CHECK_ERR(check_text(&c, "{\"backbone\": {\"arch\": \"efficientnet-b8\"}}"), DRDC_ERR_CONFIG, "not known");
+    CHECK_ERR(check_text(&c, "{\"infer\": {\"standardize\": \"zscore\"}}"), DRDC_ERR_CONFIG, "normal/none");
+    CHECK_ERR(check_text(&c, "{\"refiner\": {\"beta_start\": 0.03}}"), DRDC_ERR_CONFIG, "beta_start");
 }
 
 static void test_max_train_t_follows_timesteps(void) {

@@ -276,6 +276,24 @@ done:
     drdc_image_free(&ref);
 }
 
+/* an end within 1e-4 of the range of zero is labelled 0: the bar of [-1.8e-7, 6.72] is the bar of [0, 6.72] */
+static void test_colorbar_near_zero_end_is_zero(void) {
+    drdc_image a = filled(140, 60, 3, 0.5f), b = filled(140, 60, 3, 0.5f), c = filled(140, 60, 3, 0.5f);
+    if (!a.data || !b.data || !c.data) goto done;
+    CHECK_OK(drdc_draw_colorbar(&a, 20, 25, 101, 12, -1.804e-7f, 6.72f, NAN));
+    CHECK_OK(drdc_draw_colorbar(&b, 20, 25, 101, 12, 0.0f, 6.72f, NAN));
+    CHECK_OK(drdc_draw_colorbar(&c, 20, 25, 101, 12, -0.01f, 6.72f, NAN));   /* a real negative end stays */
+    int differ_ab = 0, differ_bc = 0;
+    for (int y = 0; y < a.h; y++)
+        for (int x = 0; x < a.w; x++) differ_ab += !same_px(&a, &b, x, y), differ_bc += !same_px(&b, &c, x, y);
+    CHECK(differ_ab == 0);
+    CHECK(differ_bc > 0);
+done:
+    drdc_image_free(&a);
+    drdc_image_free(&b);
+    drdc_image_free(&c);
+}
+
 /* ---- panels ------------------------------------------------------------------------------------ */
 
 static void test_panel_size_and_title_strips(void) {
@@ -444,6 +462,7 @@ int main(void) {
     RUN(test_outline_of_filled_mask_leaves_interior);
     RUN(test_colorbar_threshold_mark_position);
     RUN(test_colorbar_gradient_labels_and_nan);
+    RUN(test_colorbar_near_zero_end_is_zero);
     RUN(test_panel_size_and_title_strips);
     RUN(test_panel_errors);
     RUN(test_panel_example_png);

@@ -1,5 +1,6 @@
 /* test_loader.c: the parallel batch loader: shapes and values against direct loading, every
- * sample once per epoch, per-(seed, epoch) shuffling, errors naming a corrupt file without
+ * sample once per epoch, per-(seed, epoch) shuffling, shards of each batch for data-parallel
+ * training, errors naming a corrupt file without
  * hanging, clean thread shutdown, and single-sample loading at the original size. */
 #define _POSIX_C_SOURCE 200809L
 #include <dirent.h>
@@ -209,6 +210,56 @@ static void test_every_sample_once(void) {
 }
 
 static int same(const int *a, const int *b, int n) { return memcmp(a, b, (size_t)n * sizeof *a) == 0; }
+
+/* Shards: each global batch split in shard order; together the shards' batches are the one-process
+ * batches (same order, same positions), a partial last batch leaves a shard short or empty, and
+ * every shard hands out the global number of batches. */
+static void test_shards_split_each_batch(void) {
+    for (int drop = 0; drop < 2; drop++) {
+        for (int W = 2; W <= 4; W += 2) {
+            const int B = 4;   /* 10 samples: batches 4, 4, 2 (drop_last: 4, 4) */
+            drdc_loader *one = NULL, *sh[4] = {NULL};
+            drdc_loader_options o = opts(B, 2, 1, drop, 0);
+            CHECK_OK(drdc_loader_create(&one, g_samples, N_ITEMS, &o));
+            for (int s = 0; s < W; s++) {
+                o.shard = s;
+                o.shards = W;
+                o.workers = 1 + s % 2;
+                CHECK_OK(drdc_loader_create(&sh[s], g_samples, N_ITEMS, &o));
+            }
+            if (!one || !sh[W - 1]) return;
+            int nb = drdc_loader_batches_per_epoch(one);
+            for (int s = 0; s < W; s++) CHECK(drdc_loader_batches_per_epoch(sh[s]) == nb);
+            CHECK_OK(drdc_loader_start_epoch(one, 3));
+            for (int s = 0; s < W; s++) CHECK_OK(drdc_loader_start_epoch(sh[s], 3));
+            for (int b = 0; b <= nb; b++) {
+                const drdc_batch *ob = NULL;
+                CHECK_OK(drdc_loader_next(one, &ob));
+                int got[16], n = 0;
+                for (int s = 0; s < W; s++) {
+                    const drdc_batch *sb = NULL;
+                    CHECK_OK(drdc_loader_next(sh[s], &sb));
+                    CHECK(!sb == !ob);
+                    if (!sb || !ob) continue;
+                    CHECK(sb->first == s * (B / W) && sb->global_n == ob->n && sb->batch_index == b);
+                    CHECK(sb->n == (ob->n - s * (B / W) < 0 ? 0 : ob->n - s * (B / W) > B / W ? B / W : ob->n - s * (B / W)));
+                    for (int j = 0; j < sb->n; j++) {
+                        got[n++] = sb->index[j];
+                        size_t px = 3 * (size_t)SIZE * SIZE;
+                        CHECK(memcmp(sb->images + j * px, ob->images + (size_t)(sb->first + j) * px, px * sizeof(float)) == 0);
+                    }
+                }
+                if (ob) CHECK(n == ob->n && same(got, ob->index, n));
+            }
+            drdc_loader_free(one);
+            for (int s = 0; s < W; s++) drdc_loader_free(sh[s]);
+        }
+    }
+    drdc_loader *ld = NULL;
+    drdc_loader_options o = opts(6, 2, 1, 0, 0);
+    o.shards = 4;
+    CHECK_ERR(drdc_loader_create(&ld, g_samples, N_ITEMS, &o), DRDC_ERR_INPUT, "a batch of 6 cannot be split evenly over 4");
+}
 
 static void test_shuffle_deterministic(void) {
     drdc_loader *a = NULL, *b = NULL;
@@ -429,6 +480,7 @@ int main(void) {
     RUN(test_batches_match_direct_loading);
     RUN(test_every_sample_once);
     RUN(test_shuffle_deterministic);
+    RUN(test_shards_split_each_batch);
     RUN(test_corrupt_image);
     RUN(test_keep_going_and_original);
     RUN(test_mask_size_mismatch);

@@ -1,7 +1,7 @@
 /* test_shim.c: the libtorch shim (include/drdc/shim/shim.h), compiled as C: values of each group
  * of ops on small hand-checked inputs, error reporting, handle leaks and scopes, autograd, AdamW
- * against the formulas in double precision, gradient clipping, generator determinism and
- * device parsing. Being C, this file also proves the public header compiles as C. */
+ * against the formulas in double precision, gradient clipping, generator determinism (row
+ * generators too) and device parsing. Being C, this file also proves the public header compiles as C. */
 #include "testlib.h"
 #include "drdc/shim/shim.h"
 
@@ -883,6 +883,77 @@ static void test_generators(void) {
     CHECK_OK(dt_scope_end());
 }
 
+/* A row generator draws each group of rows from its own generator: the rows of one sample are
+ * the same drawn alone or in any batch; dropout masks too; randperm and the state refuse it. */
+static void test_row_generators(void) {
+    CHECK_OK(dt_scope_begin());
+    const uint64_t seeds[4] = {11, 12, 13, 14};
+    dt_generator all = NULL, pair = NULL, one = NULL, row = NULL;
+    dt_tensor a, b, c, x, da, db, st;
+    CHECK_OK(dt_generator_new_rows(&all, seeds, 4));
+    CHECK_OK(dt_generator_new_rows(&pair, seeds + 2, 2));
+    CHECK_OK(dt_generator_new(&one, 13));
+    CHECK(dt_generator_rows(all) == 4 && dt_generator_rows(one) == 1 && dt_generator_rows(NULL) == 1);
+    const int64_t s4[3] = {4, 3, 5}, s2[3] = {2, 3, 5}, s1[3] = {1, 3, 5};
+    CHECK_OK(dt_randn(&a, s4, 3, DT_F32, CPU, all));   /* rows 0..3 from seeds 11..14 */
+    CHECK_OK(dt_randn(&b, s2, 3, DT_F32, CPU, pair));  /* rows of seeds 13, 14 */
+    CHECK_OK(dt_randn(&c, s1, 3, DT_F32, CPU, one));   /* seed 13 alone */
+    float fa[60], fb[30], fc[15];
+    CHECK(get_floats(a, fa, 60) == 60 && get_floats(b, fb, 30) == 30 && get_floats(c, fc, 15) == 15);
+    CHECK(memcmp(fa + 30, fb, sizeof fb) == 0);
+    CHECK(memcmp(fa + 30, fc, sizeof fc) == 0);
+    CHECK(memcmp(fa, fa + 15, sizeof fc) != 0);
+    /* the next draws continue each generator: dropout masks of [4*2, 6] rows (2 per generator) */
+    float ones[48];
+    for (int i = 0; i < 48; i++) ones[i] = 1;
+    x = mk(ones, (const int64_t[]){8, 6}, 2);
+    CHECK_OK(dt_dropout(&da, x, 0.5, 1, all));
+    dt_tensor x2 = mk(ones, (const int64_t[]){4, 6}, 2);
+    CHECK_OK(dt_dropout(&db, x2, 0.5, 1, pair));
+    float ma[48], mb[24];
+    CHECK(get_floats(da, ma, 48) == 48 && get_floats(db, mb, 24) == 24);
+    CHECK(memcmp(ma + 24, mb, sizeof mb) == 0);
+    /* randint: one int per row generator */
+    int64_t ia[4], ib[2];
+    CHECK_OK(dt_randint(&a, 0, 1000, (const int64_t[]){4}, 1, CPU, all));
+    CHECK_OK(dt_randint(&b, 0, 1000, (const int64_t[]){2}, 1, CPU, pair));
+    CHECK_OK(dt_copy_to_host(a, ia, sizeof ia));
+    CHECK_OK(dt_copy_to_host(b, ib, sizeof ib));
+    CHECK(ia[2] == ib[0] && ia[3] == ib[1]);
+    /* one row's generator, for draws of its own (randperm) */
+    CHECK_OK(dt_generator_row(&row, all, 2, 4));
+    CHECK(row != NULL && row != all && dt_generator_rows(row) == 1);
+    CHECK_OK(dt_randperm(&a, 6, CPU, row));
+    CHECK_OK(dt_generator_row(&row, one, 0, 3));
+    CHECK(row == one);
+    CHECK_ERR(dt_generator_row(&row, all, 1, 6), DRDC_ERR_INPUT, "cannot draw 6 rows");
+    CHECK_ERR(dt_randn(&a, (const int64_t[]){6}, 1, DT_F32, CPU, all), DRDC_ERR_INPUT, "multiple of 4");
+    CHECK_ERR(dt_randperm(&a, 5, CPU, all), DRDC_ERR_INPUT, "single generator");
+    CHECK_ERR(dt_generator_get_state(&st, all), DRDC_ERR_INPUT, "single generator");
+    CHECK_ERR(dt_generator_new_rows(&row, seeds, 0), DRDC_ERR_INPUT, "0 seeds");
+    dt_generator_free(all);
+    dt_generator_free(pair);
+    dt_generator_free(one);
+    CHECK_OK(dt_scope_end());
+}
+
+/* dt_set_grad gives a tensor a grad (a copy, in its shape). */
+static void test_set_grad(void) {
+    CHECK_OK(dt_scope_begin());
+    const float v[4] = {1, 2, 3, 4};
+    dt_tensor p = mk(v, (const int64_t[]){2, 2}, 2), g = mk(v, (const int64_t[]){4}, 1), got = NULL;
+    CHECK_OK(dt_set_requires_grad(p, 1));
+    CHECK_OK(dt_grad(&got, p));
+    CHECK(got == NULL);
+    CHECK_OK(dt_set_grad(p, g));
+    CHECK_OK(dt_grad(&got, p));
+    CHECK(got && dt_ndim(got) == 2);
+    float out[4];
+    CHECK(got && get_floats(got, out, 4) == 4 && out[3] == 4);
+    CHECK_ERR(dt_set_grad(p, mk(v, (const int64_t[]){3}, 1)), DRDC_ERR_INPUT, "does not fit");
+    CHECK_OK(dt_scope_end());
+}
+
 /* ---- devices and system -------------------------------------------------------------- */
 
 static void test_devices(void) {
@@ -987,6 +1058,8 @@ int main(void) {
     RUN(test_adamw);
     RUN(test_clip_grad_norm);
     RUN(test_generators);
+    RUN(test_row_generators);
+    RUN(test_set_grad);
     RUN(test_devices);
     RUN(test_cuda_if_present);
     RUN(test_runtime_settings);

@@ -147,13 +147,18 @@ drdc_status drdc_config_set(drdc_config *cfg, const char *assignment);
  * DRDC_ERR_INPUT naming `what` (e.g. "--out") and its length; nothing is ever cut. */
 drdc_status drdc_config_set_string(drdc_config *cfg, const char *key, const char *value, const char *what);
 
-/* Defaults, then the file at path, then every "section.key=value" of sets, then ONE validation of
- * the result: keys that must change together (refiner.image_size and refiner.attention_res)
- * can be changed together with --set. Type and unknown-key errors still name the file or --set. */
-drdc_status drdc_config_resolve(drdc_config *cfg, const char *path, const char *const *sets, int n_sets);
+/* The config a --config argument names (drdc_config_find; the path found goes to path, cap bytes):
+ * defaults, then that file, then every "section.key=value" of sets, then ONE validation of the
+ * result (drdc_config_validate; the stages' rules are drdc_model_check_config's): keys that must
+ * change together can be changed together with --set. Type and unknown-key errors still name the
+ * file or --set. */
+drdc_status drdc_config_resolve(drdc_config *cfg, const char *arg, const char *const *sets, int n_sets, char *path,
+                                int cap);
 
-/* Checks ranges and cross-key rules (image_size % 16, heads | hidden, grids divide refiner size,
- * tau < timesteps, ...). Errors name the key. */
+/* Checks what the core knows of: every key's range and type, a non-empty name, no category
+ * listed twice, data.image_size a multiple of 16. The rules of the networks (heads | hidden, the
+ * U-Net's levels, tau < timesteps, ...) belong to their stages; drdc_model_check_config runs
+ * this and all of them. Errors name the key. */
 drdc_status drdc_config_validate(const drdc_config *cfg);
 
 /* Resolves a --config argument: the path itself if it exists, else configs/<arg>, else

@@ -20,15 +20,23 @@ typedef enum drdc_seed_stream {
     DRDC_SEED_SPLIT = 0,           /* the train/validation split (splitmix64 per category) */
     DRDC_SEED_BASE_ORDER = 0,      /* the base stage's loader order (splitmix64 per epoch) */
     DRDC_SEED_BASE_INIT = 1,       /* the base transformer's initial weights */
-    DRDC_SEED_BASE_TRAIN = 2,      /* feature jitter and dropout of stage 1 */
+    DRDC_SEED_BASE_TRAIN = 2,      /* feature jitter and dropout of stage 1 (per step and sample: drdc_seed_sample) */
     DRDC_SEED_REFINER_INIT = 3,    /* the U-Net's initial weights */
-    DRDC_SEED_REFINER_TRAIN = 5,   /* eq. (10) batches (grid, partition, t, noise) and dropout of stage 2 */
+    DRDC_SEED_REFINER_TRAIN = 5,   /* eq. (10) batches (grid, partition, t, noise) and dropout of stage 2 (per
+                                    * step and sample: drdc_seed_sample) */
     DRDC_SEED_INFER = 7,           /* per-image inpainting draws at test time (mixed with the image's hash) */
     DRDC_SEED_REFINER_ORDER = 1000, /* the refiner's loader order */
 } drdc_seed_stream;
 
 /* The seed of a stream: train.seed + its offset. */
 static inline uint64_t drdc_seed(int train_seed, drdc_seed_stream s) { return (uint64_t)train_seed + (uint64_t)s; }
+
+/* The seed of one sample's draws at one training step: a hash of (stream seed, step, index), index
+ * = the sample's position in the GLOBAL batch (-1: the step's own draws, e.g. the base stage's
+ * jitter coin). The training stages draw every per-sample random number from a generator seeded
+ * with it, so a sample gets the same numbers whichever process of a data-parallel group trains it
+ * and however the batch is split, and a resumed run (which knows its step) draws them again. */
+uint64_t drdc_seed_sample(uint64_t stream_seed, int64_t step, int64_t index);
 
 /* splitmix64 (Steele, Lea and Flood): advances *state by 0x9E3779B97F4A7C15 and returns
  * drdc_mix64 of the new state: the next 64 random bits. */

@@ -13,7 +13,14 @@
  * from the image) ends the epoch: the batches before it are still delivered in order, then drdc_loader_next
  * returns the error (naming the file), the worker threads are joined, and every later call
  * returns the same error until the next drdc_loader_start_epoch. No thread outlives
- * drdc_loader_free, nor an epoch that ended. */
+ * drdc_loader_free, nor an epoch that ended.
+ * Shards (data-parallel training, as torch's DistributedSampler but split within each batch):
+ * with shards = W > 1, batch_size is the GLOBAL batch B (a multiple of W). Every shard computes the
+ * same epoch order; global batch b is positions [b*B, b*B + n_b) of it (n_b = B but for a final
+ * partial batch), and shard s takes positions b*B + s*B/W .. b*B + (s+1)*B/W - 1 that exist: B/W
+ * samples, fewer or none in a final partial batch. Every shard hands out the same number of batches
+ * (drdc_loader_batches_per_epoch, the global count), so a shard may get an empty last batch (n 0).
+ * The shards' batches b, concatenated in shard order, are the one-process batch b. */
 #ifndef DRDC_LOADER_H
 #define DRDC_LOADER_H
 
@@ -38,6 +45,7 @@ typedef struct drdc_loader_options {
     int keep_going;    /* a sample that cannot be decoded does not end the epoch: it is delivered in its
                         * place with zero pixels, batch.status and batch.error saying why */
     int keep_original; /* also deliver each decoded image at its own size (batch.original) */
+    int shard, shards; /* data-parallel: this process's share of every batch (0 and 0 or 1: all) */
 } drdc_loader_options;
 
 /* Sensible defaults: batch 8, 2 workers, prefetch 2, no masks, no shuffle, keep last, seed 0;
@@ -49,6 +57,8 @@ typedef struct drdc_batch {
     int size;          /* S */
     int epoch;         /* the epoch it belongs to */
     int batch_index;   /* position of this batch within the epoch */
+    int first;         /* position of its first sample within the global batch (shard * B/W; 0 unsharded) */
+    int global_n;      /* samples in the global batch (all shards together; = n unsharded) */
     float *images;     /* (n, 3, S, S) */
     float *masks;      /* (n, 1, S, S), NULL unless with_masks */
     int *index;        /* (n) position of each sample in the loader's sample list */
@@ -77,7 +87,7 @@ drdc_status drdc_loader_start_epoch(drdc_loader *ld, int epoch);
  * sample error, returns it (message names the file). Without a started epoch: DRDC_ERR_STATE. */
 drdc_status drdc_loader_next(drdc_loader *ld, const drdc_batch **batch);
 
-/* Batches per epoch with the loader's batch size and drop_last. */
+/* Batches per epoch with the loader's (global) batch size and drop_last. */
 int drdc_loader_batches_per_epoch(const drdc_loader *ld);
 
 /* Stops any running epoch, joins every thread, frees everything. NULL is fine. */

@@ -19,9 +19,13 @@ extern "C" {
 typedef struct drdc_stage_state {
     const char *stage;            /* "base" | "refiner" */
     dt_optimizer opt;
-    dt_generator gen;
+    dt_generator gen;             /* a generator whose state is saved ("rng.<stage>"), or NULL: none (the
+                                   * stages draw from per-step generators, which need no state) */
     const drdc_params *extra;     /* saved as "<stage>_live." + name; NULL: none */
     int epoch, batch;             /* where the stage's data order stands */
+    int world;                    /* restored: the number of ranks that wrote the checkpoint (1: one process) */
+    int per_sample;               /* restored: 1 when its draws were per sample (drdc_seed_sample); 0: a
+                                   * checkpoint of a drdc that drew from one generator per stage */
 } drdc_stage_state;
 
 void drdc_checkpoint_path(char *out, size_t cap, const char *out_dir);
@@ -29,10 +33,20 @@ void drdc_checkpoint_path(char *out, size_t cap, const char *out_dir);
 /* Writes model + stage state to <out_dir>/checkpoint.safetensors. */
 drdc_status drdc_checkpoint_save(const drdc_model *m, const drdc_stage_state *s, const char *out_dir);
 
-/* Restores the stage state (optimizer, generator, extra tensors, epoch and batch) from an open
- * checkpoint; a checkpoint written by another stage leaves it untouched and sets *found = 0. */
+/* Writes model + stage state to the checkpoint (its metadata also holds the world size of the
+ * run, drdc_dist_world, and "draws": "per-sample"). */
+
+/* Restores the stage state (optimizer, generator, extra tensors, epoch and batch, world, draws)
+ * from an open checkpoint; a checkpoint written by another stage leaves it untouched and sets
+ * *found = 0. */
 drdc_status drdc_checkpoint_restore(drdc_stage_state *s, drdc_params *extra, const drdc_st_file *f, dt_device dev,
                                     int *found);
+
+/* What a resumed stage says (lead only): a checkpoint of another number of ranks continues the
+ * same run (the global batch and every per-sample draw are the same; float sums are ordered
+ * differently, so the weights match a same-world continuation within float rounding), and one of an
+ * older drdc continues with per-sample draws. */
+void drdc_checkpoint_say_resume(const drdc_stage_state *s, int lead);
 
 /* Loads the model of a run folder's checkpoint. `cfg` is the config asked for now: it must equal
  * the checkpoint's except for the length of training (base.epochs, refiner.steps), where the

@@ -78,7 +78,12 @@ typedef struct drdc_model {
     int backbone_pretrained;/* 1 when backbone weights were loaded from a file */
 } drdc_model;
 
-/* Builds every stage with its initial weights; loads cfg->backbone.weights when set (else warns
+/* Every rule a config must satisfy: the core's (drdc_config_validate: ranges, name, categories,
+ * data.image_size) then each stage's (backbone, base, U-Net, diffusion, fusion). Errors are
+ * DRDC_ERR_CONFIG naming the key. */
+drdc_status drdc_model_check_config(const drdc_config *cfg);
+
+/* Builds every stage with its initial weights (after drdc_model_check_config); loads cfg->backbone.weights when set (else warns
  * on stderr that the backbone is random). Seeds from cfg->train.seed. */
 drdc_status drdc_model_build(drdc_model *m, const drdc_config *cfg, dt_device dev);
 

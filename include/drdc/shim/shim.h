@@ -27,7 +27,8 @@
  *   versions) return their value directly.
  * - Random numbers (randn, rand, randint, randperm, dropout masks) are ALWAYS drawn from a CPU
  *   generator and then moved to the target device, so CPU and CUDA runs draw the same numbers.
- *   A NULL dt_generator means libtorch's default CPU generator.
+ *   A NULL dt_generator means libtorch's default CPU generator. A row generator (one generator
+ *   per sample) draws each sample's rows from that sample's generator (dt_generator_new_rows).
  * - Threads: handles may be used from any thread, but not concurrently with a write to the same
  *   tensor. Scopes and the grad mode are per thread: close every scope on the thread that
  *   opened it, and free a scoped handle on that thread.
@@ -109,6 +110,16 @@ drdc_status dt_generator_new(dt_generator *out, uint64_t seed);
 void dt_generator_free(dt_generator g);                    /* NULL-safe */
 drdc_status dt_generator_get_state(dt_tensor *out, dt_generator g);  /* a CPU uint8 tensor */
 drdc_status dt_generator_set_state(dt_generator g, dt_tensor state); /* from dt_generator_get_state */
+/* A row generator: n generators (seeds[i]), one per group of rows. A draw of shape [N,...] from it
+ * (randn, rand, randint, dropout) splits dim 0 into n equal groups, N a multiple of n, and draws
+ * group i, of shape [N/n,...], from generator i: with one generator per sample of a batch, each
+ * sample's numbers depend on its own generator alone, not on the batch it sits in. randperm and
+ * the state functions refuse a row generator of n > 1. Free with dt_generator_free. */
+drdc_status dt_generator_new_rows(dt_generator *out, const uint64_t *seeds, int n);
+int dt_generator_rows(dt_generator g);   /* n of a row generator; 1 for a single one or NULL */
+/* The generator that draws row `row` of a `rows`-row draw from g (rows a multiple of g's n): one of
+ * g's generators, or g itself when it is single (or NULL). Borrowed: valid while g lives. */
+drdc_status dt_generator_row(dt_generator *out, dt_generator g, int64_t row, int64_t rows);
 drdc_status dt_randn(dt_tensor *out, const int64_t *shape, int ndim, dt_dtype dtype, dt_device dev, dt_generator g); /* N(0,1), float dtypes */
 drdc_status dt_rand(dt_tensor *out, const int64_t *shape, int ndim, dt_dtype dtype, dt_device dev, dt_generator g);  /* U[0,1), float dtypes */
 drdc_status dt_randint(dt_tensor *out, int64_t low, int64_t high, const int64_t *shape, int ndim, dt_device dev, dt_generator g); /* i64 in [low, high) */
@@ -187,7 +198,8 @@ drdc_status dt_silu(dt_tensor *out, dt_tensor x);
 drdc_status dt_sigmoid(dt_tensor *out, dt_tensor x);
 drdc_status dt_tanh(dt_tensor *out, dt_tensor x);
 /* training: zero with probability p, scale the rest by 1/(1-p), mask from the CPU generator g
- * (NULL: default); not training: a new handle on x itself */
+ * (NULL: default; a row generator draws the mask of each group of rows of dim 0 from its own
+ * generator); not training: a new handle on x itself */
 drdc_status dt_dropout(dt_tensor *out, dt_tensor x, double p, int training, dt_generator g);
 drdc_status dt_avg_pool2d(dt_tensor *out, dt_tensor x, int64_t kernel, int64_t stride, int64_t pad, int count_include_pad);
 drdc_status dt_adaptive_avg_pool2d(dt_tensor *out, dt_tensor x, int64_t out_h, int64_t out_w);
@@ -213,6 +225,7 @@ drdc_status dt_set_requires_grad(dt_tensor t, int requires_grad);  /* t must be 
 drdc_status dt_backward(dt_tensor loss);                 /* loss must be a one-element tensor */
 drdc_status dt_grad(dt_tensor *out, dt_tensor t);        /* *out = NULL when t has no grad; else shares the grad */
 drdc_status dt_zero_grad(const dt_tensor *params, int n);/* sets each grad to None */
+drdc_status dt_set_grad(dt_tensor t, dt_tensor grad);   /* t's grad <- a copy of grad (t's shape, dtype, device) */
 int dt_set_grad_enabled(int enabled);                    /* per thread; returns the previous state */
 int dt_is_grad_enabled(void);
 

@@ -124,6 +124,17 @@ int64_t drdc_base_flops(const drdc_base *model, int64_t batch);
 drdc_status drdc_base_forward_ex(dt_tensor *out_rec, const drdc_base *model, dt_tensor features, int training,
                                   dt_generator g, dt_tensor jitter_noise);
 
+/* A training pass whose jitter coin the caller has decided (drdc_base_jitter_coin): jitter = 1
+ * draws the jitter's noise [B,C,h,w] from g, then the dropout masks from g; jitter = 0 only the
+ * masks. With a row generator of B (one generator per sample, dt_generator_new_rows) every sample's
+ * noise and masks come from its own generator, so its reconstruction does not depend on the batch
+ * it is trained in (data-parallel training splits batches). */
+drdc_status drdc_base_forward_train(dt_tensor *out_rec, const drdc_base *model, dt_tensor features, int jitter,
+                                     dt_generator g);
+/* UniAD's coin for one batch: one U[0,1) draw from g, jitter when it is <= base.jitter_prob (no draw
+ * when jitter_prob is 0 or 1, or jitter_scale 0; *apply = 0 when jitter_scale is 0). */
+drdc_status drdc_base_jitter_coin(int *apply, const drdc_base *model, dt_generator g);
+
 /* Eq. (1): MSE (mean over all elements) between the reconstruction and the un-jittered
  * features, both [B,C,h,w]; *out_loss is a 0-dim tensor. */
 drdc_status drdc_base_loss(dt_tensor *out_loss, dt_tensor rec, dt_tensor features);

@@ -119,7 +119,10 @@ typedef struct drdc_train_batch {
  * uniformly random partition of its cells into K sets, a hidden set k uniform in [0, K), a
  * timestep t uniform in [0, max_train_t), z ~ N(0,I) for the hidden cells, eps ~ N(0,I).
  * Draw order from g: randint grid index [B], randint k [B], randint t [B], then for each b one
- * randperm (its grid's cell count), then randn z [B,3,H,W], then randn eps [B,3,H,W].
+ * randperm (its grid's cell count), then randn z [B,3,H,W], then randn eps [B,3,H,W]. With a row
+ * generator of B (dt_generator_new_rows, one generator per sample) each of these draws takes sample
+ * b's part from sample b's generator, so sample b's batch depends on its generator alone (the
+ * training stage's per-sample draws, the same however a data-parallel group splits the batch).
  * The caller runs the U-Net on (x_t, t, cond) and takes drdc_diffusion_loss(eps_theta, eps). Free
  * with drdc_train_batch_free. */
 drdc_status drdc_diffusion_train_batch(drdc_train_batch *out, const drdc_schedule *s, dt_tensor x0,
