@@ -218,9 +218,9 @@ static void free_slots(drdc_loader *ld) {
         free(b->orig_w);
         free(b->orig_h);
         free(b->status);
-        for (int i = 0; b->error && i < ld->opt.batch_size; i++) free(b->error[i]);
+        for (int i = 0; b->error && i < ld->bs; i++) free(b->error[i]);
         free(b->error);
-        for (int i = 0; b->original && i < ld->opt.batch_size; i++) drdc_image_free(&b->original[i]);
+        for (int i = 0; b->original && i < ld->bs; i++) drdc_image_free(&b->original[i]);
         free(b->original);
     }
     free(ld->slots);
