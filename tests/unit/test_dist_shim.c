@@ -72,7 +72,10 @@ static int child_collectives(int rank, int port, int client) {
 /* Rank 1 dies after joining; rank 0's next all-reduce must fail, quickly. */
 static int child_dead_peer(int rank, int port) {
     dt_dist_options o = opts(rank, 2, port, 0, 30);
-    if (dt_dist_init(&o)) return 1;
+    if (dt_dist_init(&o) || dt_dist_barrier()) {   /* both fully joined before rank 1 goes */
+        fprintf(stderr, "rank %d: joining: %s\n", rank, drdc_last_error());
+        return 1;
+    }
     if (rank == 1) _exit(0);   /* no goodbye: the connections just close */
     usleep(300 * 1000);
     float x = 1;
