@@ -3,7 +3,7 @@
 JSON files that scripts/results/results_drdc.sh writes with `drdc eval --json` (standard library
 only).
 
-    python3 scripts/results/results_tables.py [docs/results]
+    python3 scripts/results/results_tables.py [docs/results/drdc]
 """
 import json
 import os
@@ -34,13 +34,19 @@ def cells(methods, method, cats):
 
 
 def table5(d):
+    # (label, run, method): the corrected start (image) against the old one (masked), with and
+    # without model conditioning; then the multi-scale base map and x0 clipping on the full model
     rows = [
         ("base (UniAD)", "t5_cond", "base"),
-        ("+ test-time conditioning and fusion (refiner without model conditioning)", "t5_uncond", "drdc"),
-        ("+ model conditioning (full DRDC)", "t5_cond", "drdc"),
+        ("masked start (x~_k), no model conditioning", "t5_uncond_masked", "drdc"),
+        ("masked start (x~_k), model conditioning", "t5_cond_masked", "drdc"),
+        ("image start, no model conditioning", "t5_uncond", "drdc"),
+        ("image start, model conditioning (full DRDC)", "t5_cond", "drdc"),
         ("+ multi-scale base map (scales 1, 1/2, 1/4)", "t5_cond_msbase", "drdc"),
-        ("diffusion map alone, without model conditioning", "t5_uncond", "diffusion"),
-        ("diffusion map alone, with model conditioning", "t5_cond", "diffusion"),
+        ("+ x0 clipped to [-1, 1] in the sampler", "t5_cond_clip", "drdc"),
+        ("diffusion map alone, masked start, model conditioning", "t5_cond_masked", "diffusion"),
+        ("diffusion map alone, image start, no model conditioning", "t5_uncond", "diffusion"),
+        ("diffusion map alone, image start, model conditioning", "t5_cond", "diffusion"),
         ("multi-scale base map alone", "t5_cond_msbase", "base"),
     ]
     first = load(d, "t5_cond")
@@ -59,11 +65,12 @@ def table5(d):
 
 
 def sensitivity(d):
-    runs = [("centre: steps 5, tau 250, K 2, filter 7, alpha 0.9", "s_centre"),
+    runs = [("centre: steps 5, tau 250, K 2, grid 16, filter 7, alpha 0.9", "s_centre"),
             ("DDIM steps 2", "s_steps2"), ("DDIM steps 10", "s_steps10"),
-            ("tau 100", "s_tau100"), ("K 4", "s_K4"),
+            ("tau 100", "s_tau100"), ("tau 150", "s_tau150"), ("K 4", "s_K4"),
+            ("grid 8 px", "s_grids8"), ("grids 8 and 16 px", "s_grids8,16"),
             ("filter 1 (none)", "s_filter1"), ("filter 15", "s_filter15"),
-            ("alpha 0.3", "s_alpha0.3"), ("alpha 0.5", "s_alpha0.5"), ("alpha 0.7", "s_alpha0.7")]
+            ("alpha 0.5", "s_alpha0.5"), ("alpha 0.7", "s_alpha0.7")]
     lines = ["| setting | DRDC I-AUROC | DRDC P-AUROC | DRDC AUPRO | diffusion alone (alpha 1) I / P / AUPRO "
              "| base (alpha 0) I / P / AUPRO |", "|---|---|---|---|---|---|"]
     for label, run in runs:
@@ -71,6 +78,7 @@ def sensitivity(d):
         if m is None:
             lines.append("| %s | not run | | | | |" % label)
             continue
+
         def mean(method):
             return [pct(m[method]["mean"].get(k)) if method in m else "n/a" for k, _ in KEYS]
         dr, di, ba = mean("drdc"), " / ".join(mean("diffusion")), " / ".join(mean("base"))
@@ -79,7 +87,7 @@ def sensitivity(d):
 
 
 def main():
-    d = sys.argv[1] if len(sys.argv) > 1 else "docs/results"
+    d = sys.argv[1] if len(sys.argv) > 1 else "docs/results/drdc"
     print("Table 5 (every 2nd test image; percent):\n")
     print(table5(d))
     print("Sensitivity (every 8th test image, mean of the two categories; percent):\n")
