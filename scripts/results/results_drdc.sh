@@ -69,6 +69,9 @@ job() {
     t5_uncond_masked) ev t5_uncond_masked "$UNCOND" --method all --every 2 --set infer.start=masked ;;
     t5_cond_msbase) ev t5_cond_msbase "$COND" --method all --every 2 --set infer.base_scales=1,0.5,0.25 ;;
     t5_cond_clip) ev t5_cond_clip "$COND" --method all --every 2 --set infer.clip_x0=true ;;
+    # not in the paper: each image's diffusion map divided by its own mean (infer.diff_norm), tried
+    # after t5_cond showed magnetic tile's diffusion score following the image's fine-texture energy
+    t5_cond_diffnorm) ev t5_cond_diffnorm "$COND" --method all --every 2 --set infer.diff_norm=image_mean ;;
     # Fig. 2: one change at a time from the centre, each recalibrated on the same 32 validation
     # images, every 8th test image; alpha 1 and 0 are the diffusion and base rows of every run
     s_centre) ev s_centre "$COND" $S --set infer.steps=5 ;;
@@ -81,7 +84,7 @@ job() {
     *) echo "unknown job $1" >&2; return 2 ;;
     esac
 }
-TABLE5="t5_cond t5_uncond t5_cond_masked t5_uncond_masked t5_cond_msbase t5_cond_clip"
+TABLE5="t5_cond t5_uncond t5_cond_masked t5_uncond_masked t5_cond_msbase t5_cond_clip t5_cond_diffnorm"
 SENSITIVITY="s_centre s_steps2 s_steps10 s_tau100 s_tau150 s_K4 s_grids8 s_grids8,16 s_filter1 s_filter15 s_alpha0.5 s_alpha0.7"
 
 case "${1:-}" in

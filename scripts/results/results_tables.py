@@ -44,9 +44,11 @@ def table5(d):
         ("image start, model conditioning (full DRDC)", "t5_cond", "drdc"),
         ("+ multi-scale base map (scales 1, 1/2, 1/4)", "t5_cond_msbase", "drdc"),
         ("+ x0 clipped to [-1, 1] in the sampler", "t5_cond_clip", "drdc"),
+        ("+ diffusion map / its image mean (infer.diff_norm, not in the paper)", "t5_cond_diffnorm", "drdc"),
         ("diffusion map alone, masked start, model conditioning", "t5_cond_masked", "diffusion"),
         ("diffusion map alone, image start, no model conditioning", "t5_uncond", "diffusion"),
         ("diffusion map alone, image start, model conditioning", "t5_cond", "diffusion"),
+        ("diffusion map alone / its image mean", "t5_cond_diffnorm", "diffusion"),
         ("multi-scale base map alone", "t5_cond_msbase", "base"),
     ]
     first = load(d, "t5_cond")

@@ -119,6 +119,7 @@ static const key_def k_keys[] = {
     K_DBL("infer.alpha", infer.alpha, 0, 1, 0, "0.9"),
     K_INT("infer.pool", infer.pool, 1, 4096, "16"),
     K_STR("infer.standardize", infer.standardize, "\"normal\"", "normal|none"),
+    K_STR("infer.diff_norm", infer.diff_norm, "\"none\"", "none|image_mean"),
     K_DBL("infer.threshold_quantile", infer.threshold_quantile, 0, 1, 0, "0.99"),
     K_DBL("infer.pixel_quantile", infer.pixel_quantile, 0, 1, 0, "0.999"),
     K_INT("infer.batch", infer.batch, 1, 65536, "4"),

@@ -97,9 +97,10 @@ void drdc_model_describe_drdc(const drdc_model *m, char *out, size_t cap) {
     char grids[128] = "";
     for (int i = 0; i < ic->n_grids; i++)
         snprintf(grids + strlen(grids), sizeof grids - strlen(grids), "%s%d", i ? "," : "", ic->grids[i]);
-    snprintf(out, cap, "start from the %s, tau %d, %d DDIM steps, K %d, grids %s, x0 clipping %s",
+    snprintf(out, cap, "start from the %s, tau %d, %d DDIM steps, K %d, grids %s, x0 clipping %s%s",
              strcmp(ic->start, "masked") == 0 ? "masked image x~_k" : "image", ic->tau, ic->steps, ic->K, grids,
-             ic->clip_x0 ? "on" : "off");
+             ic->clip_x0 ? "on" : "off",
+             strcmp(ic->diff_norm, "image_mean") == 0 ? ", diffusion map divided by its image's mean" : "");
 }
 
 char *drdc_model_describe_json(const drdc_model *m, const char *path) {

@@ -40,6 +40,9 @@ drdc_status drdc_fusion_opts_from_config(drdc_fusion_opts *o, const drdc_infer_c
     else if (!strcmp(ic->standardize, "none")) o->standardize = 0;
     else
         return drdc_fail(DRDC_ERR_CONFIG, "infer.standardize: \"%s\", want \"normal\" or \"none\"", ic->standardize);
+    if (!strcmp(ic->diff_norm, "image_mean")) o->diff_norm = 1;
+    else if (strcmp(ic->diff_norm, "none") && ic->diff_norm[0])
+        return drdc_fail(DRDC_ERR_CONFIG, "infer.diff_norm: \"%s\", want \"none\" or \"image_mean\"", ic->diff_norm);
     o->diff_stats.mean = o->base_stats.mean = 0.0;
     o->diff_stats.std = o->base_stats.std = 1.0;
     return DRDC_OK;
@@ -212,10 +215,23 @@ drdc_status drdc_fusion_diffusion_heat(dt_tensor *h_diff_f, dt_tensor x, dt_tens
     if (!o) return drdc_fail(DRDC_ERR_INPUT, "fusion: NULL options");
     dt_tensor h = NULL;
     drdc_status st = DRDC_OK;
+    dt_tensor f = NULL, mean = NULL, mean_eps = NULL;
     TRY(drdc_fusion_diffusion_map(&h, x, x_hat, o->scales, o->n_scales));             /* [B,1,H,W] */
-    TRY(drdc_fusion_mean_filter(h_diff_f, h, o->filter));                              /* [B,1,H,W] */
+    TRY(drdc_fusion_mean_filter(&f, h, o->filter));                                    /* [B,1,H,W] */
+    if (o->diff_norm) {
+        const int64_t hw[2] = {2, 3};
+        TRY(dt_mean(&mean, f, hw, 2, 1));                                              /* [B,1,1,1] */
+        TRY(dt_add_scalar(&mean_eps, mean, 1e-12));
+        TRY(dt_div(h_diff_f, f, mean_eps));                                            /* [B,1,H,W] */
+    } else {
+        *h_diff_f = f;
+        f = NULL;
+    }
 done:
     dt_free(h);
+    dt_free(f);
+    dt_free(mean);
+    dt_free(mean_eps);
     return st;
 }
 

@@ -246,10 +246,65 @@ static void test_stats_and_options(void) {
     CHECK_ERR(drdc_quantile(&q, v, 3, 1.5), DRDC_ERR_INPUT, "q = 1.5");
 }
 
+/* infer.diff_norm image_mean: each image's filtered diffusion map divided by its own mean (by hand),
+ * so scaling an image's whole error by a constant leaves it unchanged; "none" leaves the map as is. */
+static void test_diff_norm_image_mean(void) {
+    dt_generator g = NULL;
+    CHECK_OK(dt_generator_new(&g, 5));
+    const int64_t B = 2, G = 1, S = 2, H = 12, W = 10, N = H * W;
+    const int64_t xs[4] = {B, 3, H, W}, hs[6] = {B, G, S, 3, H, W};
+    const int64_t vs[6] = {B, 1, 1, 3, H, W};
+    dt_tensor x = randn(xs, 4, g, 0.5, 0), x_hat = randn(hs, 6, g, 0.5, 0), xv = NULL, d = NULL, d3 = NULL,
+              x_hat3 = NULL;
+    CHECK_OK(dt_reshape(&xv, x, vs, 6));
+    CHECK_OK(dt_sub(&d, x_hat, xv));           /* x^ - x, broadcast over [G,S] */
+    CHECK_OK(dt_mul_scalar(&d3, d, 3.0));
+    CHECK_OK(dt_add(&x_hat3, xv, d3));         /* the same refinements, three times as far from x */
+    drdc_fusion_opts o;
+    memset(&o, 0, sizeof o);
+    o.n_scales = 2, o.scales[0] = 1, o.scales[1] = 0.5, o.filter = 3;
+    dt_tensor plain = NULL, normed = NULL, normed3 = NULL;
+    CHECK_OK(drdc_fusion_diffusion_heat(&plain, x, x_hat, &o));
+    o.diff_norm = 1;
+    CHECK_OK(drdc_fusion_diffusion_heat(&normed, x, x_hat, &o));
+    CHECK_OK(drdc_fusion_diffusion_heat(&normed3, x, x_hat3, &o));
+    float p[2 * 12 * 10], n1[2 * 12 * 10], n3[2 * 12 * 10];
+    CHECK_OK(dt_copy_to_host(plain, p, sizeof p));
+    CHECK_OK(dt_copy_to_host(normed, n1, sizeof n1));
+    CHECK_OK(dt_copy_to_host(normed3, n3, sizeof n3));
+    double worst = 0, worst3 = 0;
+    for (int64_t b = 0; b < B; b++) {
+        double mean = 0;
+        for (int64_t i = 0; i < N; i++) mean += p[b * N + i];
+        mean /= (double)N;
+        for (int64_t i = 0; i < N; i++) {
+            double want = p[b * N + i] / mean;
+            worst = fmax(worst, fabs(n1[b * N + i] - want) / want);
+            worst3 = fmax(worst3, fabs(n3[b * N + i] - n1[b * N + i]) / want);
+        }
+    }
+    CHECK(worst < 1e-5);
+    CHECK(worst3 < 1e-4);
+    drdc_config cfg;
+    drdc_config_defaults(&cfg);
+    CHECK(strcmp(cfg.infer.diff_norm, "none") == 0);
+    CHECK_OK(drdc_fusion_opts_from_config(&o, &cfg.infer));
+    CHECK(o.diff_norm == 0);
+    strcpy(cfg.infer.diff_norm, "image_mean");
+    CHECK_OK(drdc_fusion_opts_from_config(&o, &cfg.infer));
+    CHECK(o.diff_norm == 1);
+    strcpy(cfg.infer.diff_norm, "max");
+    CHECK_ERR(drdc_fusion_opts_from_config(&o, &cfg.infer), DRDC_ERR_CONFIG, "infer.diff_norm");
+    dt_tensor all[9] = {x, x_hat, xv, d, d3, x_hat3, plain, normed, normed3};
+    dt_free_all(all, 9);
+    dt_generator_free(g);
+}
+
 int main(void) {
     RUN(test_mean_filter_border);
     RUN(test_image_score_pool);
     RUN(test_stats_and_options);
+    RUN(test_diff_norm_image_mean);
     RUN(test_matches_twin);
     return test_summary();
 }

@@ -95,6 +95,8 @@ typedef struct drdc_infer_config {    /* test-time conditioning and fusion (pape
     double alpha;                     /* weight of the diffusion map; default 0.9, in [0,1] */
     int pool;                         /* image-score average pool p; default 16 */
     char standardize[DRDC_NAME_CAP];  /* "normal" (validation statistics) | "none"; default "normal" */
+    char diff_norm[DRDC_NAME_CAP];    /* "none" (the paper) | "image_mean": each image's filtered diffusion map
+                                       * divided by its own spatial mean (not in the paper; RESULTS.md) */
     double threshold_quantile;        /* image-score threshold = this quantile of normal validation scores; default 0.99 */
     double pixel_quantile;            /* pixel threshold = this quantile of all normal validation map pixels; default 0.999 */
     int batch;                        /* images per inference batch; default 4 */

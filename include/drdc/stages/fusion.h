@@ -42,6 +42,7 @@ typedef struct drdc_fusion_opts {
     double alpha;                     /* weight a of the diffusion map, in [0,1] */
     int pool;                         /* image-score average pool p >= 1 (clamped to the map size) */
     int standardize;                  /* 1: standardise both maps with the stats below; 0: "none" */
+    int diff_norm;                    /* 1 ("image_mean"): h_diff_f / its own spatial mean per image; 0: "none" */
     drdc_norm_stats diff_stats;       /* of h_diff_f over normal validation images */
     drdc_norm_stats base_stats;       /* of h_base over normal validation images */
 } drdc_fusion_opts;
@@ -83,7 +84,10 @@ drdc_status drdc_fusion_blend(dt_tensor *heat, dt_tensor h_diff_f, dt_tensor h_b
  * p = min(p, H, W). heat [B,1,H,W] -> *score [B] f32. */
 drdc_status drdc_fusion_image_score(dt_tensor *score, dt_tensor heat, int pool);
 
-/* Eqs. (14)-(16) with the options' scales and filter: *h_diff_f [B,1,H,W]. */
+/* Eqs. (14)-(16) with the options' scales and filter: *h_diff_f [B,1,H,W]; with diff_norm, each
+ * image's map is then divided by its own spatial mean (+ 1e-12): the image's overall error level
+ * (how much fine texture it has to restore) no longer sets its score, only where the error stands
+ * out within the image does. */
 drdc_status drdc_fusion_diffusion_heat(dt_tensor *h_diff_f, dt_tensor x, dt_tensor x_hat, const drdc_fusion_opts *o);
 
 /* Eq. (17) with the options' alpha and statistics (when standardize), then the image score:
