@@ -110,9 +110,11 @@ static void test_long_paths_refused(void) {
 }
 
 static void test_one_run_per_folder(void) {
-    /* the first run holds the folder for a while (more refiner steps) */
-    int rc = test_system("cd '%s' && ('%s' train --config tiny.json --data-root '%s' --out runs/busy --threads 1 %s "
-                         "--set refiner.steps=40 > busy1.log 2>&1; echo $? > busy1.rc) & "
+    /* the first run holds the folder for at least 10 s whatever the machine's speed: 10 refiner steps,
+     * a checkpoint after each, every checkpoint write held 1 s by the test hook */
+    int rc = test_system("cd '%s' && (DRDC_TEST_CHECKPOINT_DELAY_MS=1000 '%s' train --config tiny.json --data-root '%s' "
+                         "--out runs/busy --threads 1 %s --set refiner.steps=10 --set train.checkpoint_every=1 "
+                         "> busy1.log 2>&1; echo $? > busy1.rc) & "
                          "for i in $(seq 1 100); do test -s runs/busy/.lock && break; sleep 0.1; done; sleep 0.5",
                          g_tmp, test_drdc_bin(), g_data, SETS);
     CHECK(rc == 0);
