@@ -208,17 +208,14 @@ static int nproc_run(const char *run, const char *extra, const char *log, double
     return test_wait_pid(pid, timeout_s, &status) ? exit_code(status) : -1;
 }
 
-static int in_log(const char *log, const char *needle) {
-    char path[2048];
-    snprintf(path, sizeof path, "%s/%s", g_tmp, log);
-    return test_file_contains(path, needle);
-}
+/* 1 when the test folder's log contains needle (testlib). */
+#define log_has(log, needle) test_log_has(g_tmp, (log), (needle))
 
 /* --nproc 2 starts the two ranks itself: the same weights, bit for bit. */
 static void test_nproc_launcher(void) {
     char path[2048], pb[2048];
     CHECK(nproc_run("nproc", "", "nproc.log", 600) == 0);
-    CHECK(in_log("nproc.log", "starting 2 ranks on this machine"));
+    CHECK(log_has("nproc.log", "starting 2 ranks on this machine"));
     drdc_st_file *fa = NULL, *fb = NULL;
     snprintf(path, sizeof path, "%s/runs/two/model.safetensors", g_tmp);
     snprintf(pb, sizeof pb, "%s/runs/nproc/model.safetensors", g_tmp);
@@ -231,8 +228,8 @@ static void test_nproc_launcher(void) {
 
 static void test_batch_that_cannot_split(void) {
     CHECK(nproc_run("odd", "--set refiner.batch=3", "odd.log", 120) == 2);
-    CHECK(in_log("odd.log", "refiner.batch = 3 is the global batch, which 2 ranks cannot split evenly"));
-    CHECK(in_log("odd.log", "rank 0 (pid"));   /* the launcher names the rank that failed */
+    CHECK(log_has("odd.log", "refiner.batch = 3 is the global batch, which 2 ranks cannot split evenly"));
+    CHECK(log_has("odd.log", "rank 0 (pid"));   /* the launcher names the rank that failed */
 }
 
 int main(void) {

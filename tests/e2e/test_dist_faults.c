@@ -42,11 +42,8 @@ static int start_nproc(const char *run, const char *env, const char *extra, cons
                       "--nproc 2 %s %s >'%s' 2>&1", g_tmp, env, test_drdc_bin(), run, SETS, extra, log);
 }
 
-static int log_has(const char *log, const char *needle) {
-    char path[2048];
-    snprintf(path, sizeof path, "%s/%s", g_tmp, log);
-    return test_file_contains(path, needle);
-}
+/* 1 when the test folder's log contains needle (testlib). */
+#define log_has(log, needle) test_log_has(g_tmp, (log), (needle))
 
 /* Waits until runs/<run>/loss.csv holds a row starting with `row` (1), or a process ends (0). */
 static int wait_for_row(const char *run, const char *row, int pid_a, int pid_b) {

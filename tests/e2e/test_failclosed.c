@@ -26,18 +26,11 @@ static const char *SETS =
     "--set data.categories=weave,disc --set base.epochs=1 --set base.batch=4 --set data.val_fraction=0.25 "
     "--set refiner.batch=2 --set refiner.steps=2 --set infer.batch=4 --set infer.steps=2";
 
-static int drdc(const char *log, const char *fmt, ...) {
-    char args[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    return test_system("cd '%s' && '%s' %s >'%s' 2>&1", g_tmp, test_drdc_bin(), args, log);
-}
+/* `drdc ARGS` in the test folder, output to log; its exit code (testlib). */
+#define drdc(log, ...) test_drdc_in(g_tmp, (log), __VA_ARGS__)
 
-static int log_has(const char *log, const char *needle) {
-    return test_system("grep -qF -- '%s' '%s/%s'", needle, g_tmp, log) == 0;
-}
+/* 1 when the test folder's log contains needle (testlib). */
+#define log_has(log, needle) test_log_has(g_tmp, (log), (needle))
 
 static cJSON *read_json(const char *name) {
     char path[2048], *text = NULL;

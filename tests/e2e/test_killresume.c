@@ -49,15 +49,8 @@ static pid_t start_train(const char *run, int resume, const char *log) {
                       "%s >'%s' 2>&1", g_tmp, test_drdc_bin(), run, SETS, resume ? "--resume" : "", log);
 }
 
-static int log_has(const char *log, const char *needle) {
-    char path[2048], *text = NULL;
-    size_t n;
-    snprintf(path, sizeof path, "%s/%s", g_tmp, log);
-    if (drdc_read_file(path, &text, &n)) return 0;
-    int found = strstr(text, needle) != NULL;
-    free(text);
-    return found;
-}
+/* 1 when the test folder's log contains needle (testlib). */
+#define log_has(log, needle) test_log_has(g_tmp, (log), (needle))
 
 /* Waits until the log shows `pattern` (NULL: at once) or the process ends. Returns 1 when the
  * process is still running, 0 when it ended (*status set). */

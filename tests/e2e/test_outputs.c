@@ -24,15 +24,8 @@ static const char *SETS =
     "--set data.categories=weave,disc --set base.epochs=1 --set base.batch=4 --set data.val_fraction=0.25 "
     "--set refiner.batch=2 --set refiner.steps=3 --set infer.batch=4 --set infer.steps=2";
 
-/* Runs `drdc ARGS` in the test folder (cd), output to log; returns its exit code. */
-static int drdc(const char *log, const char *fmt, ...) {
-    char args[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    return test_system("cd '%s' && '%s' %s >'%s' 2>&1", g_tmp, test_drdc_bin(), args, log);
-}
+/* `drdc ARGS` in the test folder, output to log; its exit code (testlib). */
+#define drdc(log, ...) test_drdc_in(g_tmp, (log), __VA_ARGS__)
 
 static cJSON *read_json(const char *path) {
     char *text = NULL;

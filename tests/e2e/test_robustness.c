@@ -37,15 +37,8 @@ static const char *MODEL = "runs/good/model.safetensors";
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
-/* Runs `drdc <args>` in the test folder with stdout and stderr in <log>; returns the exit code. */
-static int drdc(const char *log, const char *fmt, ...) {
-    char args[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    return test_system("cd '%s' && '%s' %s >'%s' 2>&1", g_tmp, test_drdc_bin(), args, log);
-}
+/* `drdc ARGS` in the test folder, output to log; its exit code (testlib). */
+#define drdc(log, ...) test_drdc_in(g_tmp, (log), __VA_ARGS__)
 
 /* "<test folder>/<relative path>" in one of a few rotating buffers. */
 static const char *at(const char *fmt, ...) {
@@ -61,15 +54,8 @@ static const char *at(const char *fmt, ...) {
     return b;
 }
 
-static int log_has(const char *log, const char *needle) {
-    if (!needle) return 1;
-    char *text = NULL;
-    size_t n;
-    if (drdc_read_file(at("%s", log), &text, &n)) return 0;
-    int found = strstr(text, needle) != NULL;
-    free(text);
-    return found;
-}
+/* 1 when the test folder's log contains needle (testlib). */
+#define log_has(log, needle) test_log_has(g_tmp, (log), (needle))
 
 static void show_log(const char *log) { test_system("echo '--- %s:'; tail -n 5 '%s/%s'", log, g_tmp, log); }
 

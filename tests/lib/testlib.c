@@ -2,6 +2,8 @@
 #define _GNU_SOURCE
 #include "testlib.h"
 
+#include "drdc/core/fsutil.h"
+
 #include <arpa/inet.h>
 #include <math.h>
 #include <netinet/in.h>
@@ -177,13 +179,35 @@ int test_tiny_setup(const char *dir, int categories, int train, int seed) {
 }
 
 int test_file_contains(const char *path, const char *needle) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return 0;
-    static char buf[1 << 20];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    return strstr(buf, needle) != NULL;
+    char *text = NULL;
+    size_t n = 0;
+    if (drdc_read_file(path, &text, &n)) return 0;
+    int found = strstr(text, needle) != NULL;
+    free(text);
+    return found;
+}
+
+int test_drdc_in(const char *dir, const char *log, const char *fmt, ...) {
+    char args[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    int len = vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    if (len < 0 || len >= (int)sizeof args || !test_drdc_bin()) return -1;
+    char cmd[12288];
+    len = snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s >'%s' 2>&1", dir, test_drdc_bin(), args, log);
+    if (len < 0 || len >= (int)sizeof cmd) return -1;
+    fflush(stdout);
+    fflush(stderr);
+    int rc = system(cmd);
+    return rc != -1 && WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+int test_log_has(const char *dir, const char *log, const char *needle) {
+    if (!needle) return 1;
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s/%s", dir, log) >= (int)sizeof path) return 0;
+    return test_file_contains(path, needle);
 }
 
 int test_ends_with(const char *s, const char *suffix) {

@@ -116,7 +116,12 @@ int test_wait_pid(int pid, double timeout_s, int *status);
 /* For the e2e tests that train: `drdc synth` data (64 px, 2 test images each) in dir/data and
  * configs/tiny.json copied to dir. 0 on success (else it says what failed). */
 int test_tiny_setup(const char *dir, int categories, int train, int seed);
-/* 1 when the file at path contains needle. */
+/* 1 when the file at path contains needle (the whole file is read). */
 int test_file_contains(const char *path, const char *needle);
+/* Runs `drdc ARGS` (ARGS printf-style) with dir as the working folder, stdout and stderr into
+ * dir/log; returns its exit code (-1 when the command does not fit its buffer or did not exit). */
+int test_drdc_in(const char *dir, const char *log, const char *fmt, ...);
+/* 1 when dir/log contains needle; a NULL needle is always there. */
+int test_log_has(const char *dir, const char *log, const char *needle);
 
 #endif
