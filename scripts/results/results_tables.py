@@ -4,9 +4,11 @@ JSON files that scripts/results/results_drdc.sh writes with `drdc eval --json` (
 only).
 
     python3 scripts/results/results_tables.py [docs/results/drdc]
+    python3 scripts/results/results_tables.py docs/results/speed speed   # BENCH.md's speed/quality table
 """
 import json
 import os
+import re
 import sys
 
 KEYS = [("image_auroc", "I-AUROC"), ("pixel_auroc", "P-AUROC"), ("aupro", "AUPRO")]
@@ -88,8 +90,63 @@ def sensitivity(d):
     return "\n".join(lines) + "\n"
 
 
+def eval_speed(d, name):
+    """images/s of an evaluation's test maps: every category's "maps of C: N images in T s" line
+    (written by results_drdc.sh's ev() to NAME.speed), the images over the seconds."""
+    path = os.path.join(d, name + ".speed")
+    if not os.path.exists(path):
+        return None
+    per_cat = {}
+    with open(path) as f:
+        for line in f:
+            m = re.match(r"maps of (\S+): (\d+) images in ([0-9.]+) s", line)
+            if m:
+                per_cat[m.group(1)] = (int(m.group(2)), float(m.group(3)))
+    n, t = sum(v[0] for v in per_cat.values()), sum(v[1] for v in per_cat.values())
+    return n / t if t > 0 else None
+
+
+def speed(d):
+    # (label, run, method): one inference setting at a time from the centre (RESULTS.md's Fig. 2),
+    # then precision, batching the refiner across images and the refiner's own size
+    rows = [("base model alone (no refiner)", "s_base", "base"),
+            ("centre: 128 px refiner, steps 5, K 2, grid 16, scales 1, 1/2, 1/4, fp32", "s_centre", "drdc"),
+            ("centre, bf16", "s_centre_bf16", "drdc"),
+            ("DDIM steps 2", "s_steps2", "drdc"), ("DDIM steps 2, bf16", "s_steps2_bf16", "drdc"),
+            ("DDIM steps 10", "s_steps10", "drdc"), ("K 4", "s_K4", "drdc"),
+            ("grid 8 px", "s_grids8", "drdc"), ("grids 8 and 16 px", "s_grids8,16", "drdc"),
+            ("grids 8 and 16 px, bf16", "s_grids8,16_bf16", "drdc"),
+            ("diffusion map at scale 1 only", "s_scales1", "drdc"),
+            ("refiner runs batched across images (infer.batch_refiner)", "s_batchref", "drdc"),
+            ("64 px refiner (grid 8 px, a quarter of the U-Net work)", "s_r64", "drdc"),
+            ("64 px refiner, bf16", "s_r64_bf16", "drdc")]
+    first = None
+    for _, run, _ in rows:
+        first = first or load(d, run)
+    if first is None:
+        return "(no runs in %s)\n" % d
+    cats = list(first[next(iter(first))]["categories"].keys())
+    lines = ["| setting | images/s | mean I-AUROC / P-AUROC / AUPRO | " +
+             " | ".join("%s I / P / AUPRO" % c for c in cats) + " |", "|---|---|---|" + "---|" * len(cats)]
+    for label, run, method in rows:
+        m, ips = load(d, run), eval_speed(d, run)
+        if m is None or method not in m:
+            lines.append("| %s | not run | |%s" % (label, " |" * len(cats)))
+            continue
+        c = cells(m, method, cats)
+        groups = [" / ".join(c[3 * i:3 * i + 3]) for i in range(len(cats) + 1)]
+        lines.append("| %s | %s | %s | %s |" % (label, "n/a" if ips is None else "%.2f" % ips, groups[-1],
+                                               " | ".join(groups[:-1])))
+    return "\n".join(lines) + "\n"
+
+
 def main():
     d = sys.argv[1] if len(sys.argv) > 1 else "docs/results/drdc"
+    if len(sys.argv) > 2 and sys.argv[2] == "speed":
+        print("Speed and quality per inference setting (every 8th test image, recalibrated on 32 validation "
+              "images; percent):\n")
+        print(speed(d))
+        return
     print("Table 5 (every 2nd test image; percent):\n")
     print(table5(d))
     print("Sensitivity (every 8th test image, mean of the two categories; percent):\n")

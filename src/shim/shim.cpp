@@ -999,15 +999,25 @@ extern "C" int dt_is_grad_enabled(void) { return at::GradMode::is_enabled() ? 1 
 
 // ---- system ---------------------------------------------------------------------------
 
+extern "C" int dt_set_blas_threads(int n) {
+    using set_fn = void (*)(int);
+    using get_fn = int (*)(void);
+    auto set = reinterpret_cast<set_fn>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+    auto get = reinterpret_cast<get_fn>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+    if (!set || !get || n < 1) return 0;
+    int prev = get();
+    if (prev != n) set(n);
+    return prev;
+}
+
 extern "C" drdc_status dt_set_num_threads(int n) {
     if (n < 1) return drdc_fail(DRDC_ERR_INPUT, "dt_set_num_threads: need n >= 1, got %d", n);
-    PROTECT(at::set_num_threads(n);
-            // Debian's BLAS is OpenBLAS with its own thread pool (all cores by default, busy-waiting
-            // with sched_yield between calls): give it the same count when it is the BLAS linked in.
-            using set_fn = void (*)(int);
-            if (auto f = reinterpret_cast<set_fn>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) f(n);)
+    // Debian's BLAS is OpenBLAS with its own thread pool (all cores by default, busy-waiting with
+    // sched_yield between calls): give it the same count when it is the BLAS linked in.
+    PROTECT(at::set_num_threads(n); dt_set_blas_threads(n);)
 }
 extern "C" int dt_get_num_threads(void) { return at::get_num_threads(); }
+
 
 extern "C" drdc_status dt_synchronize(dt_device dev) {
     SHIM_TRY {

@@ -698,9 +698,18 @@ done:
     return st ? drdc_error_context(st, "unet forward") : DRDC_OK;
 }
 
+/* Inference: no autograd, and OpenBLAS on one thread. The U-Net's only BLAS work is the attention
+ * products (small: 16x16 tokens at the shared config); OpenBLAS's second thread wakes for each and
+ * then spins on sched_yield, taking CPU from the convolutions' OpenMP threads (perf on 2 cores: a
+ * quarter of a U-Net call's samples in sched_yield and the scheduler). Measured on the shared
+ * config (drdc bench, 2 threads, twice each): the refine part of a DRDC pass 1,670 and 1,648 ms per
+ * batch of 4 against 1,897 and 2,059 with OpenBLAS on 2 threads. The base transformer's GEMMs keep
+ * OpenBLAS's full count (its 2 threads are faster there: 230 against 330 ms). */
 drdc_status drdc_unet_eps(dt_tensor *eps, void *ctx, dt_tensor x_t, dt_tensor t, dt_tensor cond) {
     int prev = dt_set_grad_enabled(0);
+    int blas = dt_set_blas_threads(1);
     drdc_status st = drdc_unet_forward(eps, (const drdc_unet *)ctx, x_t, t, cond, 0, NULL);
+    if (blas) dt_set_blas_threads(blas);
     dt_set_grad_enabled(prev);
     return st;
 }

@@ -253,6 +253,9 @@ drdc_status dt_clip_grad_norm(const dt_tensor *params, int n, double max_norm, d
 /* ---- system --------------------------------------------------------------------------- */
 drdc_status dt_set_num_threads(int n);       /* intra-op threads, n >= 1 (and OpenBLAS's, when it is the BLAS) */
 int dt_get_num_threads(void);
+/* OpenBLAS's own thread count, when OpenBLAS is the BLAS linked in: sets n (>= 1) and returns the
+ * count before, or 0 (and does nothing) without OpenBLAS. */
+int dt_set_blas_threads(int n);
 int dt_cuda_available(void);
 int dt_cuda_device_count(void);
 drdc_status dt_synchronize(dt_device dev);   /* waits for CUDA work on dev; no-op for cpu */
