@@ -661,6 +661,24 @@ extern "C" drdc_status dt_to_memory_format(dt_tensor *out, dt_tensor t, int chan
         return x.contiguous(channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
     }()))
 }
+extern "C" drdc_status dt_empty_like(dt_tensor *out, dt_tensor t) { TENSOR_OP(at::empty_like(T(t))) }
+extern "C" drdc_status dt_host_data(void **out, dt_tensor t) {
+    if (!out) return drdc_fail(DRDC_ERR_INPUT, "%s: out is NULL", __func__);
+    *out = nullptr;
+    SHIM_TRY {
+        const at::Tensor &x = T(t);
+        if (!x.is_cpu()) input_error("host data of a tensor on " + x.device().str());
+        if (!x.is_contiguous() && !(x.dim() == 4 && x.is_contiguous(at::MemoryFormat::ChannelsLast)))
+            input_error("host data of a tensor " + shape_str(x) + " that is not dense (contiguous or channels-last)");
+        *out = x.data_ptr();
+    }
+    SHIM_CATCH
+}
+extern "C" drdc_status dt_parallel_for(int64_t begin, int64_t end, int64_t grain, dt_range_fn fn, void *ctx) {
+    if (!fn) return drdc_fail(DRDC_ERR_INPUT, "%s: fn is NULL", __func__);
+    SHIM_TRY { at::parallel_for(begin, end, grain, [&](int64_t b, int64_t e) { fn(ctx, b, e); }); }
+    SHIM_CATCH
+}
 extern "C" int dt_is_channels_last(dt_tensor t) {
     return t && t->t.dim() == 4 && t->t.is_contiguous(at::MemoryFormat::ChannelsLast) ? 1 : 0;
 }

@@ -9,6 +9,7 @@
 #include "drdc/stages/unet.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -462,8 +463,171 @@ typedef struct fwd_ctx {
     int channels_last;   /* activations stored NHWC (without autograd): oneDNN's convolutions never reorder */
 } fwd_ctx;
 
+/* ---- GroupNorm + affine + SiLU in one kernel (CPU inference) --------------------------------
+ * libtorch runs a ResBlock's "GroupNorm, scale-shift, SiLU" as three passes over the activations
+ * (norm, addcmul, SiLU; the norm itself reads them twice), memory-bound at the U-Net's 128 px
+ * levels. Here: one read for the statistics, one read and one write for y = SiLU(a x + b) with
+ * a, b per sample and channel (the norm's weight and bias, and the ResBlock's 1 + scale and shift,
+ * folded). Channels-last float32 on the CPU only (the activations NHWC: channel c of pixel p at
+ * p * C + c); anything else takes the libtorch ops. Statistics per chunk of pixels in float about
+ * the chunk's first pixel, merged in double (Chan et al.): no cancellation for means far from 0. */
+#define GN_CHUNK 256          /* pixels per task */
+#define GN_MAX_CHANNELS 2048  /* wider activations take the libtorch ops */
+
+typedef struct gn_job {
+    const float *x;
+    float *y;
+    int64_t P, C, n_chunks;   /* pixels per sample, channels, chunks per sample */
+    double *mean, *m2;        /* [N*n_chunks][C]: per chunk and channel */
+    const float *a, *b;       /* [N][C] */
+} gn_job;
+
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#define GN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define GN_CLONES
+#endif
+
+GN_CLONES static void gn_stats(void *ctx, int64_t t0, int64_t t1) {
+    const gn_job *j = ctx;
+    const int64_t C = j->C;
+    float s[GN_MAX_CHANNELS], q[GN_MAX_CHANNELS];
+    for (int64_t t = t0; t < t1; t++) {
+        const int64_t n = t / j->n_chunks, p0 = (t % j->n_chunks) * GN_CHUNK;
+        const int64_t np = p0 + GN_CHUNK < j->P ? GN_CHUNK : j->P - p0;
+        const float *x = j->x + (n * j->P + p0) * C, *k = x;   /* shift: the chunk's first pixel */
+        for (int64_t c = 0; c < C; c++) s[c] = q[c] = 0.0f;
+        for (int64_t p = 0; p < np; p++, x += C)
+            for (int64_t c = 0; c < C; c++) {
+                const float d = x[c] - k[c];
+                s[c] += d;
+                q[c] += d * d;
+            }
+        for (int64_t c = 0; c < C; c++) {
+            const double ds = s[c], mean_d = ds / (double)np;
+            j->mean[t * C + c] = k[c] + mean_d;
+            j->m2[t * C + c] = q[c] - ds * mean_d;
+        }
+    }
+}
+
+/* exp(x) for SiLU: Cephes' expf polynomial (about 1 ulp), written so that the compiler vectorises
+ * it; x clamped to the finite range, NaN mapped to 0 (the caller's product keeps the NaN). */
+static inline float gn_exp(float x) {
+    x = x == x ? x : 0.0f;
+    x = x > 88.3762626647949f ? 88.3762626647949f : x;
+    x = x < -87.3365447505531f ? -87.3365447505531f : x;
+    const float fx = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;   /* round to nearest (1.5 2^23) */
+    x -= fx * 0.693359375f;
+    x -= fx * -2.12194440e-4f;
+    const float z = x * x;
+    float y = ((((1.9875691500e-4f * x + 1.3981999507e-3f) * x + 8.3334519073e-3f) * x + 4.1665795894e-2f) * x +
+               1.6666665459e-1f) * x + 5.0000001201e-1f;
+    y = y * z + x + 1.0f;
+    const uint32_t bits = (uint32_t)((int32_t)fx + 127) << 23;   /* 2^fx, fx in [-126, 128] */
+    float pow2;
+    memcpy(&pow2, &bits, sizeof pow2);
+    return y * pow2;
+}
+
+GN_CLONES static void gn_apply(void *ctx, int64_t t0, int64_t t1) {
+    const gn_job *j = ctx;
+    const int64_t C = j->C;
+    for (int64_t t = t0; t < t1; t++) {
+        const int64_t n = t / j->n_chunks, p0 = (t % j->n_chunks) * GN_CHUNK;
+        const int64_t np = p0 + GN_CHUNK < j->P ? GN_CHUNK : j->P - p0;
+        const float *x = j->x + (n * j->P + p0) * C, *a = j->a + n * C, *b = j->b + n * C;
+        float *y = j->y + (n * j->P + p0) * C;
+        for (int64_t p = 0; p < np; p++, x += C, y += C)
+            for (int64_t c = 0; c < C; c++) {
+                const float v = a[c] * x[c] + b[c];
+                y[c] = v / (1.0f + gn_exp(-v));   /* SiLU; NaN in, NaN out */
+            }
+    }
+}
+
+static int gn_fusable(const fwd_ctx *c, dt_tensor x) {
+    int64_t C = 0;
+    const dt_dtype d = dt_dtype_of(x);
+    return c->channels_last && dt_device_of(x).type == DT_CPU && (d == DT_F32 || d == DT_BF16) &&
+           dt_is_channels_last(x) && dt_size(&C, x, 1) == DRDC_OK && C <= GN_MAX_CHANNELS;
+}
+
+/* y = SiLU(GroupNorm32(x) * w * scale1 + b * scale1 + shift), x [N,C,H,W] channels-last on the
+ * CPU, float32 (or bf16 under autocast: read as float32, as libtorch's norm does); y float32;
+ * w, b [C] float32; scale1 and shift [N,C] or NULL (1 and 0). */
+static drdc_status gn_silu_fused(dt_tensor *out, dt_tensor x, dt_tensor w, dt_tensor b, dt_tensor scale1,
+                                 dt_tensor shift) {
+    int64_t s[4];
+    drdc_status st = dt_shape(s, 4, x);
+    if (st) return st;
+    const int64_t N = s[0], C = s[1], P = s[2] * s[3], G = GN_GROUPS, cg = C / G;
+    const int64_t n_chunks = (P + GN_CHUNK - 1) / GN_CHUNK;
+    dt_tensor y = NULL, x32 = NULL, sc32 = NULL, sh32 = NULL;
+    float *wb = malloc(sizeof(float) * (size_t)(2 * C + 4 * N * C));
+    double *stats = malloc(sizeof(double) * (size_t)(2 * N * n_chunks * C));
+    gn_job j = {.P = P, .C = C, .n_chunks = n_chunks};
+    if (!wb || !stats) {
+        st = drdc_fail(DRDC_ERR_NOMEM, "unet: group norm of [%lld,%lld,%lld,%lld]: out of memory", (long long)N,
+                       (long long)C, (long long)s[2], (long long)s[3]);
+        goto done;
+    }
+    float *wh = wb, *bh = wb + C, *sc = wb + 2 * C, *sh = sc + N * C, *a = sh + N * C, *bb = a + N * C;
+    TRY(dt_copy_to_host(w, wh, sizeof(float) * (size_t)C));
+    TRY(dt_copy_to_host(b, bh, sizeof(float) * (size_t)C));
+    if (scale1) {
+        TRY(dt_to_dtype(&sc32, scale1, DT_F32));   /* bf16 under autocast */
+        TRY(dt_to_dtype(&sh32, shift, DT_F32));
+        TRY(dt_copy_to_host(sc32, sc, sizeof(float) * (size_t)(N * C)));
+        TRY(dt_copy_to_host(sh32, sh, sizeof(float) * (size_t)(N * C)));
+    } else {
+        for (int64_t i = 0; i < N * C; i++) sc[i] = 1.0f, sh[i] = 0.0f;
+    }
+    void *xp = NULL, *yp = NULL;
+    if (dt_dtype_of(x) != DT_F32) TRY(dt_to_dtype(&x32, x, DT_F32));      /* bf16 under autocast; layout kept */
+    TRY(dt_empty_like(&y, x32 ? x32 : x));                                /* channels-last float32 */
+    TRY(dt_host_data(&xp, x32 ? x32 : x));
+    TRY(dt_host_data(&yp, y));
+    j.x = xp, j.y = yp, j.mean = stats, j.m2 = stats + N * n_chunks * C, j.a = a, j.b = bb;
+    TRY(dt_parallel_for(0, N * n_chunks, 1, gn_stats, &j));
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t g = 0; g < G; g++) {   /* merge the chunks and the group's channels (Chan et al.) */
+            double cnt = 0, mean = 0, m2 = 0;
+            for (int64_t k = 0; k < n_chunks; k++) {
+                const double nb = (double)((k + 1) * GN_CHUNK < P ? GN_CHUNK : P - k * GN_CHUNK);
+                for (int64_t c = g * cg; c < (g + 1) * cg; c++) {
+                    const int64_t i = (n * n_chunks + k) * C + c;
+                    const double d = j.mean[i] - mean, tot = cnt + nb;
+                    mean += d * nb / tot;
+                    m2 += j.m2[i] + d * d * cnt * nb / tot;
+                    cnt = tot;
+                }
+            }
+            const double rstd = 1.0 / sqrt(m2 / cnt + GN_EPS);
+            for (int64_t c = g * cg; c < (g + 1) * cg; c++) {
+                const double wr = wh[c] * rstd, s1 = sc[n * C + c];
+                a[n * C + c] = (float)(wr * s1);
+                bb[n * C + c] = (float)((bh[c] - mean * wr) * s1 + sh[n * C + c]);
+            }
+        }
+    TRY(dt_parallel_for(0, N * n_chunks, 1, gn_apply, &j));
+done:
+    free(wb);
+    free(stats);
+    dt_free(x32);
+    dt_free(sc32);
+    dt_free(sh32);
+    if (st) {
+        dt_free(y);
+        return drdc_error_context(st, "unet: fused group norm");
+    }
+    *out = y;
+    return DRDC_OK;
+}
+
 /* GroupNorm32 (32 groups, eps 1e-5) followed by SiLU. [N,ch,H,W] -> [N,ch,H,W] */
-static drdc_status norm_silu(dt_tensor *out, dt_tensor x, dt_tensor w, dt_tensor b) {
+static drdc_status norm_silu(dt_tensor *out, const fwd_ctx *c, dt_tensor x, dt_tensor w, dt_tensor b) {
+    if (gn_fusable(c, x)) return gn_silu_fused(out, x, w, b, NULL, NULL);
     dt_tensor n = NULL;
     drdc_status st = DRDC_OK;
     TRY(dt_group_norm(&n, x, GN_GROUPS, w, b, GN_EPS));                  /* [N,ch,H,W] */
@@ -487,14 +651,16 @@ static drdc_status resblock_forward(dt_tensor *out, const fwd_ctx *c, const drdc
     int64_t N = 0;
     const int64_t oc = rb->out_ch;
     TRY(dt_size(&N, x, 0));
-    TRY(norm_silu(&h, x, rb->in_norm_w, rb->in_norm_b));                  /* [N,in,H,W] */
+    TRY(norm_silu(&h, c, x, rb->in_norm_w, rb->in_norm_b));               /* [N,in,H,W] */
     TRY(conv3x3(&h1, h, rb->in_conv_w, rb->in_conv_b, 1));                /* [N,out,H,W] */
     TRY(dt_linear(&e, c->emb_act, rb->emb_w, rb->emb_b));                 /* [N,2out] */
     const int64_t col[4] = {N, oc, 1, 1};
     TRY(dt_narrow(&sc_flat, e, 1, 0, oc));                                /* [N,out] scale */
     TRY(dt_narrow(&sh_flat, e, 1, oc, oc));                               /* [N,out] shift */
     TRY(dt_add_scalar(&scale1, sc_flat, 1.0));                            /* [N,out] 1 + scale */
-    if (c->channels_last) {
+    if (gn_fusable(c, h1)) {
+        TRY(gn_silu_fused(&ha, h1, rb->out_norm_w, rb->out_norm_b, scale1, sh_flat)); /* [N,out,H,W] */
+    } else if (c->channels_last) {
         /* inference: GN's affine and the scale-shift folded into one pass over the activations,
          * (n w + b)(1 + scale) + shift = n [w (1 + scale)] + [b (1 + scale) + shift] */
         dt_tensor wa = NULL, ba = NULL;
@@ -511,7 +677,7 @@ static drdc_status resblock_forward(dt_tensor *out, const fwd_ctx *c, const drdc
         TRY(dt_mul(&hs, hn, scale));                                      /* [N,out,H,W] */
         TRY(dt_add(&hss, hs, shift));                                     /* [N,out,H,W] */
     }
-    TRY(dt_silu(&ha, hss));                                               /* [N,out,H,W] */
+    if (!ha) TRY(dt_silu(&ha, hss));                                      /* [N,out,H,W] */
     if (c->training && c->u->cfg.dropout > 0.0) {
         TRY(dt_dropout(&hd, ha, c->u->cfg.dropout, 1, c->g));             /* [N,out,H,W] */
     }
@@ -685,7 +851,7 @@ drdc_status drdc_unet_forward(dt_tensor *eps, const drdc_unet *unet, dt_tensor x
         if (st) goto done;
         h = next;
     }
-    TRY(norm_silu(&hn, h, unet->out_norm_w, unet->out_norm_b));          /* [N,ch0,H,W] */
+    TRY(norm_silu(&hn, &c, h, unet->out_norm_w, unet->out_norm_b));      /* [N,ch0,H,W] */
     TRY(conv3x3(&raw, hn, unet->out_conv_w, unet->out_conv_b, 1));        /* [N,3,H,W] eps */
     if (dt_dtype_of(raw) != DT_F32) TRY(dt_to_dtype(&raw, raw, DT_F32));  /* bf16 under autocast: eps is always f32 */
     if (c.channels_last)

@@ -145,6 +145,14 @@ drdc_status dt_contiguous(dt_tensor *out, dt_tensor t);
  * oneDNN's convolutions work in without reordering; 0: plain contiguous NCHW. 4-D tensors only for 1. */
 drdc_status dt_to_memory_format(dt_tensor *out, dt_tensor t, int channels_last);
 int dt_is_channels_last(dt_tensor t);                      /* 1: a 4-D tensor stored channels-last */
+drdc_status dt_empty_like(dt_tensor *out, dt_tensor t);    /* uninitialised; same shape, dtype, device, layout */
+/* The storage of a CPU tensor that is dense in its layout (contiguous, or channels-last: NHWC), for C
+ * kernels that read or write it; valid while t lives. Any other tensor is an input error. */
+drdc_status dt_host_data(void **out, dt_tensor t);
+/* fn(ctx, b, e) over [begin, end) in ranges of at least grain, on libtorch's intra-op threads
+ * (at::parallel_for); fn must not fail. */
+typedef void (*dt_range_fn)(void *ctx, int64_t begin, int64_t end);
+drdc_status dt_parallel_for(int64_t begin, int64_t end, int64_t grain, dt_range_fn fn, void *ctx);
 drdc_status dt_clone(dt_tensor *out, dt_tensor t);         /* a copy with its own storage */
 drdc_status dt_detach(dt_tensor *out, dt_tensor t);        /* shares storage, no autograd history */
 drdc_status dt_copy_(dt_tensor dst, dt_tensor src);        /* in place: dst <- src (broadcast, cast, cross-device) */
