@@ -13,7 +13,8 @@ OpenMP threads cost a 6x slowdown on a shared 2-core machine, raises glibc's mma
 and asks libtorch for its AVX-512 kernels (ATEN_CPU_CAPABILITY); this script does the same (it
 re-executes itself with those variables before torch is loaded), so both sides run the same libgomp
 policy, allocator and kernels. With the C run's infer.precision bf16 the twins run under
-torch.autocast("cpu", bfloat16); the twin U-Net runs channels-last without autograd, as C; the
+torch.autocast("cpu", bfloat16); the twin U-Net runs channels-last without autograd and with
+OpenBLAS on one thread, as C; the
 twin's DRDC pass refines one image at a time unless infer.batch_refiner, as C. Debian's python3-torch and drdc link the same libtorch_cpu 1.13 (and OpenBLAS). UniAD's
 twin builds its neighbour mask on every forward pass; C builds it once, so the twin's mask is
 cached here (the same work on both sides). Stages (as `drdc bench`):
@@ -260,6 +261,31 @@ def norms_in_float32():
     torch.nn.functional.layer_norm, torch.nn.functional.batch_norm = layer_norm, batch_norm
 
 
+_OPENBLAS = []
+
+
+def blas_threads(n):
+    """OpenBLAS's thread count set to n, the count before returned (0 without OpenBLAS): the
+    library torch loaded, found in this process's maps (C calls openblas_set_num_threads too)."""
+    if not _OPENBLAS:
+        import ctypes
+        lib = None
+        with open("/proc/self/maps") as f:
+            for line in f:
+                path = line.split()[-1]
+                if "libopenblas" in path and path.startswith("/"):
+                    lib = ctypes.CDLL(path)
+                    break
+        _OPENBLAS.append(lib)
+    lib = _OPENBLAS[0]
+    if lib is None:
+        return 0
+    prev = lib.openblas_get_num_threads()
+    if prev != n:
+        lib.openblas_set_num_threads(n)
+    return prev
+
+
 class Pipeline:
     def __init__(self, cfg, tensors, pydeps):
         self.cfg = cfg
@@ -283,10 +309,16 @@ class Pipeline:
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
 
     def eps(self, x_t, t, cond):
-        """The U-Net on channels-last inputs (as C), eps back as plain NCHW float32."""
+        """The U-Net on channels-last inputs (as C), eps back as plain NCHW float32; OpenBLAS on one
+        thread while it runs, as C's drdc_unet_eps."""
         cl = torch.channels_last
-        return twin_unet.drdc_eps(self.unet, x_t.contiguous(memory_format=cl), t,
-                                  cond.contiguous(memory_format=cl)).float().contiguous()
+        prev = blas_threads(1)
+        try:
+            return twin_unet.drdc_eps(self.unet, x_t.contiguous(memory_format=cl), t,
+                                      cond.contiguous(memory_format=cl)).float().contiguous()
+        finally:
+            if prev:
+                blas_threads(prev)
 
     def base(self, images_s):
         S, pool = self.cfg["data"]["image_size"], self.cfg["infer"]["pool"]
