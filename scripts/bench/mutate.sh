@@ -1,0 +1,74 @@
+#!/bin/bash
+# mutate.sh: puts known bugs into the source one at a time, rebuilds build/, runs the tests that
+# guard each and restores the source: every mutation must make its tests fail (a line per mutation
+# with the failing tests and ctest's summary; a mutation whose site moved says so).
+#
+#   bash scripts/bench/mutate.sh wiring       # issue 11: refiner input in [0,1], maps swapped before
+#                                             # eq. 17, EMA never updated
+#   bash scripts/bench/mutate.sh failclosed   # issue 14: no finiteness check on loading, one noise
+#                                             # stream per run, no regular-file check, no run lock
+#   bash scripts/bench/mutate.sh kernels      # issue 16: the fused GroupNorm/SiLU kernel without its
+#                                             # shift term, and turning NaN into 0
+#   bash scripts/bench/mutate.sh all
+cd "$(dirname "$0")/../.." || exit 2
+cur=""
+trap '[ -n "$cur" ] && cp /tmp/mut_backup "$cur"' EXIT   # an interrupted run restores the source
+
+mutate() {   # mutate NAME FILE OLD NEW TESTS: OLD (found exactly once) replaced by NEW
+    local name="$1" file="$2" old="$3" new="$4" tests="$5"
+    cp "$file" /tmp/mut_backup
+    cur="$file"
+    if ! python3 - "$file" "$old" "$new" <<'PY'
+import sys
+p, old, new = sys.argv[1:]
+s = open(p).read()
+if s.count(old) != 1:
+    sys.exit(1)
+open(p, "w").write(s.replace(old, new))
+PY
+    then
+        echo "$name: the mutation site is not in $file exactly once (the source moved: update this script)"
+    elif ! cmake --build build -j2 >/tmp/mut_build.log 2>&1; then
+        echo "$name: build failed (/tmp/mut_build.log)"
+    else
+        (cd build && ctest -R "$tests" --output-on-failure >"/tmp/mut_$name.log" 2>&1)
+        echo "$name: $(grep -E '^[0-9]+: FAIL|^FAIL|tests passed' "/tmp/mut_$name.log" | tr '\n' ' ')"
+    fi
+    cp /tmp/mut_backup "$file"
+    cur=""
+}
+
+wiring() {
+    mutate input01 src/model/model.c 'TRY(drdc_model_refiner_range(&x, img_r));' 'TRY(dt_clone(&x, img_r));' \
+        'test_wiring|test_drdc$'
+    mutate swapped src/stages/fusion.c 'TRY(drdc_fusion_blend(&h, h_diff_f, h_base,' \
+        'TRY(drdc_fusion_blend(&h, h_base, h_diff_f,' 'test_wiring|test_fusion'
+    mutate ema src/model/train_refiner.c \
+        'TRY(ema_update(&m->refiner, &live, drdc_ema_decay_at(rc, m->refiner_steps)));' \
+        'if (0) TRY(ema_update(&m->refiner, &live, drdc_ema_decay_at(rc, m->refiner_steps)));' 'test_drdc$'
+}
+
+failclosed() {
+    mutate finite src/formats/params.c 'if (!isfinite(buf[i])) {' 'if (0) {' test_failclosed
+    mutate seed src/model/model.c 'return drdc_splitmix64(&state);' \
+        'static uint64_t calls; (void)state; return drdc_seed(m->cfg.train.seed, DRDC_SEED_INFER) + calls++;' \
+        test_failclosed
+    mutate isreg src/core/fsutil.c $'\n    if (!S_ISREG(sb.st_mode)) {' $'\n    if (0) {' test_failclosed
+    mutate lock src/model/train.c 'flock(*fd, LOCK_EX | LOCK_NB) != 0' '0' test_failclosed
+}
+
+kernels() {
+    mutate noshift src/stages/unet.c 'bb[n * C + c] = (float)((bh[c] - mean * wr) * s1 + sh[n * C + c]);' \
+        'bb[n * C + c] = (float)((bh[c] - mean * wr) * s1);' test_unet
+    mutate nan0 src/stages/unet.c 'y[c] = v / (1.0f + gn_exp(-v));' 'y[c] = v == v ? v / (1.0f + gn_exp(-v)) : 0.0f;' \
+        test_unet
+}
+
+case "${1:-}" in
+wiring | failclosed | kernels) "$1" ;;
+all) wiring; failclosed; kernels ;;
+*) echo "usage: bash scripts/bench/mutate.sh wiring|failclosed|kernels|all" >&2; exit 2 ;;
+esac
+cmake --build build -j2 >/tmp/mut_build.log 2>&1
+git status --short src
+echo "mutations done"
