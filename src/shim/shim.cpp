@@ -18,6 +18,13 @@
 #if __has_include(<torch/version.h>)
 #include <torch/version.h>
 #endif
+// libtorch 2.4 replaced the per-backend autocast calls (set_cpu_enabled, is_cpu_enabled, ...) by
+// ones that take the device type; 1.13 has only the former.
+#if defined(TORCH_VERSION_MAJOR) && (TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4))
+#define DT_AUTOCAST_BY_DEVICE 1
+#else
+#define DT_AUTOCAST_BY_DEVICE 0
+#endif
 #if defined(DRDC_WITH_CUDA) && __has_include(<c10/cuda/CUDACachingAllocator.h>)
 #include <c10/cuda/CUDACachingAllocator.h>
 #define DRDC_HAVE_CUDA_ALLOCATOR 1
@@ -745,10 +752,17 @@ extern "C" drdc_status dt_amax(dt_tensor *out, dt_tensor x, const int64_t *dims,
 extern "C" drdc_status dt_norm2(dt_tensor *out, dt_tensor x, int64_t dim, int keepdim) {
     TENSOR_OP(at::linalg_vector_norm(T(x), at::Scalar(2.0), at::IntArrayRef(&dim, 1), keepdim != 0, c10::nullopt))
 }
-
 // ---- nn -------------------------------------------------------------------------------
 
 namespace {
+bool cpu_autocast_on() {
+#if DT_AUTOCAST_BY_DEVICE
+    return at::autocast::is_autocast_enabled(at::kCPU);
+#else
+    return at::autocast::is_cpu_enabled();
+#endif
+}
+
 // at::conv2d sends small-batch 1x1 (and some small 3x3) float convolutions on one thread to its own
 // im2col + GEMM path, which copies a channels-last input back and forth: measured 2.2x slower than
 // oneDNN on the U-Net's 1x1 convs. A channels-last float32 CPU input without autograd and without
@@ -757,7 +771,7 @@ bool direct_onednn(const at::Tensor &x, int64_t groups) {
 #if AT_MKLDNN_ENABLED()
     return groups == 1 && x.dim() == 4 && x.is_cpu() && x.scalar_type() == at::kFloat &&
            x.is_contiguous(at::MemoryFormat::ChannelsLast) && !at::GradMode::is_enabled() &&
-           !at::autocast::is_cpu_enabled() && at::globalContext().userEnabledMkldnn();
+           !cpu_autocast_on() && at::globalContext().userEnabledMkldnn();
 #else
     (void)x, (void)groups;
     return false;
@@ -1076,7 +1090,7 @@ extern "C" drdc_status dt_cuda_memory(int64_t *peak_bytes, dt_device dev) {
 
 extern "C" drdc_status dt_autocast_bf16(int on) {
     SHIM_TRY {
-#if defined(TORCH_VERSION_MAJOR) && (TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4))
+#if DT_AUTOCAST_BY_DEVICE
         at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
         at::autocast::set_autocast_enabled(at::kCUDA, on != 0);
 #else
@@ -1093,7 +1107,7 @@ extern "C" drdc_status dt_autocast_inference(dt_device dev, int on) {
     SHIM_TRY {
         if (dev.type != DT_CPU && dev.type != DT_CUDA) input_error("unknown device type " + std::to_string(dev.type));
         const bool cuda = dev.type == DT_CUDA;
-#if defined(TORCH_VERSION_MAJOR) && (TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4))
+#if DT_AUTOCAST_BY_DEVICE
         const at::DeviceType t = cuda ? at::kCUDA : at::kCPU;
         at::autocast::set_autocast_dtype(t, at::kBFloat16);
         at::autocast::set_autocast_enabled(t, on != 0);
