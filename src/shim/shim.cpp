@@ -668,6 +668,9 @@ extern "C" drdc_status dt_to_memory_format(dt_tensor *out, dt_tensor t, int chan
         return x.contiguous(channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
     }()))
 }
+extern "C" int dt_is_channels_last(dt_tensor t) {
+    return t && t->t.dim() == 4 && t->t.is_contiguous(at::MemoryFormat::ChannelsLast) ? 1 : 0;
+}
 extern "C" drdc_status dt_empty_like(dt_tensor *out, dt_tensor t) { TENSOR_OP(at::empty_like(T(t))) }
 extern "C" drdc_status dt_host_data(void **out, dt_tensor t) {
     if (!out) return drdc_fail(DRDC_ERR_INPUT, "%s: out is NULL", __func__);
@@ -675,7 +678,7 @@ extern "C" drdc_status dt_host_data(void **out, dt_tensor t) {
     SHIM_TRY {
         const at::Tensor &x = T(t);
         if (!x.is_cpu()) input_error("host data of a tensor on " + x.device().str());
-        if (!x.is_contiguous() && !(x.dim() == 4 && x.is_contiguous(at::MemoryFormat::ChannelsLast)))
+        if (!x.is_contiguous() && !dt_is_channels_last(t))
             input_error("host data of a tensor " + shape_str(x) + " that is not dense (contiguous or channels-last)");
         *out = x.data_ptr();
     }
@@ -685,9 +688,6 @@ extern "C" drdc_status dt_parallel_for(int64_t begin, int64_t end, int64_t grain
     if (!fn) return drdc_fail(DRDC_ERR_INPUT, "%s: fn is NULL", __func__);
     SHIM_TRY { at::parallel_for(begin, end, grain, [&](int64_t b, int64_t e) { fn(ctx, b, e); }); }
     SHIM_CATCH
-}
-extern "C" int dt_is_channels_last(dt_tensor t) {
-    return t && t->t.dim() == 4 && t->t.is_contiguous(at::MemoryFormat::ChannelsLast) ? 1 : 0;
 }
 extern "C" drdc_status dt_clone(dt_tensor *out, dt_tensor t) { TENSOR_OP(T(t).clone()) }
 extern "C" drdc_status dt_detach(dt_tensor *out, dt_tensor t) { TENSOR_OP(T(t).detach()) }
@@ -752,6 +752,7 @@ extern "C" drdc_status dt_amax(dt_tensor *out, dt_tensor x, const int64_t *dims,
 extern "C" drdc_status dt_norm2(dt_tensor *out, dt_tensor x, int64_t dim, int keepdim) {
     TENSOR_OP(at::linalg_vector_norm(T(x), at::Scalar(2.0), at::IntArrayRef(&dim, 1), keepdim != 0, c10::nullopt))
 }
+
 // ---- nn -------------------------------------------------------------------------------
 
 namespace {
@@ -1049,7 +1050,6 @@ extern "C" drdc_status dt_set_num_threads(int n) {
     PROTECT(at::set_num_threads(n); dt_set_blas_threads(n);)
 }
 extern "C" int dt_get_num_threads(void) { return at::get_num_threads(); }
-
 
 extern "C" drdc_status dt_synchronize(dt_device dev) {
     SHIM_TRY {
