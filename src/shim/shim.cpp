@@ -11,6 +11,7 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 #include <ATen/autocast_mode.h>
 #include <c10/util/Exception.h>
 #include <torch/cuda.h>
@@ -38,6 +39,9 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <string>
+#include <thread>
+#include <vector>
 #include <mutex>
 #include <new>
 #include <stdexcept>
@@ -688,6 +692,48 @@ extern "C" drdc_status dt_parallel_for(int64_t begin, int64_t end, int64_t grain
     if (!fn) return drdc_fail(DRDC_ERR_INPUT, "%s: fn is NULL", __func__);
     SHIM_TRY { at::parallel_for(begin, end, grain, [&](int64_t b, int64_t e) { fn(ctx, b, e); }); }
     SHIM_CATCH
+}
+// The calling thread's OpenMP team size (its nthreads ICV, which libtorch's parallel_for and
+// oneDNN read); libtorch first gives a new thread the process-wide count (its lazy init, run by
+// get_num_threads), so that comes first. Through dlsym: a libtorch without OpenMP has no such call,
+// and then the count stays as it is. Returns the previous count (0: not available).
+static int omp_threads_here(int n) {
+    using set_fn = void (*)(int);
+    static const auto set = reinterpret_cast<set_fn>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
+    const int prev = at::get_num_threads();
+    if (!set) return 0;
+    if (n != prev) set(n);
+    return prev;
+}
+
+extern "C" drdc_status dt_run_concurrently(int n, int threads_each, dt_task_fn fn, void *ctx) {
+    if (!fn || n < 1 || threads_each < 1)
+        return drdc_fail(DRDC_ERR_INPUT, "%s: need fn, n >= 1 and threads_each >= 1 (n %d, threads_each %d)", __func__,
+                         n, threads_each);
+    std::vector<drdc_status> st(static_cast<size_t>(n), DRDC_OK);
+    std::vector<std::string> msg(static_cast<size_t>(n));
+    std::vector<std::thread> workers;
+    int prev = 0;
+    try {
+        const at::ThreadLocalState state;   // the caller's autograd and autocast state, for every task
+        auto task = [&](int i) {
+            at::ThreadLocalStateGuard guard(state);
+            if (i) omp_threads_here(threads_each);
+            st[i] = fn(ctx, i);
+            if (st[i]) msg[i] = drdc_last_error();
+        };
+        prev = omp_threads_here(threads_each);
+        for (int i = 1; i < n; i++) workers.emplace_back(task, i);
+        task(0);
+    } catch (...) {
+        st[0] = dt_shim::fail_current(__func__);
+        msg[0] = drdc_last_error();
+    }
+    for (auto &w : workers) w.join();   // every started thread, also after a failure
+    if (prev) omp_threads_here(prev);
+    for (int i = 0; i < n; i++)
+        if (st[i]) return drdc_fail(st[i], "%s", msg[i].c_str());   // the first failure, on the caller's thread
+    return DRDC_OK;
 }
 extern "C" drdc_status dt_clone(dt_tensor *out, dt_tensor t) { TENSOR_OP(T(t).clone()) }
 extern "C" drdc_status dt_detach(dt_tensor *out, dt_tensor t) { TENSOR_OP(T(t).detach()) }

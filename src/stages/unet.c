@@ -911,17 +911,72 @@ done:
     return st ? drdc_error_context(st, "unet forward") : DRDC_OK;
 }
 
-/* Inference: no autograd, and OpenBLAS on one thread. The U-Net's only BLAS work is the attention
- * products (small: 16x16 tokens at the shared config); OpenBLAS's second thread wakes for each and
- * then spins on sched_yield, taking CPU from the convolutions' OpenMP threads (perf on 2 cores: a
- * quarter of a U-Net call's samples in sched_yield and the scheduler). Measured on the shared
- * config (drdc bench, 2 threads, twice each): the refine part of a DRDC pass 1,670 and 1,648 ms per
- * batch of 4 against 1,897 and 2,059 with OpenBLAS on 2 threads. The base transformer's GEMMs keep
- * OpenBLAS's full count (its 2 threads are faster there: 230 against 330 ms). */
+#define DRDC_UNET_MAX_PARTS 64   /* threads of one split call, at most */
+
+/* The runs of one inference call split into parts that run at the same time, each on its own
+ * thread with its share of the intra-op threads (dt_run_concurrently). */
+typedef struct split_job {
+    const drdc_unet *u;
+    dt_tensor x_t, t, cond;   /* the whole batch */
+    int64_t N;
+    int parts;
+    dt_tensor *eps;           /* [parts]: each part's output */
+} split_job;
+
+static drdc_status split_part(void *ctx, int i) {
+    split_job *j = ctx;
+    const int64_t b = j->N * i / j->parts, n = j->N * (i + 1) / j->parts - b;
+    dt_tensor x = NULL, t = NULL, c = NULL;
+    drdc_status st = DRDC_OK;
+    TRY(dt_narrow(&x, j->x_t, 0, b, n));
+    TRY(dt_narrow(&t, j->t, 0, b, n));
+    if (j->cond) TRY(dt_narrow(&c, j->cond, 0, b, n));
+    TRY(drdc_unet_forward(&j->eps[i], j->u, x, t, c, 0, NULL));
+done:
+    dt_free(x);
+    dt_free(t);
+    dt_free(c);
+    return st ? drdc_error_context(st, "unet: runs %lld..%lld of %lld", (long long)b, (long long)(b + n - 1),
+                                   (long long)j->N)
+              : DRDC_OK;
+}
+
+/* Inference, the sampler's eps function: no autograd, OpenBLAS on one thread, and on the CPU the
+ * runs split across the intra-op threads. Why each:
+ * - OpenBLAS: the U-Net's only BLAS work is the attention products (small: 16x16 tokens at the
+ *   shared config); OpenBLAS's second thread wakes for each and then spins on sched_yield, taking
+ *   CPU from the convolutions' OpenMP threads (perf on 2 cores: a quarter of a U-Net call's
+ *   samples in sched_yield and the scheduler). The base transformer keeps OpenBLAS's full count.
+ * - The split: at the refiner's sizes (32-64 channels, 16-128 px) each layer is too small to keep
+ *   two OpenMP threads busy: one thread per run is faster than two threads on every run (the
+ *   waiting thread sleeps and is woken ~150 times a call, and bf16 convolutions of a 16 px map are
+ *   4x slower on two threads than on one). So a batch of N runs is cut into min(N, threads) parts,
+ *   each on its own thread with threads / parts OpenMP threads. Each run's eps does not depend on
+ *   the split (the network treats every run on its own; test_unet compares with the unsplit call).
+ * drdc bench --stages unet on the shared config (2 runs of 128 px, 2 cores): one call 52.1-53.6 ms
+ * split against 62.2-62.8 (fp32), 33.4-34.1 against 46.2-48.6 (bf16). */
 drdc_status drdc_unet_eps(dt_tensor *eps, void *ctx, dt_tensor x_t, dt_tensor t, dt_tensor cond) {
+    const drdc_unet *u = ctx;
     int prev = dt_set_grad_enabled(0);
     int blas = dt_set_blas_threads(1);
-    drdc_status st = drdc_unet_forward(eps, (const drdc_unet *)ctx, x_t, t, cond, 0, NULL);
+    drdc_status st = DRDC_OK;
+    const int threads = dt_get_num_threads();
+    int64_t n = 0;
+    if (u && x_t && dt_ndim(x_t) == 4) dt_size(&n, x_t, 0);
+    const int parts = n < threads ? (int)n : threads;
+    if (!eps || !u || parts < 2 || dt_device_of(x_t).type != DT_CPU) {
+        st = drdc_unet_forward(eps, u, x_t, t, cond, 0, NULL);
+    } else {
+        *eps = NULL;
+        dt_tensor outs[DRDC_UNET_MAX_PARTS] = {NULL};
+        const int p = parts < DRDC_UNET_MAX_PARTS ? parts : DRDC_UNET_MAX_PARTS;
+        split_job j = {u, x_t, t, u->cfg.model_conditioning ? cond : NULL, n, p, outs};
+        st = check_inputs(u, x_t, t, cond);
+        if (!st) st = dt_run_concurrently(p, threads / p, split_part, &j);
+        if (!st) st = dt_cat(eps, outs, p, 0);                           /* [N,3,H,W] in run order */
+        for (int i = 0; i < p; i++) dt_free(outs[i]);
+        if (st) st = drdc_error_context(st, "unet forward");
+    }
     if (blas) dt_set_blas_threads(blas);
     dt_set_grad_enabled(prev);
     return st;

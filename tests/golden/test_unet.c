@@ -602,6 +602,42 @@ static void test_fused_norm_bf16_matches_libtorch(void) {
     drdc_unet_free(&u);
 }
 
+/* drdc_unet_eps splits a batch of runs across threads (min(N, threads) parts); each run's eps is the
+ * one the whole batch gives in one call (the network treats every run on its own), for an uneven
+ * split too (3 runs on 2 threads: 1 + 2), in float32 and under bf16 autocast; nothing leaks. */
+static void test_split_runs_match_one_call(void) {
+    drdc_unet u;
+    int S = 0;
+    if (!tiny_perturbed_unet(&u, &S)) return;
+    const int prev = dt_get_num_threads();
+    CHECK_OK(dt_set_num_threads(2));
+    dt_tensor x = randn4(3, 3, S, S, 31), c = randn4(3, 3, S, S, 32), t = timesteps(3, 70);
+    const long before = dt_live_handles();
+    for (int bf16 = 0; bf16 < 2; bf16++) {
+        dt_tensor split = NULL, whole = NULL;
+        if (bf16) CHECK_OK(dt_autocast_inference(CPU, 1));
+        CHECK_OK(drdc_unet_eps(&split, &u, x, t, c));
+        const int grad = dt_set_grad_enabled(0);
+        CHECK_OK(drdc_unet_forward(&whole, &u, x, t, c, 0, NULL));      /* one call, the same path */
+        dt_set_grad_enabled(grad);
+        if (bf16) CHECK_OK(dt_autocast_inference(CPU, 0));
+        if (split && whole) {
+            const double d = max_abs_diff(split, whole), scale = max_abs(whole);
+            printf("  split runs (%s): max |diff| %.3g against one call, max |eps| %.3g\n", bf16 ? "bf16" : "fp32", d,
+                   scale);
+            CHECK(scale > 0.1);
+            CHECK(d <= 1e-6 * scale);
+        }
+        dt_free(split);
+        dt_free(whole);
+    }
+    CHECK(dt_live_handles() == before);
+    CHECK(dt_get_num_threads() == 2);
+    CHECK_OK(dt_set_num_threads(prev));
+    dt_free(x); dt_free(c); dt_free(t);
+    drdc_unet_free(&u);
+}
+
 static void test_build_rejects_bad_config(void) {
     drdc_unet u;
     drdc_refiner_config cfg = twin_config(0.0);
@@ -688,5 +724,6 @@ int main(void) {
     RUN(test_tiny_config_forward_backward);
     RUN(test_fused_norm_matches_libtorch);
     RUN(test_fused_norm_bf16_matches_libtorch);
+    RUN(test_split_runs_match_one_call);
     return test_summary();
 }

@@ -1039,6 +1039,54 @@ static void test_runtime_settings(void) {
     CHECK_OK(dt_autocast_bf16(0));
 }
 
+/* dt_run_concurrently: every task runs (on threads of their own but the first), sees the caller's
+ * autograd and autocast state and threads_each intra-op threads; the caller's thread count is
+ * restored; the first failing task's code and message reach the caller; no handle is left. */
+typedef struct conc_job {
+    int ran[4], grad[4], threads[4], bf16[4];
+    int fail_at;
+} conc_job;
+
+static drdc_status conc_task(void *ctx, int i) {
+    conc_job *j = ctx;
+    j->ran[i] = 1;
+    j->grad[i] = dt_is_grad_enabled();
+    j->threads[i] = dt_get_num_threads();
+    dt_tensor a = NULL, b = NULL;
+    drdc_status st = dt_randn(&a, (const int64_t[2]){4, 4}, 2, DT_F32, CPU, NULL);
+    if (!st) st = dt_linear(&b, a, a, NULL);   /* under CPU autocast: bf16 */
+    j->bf16[i] = b && dt_dtype_of(b) == DT_BF16;
+    dt_free(a);
+    dt_free(b);
+    if (st) return st;
+    return i == j->fail_at ? drdc_fail(DRDC_ERR_STATE, "task %d failed on purpose", i) : DRDC_OK;
+}
+
+static void test_run_concurrently(void) {
+    const long before = dt_live_handles();
+    const int prev = dt_get_num_threads();
+    conc_job j = {.fail_at = -1};
+    const int grad0 = dt_set_grad_enabled(0);
+    CHECK_OK(dt_autocast_inference(CPU, 1));
+    CHECK_OK(dt_run_concurrently(4, 1, conc_task, &j));
+    CHECK_OK(dt_autocast_inference(CPU, 0));
+    dt_set_grad_enabled(grad0);
+    for (int i = 0; i < 4; i++) {
+        CHECK(j.ran[i] == 1);
+        CHECK(j.grad[i] == 0);
+        CHECK(j.threads[i] == 1);
+        CHECK(j.bf16[i] == 1);
+    }
+    CHECK(dt_get_num_threads() == prev);
+    conc_job k = {.fail_at = 2};
+    CHECK_ERR(dt_run_concurrently(4, 1, conc_task, &k), DRDC_ERR_STATE, "task 2 failed on purpose");
+    CHECK(k.ran[0] && k.ran[1] && k.ran[2] && k.ran[3]);
+    CHECK(k.grad[3] == 1);   /* autograd on in the caller: on in the tasks */
+    CHECK(dt_get_num_threads() == prev);
+    CHECK_ERR(dt_run_concurrently(0, 1, conc_task, &k), DRDC_ERR_INPUT, "n >= 1");
+    CHECK(dt_live_handles() == before);
+}
+
 int main(void) {
     long base = dt_live_handles();
     RUN(test_creation_and_info);
@@ -1063,6 +1111,7 @@ int main(void) {
     RUN(test_devices);
     RUN(test_cuda_if_present);
     RUN(test_runtime_settings);
+    RUN(test_run_concurrently);
     if (dt_live_handles() != base || dt_scope_depth() != 0) {
         fprintf(stderr, "leak: %ld live handles, %d open scopes after all tests\n", dt_live_handles() - base,
                 dt_scope_depth());
