@@ -380,33 +380,79 @@ done:
  * dim 0. Every result of the model is computed this way (but the refiner's with infer.batch_refiner),
  * so an image's maps and score never depend on the batch it came in (libtorch's kernels pick their
  * summation order by batch size: a batch of four and a batch of one differ in the last bits).
- * outs[i] NULL: output i not wanted. */
-typedef drdc_status (*one_image_fn)(dt_tensor *const *outs, const drdc_model *m, dt_tensor image, void *ctx);
+ * fn gets the image's index in the batch (for inputs computed for the whole batch) and outs[i] NULL
+ * when output i is not wanted. */
+typedef drdc_status (*one_image_fn)(dt_tensor *const *outs, const drdc_model *m, dt_tensor image, int64_t index,
+                                    void *ctx);
 
-static drdc_status per_image(dt_tensor *const *outs, int n_outs, const drdc_model *m, dt_tensor images,
-                             one_image_fn fn, void *ctx) {
-    int64_t B = 0;
-    drdc_status st = dt_size(&B, images, 0);
-    if (st) return st;
-    if (B == 1) return fn(outs, m, images, ctx);
-    dt_tensor *parts = calloc((size_t)(n_outs * B), sizeof *parts);
-    if (!parts) return drdc_fail(DRDC_ERR_NOMEM, "out of memory for a batch of %lld images", (long long)B);
+typedef struct per_image_job {
+    dt_tensor *const *outs;
+    int n_outs;
+    const drdc_model *m;
+    dt_tensor images;
+    one_image_fn fn;
+    void *ctx;
+    int64_t B;
+    int streams;        /* images b, b + streams, ... go to stream b */
+    dt_tensor *parts;   /* [n_outs][B] */
+} per_image_job;
+
+static drdc_status per_image_stream(void *ctx, int s) {
+    const per_image_job *j = ctx;
     dt_tensor one = NULL;
-    for (int64_t b = 0; b < B; b++) {
+    drdc_status st = DRDC_OK;
+    for (int64_t b = s; b < j->B; b += j->streams) {
         dt_tensor *slot[8];
-        for (int i = 0; i < n_outs; i++) slot[i] = outs[i] ? &parts[i * B + b] : NULL;
-        TRY(dt_narrow(&one, images, 0, b, 1));                 /* [1,3,H,W] */
-        TRY(fn(slot, m, one, ctx));
+        for (int i = 0; i < j->n_outs; i++) slot[i] = j->outs[i] ? &j->parts[i * j->B + b] : NULL;
+        TRY(dt_narrow(&one, j->images, 0, b, 1));               /* [1,3,H,W] */
+        TRY(j->fn(slot, j->m, one, b, j->ctx));
         dt_free(one);
         one = NULL;
     }
-    for (int i = 0; i < n_outs; i++)
-        if (outs[i]) TRY(dt_cat(outs[i], &parts[i * B], (int)B, 0));
 done:
     dt_free(one);
-    for (int64_t k = 0; k < n_outs * B; k++) dt_free(parts[k]);
-    free(parts);
     return st;
+}
+
+/* streams > 0: the images in min(B, streams) concurrent streams on threads of their own, each image
+ * with threads_each intra-op threads (and OpenBLAS threads), whatever the batch's size, so that an
+ * image's bits do not depend on its batch here either; streams 0: one after the other on the
+ * caller's threads. */
+static drdc_status per_image(dt_tensor *const *outs, int n_outs, const drdc_model *m, dt_tensor images,
+                             one_image_fn fn, void *ctx, int streams, int threads_each) {
+    int64_t B = 0;
+    drdc_status st = dt_size(&B, images, 0);
+    if (st) return st;
+    if (B == 1 && !streams) return fn(outs, m, images, 0, ctx);
+    per_image_job j = {outs, n_outs, m, images, fn, ctx, B, streams < 1 ? 1 : streams < B ? streams : (int)B, NULL};
+    j.parts = calloc((size_t)(n_outs * B), sizeof *j.parts);
+    if (!j.parts) return drdc_fail(DRDC_ERR_NOMEM, "out of memory for a batch of %lld images", (long long)B);
+    if (streams) {
+        const int blas = dt_set_blas_threads(threads_each);
+        st = dt_run_concurrently(j.streams, threads_each, per_image_stream, &j);
+        if (blas) dt_set_blas_threads(blas);
+    } else {
+        st = per_image_stream(&j, 0);
+    }
+    for (int i = 0; i < n_outs && !st; i++)
+        if (outs[i]) st = dt_cat(outs[i], &j.parts[i * B], (int)B, 0);
+    for (int64_t k = 0; k < n_outs * B; k++) dt_free(j.parts[k]);
+    free(j.parts);
+    return st;
+}
+
+/* The base model's streams on the CPU: min(threads, infer.batch) images at a time, each on
+ * threads / streams intra-op threads. One image of the shared config is too small for two OpenMP
+ * threads (drdc bench --batch 1, 2 cores: backbone + transformer 44 ms on two threads against 42 on
+ * one in fp32, 68 against 32 in bf16), so two images side by side on one thread each do the work
+ * of four. Fixed by the config and --threads, not by the batch: an image alone runs on the same
+ * threads as in a full batch. On a GPU: one image after the other (0). */
+static int base_streams(const drdc_model *m, int *threads_each) {
+    const int threads = dt_get_num_threads();
+    int streams = m->cfg.infer.batch < threads ? m->cfg.infer.batch : threads;
+    if (streams < 1) streams = 1;
+    *threads_each = threads / streams;
+    return m->dev.type == DT_CPU ? streams : 0;
 }
 
 /* infer.precision: bf16 runs the networks (backbone, base transformer, U-Net) under bf16 autocast
@@ -418,7 +464,8 @@ static drdc_status precision(const drdc_model *m, int on) {
     return use_bf16(m) ? dt_autocast_inference(m->dev, on) : DRDC_OK;
 }
 
-static drdc_status base_one(dt_tensor *const *outs, const drdc_model *m, dt_tensor images, void *ctx) {
+static drdc_status base_one(dt_tensor *const *outs, const drdc_model *m, dt_tensor images, int64_t index, void *ctx) {
+    (void)index;
     (void)ctx;
     dt_tensor *map = outs[0], *score = outs[1];
     *map = *score = NULL;
@@ -455,7 +502,9 @@ done:;
 drdc_status drdc_model_base(dt_tensor *map, dt_tensor *score, const drdc_model *m, dt_tensor images) {
     *map = *score = NULL;
     dt_tensor *const outs[2] = {map, score};
-    return per_image(outs, 2, m, images, base_one, NULL);
+    int threads_each = 1;
+    const int streams = base_streams(m, &threads_each);
+    return per_image(outs, 2, m, images, base_one, NULL, streams, threads_each);
 }
 
 /* images [B,3,R,R] -> [B,3,size,size]: area when shrinking, bilinear when enlarging (a new
@@ -563,57 +612,51 @@ int drdc_model_input_size(const drdc_model *m, int with_refiner) {
 
 typedef struct drdc_one_ctx {
     int calibrating;
+    drdc_fusion_opts fo;
+    dt_tensor bmap, bscore;    /* the whole batch's base maps [B,1,S,S] and scores [B] */
     drdc_stage_times *times;   /* summed over the images; NULL: not timed */
 } drdc_one_ctx;
 
-static drdc_status drdc_one(dt_tensor *const *outs_in, const drdc_model *m, dt_tensor images, void *ctx_) {
+/* The refinement and fusion of images [n,3,H,W] (index: the first one's place in the batch, for
+ * its base maps in ctx). */
+static drdc_status drdc_one(dt_tensor *const *outs_in, const drdc_model *m, dt_tensor images, int64_t index,
+                            void *ctx_) {
     const drdc_one_ctx *ctx = ctx_;
     const int calibrating = ctx->calibrating;
+    const drdc_fusion_opts *fo = &ctx->fo;
     drdc_stage_times *times = ctx->times;
     dt_tensor *outs[5];
     for (int i = 0; i < 5; i++) outs[i] = outs_in[i];
     for (int i = 0; i < 5; i++)
         if (outs[i]) *outs[i] = NULL;
-    if (m->refiner_steps <= 0)
-        return drdc_fail(DRDC_ERR_INPUT, "this model has no trained diffusion refiner (train stage 2, or use "
-                         "--method base)");
-    drdc_fusion_opts fo;
-    drdc_status st = drdc_fusion_opts_from_config(&fo, &m->cfg.infer);
-    if (st) return st;
-    if (fo.standardize && !calibrating && !m->stats.drdc_ready)
-        return drdc_fail(DRDC_ERR_INPUT, "the model is not calibrated for DRDC (normal statistics missing); "
-                         "finish 'drdc train' or set infer.standardize=none");
-    fo.base_stats = (drdc_norm_stats){m->stats.fuse_base_mean, m->stats.fuse_base_std};
-    fo.diff_stats = (drdc_norm_stats){m->stats.diff_mean, m->stats.diff_std};
-    int R = m->cfg.refiner.image_size, S = m->cfg.data.image_size;
+    int R = m->cfg.refiner.image_size;
     drdc_refine_opts ro;
     drdc_refine_opts_from_config(&ro, &m->cfg.infer);
+    int64_t n = 0;
     int prev = dt_set_grad_enabled(0);
-    st = dt_scope_begin();
+    drdc_status st = dt_scope_begin();
     if (st) goto out;
-    dt_tensor img_s, img_r, bmap, bscore, bmap_r, x, x_hat, hd, ht = NULL, sc = NULL;
-    double t0 = drdc_now_seconds(), t1, t2;
-    TRY(resize_images(&img_s, images, S));                          /* [B,3,S,S] */
-    TRY(drdc_model_base(&bmap, &bscore, m, img_s));                 /* [B,1,S,S], [B] */
-    TRY(resize_images(&bmap_r, bmap, R));                           /* [B,1,R,R] */
-    if (times) TRY(dt_synchronize(m->dev));
-    t1 = drdc_now_seconds();
-    TRY(resize_images(&img_r, images, R));                          /* [B,3,R,R] in [0,1] */
-    TRY(image_draws(&ro, m, img_r));                                /* this batch's masks and noise */
-    TRY(drdc_model_refiner_range(&x, img_r));                       /* [B,3,R,R] in [-1,1] */
+    dt_tensor img_r, bmap, bscore, bmap_r, x, x_hat, hd, ht = NULL, sc = NULL;
+    double t1 = drdc_now_seconds(), t2;
+    TRY(dt_size(&n, images, 0));
+    TRY(dt_narrow(&bmap, ctx->bmap, 0, index, n));                  /* [n,1,S,S] */
+    TRY(dt_narrow(&bscore, ctx->bscore, 0, index, n));              /* [n] */
+    TRY(resize_images(&bmap_r, bmap, R));                           /* [n,1,R,R] */
+    TRY(resize_images(&img_r, images, R));                          /* [n,3,R,R] in [0,1] */
+    TRY(image_draws(&ro, m, img_r));                                /* these images' masks and noise */
+    TRY(drdc_model_refiner_range(&x, img_r));                       /* [n,3,R,R] in [-1,1] */
     TRY(precision(m, 1));
     st = drdc_diffusion_refine(&x_hat, NULL, NULL, &m->schedule, drdc_unet_eps, (void *)&m->refiner, x, &ro);
-                                                                    /* [B,G,steps,3,R,R] */
+                                                                    /* [n,G,steps,3,R,R] */
     drdc_status off = precision(m, 0);
     if (!st) st = off;
     if (st) goto done;
     if (times) TRY(dt_synchronize(m->dev));
     t2 = drdc_now_seconds();
-    TRY(drdc_fusion_diffusion_heat(&hd, x, x_hat, &fo));            /* [B,1,R,R] eqs. 14-16 */
-    if (!calibrating) TRY(drdc_fusion_final(&ht, &sc, hd, bmap_r, &fo));  /* eq. 17, [B,1,R,R], [B] */
+    TRY(drdc_fusion_diffusion_heat(&hd, x, x_hat, fo));             /* [n,1,R,R] eqs. 14-16 */
+    if (!calibrating) TRY(drdc_fusion_final(&ht, &sc, hd, bmap_r, fo));  /* eq. 17, [n,1,R,R], [n] */
     if (times) {
         TRY(dt_synchronize(m->dev));
-        times->base_s += t1 - t0;
         times->refine_s += t2 - t1;
         times->fusion_s += drdc_now_seconds() - t2;
     }
@@ -644,9 +687,35 @@ drdc_status drdc_model_drdc(dt_tensor *heat, dt_tensor *score, dt_tensor *base_m
     for (int i = 0; i < 5; i++)
         if (outs[i]) *outs[i] = NULL;
     if (times) memset(times, 0, sizeof *times);
-    drdc_one_ctx ctx = {calibrating, times};
-    /* infer.batch_refiner: the whole batch's inpainting runs share each U-Net call (faster; the maps
-     * then depend on the batch in the last bits); the base maps stay one image at a time */
-    if (m->cfg.infer.batch_refiner) return drdc_one(outs, m, images, &ctx);
-    return per_image(outs, 5, m, images, drdc_one, &ctx);
+    if (m->refiner_steps <= 0)
+        return drdc_fail(DRDC_ERR_INPUT, "this model has no trained diffusion refiner (train stage 2, or use "
+                         "--method base)");
+    drdc_one_ctx ctx = {.calibrating = calibrating, .times = times};
+    drdc_status st = drdc_fusion_opts_from_config(&ctx.fo, &m->cfg.infer);
+    if (st) return st;
+    if (ctx.fo.standardize && !calibrating && !m->stats.drdc_ready)
+        return drdc_fail(DRDC_ERR_INPUT, "the model is not calibrated for DRDC (normal statistics missing); "
+                         "finish 'drdc train' or set infer.standardize=none");
+    ctx.fo.base_stats = (drdc_norm_stats){m->stats.fuse_base_mean, m->stats.fuse_base_std};
+    ctx.fo.diff_stats = (drdc_norm_stats){m->stats.diff_mean, m->stats.diff_std};
+    /* the base maps of the whole batch first (on the CPU its images side by side, base_streams),
+     * then each image's refinement; infer.batch_refiner: the whole batch's inpainting runs share
+     * each U-Net call (faster; the maps then depend on the batch in the last bits) */
+    dt_tensor img_s = NULL;
+    const double t0 = drdc_now_seconds();
+    TRY(resize_images(&img_s, images, m->cfg.data.image_size));              /* [B,3,S,S] */
+    TRY(drdc_model_base(&ctx.bmap, &ctx.bscore, m, img_s));                  /* [B,1,S,S], [B] */
+    if (times) {
+        TRY(dt_synchronize(m->dev));
+        times->base_s = drdc_now_seconds() - t0;
+    }
+    if (m->cfg.infer.batch_refiner)
+        st = drdc_one(outs, m, images, 0, &ctx);
+    else
+        st = per_image(outs, 5, m, images, drdc_one, &ctx, 0, 0);
+done:
+    dt_free(img_s);
+    dt_free(ctx.bmap);
+    dt_free(ctx.bscore);
+    return st;
 }
