@@ -41,7 +41,10 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <unistd.h>
 #include <vector>
+#include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <new>
 #include <stdexcept>
@@ -706,30 +709,122 @@ static int omp_threads_here(int n) {
     return prev;
 }
 
+// The threads of dt_run_concurrently: started on first use and kept, because libtorch's first
+// parallel call on a new thread re-creates its global pthreadpool (at::set_num_threads from the
+// thread's lazy init): with a new thread per U-Net call that was a tenth of the process's samples
+// (perf). One call uses the pool at a time (busy); a call that finds it busy (another thread's, or
+// a task's own nested call) starts threads of its own instead. After fork the child starts a new
+// pool (the parent's threads are not there). Workers and pool are never freed: detached threads
+// wait on them until the process exits.
+namespace {
+struct PoolWorker {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::function<void()> job;
+    bool pending = false;
+};
+
+struct TaskPool {
+    pid_t pid = getpid();
+    std::mutex busy;
+    std::mutex grow;
+    std::vector<PoolWorker *> workers;
+
+    static void loop(PoolWorker *w) {
+        for (;;) {
+            std::unique_lock<std::mutex> lock(w->mu);
+            w->cv.wait(lock, [w] { return w->pending && w->job; });
+            std::function<void()> job = std::move(w->job);
+            w->job = nullptr;
+            lock.unlock();
+            job();   // never throws: the task catches
+            lock.lock();
+            w->pending = false;
+            w->cv.notify_all();
+        }
+    }
+    PoolWorker *worker(size_t i) {
+        std::lock_guard<std::mutex> lock(grow);
+        while (workers.size() <= i) {
+            auto *w = new PoolWorker;
+            std::thread(loop, w).detach();
+            workers.push_back(w);
+        }
+        return workers[i];
+    }
+};
+
+TaskPool *task_pool() {
+    static std::atomic<TaskPool *> pool{nullptr};
+    TaskPool *p = pool.load();
+    if (!p || p->pid != getpid()) {   // first use, or a forked child: a new pool (the old one leaks)
+        static std::mutex make;
+        std::lock_guard<std::mutex> lock(make);
+        p = pool.load();
+        if (!p || p->pid != getpid()) {
+            p = new TaskPool;
+            pool.store(p);
+        }
+    }
+    return p;
+}
+}  // namespace
+
 extern "C" drdc_status dt_run_concurrently(int n, int threads_each, dt_task_fn fn, void *ctx) {
     if (!fn || n < 1 || threads_each < 1)
         return drdc_fail(DRDC_ERR_INPUT, "%s: need fn, n >= 1 and threads_each >= 1 (n %d, threads_each %d)", __func__,
                          n, threads_each);
     std::vector<drdc_status> st(static_cast<size_t>(n), DRDC_OK);
     std::vector<std::string> msg(static_cast<size_t>(n));
-    std::vector<std::thread> workers;
+    std::vector<std::thread> own;        // threads of this call alone (the pool was busy)
+    std::vector<PoolWorker *> lent;      // pool workers given a task
+    TaskPool *pool = nullptr;
+    std::unique_lock<std::mutex> busy;
     int prev = 0;
+    std::unique_ptr<at::ThreadLocalState> state;   // outlives every task (they are waited for below)
     try {
-        const at::ThreadLocalState state;   // the caller's autograd and autocast state, for every task
-        auto task = [&](int i) {
-            at::ThreadLocalStateGuard guard(state);
-            if (i) omp_threads_here(threads_each);
-            st[i] = fn(ctx, i);
-            if (st[i]) msg[i] = drdc_last_error();
+        state.reset(new at::ThreadLocalState());   // the caller's autograd and autocast state, for every task
+        const at::ThreadLocalState *tls = state.get();
+        auto task = [&st, &msg, tls, fn, ctx, threads_each](int i) {
+            try {
+                at::ThreadLocalStateGuard guard(*tls);
+                if (i) omp_threads_here(threads_each);
+                st[i] = fn(ctx, i);
+                if (st[i]) msg[i] = drdc_last_error();
+                if (i) at::autocast::clear_cache();   // a pool thread keeps no casts of the weights
+            } catch (...) {
+                st[i] = dt_shim::fail_current("dt_run_concurrently task");
+                msg[i] = drdc_last_error();
+            }
         };
         prev = omp_threads_here(threads_each);
-        for (int i = 1; i < n; i++) workers.emplace_back(task, i);
+        if (n > 1) {
+            pool = task_pool();
+            busy = std::unique_lock<std::mutex>(pool->busy, std::try_to_lock);
+        }
+        for (int i = 1; i < n; i++) {
+            if (busy.owns_lock()) {
+                PoolWorker *w = pool->worker(static_cast<size_t>(i - 1));
+                std::lock_guard<std::mutex> lock(w->mu);
+                w->job = [task, i] { task(i); };
+                w->pending = true;
+                lent.push_back(w);
+                w->cv.notify_all();
+            } else {
+                own.emplace_back(task, i);
+            }
+        }
         task(0);
     } catch (...) {
         st[0] = dt_shim::fail_current(__func__);
         msg[0] = drdc_last_error();
     }
-    for (auto &w : workers) w.join();   // every started thread, also after a failure
+    for (PoolWorker *w : lent) {   // every task handed out, also after a failure
+        std::unique_lock<std::mutex> lock(w->mu);
+        w->cv.wait(lock, [w] { return !w->pending; });
+    }
+    for (auto &t : own) t.join();
+    if (busy.owns_lock()) busy.unlock();
     if (prev) omp_threads_here(prev);
     for (int i = 0; i < n; i++)
         if (st[i]) return drdc_fail(st[i], "%s", msg[i].c_str());   // the first failure, on the caller's thread

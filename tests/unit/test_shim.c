@@ -1039,7 +1039,7 @@ static void test_runtime_settings(void) {
     CHECK_OK(dt_autocast_bf16(0));
 }
 
-/* dt_run_concurrently: every task runs (on threads of their own but the first), sees the caller's
+/* dt_run_concurrently: every task runs (on other threads than the caller's but the first), sees the caller's
  * autograd and autocast state and threads_each intra-op threads; the caller's thread count is
  * restored; the first failing task's code and message reach the caller; no handle is left. */
 typedef struct conc_job {
@@ -1060,6 +1060,19 @@ static drdc_status conc_task(void *ctx, int i) {
     dt_free(b);
     if (st) return st;
     return i == j->fail_at ? drdc_fail(DRDC_ERR_STATE, "task %d failed on purpose", i) : DRDC_OK;
+}
+
+/* A task that runs tasks itself: the pool is busy with its caller, so the nested call takes
+ * threads of its own (no deadlock), and every nested task runs. */
+static drdc_status nested_leaf(void *ctx, int i) {
+    int *ran = ctx;
+    ran[i] = 1;
+    return DRDC_OK;
+}
+
+static drdc_status nested_task(void *ctx, int i) {
+    int(*ran)[3] = ctx;
+    return dt_run_concurrently(3, 1, nested_leaf, ran[i]);
 }
 
 static void test_run_concurrently(void) {
@@ -1084,6 +1097,10 @@ static void test_run_concurrently(void) {
     CHECK(k.grad[3] == 1);   /* autograd on in the caller: on in the tasks */
     CHECK(dt_get_num_threads() == prev);
     CHECK_ERR(dt_run_concurrently(0, 1, conc_task, &k), DRDC_ERR_INPUT, "n >= 1");
+    int ran[2][3] = {{0}};
+    CHECK_OK(dt_run_concurrently(2, 1, nested_task, ran));
+    for (int a = 0; a < 2; a++)
+        for (int b = 0; b < 3; b++) CHECK(ran[a][b] == 1);
     CHECK(dt_live_handles() == before);
 }
 
