@@ -8,7 +8,9 @@
 #   bash scripts/bench/mutate.sh failclosed   # issue 14: no finiteness check on loading, one noise
 #                                             # stream per run, no regular-file check, no run lock
 #   bash scripts/bench/mutate.sh kernels      # issue 16: the fused GroupNorm/SiLU kernel without its
-#                                             # shift term, and turning NaN into 0
+#                                             # shift term, turning NaN into 0 (float32 and bf16)
+#   bash scripts/bench/mutate.sh threads      # issue 16: tasks without the caller's thread-local
+#                                             # state, every split part starting at run 0
 #   bash scripts/bench/mutate.sh all
 cd "$(dirname "$0")/../.." || exit 2
 cur=""
@@ -60,14 +62,19 @@ failclosed() {
 kernels() {
     mutate noshift src/stages/unet.c 'bb[n * C + c] = (float)((bh[c] - mean * wr) * s1 + sh[n * C + c]);' \
         'bb[n * C + c] = (float)((bh[c] - mean * wr) * s1);' test_unet
-    mutate nan0 src/stages/unet.c 'y[c] = v / (1.0f + gn_exp(-v));' 'y[c] = v == v ? v / (1.0f + gn_exp(-v)) : 0.0f;' \
-        test_unet
+    mutate nan0 src/stages/unet.c '    return v * r;' '    return v == v ? v * r : 0.0f;' test_unet
+    mutate bf16nan0 src/stages/unet.c '0x7fc0u : r' '0u : r' test_unet
+}
+
+threads() {
+    mutate nostate src/shim/shim.cpp 'at::ThreadLocalStateGuard guard(*tls);' '(void)tls;' test_shim
+    mutate splitoffset src/stages/unet.c 'const int64_t b = j->N * i / j->parts,' 'const int64_t b = 0,' test_unet
 }
 
 case "${1:-}" in
-wiring | failclosed | kernels) "$1" ;;
-all) wiring; failclosed; kernels ;;
-*) echo "usage: bash scripts/bench/mutate.sh wiring|failclosed|kernels|all" >&2; exit 2 ;;
+wiring | failclosed | kernels | threads) "$1" ;;
+all) wiring; failclosed; kernels; threads ;;
+*) echo "usage: bash scripts/bench/mutate.sh wiring|failclosed|kernels|threads|all" >&2; exit 2 ;;
 esac
 cmake --build build -j2 >/tmp/mut_build.log 2>&1
 git status --short src

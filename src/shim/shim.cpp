@@ -32,23 +32,21 @@
 #endif
 
 #include <dlfcn.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
-#include <memory>
-#include <string>
-#include <thread>
-#include <unistd.h>
-#include <vector>
-#include <condition_variable>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "internal.hpp"   // last: its T() macro would clash with template parameters of torch headers
@@ -733,7 +731,7 @@ struct TaskPool {
     static void loop(PoolWorker *w) {
         for (;;) {
             std::unique_lock<std::mutex> lock(w->mu);
-            w->cv.wait(lock, [w] { return w->pending && w->job; });
+            w->cv.wait(lock, [w] { return w->pending; });
             std::function<void()> job = std::move(w->job);
             w->job = nullptr;
             lock.unlock();

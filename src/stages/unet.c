@@ -954,7 +954,8 @@ done:
  *   each on its own thread with threads / parts OpenMP threads. Each run's eps does not depend on
  *   the split (the network treats every run on its own; test_unet compares with the unsplit call).
  * drdc bench --stages unet on the shared config (2 runs of 128 px, 2 cores): one call 52.1-53.6 ms
- * split against 62.2-62.8 (fp32), 33.4-34.1 against 46.2-48.6 (bf16). */
+ * split against 62.2-62.8 (fp32), 33.4-34.1 against 46.2-48.6 (bf16); 39.8-41.0 and 19.0-19.2 once
+ * dt_run_concurrently kept its threads. */
 drdc_status drdc_unet_eps(dt_tensor *eps, void *ctx, dt_tensor x_t, dt_tensor t, dt_tensor cond) {
     const drdc_unet *u = ctx;
     int prev = dt_set_grad_enabled(0);

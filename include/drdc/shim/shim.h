@@ -154,10 +154,11 @@ drdc_status dt_host_data(void **out, dt_tensor t);
 typedef void (*dt_range_fn)(void *ctx, int64_t begin, int64_t end);
 drdc_status dt_parallel_for(int64_t begin, int64_t end, int64_t grain, dt_range_fn fn, void *ctx);
 /* fn(ctx, i) for i in [0, n) at the same time: i = 0 on the calling thread, every other i on a
- * thread of its own; each runs with the caller's autograd and autocast state and threads_each
- * intra-op threads (the caller's count is restored after). Returns after all have finished: the
- * first failure in i order, its message moved to the caller's thread. For CPU work whose parts
- * are too small to keep several intra-op threads busy. */
+ * thread of its own (threads kept between calls; a nested or concurrent call starts its own).
+ * Each runs with the caller's autograd and autocast state and threads_each intra-op threads (the
+ * caller's count is restored after). Returns after all have finished: the first failure in i
+ * order, its message moved to the caller's thread. For CPU work whose parts are too small to keep
+ * several intra-op threads busy. */
 typedef drdc_status (*dt_task_fn)(void *ctx, int i);
 drdc_status dt_run_concurrently(int n, int threads_each, dt_task_fn fn, void *ctx);
 drdc_status dt_clone(dt_tensor *out, dt_tensor t);         /* a copy with its own storage */
