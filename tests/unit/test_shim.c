@@ -261,6 +261,40 @@ static void test_reductions(void) {
     CHECK_OK(dt_scope_end());
 }
 
+/* dt_norm2 on each of its paths: float (sqrt of the summed squares), bf16 (linalg's), and with
+ * a gradient (linalg's: 0 at a zero vector, where sqrt's would be infinite or NaN). */
+static void test_norm2_paths(void) {
+    CHECK_OK(dt_scope_begin());
+    enum { B = 2, C = 3, HW = 5 };
+    float v[B * C * HW];
+    double want[B * HW];
+    for (int i = 0; i < B * C * HW; i++) v[i] = (float)sin(1.3 * i + 0.2) * (float)(1 + i % 7);
+    for (int b = 0; b < B; b++)
+        for (int p = 0; p < HW; p++) {
+            double s = 0;
+            for (int c = 0; c < C; c++) s += (double)v[(b * C + c) * HW + p] * v[(b * C + c) * HW + p];
+            want[b * HW + p] = sqrt(s);
+        }
+    dt_tensor x = mk(v, (const int64_t[]){B, C, HW}, 3), t, xb, g, l;
+    CHECK_OK(dt_norm2(&t, x, 1, 1));
+    CHECK_SHAPE(t, B, 1, HW);
+    CHECK(close_to(t, want, B * HW, 1e-6 * 7));
+    CHECK(dt_dtype_of(t) == DT_F32);
+    CHECK_OK(dt_to_dtype(&xb, x, DT_BF16));
+    CHECK_OK(dt_norm2(&t, xb, 1, 0));
+    CHECK(dt_dtype_of(t) == DT_BF16);
+    CHECK(close_to(t, want, B * HW, 0.01 * 7 * 2));
+    dt_tensor z = mk((const float[]){0, 0, 0, 3, 4, 0}, (const int64_t[]){2, 3}, 2);
+    CHECK_OK(dt_set_requires_grad(z, 1));
+    CHECK_OK(dt_norm2(&t, z, 1, 0));
+    CHECK_VALS(t, 1e-6, 0, 5);
+    CHECK_OK(dt_sum_all(&l, t));
+    CHECK_OK(dt_backward(l));
+    CHECK_OK(dt_grad(&g, z));
+    CHECK_VALS(g, 1e-6, 0, 0, 0, 0.6, 0.8, 0);
+    CHECK_OK(dt_scope_end());
+}
+
 /* ---- nn ------------------------------------------------------------------------------ */
 
 /* Naive reference convolution, x [1,Cin,H,W], w [Cout,Cin/g,K,K]. */
@@ -1110,6 +1144,7 @@ int main(void) {
     RUN(test_dtypes_round_trip);
     RUN(test_arithmetic);
     RUN(test_reductions);
+    RUN(test_norm2_paths);
     RUN(test_conv2d);
     RUN(test_linear_bmm);
     RUN(test_softmax_and_norms);
