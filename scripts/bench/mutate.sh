@@ -8,7 +8,9 @@
 #   bash scripts/bench/mutate.sh failclosed   # issue 14: no finiteness check on loading, one noise
 #                                             # stream per run, no regular-file check, no run lock
 #   bash scripts/bench/mutate.sh kernels      # issue 16: the fused GroupNorm/SiLU kernel without its
-#                                             # shift term, turning NaN into 0 (float32 and bf16)
+#                                             # shift term, turning NaN into 0 (float32 and bf16, both
+#                                             # versions), without the AVX-512 Newton step, with a SiLU
+#                                             # after the attention blocks' norm (both versions)
 #   bash scripts/bench/mutate.sh threads      # issue 16: tasks without the caller's thread-local
 #                                             # state, every split part starting at run 0
 #   bash scripts/bench/mutate.sh all
@@ -64,6 +66,14 @@ kernels() {
         'bb[n * C + c] = (float)((bh[c] - mean * wr) * s1);' test_unet
     mutate nan0 src/stages/unet.c '    return v * r;' '    return v == v ? v * r : 0.0f;' test_unet
     mutate bf16nan0 src/stages/unet.c '0x7fc0u : r' '0u : r' test_unet
+    mutate avxnan0 src/stages/unet.c '    return _mm512_mul_ps(v, r);' \
+        '    return _mm512_maskz_mul_ps(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v, r);' test_unet
+    mutate avxnewton src/stages/unet.c \
+        '    r = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0f)));' '' test_unet
+    mutate avxsiluattn src/stages/unet.c 'STORE16(y + c, j->silu ? gn_silu16(v) : v);' \
+        'STORE16(y + c, gn_silu16(v));' test_unet
+    mutate siluattn src/stages/unet.c 'y[c] = STORE(a[c] * LOAD(x[c]) + b[c]);' \
+        'y[c] = STORE(gn_silu(a[c] * LOAD(x[c]) + b[c]));' test_unet
 }
 
 threads() {

@@ -9,6 +9,7 @@
 #include "drdc/stages/unet.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -480,6 +481,7 @@ typedef struct gn_job {
     const void *x;
     void *y;
     int bf16;                 /* x and y bf16 (uint16: a float32's high half), else float32 */
+    int silu;                 /* y = SiLU(a x + b), else y = a x + b (the attention blocks' norm) */
     int64_t P, C, n_chunks;   /* pixels per sample, channels, chunks per sample */
     double *mean, *m2;        /* [N*n_chunks][C]: per chunk and channel */
     const float *a, *b;       /* [N][C] */
@@ -551,6 +553,19 @@ static inline uint16_t gn_to_bf16(float f) {
 #define GN_F32_LOAD(v) (v)
 #define GN_F32_STORE(v) (v)
 
+/* Task t's pixels: np pixels from p0 of sample n (chunk t % n_chunks of sample t / n_chunks), x
+ * the first one's values (T *). */
+#define GN_TASK(T, j, t)                                                                               \
+    const int64_t n = (t) / (j)->n_chunks, p0 = ((t) % (j)->n_chunks) * GN_CHUNK;                      \
+    const int64_t np = p0 + GN_CHUNK < (j)->P ? GN_CHUNK : (j)->P - p0;                                \
+    const T *x = (const T *)(j)->x + (n * (j)->P + p0) * (j)->C
+
+/* GN_TASK, and y, a, b: the outputs of those pixels and sample n's coefficients. */
+#define GN_APPLY_TASK(T, j, t)                                                                         \
+    GN_TASK(T, j, t);                                                                                  \
+    T *y = (T *)(j)->y + (n * (j)->P + p0) * (j)->C;                                                   \
+    const float *a = (j)->a + n * (j)->C, *b = (j)->b + n * (j)->C
+
 /* The two passes for activations of type T (float, or uint16_t holding bf16), LOAD and STORE
  * converting to and from float32: one piece of code for both dtypes. Task t is chunk t % n_chunks
  * of sample t / n_chunks. Statistics: per channel, the sums of (x - k) and of its square, k the
@@ -561,9 +576,7 @@ static inline uint16_t gn_to_bf16(float f) {
         const int64_t C = j->C;                                                                        \
         float s[GN_MAX_CHANNELS], q[GN_MAX_CHANNELS], k[GN_MAX_CHANNELS];                              \
         for (int64_t t = t0; t < t1; t++) {                                                            \
-            const int64_t n = t / j->n_chunks, p0 = (t % j->n_chunks) * GN_CHUNK;                      \
-            const int64_t np = p0 + GN_CHUNK < j->P ? GN_CHUNK : j->P - p0;                            \
-            const T *x = (const T *)j->x + (n * j->P + p0) * C;                                        \
+            GN_TASK(T, j, t);                                                                          \
             for (int64_t c = 0; c < C; c++) k[c] = LOAD(x[c]), s[c] = q[c] = 0.0f;                     \
             for (int64_t p = 0; p < np; p++, x += C)                                                   \
                 for (int64_t c = 0; c < C; c++) {                                                      \
@@ -582,18 +595,104 @@ static inline uint16_t gn_to_bf16(float f) {
         const gn_job *j = ctx;                                                                         \
         const int64_t C = j->C;                                                                        \
         for (int64_t t = t0; t < t1; t++) {                                                            \
-            const int64_t n = t / j->n_chunks, p0 = (t % j->n_chunks) * GN_CHUNK;                      \
-            const int64_t np = p0 + GN_CHUNK < j->P ? GN_CHUNK : j->P - p0;                            \
-            const T *x = (const T *)j->x + (n * j->P + p0) * C;                                       \
-            T *y = (T *)j->y + (n * j->P + p0) * C;                                                    \
-            const float *a = j->a + n * C, *b = j->b + n * C;                                          \
-            for (int64_t p = 0; p < np; p++, x += C, y += C)                                           \
-                for (int64_t c = 0; c < C; c++) y[c] = STORE(gn_silu(a[c] * LOAD(x[c]) + b[c]));       \
+            GN_APPLY_TASK(T, j, t);                                                                    \
+            if (j->silu)                                                                               \
+                for (int64_t p = 0; p < np; p++, x += C, y += C)                                       \
+                    for (int64_t c = 0; c < C; c++) y[c] = STORE(gn_silu(a[c] * LOAD(x[c]) + b[c]));   \
+            else                                                                                       \
+                for (int64_t p = 0; p < np; p++, x += C, y += C)                                       \
+                    for (int64_t c = 0; c < C; c++) y[c] = STORE(a[c] * LOAD(x[c]) + b[c]);            \
         }                                                                                              \
     }
 
 GN_PASSES(f32, float, GN_F32_LOAD, GN_F32_STORE)
 GN_PASSES(bf16, uint16_t, gn_from_bf16, gn_to_bf16)
+
+/* The apply pass in AVX-512 intrinsics, chosen at run time when the CPU has them. With the clones
+ * above it was the largest item of a bf16 U-Net call after the convolutions (22 % of the call's
+ * samples, as much as oneDNN's kernels): GCC's code for gn_exp's clamps, gn_silu's Newton steps and
+ * the bf16 rounding spends about 60 instructions per 16 values. Here exp is vscalefps on the same
+ * polynomial, 1/d is vrcp14ps (2^-14) with one Newton step (2^-28), and bf16 is stored by
+ * vcvtneps2bf16 (round to nearest even, a NaN stays NaN). The clamps as in gn_silu and gn_exp:
+ * vminps and vmaxps return their second operand when the first is NaN, so a NaN v reaches the
+ * exponent as a bound and comes out through the product v * r. C must be a multiple of 16 (GroupNorm32
+ * gives a multiple of 32). */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define GN_AVX512 1
+#define GN_TARGET_F32 __attribute__((target("avx512f")))
+#define GN_TARGET_BF16 __attribute__((target("avx512f,avx512bw,avx512bf16")))
+
+GN_TARGET_F32 static inline __m512 gn_silu16(__m512 v) {
+    __m512 x = _mm512_min_ps(_mm512_sub_ps(_mm512_setzero_ps(), v), _mm512_set1_ps(80.0f));   /* -v, NaN -> 80 */
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.3365447505531f));
+    const __m512 fx = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
+    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), x);
+    const __m512 z = _mm512_mul_ps(x, x);
+    __m512 y = _mm512_fmadd_ps(_mm512_set1_ps(1.9875691500e-4f), x, _mm512_set1_ps(1.3981999507e-3f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(8.3334519073e-3f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(4.1665795894e-2f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.6666665459e-1f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(5.0000001201e-1f));
+    y = _mm512_add_ps(_mm512_fmadd_ps(y, z, x), _mm512_set1_ps(1.0f));
+    const __m512 d = _mm512_add_ps(_mm512_scalef_ps(y, fx), _mm512_set1_ps(1.0f));   /* 1 + exp(-v) */
+    __m512 r = _mm512_rcp14_ps(d);
+    r = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0f)));
+    return _mm512_mul_ps(v, r);
+}
+
+/* One task range of the apply pass; LOAD16(T *) -> __m512 and STORE16(T *, __m512). */
+#define GN_APPLY_AVX512(SUFFIX, TARGET, T, LOAD16, STORE16)                                            \
+    TARGET static void gn_apply_##SUFFIX##_avx512(void *ctx, int64_t t0, int64_t t1) {                  \
+        const gn_job *j = ctx;                                                                         \
+        const int64_t C = j->C;                                                                        \
+        for (int64_t t = t0; t < t1; t++) {                                                            \
+            GN_APPLY_TASK(T, j, t);                                                                    \
+            for (int64_t p = 0; p < np; p++, x += C, y += C)                                           \
+                for (int64_t c = 0; c < C; c += 16) {                                                  \
+                    const __m512 v = _mm512_fmadd_ps(_mm512_loadu_ps(a + c), LOAD16(x + c),            \
+                                                     _mm512_loadu_ps(b + c));                          \
+                    STORE16(y + c, j->silu ? gn_silu16(v) : v);                                        \
+                }                                                                                      \
+        }                                                                                              \
+    }
+#define GN_LOAD16_F32(p) _mm512_loadu_ps(p)
+#define GN_STORE16_F32(p, v) _mm512_storeu_ps((p), (v))
+#define GN_LOAD16_BF16(p) \
+    _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(p))), 16))
+#define GN_STORE16_BF16(p, v) _mm256_storeu_si256((__m256i *)(p), (__m256i)_mm512_cvtneps_pbh(v))
+GN_APPLY_AVX512(f32, GN_TARGET_F32, float, GN_LOAD16_F32, GN_STORE16_F32)
+GN_APPLY_AVX512(bf16, GN_TARGET_BF16, uint16_t, GN_LOAD16_BF16, GN_STORE16_BF16)
+#else
+#define GN_AVX512 0
+#endif
+
+static atomic_int g_gn_avx512 = 1;   /* drdc_unet_use_avx512 */
+
+int drdc_unet_use_avx512(int on) { return atomic_exchange(&g_gn_avx512, on != 0); }
+
+int drdc_unet_avx512_active(int bf16, int64_t channels) {
+#if GN_AVX512
+    if (!atomic_load(&g_gn_avx512) || channels % 16 != 0) return 0;
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512f")) return 0;
+    return !bf16 || (__builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512bf16"));
+#else
+    (void)bf16;
+    (void)channels;
+    return 0;
+#endif
+}
+
+/* The apply pass for this dtype and width: AVX-512 where drdc_unet_avx512_active, else the clones. */
+static void (*gn_apply_pass(int bf16, int64_t C))(void *, int64_t, int64_t) {
+#if GN_AVX512
+    if (drdc_unet_avx512_active(bf16, C)) return bf16 ? gn_apply_bf16_avx512 : gn_apply_f32_avx512;
+#endif
+    return bf16 ? gn_apply_bf16 : gn_apply_f32;
+}
 
 static int gn_fusable(const fwd_ctx *c, dt_tensor x) {
     int64_t C = 0;
@@ -602,11 +701,11 @@ static int gn_fusable(const fwd_ctx *c, dt_tensor x) {
            dt_is_channels_last(x) && dt_size(&C, x, 1) == DRDC_OK && C <= GN_MAX_CHANNELS;
 }
 
-/* y = SiLU(GroupNorm32(x) * w * scale1 + b * scale1 + shift), x [N,C,H,W] channels-last on the
- * CPU, float32 or bf16 (under autocast); y the same dtype and layout; w, b [C] float32; scale1
- * and shift [N,C] (float32 or bf16) or NULL (1 and 0). */
-static drdc_status gn_silu_fused(dt_tensor *out, dt_tensor x, dt_tensor w, dt_tensor b, dt_tensor scale1,
-                                 dt_tensor shift) {
+/* y = SiLU(GroupNorm32(x) * w * scale1 + b * scale1 + shift) (silu = 1; without the SiLU for 0),
+ * x [N,C,H,W] channels-last on the CPU, float32 or bf16 (under autocast); y the same dtype and
+ * layout; w, b [C] float32; scale1 and shift [N,C] (float32 or bf16) or NULL (1 and 0). */
+static drdc_status gn_fused(dt_tensor *out, dt_tensor x, dt_tensor w, dt_tensor b, dt_tensor scale1,
+                            dt_tensor shift, int silu) {
     int64_t s[4];
     drdc_status st = dt_shape(s, 4, x);
     if (st) return st;
@@ -615,7 +714,7 @@ static drdc_status gn_silu_fused(dt_tensor *out, dt_tensor x, dt_tensor w, dt_te
     dt_tensor y = NULL, sc32 = NULL, sh32 = NULL;
     float *wb = malloc(sizeof(float) * (size_t)(2 * C + 4 * N * C));
     double *stats = malloc(sizeof(double) * (size_t)(2 * N * n_chunks * C));
-    gn_job j = {.P = P, .C = C, .n_chunks = n_chunks, .bf16 = dt_dtype_of(x) == DT_BF16};
+    gn_job j = {.P = P, .C = C, .n_chunks = n_chunks, .bf16 = dt_dtype_of(x) == DT_BF16, .silu = silu};
     if (!wb || !stats) {
         st = drdc_fail(DRDC_ERR_NOMEM, "unet: group norm of [%lld,%lld,%lld,%lld]: out of memory", (long long)N,
                        (long long)C, (long long)s[2], (long long)s[3]);
@@ -658,7 +757,7 @@ static drdc_status gn_silu_fused(dt_tensor *out, dt_tensor x, dt_tensor w, dt_te
                 bb[n * C + c] = (float)((bh[c] - mean * wr) * s1 + sh[n * C + c]);
             }
         }
-    TRY(dt_parallel_for(0, N * n_chunks, 1, j.bf16 ? gn_apply_bf16 : gn_apply_f32, &j));
+    TRY(dt_parallel_for(0, N * n_chunks, 1, gn_apply_pass(j.bf16, C), &j));
 done:
     free(wb);
     free(stats);
@@ -674,7 +773,7 @@ done:
 
 /* GroupNorm32 (32 groups, eps 1e-5) followed by SiLU. [N,ch,H,W] -> [N,ch,H,W] */
 static drdc_status norm_silu(dt_tensor *out, const fwd_ctx *c, dt_tensor x, dt_tensor w, dt_tensor b) {
-    if (gn_fusable(c, x)) return gn_silu_fused(out, x, w, b, NULL, NULL);
+    if (gn_fusable(c, x)) return gn_fused(out, x, w, b, NULL, NULL, 1);
     dt_tensor n = NULL;
     drdc_status st = DRDC_OK;
     TRY(dt_group_norm(&n, x, GN_GROUPS, w, b, GN_EPS));                  /* [N,ch,H,W] */
@@ -706,7 +805,7 @@ static drdc_status resblock_forward(dt_tensor *out, const fwd_ctx *c, const drdc
     TRY(dt_narrow(&sh_flat, e, 1, oc, oc));                               /* [N,out] shift */
     TRY(dt_add_scalar(&scale1, sc_flat, 1.0));                            /* [N,out] 1 + scale */
     if (gn_fusable(c, h1)) {
-        TRY(gn_silu_fused(&ha, h1, rb->out_norm_w, rb->out_norm_b, scale1, sh_flat)); /* [N,out,H,W] */
+        TRY(gn_fused(&ha, h1, rb->out_norm_w, rb->out_norm_b, scale1, sh_flat, 1)); /* [N,out,H,W] */
     } else if (c->channels_last) {
         /* inference: GN's affine and the scale-shift folded into one pass over the activations,
          * (n w + b)(1 + scale) + shift = n [w (1 + scale)] + [b (1 + scale) + shift] */
@@ -740,7 +839,7 @@ done:
 }
 
 /* AttentionBlock (QKVAttentionLegacy). x [N,C,H,W] -> [N,C,H,W] */
-static drdc_status attn_forward(dt_tensor *out, const drdc_unet_attn *a, dt_tensor x) {
+static drdc_status attn_forward(dt_tensor *out, const fwd_ctx *c, const drdc_unet_attn *a, dt_tensor x) {
     drdc_status st = dt_scope_begin();
     if (st) return st;
     dt_tensor result = NULL, hn = NULL, wq = NULL, qkv = NULL, qkv3 = NULL, q = NULL, k = NULL, v = NULL;
@@ -750,7 +849,8 @@ static drdc_status attn_forward(dt_tensor *out, const drdc_unet_attn *a, dt_tens
     TRY(dt_shape(shape, 4, x));
     const int64_t N = shape[0], C = shape[1], L = shape[2] * shape[3], heads = a->heads, ch = C / heads;
     const double scale = 1.0 / sqrt(sqrt((double)ch));
-    TRY(dt_group_norm(&hn, x, GN_GROUPS, a->norm_w, a->norm_b, GN_EPS));  /* [N,C,H,W] */
+    if (gn_fusable(c, x)) TRY(gn_fused(&hn, x, a->norm_w, a->norm_b, NULL, NULL, 0));   /* [N,C,H,W] */
+    else TRY(dt_group_norm(&hn, x, GN_GROUPS, a->norm_w, a->norm_b, GN_EPS));  /* [N,C,H,W] */
     TRY(dt_reshape(&wq, a->qkv_w, (const int64_t[4]){3 * C, C, 1, 1}, 4)); /* [3C,C,1,1] */
     TRY(dt_conv2d(&qkv, hn, wq, a->qkv_b, 1, 1, 0, 0, 1, 1, 1));          /* [N,3C,H,W] */
     TRY(dt_reshape(&qkv3, qkv, (const int64_t[3]){N * heads, 3 * ch, L}, 3)); /* [B,3ch,L], B = N*heads */
@@ -787,7 +887,7 @@ static drdc_status block_forward(dt_tensor *out, const fwd_ctx *c, const drdc_un
         h = t;
     }
     if (b->has_attn) {
-        TRY(attn_forward(&t, &b->attn, h));                               /* [N,out,H,W] */
+        TRY(attn_forward(&t, c, &b->attn, h));                               /* [N,out,H,W] */
         h = t;
     }
     switch (b->conv_kind) {
@@ -881,7 +981,7 @@ drdc_status drdc_unet_forward(dt_tensor *eps, const drdc_unet *unet, dt_tensor x
         h = hs[i];
     }
     TRY(resblock_forward(&m0, &c, &unet->mid_res0, h));                   /* [N,chL,H/2^(L-1),..] */
-    TRY(attn_forward(&m1, &unet->mid_attn, m0));
+    TRY(attn_forward(&m1, &c, &unet->mid_attn, m0));
     dt_free(m0);
     TRY(resblock_forward(&h, &c, &unet->mid_res2, m1));
     dt_free(m1);

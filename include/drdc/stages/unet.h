@@ -162,6 +162,15 @@ drdc_status drdc_unet_forward(dt_tensor *eps, const drdc_unet *unet, dt_tensor x
  * eval mode (no dropout) with autograd off during the call (the grad mode is restored). */
 drdc_status drdc_unet_eps(dt_tensor *eps, void *ctx, dt_tensor x_t, dt_tensor t, dt_tensor cond);
 
+/* The fused GroupNorm+SiLU kernel of CPU inference (channels-last, no autograd) comes in two
+ * versions: AVX-512 intrinsics (AVX-512 F; also BW and BF16 for bf16 activations) and a portable one
+ * the compiler vectorises. drdc_unet_use_avx512(0) makes every later call take the portable one,
+ * (1) (the default) the AVX-512 one where the CPU has it; returns the previous setting (process-wide;
+ * for tests and measurements). drdc_unet_avx512_active: whether a call would now take AVX-512 for
+ * that dtype (bf16 = 1) and channel count. */
+int drdc_unet_use_avx512(int on);
+int drdc_unet_avx512_active(int bf16, int64_t channels);
+
 /* guided-diffusion's timestep_embedding(t, dim, max_period = 10000): *out [N,dim] f32 on dev,
  * [cos(t * freqs), sin(t * freqs)] (+ a zero column when dim is odd); t [N] any dtype, any device. */
 drdc_status drdc_unet_timestep_embedding(dt_tensor *out, dt_tensor t, int dim, dt_device dev);
