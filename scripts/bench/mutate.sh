@@ -10,7 +10,8 @@
 #   bash scripts/bench/mutate.sh kernels      # issue 16: the fused GroupNorm/SiLU kernel without its
 #                                             # shift term, turning NaN into 0 (float32 and bf16, both
 #                                             # versions), without the AVX-512 Newton step, with a SiLU
-#                                             # after the attention blocks' norm (both versions)
+#                                             # after the attention blocks' norm (both versions),
+#                                             # writing in place over a skip input the decoder reads
 #   bash scripts/bench/mutate.sh threads      # issue 16: tasks without the caller's thread-local
 #                                             # state, every split part starting at run 0
 #   bash scripts/bench/mutate.sh all
@@ -72,6 +73,8 @@ kernels() {
         '    r = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0f)));' '' test_unet
     mutate avxsiluattn src/stages/unet.c 'STORE16(y + c, j->silu ? gn_silu16(v) : v);' \
         'STORE16(y + c, gn_silu16(v));' test_unet
+    mutate spentin src/stages/unet.c 'TRY(block_forward(&hs[i], &c, &unet->in[i], h, 0));' \
+        'TRY(block_forward(&hs[i], &c, &unet->in[i], h, 1));' test_unet
     mutate siluattn src/stages/unet.c 'y[c] = STORE(a[c] * LOAD(x[c]) + b[c]);' \
         'y[c] = STORE(gn_silu(a[c] * LOAD(x[c]) + b[c]));' test_unet
 }
