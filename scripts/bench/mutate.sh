@@ -11,7 +11,9 @@
 #                                             # shift term, turning NaN into 0 (float32 and bf16, both
 #                                             # versions), without the AVX-512 Newton step, with a SiLU
 #                                             # after the attention blocks' norm (both versions),
-#                                             # writing in place over a skip input the decoder reads
+#                                             # writing in place over a skip input the decoder reads;
+#                                             # the fused attention without its mask or its last
+#                                             # query rows
 #   bash scripts/bench/mutate.sh threads      # issue 16: tasks without the caller's thread-local
 #                                             # state, every split part starting at run 0
 #   bash scripts/bench/mutate.sh all
@@ -75,6 +77,8 @@ kernels() {
         'STORE16(y + c, gn_silu16(v));' test_unet
     mutate spentin src/stages/unet.c 'TRY(block_forward(&hs[i], &c, &unet->in[i], h, 0));' \
         'TRY(block_forward(&hs[i], &c, &unet->in[i], h, 1));' test_unet
+    mutate attnmask src/stages/base.c 'if (j->mask) x = _mm512_add_ps(' 'if (0) x = _mm512_add_ps(' test_base
+    mutate attntail src/stages/base.c 'for (; i < L; i++) attn_rows(j, b, h, kt, vt, rows, i, 1);' '' test_base
     mutate siluattn src/stages/unet.c 'y[c] = STORE(a[c] * LOAD(x[c]) + b[c]);' \
         'y[c] = STORE(gn_silu(a[c] * LOAD(x[c]) + b[c]));' test_unet
 }

@@ -7,6 +7,7 @@
  * temporaries are freed when the block ends (inference memory stays at a few activations plus
  * the skip connections) and nothing outlives a forward call. */
 #include "drdc/stages/unet.h"
+#include "drdc/stages/simd.h"
 
 #include <math.h>
 #include <stdatomic.h>
@@ -611,33 +612,20 @@ GN_PASSES(bf16, uint16_t, gn_from_bf16, gn_to_bf16)
 /* The apply pass in AVX-512 intrinsics, chosen at run time when the CPU has them. With the clones
  * above it was the largest item of a bf16 U-Net call after the convolutions (22 % of the call's
  * samples, as much as oneDNN's kernels): GCC's code for gn_exp's clamps, gn_silu's Newton steps and
- * the bf16 rounding spends about 60 instructions per 16 values. Here exp is vscalefps on the same
- * polynomial, 1/d is vrcp14ps (2^-14) with one Newton step (2^-28), and bf16 is stored by
+ * the bf16 rounding spends about 60 instructions per 16 values. Here exp is simd.h's drdc_exp16
+ * (the same polynomial, vscalefps for 2^n), 1/d is vrcp14ps (2^-14) with one Newton step (2^-28), and bf16 is stored by
  * vcvtneps2bf16 (round to nearest even, a NaN stays NaN). The clamps as in gn_silu and gn_exp:
  * vminps and vmaxps return their second operand when the first is NaN, so a NaN v reaches the
  * exponent as a bound and comes out through the product v * r. C must be a multiple of 16 (GroupNorm32
  * gives a multiple of 32). */
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
+#if DRDC_SIMD_AVX512
 #define GN_AVX512 1
-#define GN_TARGET_F32 __attribute__((target("avx512f")))
-#define GN_TARGET_BF16 __attribute__((target("avx512f,avx512bw,avx512bf16")))
+#define GN_TARGET_F32 DRDC_TARGET_AVX512
+#define GN_TARGET_BF16 DRDC_TARGET_AVX512_BF16
 
 GN_TARGET_F32 static inline __m512 gn_silu16(__m512 v) {
-    __m512 x = _mm512_min_ps(_mm512_sub_ps(_mm512_setzero_ps(), v), _mm512_set1_ps(80.0f));   /* -v, NaN -> 80 */
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.3365447505531f));
-    const __m512 fx = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
-    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), x);
-    const __m512 z = _mm512_mul_ps(x, x);
-    __m512 y = _mm512_fmadd_ps(_mm512_set1_ps(1.9875691500e-4f), x, _mm512_set1_ps(1.3981999507e-3f));
-    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(8.3334519073e-3f));
-    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(4.1665795894e-2f));
-    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.6666665459e-1f));
-    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(5.0000001201e-1f));
-    y = _mm512_add_ps(_mm512_fmadd_ps(y, z, x), _mm512_set1_ps(1.0f));
-    const __m512 d = _mm512_add_ps(_mm512_scalef_ps(y, fx), _mm512_set1_ps(1.0f));   /* 1 + exp(-v) */
+    const __m512 mv = _mm512_min_ps(_mm512_sub_ps(_mm512_setzero_ps(), v), _mm512_set1_ps(80.0f)); /* NaN -> 80 */
+    const __m512 d = _mm512_add_ps(drdc_exp16(mv), _mm512_set1_ps(1.0f));                         /* 1 + exp(-v) */
     __m512 r = _mm512_rcp14_ps(d);
     r = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0f)));
     return _mm512_mul_ps(v, r);
@@ -674,16 +662,7 @@ static atomic_int g_gn_avx512 = 1;   /* drdc_unet_use_avx512 */
 int drdc_unet_use_avx512(int on) { return atomic_exchange(&g_gn_avx512, on != 0); }
 
 int drdc_unet_avx512_active(int bf16, int64_t channels) {
-#if GN_AVX512
-    if (!atomic_load(&g_gn_avx512) || channels % 16 != 0) return 0;
-    __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx512f")) return 0;
-    return !bf16 || (__builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512bf16"));
-#else
-    (void)bf16;
-    (void)channels;
-    return 0;
-#endif
+    return GN_AVX512 && atomic_load(&g_gn_avx512) && channels % 16 == 0 && drdc_cpu_avx512(bf16);
 }
 
 /* The apply pass for this dtype and width: AVX-512 where drdc_unet_avx512_active, else the clones. */
