@@ -1,7 +1,8 @@
 /* base.c: UniAD's feature-reconstruction transformer, DRDC's base model, and its config rules
  * (see base.h). Multi-head attention is written out with linear / bmm / softmax (libtorch 1.13
  * has no fused attention), and in CPU inference runs as one fused C kernel where the CPU has
- * AVX-512; every forward step runs inside a shim scope, so no temporary handle outlives the call. Layout inside: batch first, tokens [B,L,E] with token index y*w + x. */
+ * AVX-512; every forward step runs inside a shim scope, so no temporary handle outlives the call.
+ * Layout inside: batch first, tokens [B,L,E] with token index y*w + x. */
 #include "drdc/stages/base.h"
 #include "drdc/stages/simd.h"
 

@@ -613,11 +613,11 @@ GN_PASSES(bf16, uint16_t, gn_from_bf16, gn_to_bf16)
  * above it was the largest item of a bf16 U-Net call after the convolutions (22 % of the call's
  * samples, as much as oneDNN's kernels): GCC's code for gn_exp's clamps, gn_silu's Newton steps and
  * the bf16 rounding spends about 60 instructions per 16 values. Here exp is simd.h's drdc_exp16
- * (the same polynomial, vscalefps for 2^n), 1/d is vrcp14ps (2^-14) with one Newton step (2^-28), and bf16 is stored by
- * vcvtneps2bf16 (round to nearest even, a NaN stays NaN). The clamps as in gn_silu and gn_exp:
- * vminps and vmaxps return their second operand when the first is NaN, so a NaN v reaches the
- * exponent as a bound and comes out through the product v * r. C must be a multiple of 16 (GroupNorm32
- * gives a multiple of 32). */
+ * (the same polynomial, vscalefps for 2^n), 1/d is vrcp14ps (2^-14) with one Newton step (2^-28),
+ * and bf16 is stored by vcvtneps2bf16 (round to nearest even, a NaN stays NaN). The clamps as in
+ * gn_silu and gn_exp: vminps and vmaxps return their second operand when the first is NaN, so a NaN
+ * v reaches the exponent as a bound and comes out through the product v * r. C must be a multiple
+ * of 16 (GroupNorm32 gives a multiple of 32). */
 #if DRDC_SIMD_AVX512
 #define GN_AVX512 1
 #define GN_TARGET_F32 DRDC_TARGET_AVX512
