@@ -445,8 +445,8 @@ static drdc_status per_image(dt_tensor *const *outs, int n_outs, const drdc_mode
  * threads / streams intra-op threads. One image of the shared config is too small for two OpenMP
  * threads (drdc bench --batch 1, 2 cores: backbone + transformer 44 ms on two threads against 42 on
  * one in fp32, 68 against 32 in bf16), so two images side by side, one thread each, take about as
- * long as one image on both threads. Fixed by the config and --threads, not by the batch: an image alone runs on the same
- * threads as in a full batch. On a GPU: one image after the other (0). */
+ * long as one image on both threads. Fixed by the config and --threads, not by the batch: an image
+ * alone runs on the same threads as in a full batch. On a GPU: one image after the other (0). */
 static int base_streams(const drdc_model *m, int *threads_each) {
     const int threads = dt_get_num_threads();
     int streams = m->cfg.infer.batch < threads ? m->cfg.infer.batch : threads;

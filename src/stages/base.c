@@ -334,8 +334,8 @@ typedef struct attn_job {
     float *scratch;           /* per task: ATTN_SCRATCH floats (K_h^T, V_h, rows of scores) */
 } attn_job;
 
-/* Floats of one task's scratch: K_h^T [D][S_pad], V_h [S][D], ATTN_ROWS rows of scores [S_pad]. */
 #define ATTN_ROWS 4   /* query rows per pass: each K^T and V load serves this many rows */
+/* Floats of one task's scratch: K_h^T [D][S_pad], V_h [S][D], ATTN_ROWS rows of scores [S_pad]. */
 #define ATTN_SCRATCH(D, S, Sp) ((D) * (Sp) + (S) * (D) + ATTN_ROWS * (Sp))
 
 #if DRDC_SIMD_AVX512
@@ -393,7 +393,7 @@ DRDC_TARGET_AVX512 static inline __attribute__((always_inline)) void attn_rows(c
         __m512 mx = ninf;
         __mmask16 nan = 0;
         for (int64_t s = 0; s < Sp; s += 16) {
-            const __mmask16 live = S - s >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (S - s)) - 1u);
+            const __mmask16 live = drdc_lanes16(S - s);
             __m512 x = _mm512_mask_loadu_ps(ninf, live, row + s);
             if (j->mask) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(live, j->mask + i * S + s));
             nan |= _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
@@ -415,7 +415,7 @@ DRDC_TARGET_AVX512 static inline __attribute__((always_inline)) void attn_rows(c
     }
     /* o_r = inv_r sum_s e_rs v_s, 16 output columns at a time, two keys in flight per row */
     for (int64_t c = 0; c < D; c += 16) {
-        const __mmask16 cm = D - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (D - c)) - 1u);
+        const __mmask16 cm = drdc_lanes16(D - c);
         __m512 a0[ATTN_ROWS], a1[ATTN_ROWS];
         for (int r = 0; r < R; r++) a0[r] = a1[r] = _mm512_setzero_ps();
         int64_t s = 0;
@@ -475,7 +475,6 @@ static int attention_fusable(dt_tensor q, dt_tensor k, dt_tensor v, dt_tensor ma
     return 1;
 }
 
-
 /* out [B,L,E] float32 = the heads' softmax(q k^T / sqrt(D) + mask) v, concatenated. */
 static drdc_status fused_attention(dt_tensor *out, dt_tensor q, dt_tensor k, dt_tensor v, dt_tensor mask,
                                    int64_t heads) {
@@ -521,32 +520,18 @@ done:
 #endif
 }
 
-/* torch 1.13's nn.MultiheadAttention (batch first here): query [B,L,E], key and value [B,S,E],
- * mask [L,S] added to the logits (or NULL); dropout p on the attention weights. */
-static drdc_status mha(dt_tensor *out, const drdc_base_attn *a, dt_tensor query, dt_tensor key, dt_tensor value,
-                       dt_tensor mask, int heads, double p, int training, dt_generator g) {
+/* The heads' softmax(q k^T / sqrt(D) + mask) v through libtorch's ops (autograd, dropout p on the
+ * attention weights): q [B,L,E], k and v [B,S,E] -> out [B,L,E], the heads concatenated. */
+static drdc_status heads_attention(dt_tensor *out, dt_tensor q, dt_tensor k, dt_tensor v, dt_tensor mask,
+                                   int64_t H, double p, int training, dt_generator g) {
     *out = NULL;
     int64_t qs[3], ks[3];
     drdc_status st = dt_scope_begin();
     if (st) return st;
-    dt_tensor wq, wk, wv, bq, bk, bv, q, k, v, qh, kh, vh, t, kt, scores, attn, o, res = NULL;
-    TRY(dt_shape(qs, 3, query));
-    TRY(dt_shape(ks, 3, key));
-    const int64_t B = qs[0], L = qs[1], E = qs[2], S = ks[1], H = heads, D = E / H;
-    TRY(dt_narrow(&wq, a->in_proj_weight, 0, 0, E));                     /* [E,E] */
-    TRY(dt_narrow(&wk, a->in_proj_weight, 0, E, E));                     /* [E,E] */
-    TRY(dt_narrow(&wv, a->in_proj_weight, 0, 2 * E, E));                 /* [E,E] */
-    TRY(dt_narrow(&bq, a->in_proj_bias, 0, 0, E));                       /* [E] */
-    TRY(dt_narrow(&bk, a->in_proj_bias, 0, E, E));                       /* [E] */
-    TRY(dt_narrow(&bv, a->in_proj_bias, 0, 2 * E, E));                   /* [E] */
-    TRY(dt_linear(&q, query, wq, bq));                                   /* [B,L,E] */
-    TRY(dt_linear(&k, key, wk, bk));                                     /* [B,S,E] */
-    TRY(dt_linear(&v, value, wv, bv));                                   /* [B,S,E] */
-    if (attention_fusable(q, k, v, mask, p, training)) {
-        TRY(fused_attention(&t, q, k, v, mask, H));                      /* [B,L,E] */
-        TRY(dt_linear(&res, t, a->out_proj_weight, a->out_proj_bias));  /* [B,L,E] */
-        goto done;
-    }
+    dt_tensor qh, kh, vh, t, kt, scores, attn, o, res = NULL;
+    TRY(dt_shape(qs, 3, q));
+    TRY(dt_shape(ks, 3, k));
+    const int64_t B = qs[0], L = qs[1], E = qs[2], S = ks[1], D = E / H;
     const int64_t q4[4] = {B, L, H, D}, s4[4] = {B, S, H, D}, perm[4] = {0, 2, 1, 3};
     const int64_t q3[3] = {B * H, L, D}, s3[3] = {B * H, S, D};
     TRY(dt_reshape(&t, q, q4, 4));                                       /* [B,L,H,D] */
@@ -568,7 +553,34 @@ static drdc_status mha(dt_tensor *out, const drdc_base_attn *a, dt_tensor query,
     const int64_t o4[4] = {B, H, L, D}, o3[3] = {B, L, E};
     TRY(dt_reshape(&t, o, o4, 4));                                       /* [B,H,L,D] */
     TRY(dt_permute(&t, t, perm, 4));                                     /* [B,L,H,D] */
-    TRY(dt_reshape(&t, t, o3, 3));                                       /* [B,L,E] */
+    TRY(dt_reshape(&res, t, o3, 3));                                     /* [B,L,E] */
+done:
+    return dt_scope_finish(st, res, out);
+}
+
+/* torch 1.13's nn.MultiheadAttention (batch first here): query [B,L,E], key and value [B,S,E],
+ * mask [L,S] added to the logits (or NULL); dropout p on the attention weights. The heads run in
+ * the fused kernel where attention_fusable, else through libtorch's ops. */
+static drdc_status mha(dt_tensor *out, const drdc_base_attn *a, dt_tensor query, dt_tensor key, dt_tensor value,
+                       dt_tensor mask, int heads, double p, int training, dt_generator g) {
+    *out = NULL;
+    int64_t qs[3];
+    drdc_status st = dt_scope_begin();
+    if (st) return st;
+    dt_tensor wq, wk, wv, bq, bk, bv, q, k, v, t, res = NULL;
+    TRY(dt_shape(qs, 3, query));
+    const int64_t E = qs[2];
+    TRY(dt_narrow(&wq, a->in_proj_weight, 0, 0, E));                     /* [E,E] */
+    TRY(dt_narrow(&wk, a->in_proj_weight, 0, E, E));                     /* [E,E] */
+    TRY(dt_narrow(&wv, a->in_proj_weight, 0, 2 * E, E));                 /* [E,E] */
+    TRY(dt_narrow(&bq, a->in_proj_bias, 0, 0, E));                       /* [E] */
+    TRY(dt_narrow(&bk, a->in_proj_bias, 0, E, E));                       /* [E] */
+    TRY(dt_narrow(&bv, a->in_proj_bias, 0, 2 * E, E));                   /* [E] */
+    TRY(dt_linear(&q, query, wq, bq));                                   /* [B,L,E] */
+    TRY(dt_linear(&k, key, wk, bk));                                     /* [B,S,E] */
+    TRY(dt_linear(&v, value, wv, bv));                                   /* [B,S,E] */
+    if (attention_fusable(q, k, v, mask, p, training)) TRY(fused_attention(&t, q, k, v, mask, heads)); /* [B,L,E] */
+    else TRY(heads_attention(&t, q, k, v, mask, heads, p, training, g)); /* [B,L,E] */
     TRY(dt_linear(&res, t, a->out_proj_weight, a->out_proj_bias));      /* [B,L,E] */
 done:
     return dt_scope_finish(st, res, out);

@@ -682,7 +682,8 @@ static int gn_fusable(const fwd_ctx *c, dt_tensor x) {
 
 /* y = SiLU(GroupNorm32(x) * w * scale1 + b * scale1 + shift) (silu = 1; without the SiLU for 0),
  * x [N,C,H,W] channels-last on the CPU, float32 or bf16 (under autocast); y the same dtype and
- * layout; w, b [C] float32; scale1 and shift [N,C] (float32 or bf16) or NULL (1 and 0). */
+ * layout; w, b [C] float32; scale1 and shift [N,C] (float32 or bf16) or NULL (1 and 0).
+ * inplace = 1: y takes x's storage (the caller no longer reads x; see resblock_forward). */
 static drdc_status gn_fused(dt_tensor *out, dt_tensor x, dt_tensor w, dt_tensor b, dt_tensor scale1,
                             dt_tensor shift, int silu, int inplace) {
     int64_t s[4];
@@ -711,7 +712,8 @@ static drdc_status gn_fused(dt_tensor *out, dt_tensor x, dt_tensor w, dt_tensor 
         for (int64_t i = 0; i < N * C; i++) sc[i] = 1.0f, sh[i] = 0.0f;
     }
     void *xp = NULL, *yp = NULL;
-    if (inplace) TRY(dt_detach(&y, x)); else TRY(dt_empty_like(&y, x));
+    if (inplace) TRY(dt_detach(&y, x));                                   /* x's storage */
+    else TRY(dt_empty_like(&y, x));                                       /* channels-last, x's dtype */
     TRY(dt_host_data(&xp, x));
     TRY(dt_host_data(&yp, y));
     j.x = xp, j.y = yp, j.mean = stats, j.m2 = stats + N * n_chunks * C, j.a = a, j.b = bb;
@@ -978,7 +980,7 @@ drdc_status drdc_unet_forward(dt_tensor *eps, const drdc_unet *unet, dt_tensor x
         if (st) goto done;
         h = next;
     }
-    TRY(norm_silu(&hn, &c, h, unet->out_norm_w, unet->out_norm_b, 1));      /* [N,ch0,H,W] */
+    TRY(norm_silu(&hn, &c, h, unet->out_norm_w, unet->out_norm_b, 1));   /* [N,ch0,H,W], in place */
     TRY(conv3x3(&raw, hn, unet->out_conv_w, unet->out_conv_b, 1));        /* [N,3,H,W] eps */
     if (dt_dtype_of(raw) != DT_F32) TRY(dt_to_dtype(&raw, raw, DT_F32));  /* bf16 under autocast: eps is always f32 */
     if (c.channels_last)

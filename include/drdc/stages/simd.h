@@ -7,6 +7,7 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
+#include <stdint.h>
 #define DRDC_SIMD_AVX512 1
 #define DRDC_TARGET_AVX512 __attribute__((target("avx512f")))
 #define DRDC_TARGET_AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512bf16")))
@@ -17,6 +18,9 @@ static inline int drdc_cpu_avx512(int bf16) {
     if (!__builtin_cpu_supports("avx512f")) return 0;
     return !bf16 || (__builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512bf16"));
 }
+
+/* The first min(n, 16) lanes (n >= 1): a loop's last, partial vector. */
+static inline __mmask16 drdc_lanes16(int64_t n) { return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1u); }
 
 /* exp(x) on 16 floats: Cephes' expf polynomial (about 1 ulp) with vscalefps for the 2^n. x is
  * clamped to [-87.3, 88.4]: below, the result is 2^-126 (callers that need 0 mask it); a NaN
