@@ -295,6 +295,7 @@ extern "C" void dt_free(dt_tensor t) {
 extern "C" long dt_live_handles(void) { return g_live_handles.load(std::memory_order_relaxed); }
 
 extern "C" int64_t dt_flops_done(void) { return g_flops.load(std::memory_order_relaxed); }
+extern "C" void dt_flops_add(int64_t flops) { g_flops.fetch_add(flops, std::memory_order_relaxed); }
 
 extern "C" drdc_status dt_scope_begin(void) {
     SHIM_TRY {
@@ -479,6 +480,15 @@ extern "C" drdc_status dt_zeros(dt_tensor *out, const int64_t *shape, int ndim, 
     TENSOR_OP(at::zeros(ints(shape, ndim, "shape"), options(dtype, dev)))
 }
 
+extern "C" drdc_status dt_empty(dt_tensor *out, const int64_t *shape, int ndim, dt_dtype dtype, dt_device dev,
+                                int channels_last) {
+    TENSOR_OP(([&] {
+        if (channels_last && ndim != 4) input_error("channels-last needs 4 dims, got " + std::to_string(ndim));
+        return at::empty(ints(shape, ndim, "shape"), options(dtype, dev),
+                         channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
+    }()))
+}
+
 extern "C" drdc_status dt_ones(dt_tensor *out, const int64_t *shape, int ndim, dt_dtype dtype, dt_device dev) {
     TENSOR_OP(at::ones(ints(shape, ndim, "shape"), options(dtype, dev)))
 }
@@ -644,6 +654,14 @@ extern "C" dt_device dt_device_of(dt_tensor t) {
 }
 
 extern "C" int dt_requires_grad(dt_tensor t) { return t && t->t.requires_grad() ? 1 : 0; }
+extern "C" int64_t dt_version(dt_tensor t) {
+    if (!t) return -1;
+    try {
+        return static_cast<int64_t>(t->t._version());
+    } catch (...) {   // a tensor without a version counter (made in inference mode)
+        return -1;
+    }
+}
 
 extern "C" drdc_status dt_size(int64_t *out, dt_tensor t, int dim) {
     if (!out) return drdc_fail(DRDC_ERR_INPUT, "dt_size: out is NULL");

@@ -1109,6 +1109,40 @@ static drdc_status nested_task(void *ctx, int i) {
     return dt_run_concurrently(3, 1, nested_leaf, ran[i]);
 }
 
+/* dt_empty gives the shape and dtype asked for, stored NHWC when asked (4-D only); dt_version
+ * counts in-place writes (shared with a view), not out-of-place results; dt_flops_add adds to the
+ * count dt_flops_done reads. */
+static void test_empty_version_flops(void) {
+    const int64_t shape[4] = {2, 8, 3, 5}, s3[3] = {2, 8, 3};
+    dt_tensor e = NULL, f = NULL, v = NULL, sum = NULL, bad = NULL;
+    int64_t got[4] = {0};
+    CHECK_OK(dt_empty(&e, shape, 4, DT_BF16, CPU, 1));
+    CHECK_OK(dt_empty(&f, shape, 4, DT_F32, CPU, 0));
+    if (e && f) {
+        CHECK_OK(dt_shape(got, 4, e));
+        CHECK(memcmp(got, shape, sizeof got) == 0);
+        CHECK(dt_dtype_of(e) == DT_BF16 && dt_is_channels_last(e));
+        CHECK(dt_dtype_of(f) == DT_F32 && !dt_is_channels_last(f));
+    }
+    CHECK(dt_empty(&bad, s3, 3, DT_F32, CPU, 1) == DRDC_ERR_INPUT);
+    CHECK(bad == NULL);
+    dt_free(f);
+    f = NULL;
+    CHECK_OK(dt_full(&f, shape, 4, 1.0, DT_F32, CPU));
+    const int64_t v0 = dt_version(f);
+    CHECK(v0 >= 0);
+    CHECK_OK(dt_add(&sum, f, f));                      /* out of place: f unchanged */
+    CHECK(dt_version(f) == v0);
+    CHECK_OK(dt_narrow(&v, f, 1, 0, 4));
+    CHECK_OK(dt_add_(v, v, 1.0));                      /* through a view: the storage's count moves */
+    CHECK(dt_version(f) > v0);
+    CHECK(dt_version(NULL) == -1);
+    const int64_t before = dt_flops_done();
+    dt_flops_add(1234);
+    CHECK(dt_flops_done() - before == 1234);
+    dt_free(e); dt_free(f); dt_free(v); dt_free(sum);
+}
+
 static void test_run_concurrently(void) {
     const long before = dt_live_handles();
     const int prev = dt_get_num_threads();
@@ -1164,6 +1198,7 @@ int main(void) {
     RUN(test_cuda_if_present);
     RUN(test_runtime_settings);
     RUN(test_run_concurrently);
+    RUN(test_empty_version_flops);
     if (dt_live_handles() != base || dt_scope_depth() != 0) {
         fprintf(stderr, "leak: %ld live handles, %d open scopes after all tests\n", dt_live_handles() - base,
                 dt_scope_depth());

@@ -79,6 +79,7 @@ long dt_live_handles(void);                  /* tensor handles alive in the proc
  * multiply-adds of every dt_conv2d, dt_linear and dt_bmm (and dt_mm), from their shapes. Bias
  * additions, norms and elementwise ops are not counted. Differences of two readings measure a call. */
 int64_t dt_flops_done(void);
+void dt_flops_add(int64_t flops);            /* a C kernel's products, counted with the shim's */
 drdc_status dt_scope_begin(void);            /* opens a nested scope on this thread */
 drdc_status dt_scope_keep(dt_tensor t);      /* moves t out of its scope (to the enclosing one, or to the caller) */
 drdc_status dt_scope_end(void);              /* frees all handles still in the innermost scope and closes it */
@@ -100,6 +101,8 @@ void dt_device_format(char *buf, size_t cap, dt_device d);   /* "cpu" or "cuda:N
 /* Copies numel(shape) * dt_dtype_size(dtype) bytes from host memory into a new tensor on dev. */
 drdc_status dt_from_host(dt_tensor *out, const void *data, dt_dtype dtype, const int64_t *shape, int ndim, dt_device dev);
 drdc_status dt_zeros(dt_tensor *out, const int64_t *shape, int ndim, dt_dtype dtype, dt_device dev);
+/* uninitialised; channels_last 1: a 4-D [N,C,H,W] stored NHWC (as dt_to_memory_format) */
+drdc_status dt_empty(dt_tensor *out, const int64_t *shape, int ndim, dt_dtype dtype, dt_device dev, int channels_last);
 drdc_status dt_ones(dt_tensor *out, const int64_t *shape, int ndim, dt_dtype dtype, dt_device dev);
 drdc_status dt_full(dt_tensor *out, const int64_t *shape, int ndim, double value, dt_dtype dtype, dt_device dev);
 drdc_status dt_arange(dt_tensor *out, double start, double end, double step, dt_dtype dtype, dt_device dev); /* [start, end) */
@@ -134,6 +137,10 @@ int64_t dt_numel(dt_tensor t);
 dt_dtype dt_dtype_of(dt_tensor t);                         /* (dt_dtype)-1 for a dtype outside dt_dtype */
 dt_device dt_device_of(dt_tensor t);
 int dt_requires_grad(dt_tensor t);
+/* How many times t's storage has been written in place (libtorch's version counter, shared by the
+ * views of one storage): a copy made from t is current while this count stays the same. -1 for
+ * NULL or a tensor without a counter. */
+int64_t dt_version(dt_tensor t);
 drdc_status dt_size(int64_t *out, dt_tensor t, int dim);   /* size of one dim (negative counts from the end) */
 drdc_status dt_shape(int64_t *out, int cap, dt_tensor t);  /* writes ndim sizes; cap must be >= ndim */
 
