@@ -13,7 +13,10 @@
 #                                             # after the attention blocks' norm (both versions),
 #                                             # writing in place over a skip input the decoder reads;
 #                                             # the fused attention without its mask or its last
-#                                             # query rows
+#                                             # query rows; the U-Net's heads reading k from q's
+#                                             # channels; the convolutions' prepared copies used
+#                                             # after their weights changed, or never used; the C
+#                                             # concatenation, upsampling and bf16 add wrong
 #   bash scripts/bench/mutate.sh threads      # issue 16: tasks without the caller's thread-local
 #                                             # state, every split part starting at run 0
 #   bash scripts/bench/mutate.sh all
@@ -77,10 +80,19 @@ kernels() {
         'STORE16(y + c, gn_silu16(v));' test_unet
     mutate spentin src/stages/unet.c 'TRY(block_forward(&hs[i], &c, &unet->in[i], h, 0));' \
         'TRY(block_forward(&hs[i], &c, &unet->in[i], h, 1));' test_unet
-    mutate attnmask src/stages/base.c 'if (j->mask) x = _mm512_add_ps(' 'if (0) x = _mm512_add_ps(' test_base
-    mutate attntail src/stages/base.c 'for (; i < L; i++) attn_rows(j, b, h, kt, vt, rows, i, 1);' '' test_base
+    mutate attnmask src/stages/attention.c 'if (a->mask) x = _mm512_add_ps(' 'if (0) x = _mm512_add_ps(' test_base
+    mutate attntail src/stages/attention.c 'for (; i < L; i++) attn_rows(j, b, h, kt, vt, rows, i, 1);' '' test_base
     mutate siluattn src/stages/unet.c 'y[c] = STORE(a[c] * LOAD(x[c]) + b[c]);' \
         'y[c] = STORE(gn_silu(a[c] * LOAD(x[c]) + b[c]));' test_unet
+    mutate unetkhead src/stages/unet.c '.k = base + ch,' '.k = base,' test_unet
+    mutate stalecopy src/stages/unet.c 'dt_version(cv->w) == cv->w_ver && dt_version(cv->b) == cv->b_ver)' '1)' test_unet
+    mutate nocopy src/stages/unet.c 'if (c->channels_last && cv->run_w &&' 'if (0 && cv->run_w &&' test_unet
+    mutate catswap src/stages/unet.c 'memcpy(j->y + p * (j->ea + j->eb), j->a + p * j->ea, (size_t)j->ea);' \
+        'memcpy(j->y + p * (j->ea + j->eb), j->b + p * j->ea, (size_t)j->ea);' test_unet
+    mutate uprow src/stages/unet.c '(r % (2 * j->H)) / 2) * W * e;' '(r % j->H)) * W * e;' test_unet
+    mutate addtrunc src/stages/unet.c 'y[i] = gn_to_bf16(gn_from_bf16(a[i]) + gn_from_bf16(y[i]));' \
+        'y[i] = (uint16_t)(((union { float f; uint32_t u; }){gn_from_bf16(a[i]) + gn_from_bf16(y[i])}).u >> 16);' \
+        test_unet
 }
 
 threads() {

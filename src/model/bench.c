@@ -179,6 +179,7 @@ static drdc_status setup(bench_ctx *c, const drdc_config *cfg, dt_device dev) {
     c->steps = ic->steps;
     TRY(dt_generator_new(&c->gen, (uint64_t)O->seed));
     TRY(randomise_refiner(&c->m, c->gen));
+    TRY(drdc_model_prepare(&c->m));
     TRY(drdc_fusion_opts_from_config(&c->fo, ic));
     drdc_refine_opts_from_config(&c->ro, ic);
     c->ro.sampler.gen = c->gen;

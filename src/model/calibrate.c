@@ -80,6 +80,8 @@ drdc_status drdc_calibrate(drdc_model *m, const drdc_sample_list *val, const cha
     if (n_categories > DRDC_MAX_CATEGORIES)
         return drdc_fail(DRDC_ERR_INPUT, "%d categories: at most %d get thresholds of their own", n_categories,
                          DRDC_MAX_CATEGORIES);
+    drdc_status prep = drdc_model_prepare(m);   /* the refiner's weights may be new (training) */
+    if (prep) return prep;
     const drdc_infer_config *ic = &m->cfg.infer;
     int with_refiner = m->refiner_steps > 0, R = m->cfg.refiner.image_size;
     int size = drdc_model_input_size(m, with_refiner);

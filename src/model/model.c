@@ -88,6 +88,7 @@ drdc_status drdc_model_set_infer(drdc_model *m, const char *const *sets, int n, 
     for (int i = 0; i < n; i++) TRY(drdc_config_set(&c, sets[i]));
     TRY(drdc_model_check_config(&c));
     m->cfg = c;
+    TRY(drdc_model_prepare(m));   /* infer.precision may have changed */
 done:
     return st ? drdc_error_context(st, "--set") : DRDC_OK;
 }
@@ -327,6 +328,7 @@ drdc_status drdc_model_load_st(drdc_model *m, const drdc_st_file *f, dt_device d
     m->refiner_steps = rsteps ? atoi(rsteps) : 0;
     if (m->refiner_steps > 0) TRY(drdc_params_load(&m->refiner.params, f, "refiner.", 1));
     m->backbone_pretrained = pre && strcmp(pre, "1") == 0;
+    TRY(drdc_model_prepare(m));
 done:
     if (st) drdc_model_free(m);
     return st;
@@ -458,6 +460,11 @@ static int base_streams(const drdc_model *m, int *threads_each) {
 /* infer.precision: bf16 runs the networks (backbone, base transformer, U-Net) under bf16 autocast
  * on the model's device; their outputs, the maps and the scores stay float32. */
 static int use_bf16(const drdc_model *m) { return strcmp(m->cfg.infer.precision, "bf16") == 0; }
+
+drdc_status drdc_model_prepare(drdc_model *m) {
+    if (m->refiner_steps <= 0) return DRDC_OK;
+    return drdc_unet_prepare(&m->refiner, use_bf16(m) ? DT_BF16 : DT_F32);
+}
 
 /* Turns the precision's autocast on (on = 1) or off around one network stage; a no-op for fp32. */
 static drdc_status precision(const drdc_model *m, int on) {

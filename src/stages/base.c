@@ -4,10 +4,9 @@
  * AVX-512; every forward step runs inside a shim scope, so no temporary handle outlives the call.
  * Layout inside: batch first, tokens [B,L,E] with token index y*w + x. */
 #include "drdc/stages/base.h"
-#include "drdc/stages/simd.h"
+#include "drdc/stages/attention.h"
 
 #include <math.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -312,159 +311,13 @@ static drdc_status dropout(dt_tensor *out, dt_tensor x, double p, int training, 
     return dt_dropout(out, x, p, training, g);
 }
 
-/* ---- fused attention (CPU inference) -----------------------------------------------------------
- * softmax(q k^T / sqrt(D) + mask) v for every head in one C kernel, on the projections as the
- * linears leave them ([B,L,E], head h in columns h*D..h*D+D-1): no head permutes, no score tensor.
- * libtorch 1.13 runs the batched products as one small GEMM per head and its softmax at 0.7 ns a
- * value; on the shared 224 px model (196 tokens, 8 heads of 32) the attention was half of the base
- * model's time. One task per (image, head): K_h^T packed [D][S rounded up to 16] so that a query's
- * scores come out 16 keys per FMA; softmax in float32 (exp as simd.h, masked keys exactly 0); the
- * output row accumulated over the keys. A row whose scores hold a NaN, or whose keys are all
- * masked, comes out NaN, as libtorch's softmax gives it (fail closed). */
-static atomic_int g_fused_attention = 1;   /* drdc_base_use_fused_attention */
-
-int drdc_base_use_fused_attention(int on) { return atomic_exchange(&g_fused_attention, on != 0); }
-
-typedef struct attn_job {
-    const float *q, *k, *v;   /* [B,L,E], [B,S,E], [B,S,E] float32, row-major */
-    const float *mask;        /* [L,S] added to the scores, or NULL */
-    float *o;                 /* [B,L,E] */
-    int64_t L, S, E, H, D, S_pad;
-    float scale;              /* 1/sqrt(D), on q as nn.MultiheadAttention */
-    float *scratch;           /* per task: ATTN_SCRATCH floats (K_h^T, V_h, rows of scores) */
-} attn_job;
-
-#define ATTN_ROWS 4   /* query rows per pass: each K^T and V load serves this many rows */
-/* Floats of one task's scratch: K_h^T [D][S_pad], V_h [S][D], ATTN_ROWS rows of scores [S_pad]. */
-#define ATTN_SCRATCH(D, S, Sp) ((D) * (Sp) + (S) * (D) + ATTN_ROWS * (Sp))
-
-#if DRDC_SIMD_AVX512
-
-/* Query rows i0 .. i0 + R - 1 (R <= ATTN_ROWS, a constant where inlined) of image b, head h:
- * kt = K_h^T [D][S_pad], vt = V_h [S][D] (packed), rows = R rows of S_pad scores. */
-DRDC_TARGET_AVX512 static inline __attribute__((always_inline)) void attn_rows(const attn_job *j, int64_t b,
-                                                                               int64_t h, const float *kt,
-                                                                               const float *vt, float *rows,
-                                                                               int64_t i0, const int R) {
-    const int64_t S = j->S, E = j->E, D = j->D, Sp = j->S_pad;
-    const float *q[ATTN_ROWS];
-    float *o[ATTN_ROWS], inv[ATTN_ROWS];
-    int dead[ATTN_ROWS];
-    for (int r = 0; r < R; r++) {
-        q[r] = j->q + (b * j->L + i0 + r) * E + h * D;
-        o[r] = j->o + (b * j->L + i0 + r) * E + h * D;
-    }
-    /* scores: 4 key vectors (64 keys) x R rows in registers, then single key vectors */
-    int64_t j0 = 0;
-    for (; j0 + 64 <= Sp; j0 += 64) {
-        __m512 acc[ATTN_ROWS][4];
-        for (int r = 0; r < R; r++)
-            for (int u = 0; u < 4; u++) acc[r][u] = _mm512_setzero_ps();
-        for (int64_t d = 0; d < D; d++) {
-            const float *kd = kt + d * Sp + j0;
-            const __m512 k0 = _mm512_loadu_ps(kd), k1 = _mm512_loadu_ps(kd + 16), k2 = _mm512_loadu_ps(kd + 32),
-                         k3 = _mm512_loadu_ps(kd + 48);
-            for (int r = 0; r < R; r++) {
-                const __m512 qd = _mm512_set1_ps(q[r][d] * j->scale);
-                acc[r][0] = _mm512_fmadd_ps(qd, k0, acc[r][0]);
-                acc[r][1] = _mm512_fmadd_ps(qd, k1, acc[r][1]);
-                acc[r][2] = _mm512_fmadd_ps(qd, k2, acc[r][2]);
-                acc[r][3] = _mm512_fmadd_ps(qd, k3, acc[r][3]);
-            }
-        }
-        for (int r = 0; r < R; r++)
-            for (int u = 0; u < 4; u++) _mm512_storeu_ps(rows + r * Sp + j0 + 16 * u, acc[r][u]);
-    }
-    for (; j0 < Sp; j0 += 16) {
-        __m512 acc[ATTN_ROWS];
-        for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
-        for (int64_t d = 0; d < D; d++) {
-            const __m512 kv = _mm512_loadu_ps(kt + d * Sp + j0);
-            for (int r = 0; r < R; r++) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(q[r][d] * j->scale), kv, acc[r]);
-        }
-        for (int r = 0; r < R; r++) _mm512_storeu_ps(rows + r * Sp + j0, acc[r]);
-    }
-    /* softmax per row: the mask, the maximum and any NaN; exp(x - max), exactly 0 for masked keys
-     * and the padding; 1 / sum */
-    const __m512 ninf = _mm512_set1_ps(-INFINITY), lo = _mm512_set1_ps(-87.3365447505531f);
-    for (int r = 0; r < R; r++) {
-        float *row = rows + r * Sp;
-        const int64_t i = i0 + r;
-        __m512 mx = ninf;
-        __mmask16 nan = 0;
-        for (int64_t s = 0; s < Sp; s += 16) {
-            const __mmask16 live = drdc_lanes16(S - s);
-            __m512 x = _mm512_mask_loadu_ps(ninf, live, row + s);
-            if (j->mask) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(live, j->mask + i * S + s));
-            nan |= _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
-            mx = _mm512_max_ps(mx, x);
-            _mm512_storeu_ps(row + s, x);
-        }
-        const float m = _mm512_reduce_max_ps(mx);
-        dead[r] = nan || m == -INFINITY;
-        if (dead[r]) continue;
-        const __m512 mv = _mm512_set1_ps(m);
-        __m512 sum = _mm512_setzero_ps();
-        for (int64_t s = 0; s < Sp; s += 16) {
-            const __m512 x = _mm512_sub_ps(_mm512_loadu_ps(row + s), mv);
-            const __m512 e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, lo, _CMP_GT_OQ), drdc_exp16(x));
-            sum = _mm512_add_ps(sum, e);
-            _mm512_storeu_ps(row + s, e);
-        }
-        inv[r] = 1.0f / _mm512_reduce_add_ps(sum);
-    }
-    /* o_r = inv_r sum_s e_rs v_s, 16 output columns at a time, two keys in flight per row */
-    for (int64_t c = 0; c < D; c += 16) {
-        const __mmask16 cm = drdc_lanes16(D - c);
-        __m512 a0[ATTN_ROWS], a1[ATTN_ROWS];
-        for (int r = 0; r < R; r++) a0[r] = a1[r] = _mm512_setzero_ps();
-        int64_t s = 0;
-        for (; s + 2 <= S; s += 2) {
-            const __m512 v0 = _mm512_maskz_loadu_ps(cm, vt + s * D + c);
-            const __m512 v1 = _mm512_maskz_loadu_ps(cm, vt + (s + 1) * D + c);
-            for (int r = 0; r < R; r++) {
-                a0[r] = _mm512_fmadd_ps(_mm512_set1_ps(rows[r * Sp + s]), v0, a0[r]);
-                a1[r] = _mm512_fmadd_ps(_mm512_set1_ps(rows[r * Sp + s + 1]), v1, a1[r]);
-            }
-        }
-        if (s < S) {
-            const __m512 v0 = _mm512_maskz_loadu_ps(cm, vt + s * D + c);
-            for (int r = 0; r < R; r++) a0[r] = _mm512_fmadd_ps(_mm512_set1_ps(rows[r * Sp + s]), v0, a0[r]);
-        }
-        for (int r = 0; r < R; r++) {
-            const __m512 y = dead[r] ? _mm512_set1_ps(NAN)
-                                     : _mm512_mul_ps(_mm512_add_ps(a0[r], a1[r]), _mm512_set1_ps(inv[r]));
-            _mm512_mask_storeu_ps(o[r] + c, cm, y);
-        }
-    }
-}
-
-DRDC_TARGET_AVX512 static void attn_task(void *ctx, int64_t t0, int64_t t1) {
-    const attn_job *j = ctx;
-    const int64_t L = j->L, S = j->S, E = j->E, D = j->D, Sp = j->S_pad;
-    for (int64_t t = t0; t < t1; t++) {
-        const int64_t b = t / j->H, h = t % j->H;
-        float *kt = j->scratch + t * ATTN_SCRATCH(D, S, Sp), *vt = kt + D * Sp, *rows = vt + S * D;
-        const float *kb = j->k + b * S * E + h * D, *vb = j->v + b * S * E + h * D;
-        for (int64_t s = 0; s < S; s++)   /* K_h^T, zero-padded to S_pad keys, and V_h, packed */
-            for (int64_t d = 0; d < D; d++) kt[d * Sp + s] = kb[s * E + d], vt[s * D + d] = vb[s * E + d];
-        for (int64_t d = 0; d < D; d++)
-            for (int64_t s = S; s < Sp; s++) kt[d * Sp + s] = 0.0f;
-        int64_t i = 0;
-        for (; i + ATTN_ROWS <= L; i += ATTN_ROWS) attn_rows(j, b, h, kt, vt, rows, i, ATTN_ROWS);
-        for (; i < L; i++) attn_rows(j, b, h, kt, vt, rows, i, 1);
-    }
-}
-#endif
-
-int drdc_base_fused_attention_active(void) {
-    return DRDC_SIMD_AVX512 && atomic_load(&g_fused_attention) && drdc_cpu_avx512(0);
-}
+/* ---- fused attention (CPU inference): attention.h's kernel on the projections as the linears
+ * leave them ([B,L,E], head h in columns h*D..h*D+D-1) --------------------------------------- */
 
 /* Whether mha can take the fused kernel: AVX-512 (and the switch on), no autograd, no dropout on
  * the attention weights, CPU float32 or bf16 projections. */
 static int attention_fusable(dt_tensor q, dt_tensor k, dt_tensor v, dt_tensor mask, double p, int training) {
-    if (!drdc_base_fused_attention_active()) return 0;
+    if (!drdc_attention_fused_active()) return 0;
     if (training && p > 0.0) return 0;
     const dt_tensor ts[4] = {q, k, v, mask};
     for (int i = 0; i < 4; i++) {
@@ -478,15 +331,13 @@ static int attention_fusable(dt_tensor q, dt_tensor k, dt_tensor v, dt_tensor ma
 /* out [B,L,E] float32 = the heads' softmax(q k^T / sqrt(D) + mask) v, concatenated. */
 static drdc_status fused_attention(dt_tensor *out, dt_tensor q, dt_tensor k, dt_tensor v, dt_tensor mask,
                                    int64_t heads) {
-#if DRDC_SIMD_AVX512
     int64_t qs[3], ks[3];
     drdc_status st = dt_scope_begin();
     if (st) return st;
     dt_tensor q32 = NULL, k32 = NULL, v32 = NULL, m32 = NULL, o = NULL, res = NULL;
-    float *scratch = NULL;
     TRY(dt_shape(qs, 3, q));
     TRY(dt_shape(ks, 3, k));
-    const int64_t B = qs[0], L = qs[1], E = qs[2], S = ks[1], D = E / heads, Sp = (S + 15) / 16 * 16;
+    const int64_t B = qs[0], L = qs[1], E = qs[2], S = ks[1], D = E / heads;
     const dt_tensor in[4] = {q, k, v, mask};
     dt_tensor *f32[4] = {&q32, &k32, &v32, &m32};
     for (int i = 0; i < 4; i++) {
@@ -495,29 +346,20 @@ static drdc_status fused_attention(dt_tensor *out, dt_tensor q, dt_tensor k, dt_
         TRY(dt_contiguous(f32[i], *f32[i]));
     }
     TRY(dt_empty_like(&o, q32));
-    scratch = malloc(sizeof(float) * (size_t)(B * heads * ATTN_SCRATCH(D, S, Sp)));
-    if (!scratch) {
-        st = drdc_fail(DRDC_ERR_NOMEM, "base attention: out of memory for %lld heads' keys", (long long)(B * heads));
-        goto done;
-    }
     void *qp, *kp, *vp, *mp = NULL, *op;
     TRY(dt_host_data(&qp, q32));
     TRY(dt_host_data(&kp, k32));
     TRY(dt_host_data(&vp, v32));
     if (m32) TRY(dt_host_data(&mp, m32));
     TRY(dt_host_data(&op, o));
-    attn_job j = {.q = qp, .k = kp, .v = vp, .mask = mp, .o = op, .L = L, .S = S, .E = E, .H = heads, .D = D,
-                  .S_pad = Sp, .scale = (float)(1.0 / sqrt((double)D)), .scratch = scratch};
-    TRY(dt_parallel_for(0, B * heads, 1, attn_task, &j));
+    const drdc_attn_strides lq = {L * E, E, D}, sk = {S * E, E, D};
+    const drdc_attention a = {.q = qp, .k = kp, .v = vp, .o = op, .qs = lq, .ks = sk, .vs = sk, .os = lq,
+                              .mask = mp, .B = B, .H = heads, .L = L, .S = S, .D = D,
+                              .scale = (float)(1.0 / sqrt((double)D))};   /* on q, as nn.MultiheadAttention */
+    TRY(drdc_attention_run(&a));
     res = o;
 done:
-    free(scratch);
     return dt_scope_finish(st, res, out);
-#else
-    (void)q, (void)k, (void)v, (void)mask, (void)heads;
-    if (out) *out = NULL;
-    return drdc_fail(DRDC_ERR_STATE, "base attention: the fused kernel needs AVX-512 (not compiled in)");
-#endif
 }
 
 /* The heads' softmax(q k^T / sqrt(D) + mask) v through libtorch's ops (autograd, dropout p on the

@@ -7,6 +7,7 @@
  * temporaries are freed when the block ends (inference memory stays at a few activations plus
  * the skip connections) and nothing outlives a forward call. */
 #include "drdc/stages/unet.h"
+#include "drdc/stages/attention.h"
 #include "drdc/stages/simd.h"
 
 #include <math.h>
@@ -95,11 +96,11 @@ static drdc_status add_resblock(drdc_unet_resblock *rb, drdc_params *p, const ch
     char pre[220];
     snprintf(pre, sizeof pre, "%s.", prefix);
     TRY(get_pair(&rb->in_norm_w, &rb->in_norm_b, p, pre, "in_layers.0"));
-    TRY(get_pair(&rb->in_conv_w, &rb->in_conv_b, p, pre, "in_layers.2"));
+    TRY(get_pair(&rb->in_conv.w, &rb->in_conv.b, p, pre, "in_layers.2"));
     TRY(get_pair(&rb->emb_w, &rb->emb_b, p, pre, "emb_layers.1"));
     TRY(get_pair(&rb->out_norm_w, &rb->out_norm_b, p, pre, "out_layers.0"));
-    TRY(get_pair(&rb->out_conv_w, &rb->out_conv_b, p, pre, "out_layers.3"));
-    if (in_ch != out_ch) TRY(get_pair(&rb->skip_w, &rb->skip_b, p, pre, "skip_connection"));
+    TRY(get_pair(&rb->out_conv.w, &rb->out_conv.b, p, pre, "out_layers.3"));
+    if (in_ch != out_ch) TRY(get_pair(&rb->skip.w, &rb->skip.b, p, pre, "skip_connection"));
 done:
     return st;
 }
@@ -121,8 +122,8 @@ static drdc_status add_attn(drdc_unet_attn *a, drdc_params *p, const char *prefi
     char pre[220];
     snprintf(pre, sizeof pre, "%s.", prefix);
     TRY(get_pair(&a->norm_w, &a->norm_b, p, pre, "norm"));
-    TRY(get_pair(&a->qkv_w, &a->qkv_b, p, pre, "qkv"));
-    TRY(get_pair(&a->proj_w, &a->proj_b, p, pre, "proj_out"));
+    TRY(get_pair(&a->qkv.w, &a->qkv.b, p, pre, "qkv"));
+    TRY(get_pair(&a->proj.w, &a->proj.b, p, pre, "proj_out"));
 done:
     return st;
 }
@@ -134,7 +135,7 @@ static drdc_status add_block_conv(drdc_unet_block *b, drdc_params *p, const char
     TRY(add_conv(p, name, out_ch, in_ch, 3, 0, dev, g));                 /* [out,in,3,3] */
     b->conv_kind = kind;
     b->out_ch = out_ch;
-    TRY(get_pair(&b->conv_w, &b->conv_b, p, name, ""));
+    TRY(get_pair(&b->conv.w, &b->conv.b, p, name, ""));
 done:
     return st;
 }
@@ -285,7 +286,7 @@ static drdc_status build_layers(drdc_unet *u, dt_generator g) {
     TRY(add_group_norm(p, "out.0", ch, dev));
     TRY(add_conv(p, "out.2", DRDC_UNET_OUT_CHANNELS, ch0, 3, 1, dev, g));   /* zero_module */
     TRY(get_pair(&u->out_norm_w, &u->out_norm_b, p, "out.", "0"));
-    TRY(get_pair(&u->out_conv_w, &u->out_conv_b, p, "out.", "2"));
+    TRY(get_pair(&u->out_conv.w, &u->out_conv.b, p, "out.", "2"));
 done:
     return st;
 }
@@ -324,8 +325,90 @@ done:
     return DRDC_OK;
 }
 
+/* Every convolution of u, in a fixed order: *n of them written to out (cap at least conv_count). */
+static int conv_count(const drdc_unet *u) { return 6 * (u->n_in + u->n_out) + 3 + 2 + 3 + 1; }
+
+static int list_convs(drdc_unet *u, drdc_unet_conv **out) {
+    int n = 0;
+    drdc_unet_resblock *res[2] = {&u->mid_res0, &u->mid_res2};
+    for (int k = 0; k < 2; k++) out[n++] = &res[k]->in_conv, out[n++] = &res[k]->out_conv, out[n++] = &res[k]->skip;
+    out[n++] = &u->mid_attn.qkv, out[n++] = &u->mid_attn.proj, out[n++] = &u->out_conv;
+    for (int i = 0; i < u->n_in + u->n_out; i++) {
+        drdc_unet_block *b = i < u->n_in ? &u->in[i] : &u->out[i - u->n_in];
+        out[n++] = &b->res.in_conv, out[n++] = &b->res.out_conv, out[n++] = &b->res.skip;
+        out[n++] = &b->attn.qkv, out[n++] = &b->attn.proj, out[n++] = &b->conv;
+    }
+    return n;
+}
+
+static void free_run_copies(drdc_unet_conv *cv) {
+    dt_free(cv->run_w);
+    dt_free(cv->run_b);
+    cv->run_w = cv->run_b = NULL;
+    cv->w_ver = cv->b_ver = -1;
+}
+
+/* cv's inference copies in dtype: the weight [out,in,k,k] (a Conv1d's [out,in,1] as [out,in,1,1])
+ * channels-last, the bias. */
+static drdc_status prepare_conv(drdc_unet_conv *cv, dt_dtype dtype) {
+    free_run_copies(cv);
+    if (!cv->w) return DRDC_OK;   /* a layer this U-Net does not have */
+    int64_t s[4] = {0, 0, 1, 1};
+    dt_tensor w4 = NULL, wd = NULL, wc = NULL, bd = NULL, w = NULL, b = NULL;
+    drdc_status st = DRDC_OK;
+    const int nd = dt_ndim(cv->w);
+    if (nd != 3 && nd != 4) {
+        st = drdc_fail(DRDC_ERR_STATE, "a convolution weight of %d dims", nd);
+        goto done;
+    }
+    TRY(dt_shape(s, 4, cv->w));
+    const int64_t w_ver = dt_version(cv->w), b_ver = dt_version(cv->b);
+    if (w_ver < 0 || b_ver < 0) goto done;   /* no version to check against: the params are read */
+    TRY(dt_reshape(&w4, cv->w, s, 4));
+    TRY(dt_to_dtype(&wd, w4, dtype));
+    TRY(dt_to_memory_format(&wc, wd, 1));
+    TRY(dt_to_dtype(&bd, cv->b, dtype));
+    TRY(dt_clone(&w, wc));   /* storage of their own (a cast to the same dtype is the param itself) */
+    TRY(dt_clone(&b, bd));
+    TRY(dt_detach(&cv->run_w, w));
+    TRY(dt_detach(&cv->run_b, b));
+    cv->w_ver = w_ver, cv->b_ver = b_ver;
+done:
+    dt_free(w4);
+    dt_free(wd);
+    dt_free(wc);
+    dt_free(bd);
+    dt_free(w);
+    dt_free(b);
+    return st;
+}
+
+drdc_status drdc_unet_prepare(drdc_unet *unet, dt_dtype dtype) {
+    if (!unet || !unet->in) return drdc_fail(DRDC_ERR_INPUT, "unet prepare: the U-Net is NULL or not built");
+    if (dtype != DT_F32 && dtype != DT_BF16)
+        return drdc_fail(DRDC_ERR_INPUT, "unet prepare: the convolutions run in f32 or bf16, not %s",
+                         dt_dtype_name(dtype));
+    if (dt_scope_depth() != 0)   /* the copies live with the U-Net, not with a scope */
+        return drdc_fail(DRDC_ERR_STATE, "unet prepare: called inside a shim scope");
+    drdc_unet_conv **cv = malloc(sizeof *cv * (size_t)conv_count(unet));
+    if (!cv) return drdc_fail(DRDC_ERR_NOMEM, "unet prepare: out of memory");
+    const int n = list_convs(unet, cv);
+    drdc_status st = DRDC_OK;
+    for (int i = 0; i < n && !st; i++) st = prepare_conv(cv[i], dtype);
+    if (st)
+        for (int i = 0; i < n; i++) free_run_copies(cv[i]);
+    free(cv);
+    return st ? drdc_error_context(st, "unet prepare (%s)", dt_dtype_name(dtype)) : DRDC_OK;
+}
+
 void drdc_unet_free(drdc_unet *unet) {
     if (!unet) return;
+    drdc_unet_conv **cv = unet->in && unet->out ? malloc(sizeof *cv * (size_t)conv_count(unet)) : NULL;
+    if (cv) {
+        const int n = list_convs(unet, cv);
+        for (int i = 0; i < n; i++) free_run_copies(cv[i]);
+        free(cv);
+    }
     drdc_params_free(&unet->params);
     free(unet->in);
     free(unet->out);
@@ -752,6 +835,130 @@ done:
     return DRDC_OK;
 }
 
+/* ---- the residual add, the skip concatenation and the nearest x2 upsampling in C (CPU inference)
+ * On channels-last activations without autograd, three libtorch ops cost more than their bytes:
+ * the residual add (in bf16 0.22 ns a value on a 128 px map: libtorch 1.13 widens and narrows
+ * each value through its own loop), the concatenation along channels (a strided copy, 0.16 ms for
+ * two [1,32,128,128] bf16 maps) and the nearest x2 upsampling (0.21 ms to 128 px). Here each is
+ * one pass, with libtorch's results to the bit: the add in float32 rounded to nearest even (as
+ * libtorch's bf16 add; float32 as it is), the other two copies. Anything else takes libtorch's ops. */
+static atomic_int g_c_moves = 1;   /* drdc_unet_use_c_moves */
+
+int drdc_unet_use_c_moves(int on) { return atomic_exchange(&g_c_moves, on != 0); }
+
+static int cl_dense(const fwd_ctx *c, dt_tensor x) {
+    const dt_dtype d = dt_dtype_of(x);
+    return atomic_load(&g_c_moves) && c->channels_last && dt_device_of(x).type == DT_CPU && (d == DT_F32 || d == DT_BF16) && dt_ndim(x) == 4 &&
+           dt_is_channels_last(x);
+}
+
+typedef struct move_job {
+    const char *a, *b;        /* inputs (b: the concatenation's second) */
+    char *y;
+    int64_t ea, eb;           /* bytes per pixel of a and b */
+    int64_t H, W;             /* the upsampling's input rows and columns */
+} move_job;
+
+typedef struct add_job {
+    const void *a;
+    void *y;                  /* y += a */
+} add_job;
+
+GN_CLONES static void add_f32_range(void *ctx, int64_t i0, int64_t i1) {
+    const add_job *j = ctx;
+    const float *a = j->a;
+    float *y = j->y;
+    for (int64_t i = i0; i < i1; i++) y[i] += a[i];
+}
+
+GN_CLONES static void add_bf16_range(void *ctx, int64_t i0, int64_t i1) {
+    const add_job *j = ctx;
+    const uint16_t *a = j->a;
+    uint16_t *y = j->y;
+    for (int64_t i = i0; i < i1; i++) y[i] = gn_to_bf16(gn_from_bf16(a[i]) + gn_from_bf16(y[i]));
+}
+
+static void cat_range(void *ctx, int64_t p0, int64_t p1) {
+    const move_job *j = ctx;
+    for (int64_t p = p0; p < p1; p++) {
+        memcpy(j->y + p * (j->ea + j->eb), j->a + p * j->ea, (size_t)j->ea);
+        memcpy(j->y + p * (j->ea + j->eb) + j->ea, j->b + p * j->eb, (size_t)j->eb);
+    }
+}
+
+/* output rows r0 .. r1 - 1 of the upsampling (row r: image r / 2H, row r % 2H, from input row / 2) */
+static void up2_range(void *ctx, int64_t r0, int64_t r1) {
+    const move_job *j = ctx;
+    const int64_t e = j->ea, W = j->W;
+    for (int64_t r = r0; r < r1; r++) {
+        const char *src = j->a + ((r / (2 * j->H)) * j->H + (r % (2 * j->H)) / 2) * W * e;
+        char *dst = j->y + r * 2 * W * e;
+        for (int64_t x = 0; x < 2 * W; x++) memcpy(dst + x * e, src + (x / 2) * e, (size_t)e);
+    }
+}
+
+/* x + h, the blocks' residual connections. h is the block's own output (a new convolution result,
+ * no other reader): the kernel writes the sum into it and *out is h. */
+static drdc_status residual(dt_tensor *out, const fwd_ctx *c, dt_tensor x, dt_tensor h) {
+    int64_t sx[4], sh[4];
+    if (!cl_dense(c, x) || !cl_dense(c, h) || dt_dtype_of(x) != dt_dtype_of(h) || dt_shape(sx, 4, x) ||
+        dt_shape(sh, 4, h) || memcmp(sx, sh, sizeof sx) != 0)
+        return dt_add(out, x, h);
+    void *a = NULL, *y = NULL;
+    drdc_status st = DRDC_OK;
+    TRY(dt_host_data(&a, x));
+    TRY(dt_host_data(&y, h));
+    add_job j = {a, y};
+    TRY(dt_parallel_for(0, dt_numel(h), 1 << 15, dt_dtype_of(h) == DT_BF16 ? add_bf16_range : add_f32_range, &j));
+    *out = h;
+done:
+    return st;
+}
+
+/* cat([a, b], channels): [N,Ca,H,W] and [N,Cb,H,W] -> [N,Ca+Cb,H,W] */
+static drdc_status cat_channels(dt_tensor *out, const fwd_ctx *c, dt_tensor a, dt_tensor b) {
+    int64_t sa[4], sb[4];
+    const dt_tensor pair[2] = {a, b};
+    if (!cl_dense(c, a) || !cl_dense(c, b) || dt_dtype_of(a) != dt_dtype_of(b) || dt_shape(sa, 4, a) ||
+        dt_shape(sb, 4, b) || sa[0] != sb[0] || sa[2] != sb[2] || sa[3] != sb[3])
+        return dt_cat(out, pair, 2, 1);
+    const int64_t e = dt_dtype_of(a) == DT_BF16 ? 2 : 4;
+    dt_tensor y = NULL;
+    void *pa = NULL, *pb = NULL, *py = NULL;
+    drdc_status st = DRDC_OK;
+    TRY(dt_empty(&y, (const int64_t[4]){sa[0], sa[1] + sb[1], sa[2], sa[3]}, 4, dt_dtype_of(a), dt_device_of(a), 1));
+    TRY(dt_host_data(&pa, a));
+    TRY(dt_host_data(&pb, b));
+    TRY(dt_host_data(&py, y));
+    move_job j = {.a = pa, .b = pb, .y = py, .ea = sa[1] * e, .eb = sb[1] * e};
+    TRY(dt_parallel_for(0, sa[0] * sa[2] * sa[3], 512, cat_range, &j));
+    *out = y;
+    y = NULL;
+done:
+    dt_free(y);
+    return st;
+}
+
+/* Nearest x2 upsampling: [N,C,H,W] -> [N,C,2H,2W] (pixel (y, x) from (y / 2, x / 2), as libtorch's) */
+static drdc_status upsample2(dt_tensor *out, const fwd_ctx *c, dt_tensor x) {
+    int64_t s[4];
+    drdc_status st = dt_shape(s, 4, x);
+    if (st) return st;
+    if (!cl_dense(c, x)) return dt_interpolate(out, x, 2 * s[2], 2 * s[3], DT_INTERP_NEAREST);
+    dt_tensor y = NULL;
+    void *px = NULL, *py = NULL;
+    TRY(dt_empty(&y, (const int64_t[4]){s[0], s[1], 2 * s[2], 2 * s[3]}, 4, dt_dtype_of(x), dt_device_of(x), 1));
+    TRY(dt_host_data(&px, x));
+    TRY(dt_host_data(&py, y));
+    move_job j = {.a = px, .y = py, .ea = s[1] * (dt_dtype_of(x) == DT_BF16 ? 2 : 4), .H = s[2], .W = s[3]};
+    TRY(dt_parallel_for(0, s[0] * 2 * s[2], 8, up2_range, &j));
+    *out = y;
+    y = NULL;
+done:
+    dt_free(y);
+    return st;
+}
+
 /* GroupNorm32 (32 groups, eps 1e-5) followed by SiLU. [N,ch,H,W] -> [N,ch,H,W] */
 static drdc_status norm_silu(dt_tensor *out, const fwd_ctx *c, dt_tensor x, dt_tensor w, dt_tensor b, int inplace) {
     if (gn_fusable(c, x)) return gn_fused(out, x, w, b, NULL, NULL, 1, inplace);
@@ -764,8 +971,24 @@ done:
     return st;
 }
 
-static drdc_status conv3x3(dt_tensor *out, dt_tensor x, dt_tensor w, dt_tensor b, int stride) {
-    return dt_conv2d(out, x, w, b, stride, stride, 1, 1, 1, 1, 1);
+/* The convolution cv (k x k, padding k/2) on x: on its inference copies where they are current and
+ * match x (no autograd, channels-last, the copies' dtype), else on the params' weights (a Conv1d's
+ * [out,in,1] viewed as [out,in,1,1]). */
+static drdc_status conv(dt_tensor *out, const fwd_ctx *c, const drdc_unet_conv *cv, dt_tensor x, int k, int stride) {
+    const int64_t pad = k / 2;
+    if (c->channels_last && cv->run_w && dt_dtype_of(x) == dt_dtype_of(cv->run_w) && dt_is_channels_last(x) &&
+        dt_version(cv->w) == cv->w_ver && dt_version(cv->b) == cv->b_ver)
+        return dt_conv2d(out, x, cv->run_w, cv->run_b, stride, stride, pad, pad, 1, 1, 1);
+    if (dt_ndim(cv->w) == 4) return dt_conv2d(out, x, cv->w, cv->b, stride, stride, pad, pad, 1, 1, 1);
+    int64_t s[4] = {0, 0, 1, 1};
+    dt_tensor w4 = NULL;
+    drdc_status st = DRDC_OK;
+    TRY(dt_shape(s, 3, cv->w));
+    TRY(dt_reshape(&w4, cv->w, s, 4));                                    /* [out,in,1,1] */
+    TRY(dt_conv2d(out, x, w4, cv->b, stride, stride, pad, pad, 1, 1, 1));
+done:
+    dt_free(w4);
+    return st;
 }
 
 /* ResBlock with scale-shift norm. x [N,in,H,W] -> [N,out,H,W]. x_spent: the caller no longer
@@ -782,9 +1005,9 @@ static drdc_status resblock_forward(dt_tensor *out, const fwd_ctx *c, const drdc
     int64_t N = 0;
     const int64_t oc = rb->out_ch;
     TRY(dt_size(&N, x, 0));
-    if (rb->skip_w) TRY(dt_conv2d(&skip, x, rb->skip_w, rb->skip_b, 1, 1, 0, 0, 1, 1, 1)); /* [N,out,H,W] 1x1 */
-    TRY(norm_silu(&h, c, x, rb->in_norm_w, rb->in_norm_b, x_spent && rb->skip_w)); /* [N,in,H,W] */
-    TRY(conv3x3(&h1, h, rb->in_conv_w, rb->in_conv_b, 1));                /* [N,out,H,W] */
+    if (rb->skip.w) TRY(conv(&skip, c, &rb->skip, x, 1, 1));             /* [N,out,H,W] 1x1 */
+    TRY(norm_silu(&h, c, x, rb->in_norm_w, rb->in_norm_b, x_spent && rb->skip.w)); /* [N,in,H,W] */
+    TRY(conv(&h1, c, &rb->in_conv, h, 3, 1));                            /* [N,out,H,W] */
     TRY(dt_linear(&e, c->emb_act, rb->emb_w, rb->emb_b));                 /* [N,2out] */
     const int64_t col[4] = {N, oc, 1, 1};
     TRY(dt_narrow(&sc_flat, e, 1, 0, oc));                                /* [N,out] scale */
@@ -813,43 +1036,82 @@ static drdc_status resblock_forward(dt_tensor *out, const fwd_ctx *c, const drdc
     if (c->training && c->u->cfg.dropout > 0.0) {
         TRY(dt_dropout(&hd, ha, c->u->cfg.dropout, 1, c->g));             /* [N,out,H,W] */
     }
-    TRY(conv3x3(&h2, hd ? hd : ha, rb->out_conv_w, rb->out_conv_b, 1));   /* [N,out,H,W] */
-    TRY(dt_add(&result, skip ? skip : x, h2));                            /* [N,out,H,W] */
+    TRY(conv(&h2, c, &rb->out_conv, hd ? hd : ha, 3, 1));                /* [N,out,H,W] */
+    TRY(residual(&result, c, skip ? skip : x, h2));                      /* [N,out,H,W] */
 done:
     return dt_scope_finish(st, result, out);
+}
+
+/* The heads' attention of an AttentionBlock on the CPU without autograd: attention.h's kernel on
+ * qkv [N,3C,H,W] channels-last, where pixel p's channels are a row of 3C floats and head h's q, k and
+ * v are its channels h*3ch + [0,ch), + [ch,2ch), + [2ch,3ch) (the legacy head-major layout);
+ * QKVAttentionLegacy's scale 1/sqrt(sqrt(ch)) on q and on k is 1/sqrt(ch) on the scores. out
+ * [N,C,H,W] channels-last in qkv's dtype (float32, or bf16 under autocast), head h in channels
+ * h*ch + [0,ch). 0 in *done where it does not apply (the caller takes libtorch's ops). */
+static drdc_status fused_heads(dt_tensor *out, int *done, const fwd_ctx *c, dt_tensor qkv, int64_t heads) {
+    *done = 0;
+    const dt_dtype dt = dt_dtype_of(qkv);
+    if (!c->channels_last || !drdc_attention_fused_active() || dt_device_of(qkv).type != DT_CPU ||
+        !(dt == DT_F32 || dt == DT_BF16) || !dt_is_channels_last(qkv))
+        return DRDC_OK;
+    int64_t s[4];
+    drdc_status st = dt_scope_begin();
+    if (st) return st;
+    dt_tensor q32 = NULL, o = NULL, res = NULL;
+    TRY(dt_shape(s, 4, qkv));
+    const int64_t N = s[0], C = s[1] / 3, L = s[2] * s[3], ch = C / heads;
+    TRY(dt_to_dtype(&q32, qkv, DT_F32));                                  /* channels-last kept */
+    if (!dt_is_channels_last(q32)) TRY(dt_to_memory_format(&q32, q32, 1));
+    TRY(dt_empty(&o, (const int64_t[4]){N, C, s[2], s[3]}, 4, DT_F32, dt_device_of(qkv), 1)); /* channels-last */
+    void *qp = NULL, *op = NULL;
+    TRY(dt_host_data(&qp, q32));
+    TRY(dt_host_data(&op, o));
+    const float *base = qp;
+    const drdc_attn_strides in = {L * 3 * C, 3 * C, 3 * ch}, os = {L * C, C, ch};
+    const drdc_attention a = {.q = base, .k = base + ch, .v = base + 2 * ch, .o = op, .qs = in, .ks = in,
+                              .vs = in, .os = os, .mask = NULL, .B = N, .H = heads, .L = L, .S = L, .D = ch,
+                              .scale = (float)(1.0 / sqrt((double)ch))};
+    TRY(drdc_attention_run(&a));
+    if (dt == DT_F32) res = o;
+    else TRY(dt_to_dtype(&res, o, dt));
+    *done = 1;
+done:
+    return dt_scope_finish(st, res, out);
 }
 
 /* AttentionBlock (QKVAttentionLegacy). x [N,C,H,W] -> [N,C,H,W] */
 static drdc_status attn_forward(dt_tensor *out, const fwd_ctx *c, const drdc_unet_attn *a, dt_tensor x) {
     drdc_status st = dt_scope_begin();
     if (st) return st;
-    dt_tensor result = NULL, hn = NULL, wq = NULL, qkv = NULL, qkv3 = NULL, q = NULL, k = NULL, v = NULL;
-    dt_tensor qs = NULL, ks = NULL, qt = NULL, w = NULL, p = NULL, pt = NULL, att = NULL, att4 = NULL, wp = NULL;
+    dt_tensor result = NULL, hn = NULL, qkv = NULL, qkv3 = NULL, q = NULL, k = NULL, v = NULL;
+    dt_tensor qs = NULL, ks = NULL, qt = NULL, w = NULL, p = NULL, pt = NULL, att = NULL, att4 = NULL;
     dt_tensor h = NULL;
     int64_t shape[4];
+    int fused = 0;
     TRY(dt_shape(shape, 4, x));
     const int64_t N = shape[0], C = shape[1], L = shape[2] * shape[3], heads = a->heads, ch = C / heads;
     const double scale = 1.0 / sqrt(sqrt((double)ch));
     if (gn_fusable(c, x)) TRY(gn_fused(&hn, x, a->norm_w, a->norm_b, NULL, NULL, 0, 0));   /* [N,C,H,W] */
     else TRY(dt_group_norm(&hn, x, GN_GROUPS, a->norm_w, a->norm_b, GN_EPS));  /* [N,C,H,W] */
-    TRY(dt_reshape(&wq, a->qkv_w, (const int64_t[4]){3 * C, C, 1, 1}, 4)); /* [3C,C,1,1] */
-    TRY(dt_conv2d(&qkv, hn, wq, a->qkv_b, 1, 1, 0, 0, 1, 1, 1));          /* [N,3C,H,W] */
-    TRY(dt_reshape(&qkv3, qkv, (const int64_t[3]){N * heads, 3 * ch, L}, 3)); /* [B,3ch,L], B = N*heads */
-    TRY(dt_narrow(&q, qkv3, 1, 0, ch));                                   /* [B,ch,L] */
-    TRY(dt_narrow(&k, qkv3, 1, ch, ch));                                  /* [B,ch,L] */
-    TRY(dt_narrow(&v, qkv3, 1, 2 * ch, ch));                              /* [B,ch,L] */
-    TRY(dt_mul_scalar(&qs, q, scale));                                    /* [B,ch,L] */
-    TRY(dt_mul_scalar(&ks, k, scale));                                    /* [B,ch,L] */
-    TRY(dt_transpose(&qt, qs, 1, 2));                                     /* [B,L(t),ch] */
-    TRY(dt_bmm(&w, qt, ks));                                              /* [B,L(t),L(s)] */
-    TRY(dt_softmax(&p, w, -1));                                           /* [B,t,s] */
-    TRY(dt_transpose(&pt, p, 1, 2));                                      /* [B,s,t] */
-    TRY(dt_bmm(&att, v, pt));                                             /* [B,ch,L(t)] */
-    TRY(dt_reshape(&att4, att, shape, 4));                                /* [N,C,H,W] */
-    if (dt_is_channels_last(x)) TRY(dt_to_memory_format(&att4, att4, 1));   /* as x (small: attention resolutions) */
-    TRY(dt_reshape(&wp, a->proj_w, (const int64_t[4]){C, C, 1, 1}, 4));   /* [C,C,1,1] */
-    TRY(dt_conv2d(&h, att4, wp, a->proj_b, 1, 1, 0, 0, 1, 1, 1));         /* [N,C,H,W] */
-    TRY(dt_add(&result, x, h));                                           /* [N,C,H,W] */
+    TRY(conv(&qkv, c, &a->qkv, hn, 1, 1));                                /* [N,3C,H,W] */
+    TRY(fused_heads(&att4, &fused, c, qkv, heads));                       /* [N,C,H,W], or not applicable */
+    if (!fused) {
+        TRY(dt_reshape(&qkv3, qkv, (const int64_t[3]){N * heads, 3 * ch, L}, 3)); /* [B,3ch,L], B = N*heads */
+        TRY(dt_narrow(&q, qkv3, 1, 0, ch));                               /* [B,ch,L] */
+        TRY(dt_narrow(&k, qkv3, 1, ch, ch));                              /* [B,ch,L] */
+        TRY(dt_narrow(&v, qkv3, 1, 2 * ch, ch));                          /* [B,ch,L] */
+        TRY(dt_mul_scalar(&qs, q, scale));                                /* [B,ch,L] */
+        TRY(dt_mul_scalar(&ks, k, scale));                                /* [B,ch,L] */
+        TRY(dt_transpose(&qt, qs, 1, 2));                                 /* [B,L(t),ch] */
+        TRY(dt_bmm(&w, qt, ks));                                          /* [B,L(t),L(s)] */
+        TRY(dt_softmax(&p, w, -1));                                       /* [B,t,s] */
+        TRY(dt_transpose(&pt, p, 1, 2));                                  /* [B,s,t] */
+        TRY(dt_bmm(&att, v, pt));                                         /* [B,ch,L(t)] */
+        TRY(dt_reshape(&att4, att, shape, 4));                            /* [N,C,H,W] */
+        if (dt_is_channels_last(x)) TRY(dt_to_memory_format(&att4, att4, 1)); /* as x (small: attention resolutions) */
+    }
+    TRY(conv(&h, c, &a->proj, att4, 1, 1));                               /* [N,C,H,W] */
+    TRY(residual(&result, c, x, h));                                     /* [N,C,H,W] */
 done:
     return dt_scope_finish(st, result, out);
 }
@@ -877,18 +1139,15 @@ static drdc_status block_forward(dt_tensor *out, const fwd_ctx *c, const drdc_un
         result = h;   /* a handle of this scope: the ResBlock's or the attention's output */
         break;
     case DRDC_UNET_CONV_INPUT:
-        TRY(conv3x3(&result, h, b->conv_w, b->conv_b, 1));                /* [N,ch0,H,W] */
+        TRY(conv(&result, c, &b->conv, h, 3, 1));                         /* [N,ch0,H,W] */
         break;
     case DRDC_UNET_CONV_DOWN:
-        TRY(conv3x3(&result, h, b->conv_w, b->conv_b, 2));                /* [N,ch,H/2,W/2] */
+        TRY(conv(&result, c, &b->conv, h, 3, 2));                         /* [N,ch,H/2,W/2] */
         break;
-    case DRDC_UNET_CONV_UP: {
-        int64_t s[4];
-        TRY(dt_shape(s, 4, h));
-        TRY(dt_interpolate(&up, h, 2 * s[2], 2 * s[3], DT_INTERP_NEAREST)); /* [N,ch,2H,2W] */
-        TRY(conv3x3(&result, up, b->conv_w, b->conv_b, 1));               /* [N,ch,2H,2W] */
+    case DRDC_UNET_CONV_UP:
+        TRY(upsample2(&up, c, h));                                        /* [N,ch,2H,2W] */
+        TRY(conv(&result, c, &b->conv, up, 3, 1));                        /* [N,ch,2H,2W] */
         break;
-    }
     }
 done:
     return dt_scope_finish(st, result, out);
@@ -969,8 +1228,7 @@ drdc_status drdc_unet_forward(dt_tensor *eps, const drdc_unet *unet, dt_tensor x
     dt_free(m1);
     for (int i = 0; i < unet->n_out; i++) {
         dt_tensor cat = NULL, next = NULL;
-        const dt_tensor pair[2] = {h, hs[nb - 1 - i]};
-        TRY(dt_cat(&cat, pair, 2, 1));                                    /* [N,ch+ich,.,.] */
+        TRY(cat_channels(&cat, &c, h, hs[nb - 1 - i]));                  /* [N,ch+ich,.,.] */
         dt_free(h);
         dt_free(hs[nb - 1 - i]);
         hs[nb - 1 - i] = NULL;
@@ -981,7 +1239,7 @@ drdc_status drdc_unet_forward(dt_tensor *eps, const drdc_unet *unet, dt_tensor x
         h = next;
     }
     TRY(norm_silu(&hn, &c, h, unet->out_norm_w, unet->out_norm_b, 1));   /* [N,ch0,H,W], in place */
-    TRY(conv3x3(&raw, hn, unet->out_conv_w, unet->out_conv_b, 1));        /* [N,3,H,W] eps */
+    TRY(conv(&raw, &c, &unet->out_conv, hn, 3, 1));                      /* [N,3,H,W] eps */
     if (dt_dtype_of(raw) != DT_F32) TRY(dt_to_dtype(&raw, raw, DT_F32));  /* bf16 under autocast: eps is always f32 */
     if (c.channels_last)
         TRY(dt_to_memory_format(&result, raw, 0));                       /* plain NCHW for the caller */

@@ -12,6 +12,7 @@
 #include "drdc/formats/safetensors.h"
 #include "drdc/shim/shim.h"
 #include "drdc/stages/base.h"
+#include "drdc/stages/attention.h"
 #include "testlib.h"
 
 /* The tiny model the twin builds (passed to it explicitly so both sides agree). */
@@ -254,7 +255,7 @@ static double max_abs(dt_tensor a) {
 }
 
 /* Inference without autograd runs the attention as one fused C kernel (base.c) where the CPU has
- * AVX-512; drdc_base_use_fused_attention(0) gives libtorch's linear / bmm / softmax ops. Both on
+ * AVX-512; drdc_attention_use_fused(0) gives libtorch's linear / bmm / softmax ops. Both on
  * two shapes that leave tails everywhere (49 and 81 tokens: a last group of query rows shorter
  * than 4 and keys not a multiple of 16; heads of 32 and 24 channels), with the neighbour mask:
  * equal within 1e-5 of the output's scale in float32; within 2 % under bf16 autocast (libtorch
@@ -262,7 +263,7 @@ static double max_abs(dt_tensor a) {
  * where both differ from float32 (bf16 ran). A NaN feature makes its image's reconstruction all
  * NaN on both paths and leaves the other image's bits as they were. No handle leaks. */
 static void test_fused_attention_matches_libtorch(void) {
-    if (!drdc_base_fused_attention_active()) {
+    if (!drdc_attention_fused_active()) {
         printf("  SKIP: the fused attention needs AVX-512 F, which this CPU lacks\n");
         return;
     }
@@ -286,12 +287,12 @@ static void test_fused_attention_matches_libtorch(void) {
         for (int bf16 = 0; bf16 < 2; bf16++) {
             if (bf16) CHECK_OK(dt_autocast_inference(CPU, 1));
             for (int fused = 0; fused < 2; fused++) {
-                drdc_base_use_fused_attention(fused);
+                drdc_attention_use_fused(fused);
                 CHECK_OK(drdc_base_forward(&rec[bf16][fused], &m, x, 0, NULL));
             }
             if (bf16) CHECK_OK(dt_autocast_inference(CPU, 0));
         }
-        drdc_base_use_fused_attention(1);
+        drdc_attention_use_fused(1);
         if (rec[0][0] && rec[0][1] && rec[1][0] && rec[1][1]) {
             const double scale = max_abs(rec[0][0]), d32 = max_abs_diff(rec[0][1], rec[0][0]),
                          d16 = max_abs_diff(rec[1][1], rec[1][0]), d16_32 = max_abs_diff(rec[1][1], rec[0][1]);
@@ -311,7 +312,7 @@ static void test_fused_attention_matches_libtorch(void) {
         }
         const int64_t per = (int64_t)TW_C * side * side;
         for (int fused = 0; fused < 2 && xn; fused++) {
-            drdc_base_use_fused_attention(fused);
+            drdc_attention_use_fused(fused);
             dt_tensor r = NULL;
             CHECK_OK(drdc_base_forward(&r, &m, xn, 0, NULL));
             float *o = r ? test_host_copy(r) : NULL, *ref = test_host_copy(rec[0][fused]);
@@ -324,7 +325,7 @@ static void test_fused_attention_matches_libtorch(void) {
             free(ref);
             dt_free(r);
         }
-        drdc_base_use_fused_attention(1);
+        drdc_attention_use_fused(1);
         for (int i = 0; i < 4; i++) dt_free(rec[i / 2][i % 2]);
         dt_free(xn);
         CHECK(dt_live_handles() == before);

@@ -14,6 +14,7 @@
 #include "drdc/formats/params.h"
 #include "drdc/formats/safetensors.h"
 #include "drdc/shim/shim.h"
+#include "drdc/stages/attention.h"
 #include "drdc/stages/unet.h"
 #include "testlib.h"
 
@@ -500,6 +501,16 @@ static void test_tiny_config_forward_backward(void) {
     drdc_unet_free(&u);
 }
 
+/* got against ref: the largest difference, printed with what, within rel of ref's largest value
+ * (which must be above 0.1: a vanishing output would make any comparison pass). */
+static void expect_close(const char *what, dt_tensor got, dt_tensor ref, double rel) {
+    if (!got || !ref) return;   /* the call that should have made them failed, and was counted */
+    const double scale = max_abs(ref), d = max_abs_diff(got, ref);
+    printf("  %s: max |diff| %.3g, max |eps| %.3g\n", what, d, scale);
+    CHECK(scale > 0.1);
+    CHECK(d <= rel * scale);
+}
+
 /* The tiny config's refiner with perturbed weights (every layer non-trivial); S its image size.
  * Returns 0 when it could not be built (the failure is counted). */
 static int tiny_perturbed_unet(drdc_unet *u, int *S) {
@@ -648,13 +659,8 @@ static void test_split_runs_match_one_call(void) {
         CHECK_OK(drdc_unet_forward(&whole, &u, x, t, c, 0, NULL));      /* one call, the same path */
         dt_set_grad_enabled(grad);
         if (bf16) CHECK_OK(dt_autocast_inference(CPU, 0));
-        if (split && whole) {
-            const double d = max_abs_diff(split, whole), scale = max_abs(whole);
-            printf("  split runs (%s): max |diff| %.3g against one call, max |eps| %.3g\n", bf16 ? "bf16" : "fp32", d,
-                   scale);
-            CHECK(scale > 0.1);
-            CHECK(d <= 1e-6 * scale);
-        }
+        expect_close(bf16 ? "split runs (bf16) against one call" : "split runs (fp32) against one call", split, whole,
+                     1e-6);
         dt_free(split);
         dt_free(whole);
     }
@@ -663,6 +669,112 @@ static void test_split_runs_match_one_call(void) {
     CHECK_OK(dt_set_num_threads(prev));
     dt_free(x); dt_free(c); dt_free(t);
     drdc_unet_free(&u);
+}
+
+/* eps of the tiny refiner (perturbed weights) in inference with a process-wide switch `use` on
+ * (the default) against off, in float32 and under bf16 autocast: within rel32 / rel16 of the
+ * output's scale; the switch is left on and nothing leaks. */
+static void compare_switch(const char *what, int (*use)(int), double rel32, double rel16, uint64_t seed) {
+    drdc_unet u;
+    int S = 0;
+    if (!tiny_perturbed_unet(&u, &S)) return;
+    dt_tensor x = randn4(2, 3, S, S, seed), c = randn4(2, 3, S, S, seed + 1), t = timesteps(2, 65);
+    const long before = dt_live_handles();
+    for (int bf16 = 0; bf16 < 2; bf16++) {
+        dt_tensor on = NULL, off = NULL;
+        char label[200];
+        if (bf16) CHECK_OK(dt_autocast_inference(CPU, 1));
+        CHECK_OK(drdc_unet_eps(&on, &u, x, t, c));
+        use(0);
+        CHECK_OK(drdc_unet_eps(&off, &u, x, t, c));
+        use(1);
+        if (bf16) CHECK_OK(dt_autocast_inference(CPU, 0));
+        snprintf(label, sizeof label, "%s (%s) against libtorch's ops", what, bf16 ? "bf16" : "fp32");
+        expect_close(label, on, off, bf16 ? rel16 : rel32);
+        dt_free(on);
+        dt_free(off);
+    }
+    CHECK(dt_live_handles() == before);
+    dt_free(x); dt_free(c); dt_free(t);
+    drdc_unet_free(&u);
+}
+
+/* The attention blocks' heads in CPU inference run attention.h's fused kernel on qkv as the 1x1
+ * convolution leaves it (channels-last, legacy head-major channels); drdc_attention_use_fused(0)
+ * gives libtorch's bmm / softmax path. The tiny refiner has attention at 16 px (64 channels, 2 heads
+ * of 32): both agree within 1e-5 of the output's scale in float32 and within 2 % under bf16
+ * autocast. */
+static void test_fused_attention_matches_libtorch(void) {
+    if (!drdc_attention_fused_active()) {
+        printf("  SKIP: the fused attention needs AVX-512 F, which this CPU lacks\n");
+        return;
+    }
+    compare_switch("fused attention", drdc_attention_use_fused, 1e-5, 2e-2, 51);
+}
+
+/* The residual adds, the skip concatenation and the nearest x2 upsampling of CPU inference in C
+ * give libtorch's results to the bit: eps with them and with libtorch's ops (drdc_unet_use_c_moves)
+ * is the same, in float32 and under bf16 autocast (a bf16 add rounds to nearest even, as
+ * libtorch's). */
+static void test_c_moves_match_libtorch_exactly(void) {
+    compare_switch("adds, concatenation, upsampling in C", drdc_unet_use_c_moves, 0.0, 0.0, 61);
+}
+
+/* drdc_unet_prepare's copies (every convolution's weight channels-last, in the run dtype) give the
+ * eps the params give, in float32 and under bf16 autocast; the forward pass really runs on them
+ * (zeroing the output convolution's copies zeroes eps) and never on stale ones: after a weight is
+ * written in place, eps follows the new weight without a new prepare; nothing leaks. */
+static void test_prepared_weights_match_params(void) {
+    drdc_unet u;
+    int S = 0;
+    const long start = dt_live_handles();
+    if (!tiny_perturbed_unet(&u, &S)) return;
+    dt_tensor x = randn4(2, 3, S, S, 41), c = randn4(2, 3, S, S, 42), t = timesteps(2, 55);
+    const long before = dt_live_handles();
+    const dt_dtype dtypes[2] = {DT_F32, DT_BF16};
+    for (int k = 0; k < 2; k++) {
+        const int bf16 = dtypes[k] == DT_BF16;
+        dt_tensor plain = NULL, prep = NULL, zero = NULL, e0 = NULL, e1 = NULL, e2 = NULL, noise = NULL;
+        if (bf16) CHECK_OK(dt_autocast_inference(CPU, 1));
+        CHECK_OK(drdc_unet_eps(&plain, &u, x, t, c));                     /* the params' weights */
+        CHECK_OK(drdc_unet_prepare(&u, dtypes[k]));
+        CHECK(u.out_conv.run_w && dt_dtype_of(u.out_conv.run_w) == dtypes[k] && dt_is_channels_last(u.out_conv.run_w));
+        CHECK(u.in[1].res.skip.run_w == NULL);                            /* no skip convolution there */
+        CHECK_OK(drdc_unet_eps(&prep, &u, x, t, c));
+        expect_close(bf16 ? "prepared weights (bf16) against the params'" : "prepared weights (fp32) against the params'",
+                     prep, plain, bf16 ? 1e-3 : 1e-6);
+        /* the copies are what runs: zeroed, the output convolution gives 0 */
+        CHECK_OK(dt_add_(u.out_conv.run_w, u.out_conv.run_w, -1.0));
+        CHECK_OK(dt_add_(u.out_conv.run_b, u.out_conv.run_b, -1.0));
+        CHECK_OK(drdc_unet_eps(&zero, &u, x, t, c));
+        if (zero) CHECK(max_abs(zero) == 0.0);
+        /* a weight written after prepare: eps follows it (the stale copies are not used) */
+        CHECK_OK(drdc_unet_prepare(&u, dtypes[k]));
+        CHECK_OK(drdc_unet_eps(&e0, &u, x, t, c));
+        int64_t ws[4];
+        CHECK_OK(dt_shape(ws, 4, u.out_conv.w));
+        {   /* between passes, as a training step: autocast (and its casts of the weights) off */
+            if (bf16) CHECK_OK(dt_autocast_inference(CPU, 0));
+            const int grad = dt_set_grad_enabled(0);
+            CHECK_OK(dt_randn(&noise, ws, 4, DT_F32, CPU, NULL));
+            CHECK_OK(dt_add_(u.out_conv.w, noise, 0.5));
+            dt_set_grad_enabled(grad);
+            if (bf16) CHECK_OK(dt_autocast_inference(CPU, 1));
+        }
+        CHECK_OK(drdc_unet_eps(&e1, &u, x, t, c));
+        CHECK_OK(drdc_unet_prepare(&u, dtypes[k]));
+        CHECK_OK(drdc_unet_eps(&e2, &u, x, t, c));
+        expect_close(bf16 ? "a weight written after prepare (bf16), against a new prepare"
+                          : "a weight written after prepare (fp32), against a new prepare", e1, e2, bf16 ? 1e-3 : 1e-6);
+        if (e0 && e1) CHECK(max_abs_diff(e1, e0) > 1e-2 * max_abs(e0));   /* the weight's change shows in eps */
+        if (bf16) CHECK_OK(dt_autocast_inference(CPU, 0));
+        dt_free(plain); dt_free(prep); dt_free(zero); dt_free(e0); dt_free(e1); dt_free(e2); dt_free(noise);
+    }
+    const long with_copies = dt_live_handles();
+    CHECK(with_copies > before);                                          /* the copies are handles of u's */
+    dt_free(x); dt_free(c); dt_free(t);
+    drdc_unet_free(&u);                                                   /* frees them with the params */
+    CHECK(dt_live_handles() == start);
 }
 
 static void test_build_rejects_bad_config(void) {
@@ -752,5 +864,8 @@ int main(void) {
     RUN(test_fused_norm_matches_libtorch);
     RUN(test_fused_norm_bf16_matches_libtorch);
     RUN(test_split_runs_match_one_call);
+    RUN(test_prepared_weights_match_params);
+    RUN(test_fused_attention_matches_libtorch);
+    RUN(test_c_moves_match_libtorch_exactly);
     return test_summary();
 }

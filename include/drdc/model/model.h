@@ -87,6 +87,12 @@ drdc_status drdc_model_check_config(const drdc_config *cfg);
  * on stderr that the backbone is random). Seeds from cfg->train.seed. */
 drdc_status drdc_model_build(drdc_model *m, const drdc_config *cfg, dt_device dev);
 
+/* Makes the refiner's inference copies of its convolution weights for infer.precision
+ * (drdc_unet_prepare); a no-op without a trained refiner. Called where the weights or the
+ * precision change (load, --set, calibration); a pass on weights changed since reads them
+ * unprepared, as correct and slower. Outside any shim scope. */
+drdc_status drdc_model_prepare(drdc_model *m);
+
 /* (Re)builds m->refiner and m->schedule from m->cfg with their initial weights (replacing any). */
 drdc_status drdc_model_build_refiner(drdc_model *m);
 /* A U-Net with the refiner's initial weights for cfg (the one place its seed stream is used). */

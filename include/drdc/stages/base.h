@@ -111,13 +111,9 @@ drdc_status drdc_base_build(drdc_base *model, const drdc_base_config *cfg, int i
 drdc_status drdc_base_forward(dt_tensor *out_rec, const drdc_base *model, dt_tensor features, int training,
                                dt_generator g);
 
-/* Multi-head attention in inference (no autograd, no dropout) on the CPU runs as one fused C kernel
- * where the CPU has AVX-512 (base.c), else as libtorch's linear / bmm / softmax ops.
- * drdc_base_use_fused_attention(0) makes later calls take libtorch's ops, (1) (the default) the
- * kernel where it can; returns the previous setting (process-wide; for tests and measurements).
- * drdc_base_fused_attention_active: whether an inference call would now take the kernel. */
-int drdc_base_use_fused_attention(int on);
-int drdc_base_fused_attention_active(void);
+/* Multi-head attention in inference (no autograd, no dropout) on the CPU runs as attention.h's
+ * fused kernel where the CPU has AVX-512 (drdc_attention_use_fused switches it), else as libtorch's
+ * linear / bmm / softmax ops. */
 
 /* The floating-point operations of drdc_base_forward on `batch` feature maps (2 x multiply-adds of
  * every Linear and attention product, from the model's shapes: input/output projections, per

@@ -1,4 +1,4 @@
-/* simd.h: the AVX-512 pieces the stages' CPU kernels share (unet.c's fused norm, base.c's fused
+/* simd.h: the AVX-512 pieces the stages' CPU kernels share (unet.c's fused norm, attention.c's fused
  * attention): exp on 16 floats, and whether this CPU runs AVX-512 code. Header-only, static
  * inline; DRDC_SIMD_AVX512 is 0 where the compiler cannot target x86-64 AVX-512 (the kernels then
  * take their other path). */

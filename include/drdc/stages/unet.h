@@ -68,23 +68,35 @@ extern "C" {
 /* Input channels: 6 = concat(x_t, cond) with model conditioning (eq. 10), else 3 (x_t only). */
 static inline int drdc_unet_in_channels(const drdc_refiner_config *cfg) { return cfg->model_conditioning ? 6 : 3; }
 
+/* One convolution: its weight and bias (borrowed from the model's params) and, once
+ * drdc_unet_prepare has made them, copies for inference (owned): the weight as [out,in,k,k]
+ * stored channels-last, the layout of the activations, and both in the dtype the convolutions run
+ * in, so that a call neither casts nor reorders them. The forward pass takes the copies only while
+ * w's and b's versions (dt_version) are still those they were made from: a weight written since
+ * (a training step, a load) is read from the params as before. */
+typedef struct drdc_unet_conv {
+    dt_tensor w, b;                    /* borrowed: [out,in,k,k] ([out,in,1] for the attention's Conv1d), [out] */
+    dt_tensor run_w, run_b;            /* owned copies, or NULL */
+    int64_t w_ver, b_ver;              /* w's and b's versions when the copies were made */
+} drdc_unet_conv;
+
 /* One ResBlock (borrowed handles into the model's params). */
 typedef struct drdc_unet_resblock {
     int in_ch, out_ch;
     dt_tensor in_norm_w, in_norm_b;    /* in_layers.0   [in_ch], [in_ch] */
-    dt_tensor in_conv_w, in_conv_b;    /* in_layers.2   [out_ch,in_ch,3,3], [out_ch] */
+    drdc_unet_conv in_conv;            /* in_layers.2   [out_ch,in_ch,3,3], [out_ch] */
     dt_tensor emb_w, emb_b;            /* emb_layers.1  [2*out_ch,4C], [2*out_ch] (scale rows, then shift) */
     dt_tensor out_norm_w, out_norm_b;  /* out_layers.0  [out_ch], [out_ch] */
-    dt_tensor out_conv_w, out_conv_b;  /* out_layers.3  [out_ch,out_ch,3,3], [out_ch] (zero-initialised) */
-    dt_tensor skip_w, skip_b;          /* skip_connection [out_ch,in_ch,1,1], [out_ch]; NULL when in_ch == out_ch */
+    drdc_unet_conv out_conv;           /* out_layers.3  [out_ch,out_ch,3,3], [out_ch] (zero-initialised) */
+    drdc_unet_conv skip;               /* skip_connection [out_ch,in_ch,1,1], [out_ch]; w NULL when in_ch == out_ch */
 } drdc_unet_resblock;
 
 /* One AttentionBlock. */
 typedef struct drdc_unet_attn {
     int ch, heads;                     /* heads = ch / head_channels */
     dt_tensor norm_w, norm_b;          /* norm      [ch], [ch] */
-    dt_tensor qkv_w, qkv_b;            /* qkv       [3ch,ch,1], [3ch] (Conv1d; legacy head-major layout) */
-    dt_tensor proj_w, proj_b;          /* proj_out  [ch,ch,1], [ch] (Conv1d, zero-initialised) */
+    drdc_unet_conv qkv;                /* qkv       [3ch,ch,1], [3ch] (Conv1d; legacy head-major layout) */
+    drdc_unet_conv proj;               /* proj_out  [ch,ch,1], [ch] (Conv1d, zero-initialised) */
 } drdc_unet_attn;
 
 typedef enum drdc_unet_conv_kind {
@@ -102,7 +114,7 @@ typedef struct drdc_unet_block {
     int has_attn;
     drdc_unet_attn attn;               /* layer 1 */
     drdc_unet_conv_kind conv_kind;
-    dt_tensor conv_w, conv_b;          /* [out,in,3,3], [out] (names: "N.0" input, "N.0.op" down, "N.K.conv" up) */
+    drdc_unet_conv conv;               /* [out,in,3,3], [out] (names: "N.0" input, "N.0.op" down, "N.K.conv" up) */
     int out_ch;                        /* channels of the block's output */
 } drdc_unet_block;
 
@@ -125,7 +137,7 @@ typedef struct drdc_unet {
     int n_out;                         /* levels*(res_blocks+1) == n_in */
     drdc_unet_block *out;              /* [n_out] output_blocks (owned array) */
     dt_tensor out_norm_w, out_norm_b;  /* out.0  [ch0], [ch0] */
-    dt_tensor out_conv_w, out_conv_b;  /* out.2  [3,ch0,3,3], [3] (zero-initialised) */
+    drdc_unet_conv out_conv;           /* out.2  [3,ch0,3,3], [3] (zero-initialised) */
 } drdc_unet;
 
 /* The U-Net's architecture rules (DRDC_ERR_CONFIG naming the keys): 1..DRDC_MAX_LIST levels
@@ -171,9 +183,21 @@ drdc_status drdc_unet_eps(dt_tensor *eps, void *ctx, dt_tensor x_t, dt_tensor t,
 int drdc_unet_use_avx512(int on);
 int drdc_unet_avx512_active(int bf16, int64_t channels);
 
+/* CPU inference on channels-last activations also runs the residual adds, the skip concatenation
+ * and the nearest x2 upsampling in C (one pass each, libtorch's results to the bit).
+ * drdc_unet_use_c_moves(0) gives libtorch's ops for them from then on, (1) (the default) the C
+ * passes; returns the previous setting (process-wide; for tests and measurements). */
+int drdc_unet_use_c_moves(int on);
+
 /* guided-diffusion's timestep_embedding(t, dim, max_period = 10000): *out [N,dim] f32 on dev,
  * [cos(t * freqs), sin(t * freqs)] (+ a zero column when dim is odd); t [N] any dtype, any device. */
 drdc_status drdc_unet_timestep_embedding(dt_tensor *out, dt_tensor t, int dim, dt_device dev);
+
+/* Makes (or remakes) every convolution's inference copies (drdc_unet_conv) in dtype: DT_BF16 for
+ * bf16 autocast, DT_F32 otherwise; the copies made before are freed. For the forward pass without
+ * autograd (the channels-last path); a call after the weights change makes the copies current again.
+ * Not while a forward pass runs. On failure no copies are left (the forward pass reads the params). */
+drdc_status drdc_unet_prepare(drdc_unet *unet, dt_dtype dtype);
 
 /* Number of trainable scalars (every parameter of the U-Net is trainable). */
 int64_t drdc_unet_num_params(const drdc_unet *unet);

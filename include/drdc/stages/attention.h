@@ -1,0 +1,48 @@
+/* attention.h: the fused multi-head attention kernel of CPU inference, shared by the base
+ * transformer's attention (base.c) and the refiner U-Net's attention blocks (unet.c).
+ * softmax(q k^T * scale + mask) v for every (image, head) in one C kernel: float32, AVX-512 F, on
+ * the operands where the layers leave them (any strides per image, row and head: no head permutes,
+ * no score tensor). One task per (image, head) on libtorch's intra-op threads: K_h^T packed so that
+ * a query's scores come out 16 keys per FMA, softmax in float32 (masked keys exactly 0), the output
+ * row accumulated over the keys. A row whose scores hold a NaN, or whose keys are all masked, comes
+ * out NaN, as libtorch's softmax gives it (fail closed). */
+#ifndef DRDC_STAGES_ATTENTION_H
+#define DRDC_STAGES_ATTENTION_H
+
+#include <stdint.h>
+
+#include "drdc/core/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Where element d of head h, row i, image b lies: p + b * image + i * row + h * head + d (floats). */
+typedef struct drdc_attn_strides {
+    int64_t image, row, head;
+} drdc_attn_strides;
+
+typedef struct drdc_attention {
+    const float *q, *k, *v;            /* q: L rows per image; k, v: S rows */
+    float *o;                          /* L rows per image; must not overlap q, k or v */
+    drdc_attn_strides qs, ks, vs, os;
+    const float *mask;                 /* [L][S] added to the scores, or NULL */
+    int64_t B, H, L, S, D;             /* images, heads, query rows, key rows, columns per head */
+    float scale;                       /* on the scores q k^T */
+} drdc_attention;
+
+/* Runs a (B * H tasks). DRDC_ERR_STATE where drdc_attention_fused_active() is 0; DRDC_ERR_INPUT for
+ * sizes below 1 or NULL operands. */
+drdc_status drdc_attention_run(const drdc_attention *a);
+
+/* drdc_attention_use_fused(0) makes the stages take libtorch's ops for their attention from then on,
+ * (1) (the default) this kernel where the CPU has AVX-512; returns the previous setting
+ * (process-wide; for tests and measurements). drdc_attention_fused_active: whether the stages would
+ * now take the kernel. */
+int drdc_attention_use_fused(int on);
+int drdc_attention_fused_active(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

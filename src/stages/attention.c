@@ -1,0 +1,172 @@
+/* attention.c: the fused multi-head attention kernel of CPU inference (see attention.h), used by
+ * base.c (UniAD's attention: libtorch 1.13 runs its batched products as one small GEMM per head and
+ * its softmax at 0.7 ns a value; on the shared 224 px model, 196 tokens and 8 heads of 32, the
+ * attention was half of the base model's time) and unet.c (the attention blocks at 16 px). */
+#include "drdc/stages/attention.h"
+#include "drdc/shim/shim.h"
+#include "drdc/stages/simd.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+static atomic_int g_fused_attention = 1;   /* drdc_attention_use_fused */
+
+int drdc_attention_use_fused(int on) { return atomic_exchange(&g_fused_attention, on != 0); }
+
+int drdc_attention_fused_active(void) {
+    return DRDC_SIMD_AVX512 && atomic_load(&g_fused_attention) && drdc_cpu_avx512(0);
+}
+
+#define ATTN_ROWS 4   /* query rows per pass: each K^T and V load serves this many rows */
+/* Floats of one task's scratch: K_h^T [D][S_pad], V_h [S][D], ATTN_ROWS rows of scores [S_pad]. */
+#define ATTN_SCRATCH(D, S, Sp) ((D) * (Sp) + (S) * (D) + ATTN_ROWS * (Sp))
+
+typedef struct attn_job {
+    const drdc_attention *a;
+    int64_t S_pad;            /* S rounded up to 16 */
+    float *scratch;           /* per task: ATTN_SCRATCH floats */
+} attn_job;
+
+#if DRDC_SIMD_AVX512
+
+/* Query rows i0 .. i0 + R - 1 (R <= ATTN_ROWS, a constant where inlined) of image b, head h:
+ * kt = K_h^T [D][S_pad], vt = V_h [S][D] (packed), rows = R rows of S_pad scores. */
+DRDC_TARGET_AVX512 static inline __attribute__((always_inline)) void attn_rows(const attn_job *j, int64_t b,
+                                                                               int64_t h, const float *kt,
+                                                                               const float *vt, float *rows,
+                                                                               int64_t i0, const int R) {
+    const drdc_attention *a = j->a;
+    const int64_t S = a->S, D = a->D, Sp = j->S_pad;
+    const float *q[ATTN_ROWS];
+    float *o[ATTN_ROWS], inv[ATTN_ROWS];
+    int dead[ATTN_ROWS];
+    for (int r = 0; r < R; r++) {
+        q[r] = a->q + b * a->qs.image + (i0 + r) * a->qs.row + h * a->qs.head;
+        o[r] = a->o + b * a->os.image + (i0 + r) * a->os.row + h * a->os.head;
+    }
+    /* scores: 4 key vectors (64 keys) x R rows in registers, then single key vectors */
+    int64_t j0 = 0;
+    for (; j0 + 64 <= Sp; j0 += 64) {
+        __m512 acc[ATTN_ROWS][4];
+        for (int r = 0; r < R; r++)
+            for (int u = 0; u < 4; u++) acc[r][u] = _mm512_setzero_ps();
+        for (int64_t d = 0; d < D; d++) {
+            const float *kd = kt + d * Sp + j0;
+            const __m512 k0 = _mm512_loadu_ps(kd), k1 = _mm512_loadu_ps(kd + 16), k2 = _mm512_loadu_ps(kd + 32),
+                         k3 = _mm512_loadu_ps(kd + 48);
+            for (int r = 0; r < R; r++) {
+                const __m512 qd = _mm512_set1_ps(q[r][d] * a->scale);
+                acc[r][0] = _mm512_fmadd_ps(qd, k0, acc[r][0]);
+                acc[r][1] = _mm512_fmadd_ps(qd, k1, acc[r][1]);
+                acc[r][2] = _mm512_fmadd_ps(qd, k2, acc[r][2]);
+                acc[r][3] = _mm512_fmadd_ps(qd, k3, acc[r][3]);
+            }
+        }
+        for (int r = 0; r < R; r++)
+            for (int u = 0; u < 4; u++) _mm512_storeu_ps(rows + r * Sp + j0 + 16 * u, acc[r][u]);
+    }
+    for (; j0 < Sp; j0 += 16) {
+        __m512 acc[ATTN_ROWS];
+        for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
+        for (int64_t d = 0; d < D; d++) {
+            const __m512 kv = _mm512_loadu_ps(kt + d * Sp + j0);
+            for (int r = 0; r < R; r++) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(q[r][d] * a->scale), kv, acc[r]);
+        }
+        for (int r = 0; r < R; r++) _mm512_storeu_ps(rows + r * Sp + j0, acc[r]);
+    }
+    /* softmax per row: the mask, the maximum and any NaN; exp(x - max), exactly 0 for masked keys
+     * and the padding; 1 / sum */
+    const __m512 ninf = _mm512_set1_ps(-INFINITY), lo = _mm512_set1_ps(-87.3365447505531f);
+    for (int r = 0; r < R; r++) {
+        float *row = rows + r * Sp;
+        const int64_t i = i0 + r;
+        __m512 mx = ninf;
+        __mmask16 nan = 0;
+        for (int64_t s = 0; s < Sp; s += 16) {
+            const __mmask16 live = drdc_lanes16(S - s);
+            __m512 x = _mm512_mask_loadu_ps(ninf, live, row + s);
+            if (a->mask) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(live, a->mask + i * S + s));
+            nan |= _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+            mx = _mm512_max_ps(mx, x);
+            _mm512_storeu_ps(row + s, x);
+        }
+        const float m = _mm512_reduce_max_ps(mx);
+        dead[r] = nan || m == -INFINITY;
+        if (dead[r]) continue;
+        const __m512 mv = _mm512_set1_ps(m);
+        __m512 sum = _mm512_setzero_ps();
+        for (int64_t s = 0; s < Sp; s += 16) {
+            const __m512 x = _mm512_sub_ps(_mm512_loadu_ps(row + s), mv);
+            const __m512 e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, lo, _CMP_GT_OQ), drdc_exp16(x));
+            sum = _mm512_add_ps(sum, e);
+            _mm512_storeu_ps(row + s, e);
+        }
+        inv[r] = 1.0f / _mm512_reduce_add_ps(sum);
+    }
+    /* o_r = inv_r sum_s e_rs v_s, 16 output columns at a time, two keys in flight per row */
+    for (int64_t c = 0; c < D; c += 16) {
+        const __mmask16 cm = drdc_lanes16(D - c);
+        __m512 a0[ATTN_ROWS], a1[ATTN_ROWS];
+        for (int r = 0; r < R; r++) a0[r] = a1[r] = _mm512_setzero_ps();
+        int64_t s = 0;
+        for (; s + 2 <= S; s += 2) {
+            const __m512 v0 = _mm512_maskz_loadu_ps(cm, vt + s * D + c);
+            const __m512 v1 = _mm512_maskz_loadu_ps(cm, vt + (s + 1) * D + c);
+            for (int r = 0; r < R; r++) {
+                a0[r] = _mm512_fmadd_ps(_mm512_set1_ps(rows[r * Sp + s]), v0, a0[r]);
+                a1[r] = _mm512_fmadd_ps(_mm512_set1_ps(rows[r * Sp + s + 1]), v1, a1[r]);
+            }
+        }
+        if (s < S) {
+            const __m512 v0 = _mm512_maskz_loadu_ps(cm, vt + s * D + c);
+            for (int r = 0; r < R; r++) a0[r] = _mm512_fmadd_ps(_mm512_set1_ps(rows[r * Sp + s]), v0, a0[r]);
+        }
+        for (int r = 0; r < R; r++) {
+            const __m512 y = dead[r] ? _mm512_set1_ps(NAN)
+                                     : _mm512_mul_ps(_mm512_add_ps(a0[r], a1[r]), _mm512_set1_ps(inv[r]));
+            _mm512_mask_storeu_ps(o[r] + c, cm, y);
+        }
+    }
+}
+
+DRDC_TARGET_AVX512 static void attn_task(void *ctx, int64_t t0, int64_t t1) {
+    const attn_job *j = ctx;
+    const drdc_attention *a = j->a;
+    const int64_t L = a->L, S = a->S, D = a->D, Sp = j->S_pad;
+    for (int64_t t = t0; t < t1; t++) {
+        const int64_t b = t / a->H, h = t % a->H;
+        float *kt = j->scratch + t * ATTN_SCRATCH(D, S, Sp), *vt = kt + D * Sp, *rows = vt + S * D;
+        const float *kb = a->k + b * a->ks.image + h * a->ks.head, *vb = a->v + b * a->vs.image + h * a->vs.head;
+        for (int64_t s = 0; s < S; s++)   /* K_h^T, zero-padded to S_pad keys, and V_h, packed */
+            for (int64_t d = 0; d < D; d++) kt[d * Sp + s] = kb[s * a->ks.row + d], vt[s * D + d] = vb[s * a->vs.row + d];
+        for (int64_t d = 0; d < D; d++)
+            for (int64_t s = S; s < Sp; s++) kt[d * Sp + s] = 0.0f;
+        int64_t i = 0;
+        for (; i + ATTN_ROWS <= L; i += ATTN_ROWS) attn_rows(j, b, h, kt, vt, rows, i, ATTN_ROWS);
+        for (; i < L; i++) attn_rows(j, b, h, kt, vt, rows, i, 1);
+    }
+}
+#endif
+
+drdc_status drdc_attention_run(const drdc_attention *a) {
+    if (!a || !a->q || !a->k || !a->v || !a->o)
+        return drdc_fail(DRDC_ERR_INPUT, "fused attention: an operand is NULL");
+    if (a->B < 1 || a->H < 1 || a->L < 1 || a->S < 1 || a->D < 1)
+        return drdc_fail(DRDC_ERR_INPUT, "fused attention: sizes B %lld, H %lld, L %lld, S %lld, D %lld must be >= 1",
+                         (long long)a->B, (long long)a->H, (long long)a->L, (long long)a->S, (long long)a->D);
+    if (!drdc_attention_fused_active())
+        return drdc_fail(DRDC_ERR_STATE, "fused attention: needs AVX-512 (and the kernel switched on)");
+#if DRDC_SIMD_AVX512
+    const int64_t Sp = (a->S + 15) / 16 * 16;
+    attn_job j = {a, Sp, malloc(sizeof(float) * (size_t)(a->B * a->H * ATTN_SCRATCH(a->D, a->S, Sp)))};
+    if (!j.scratch)
+        return drdc_fail(DRDC_ERR_NOMEM, "fused attention: out of memory for %lld heads' keys", (long long)(a->B * a->H));
+    drdc_status st = dt_parallel_for(0, a->B * a->H, 1, attn_task, &j);
+    free(j.scratch);
+    if (!st) dt_flops_add(2 * 2 * a->B * a->H * a->L * a->S * a->D);   /* q k^T and the weights times v */
+    return st;
+#else
+    return DRDC_OK;   /* not reached: drdc_attention_fused_active() is 0 */
+#endif
+}
