@@ -137,6 +137,52 @@ done:
     return st ? drdc_error_context(st, "bench %s", what) : DRDC_OK;
 }
 
+/* Where a U-Net call's time goes: `iters` more calls with drdc_unet_profile on, per pass (a call's
+ * runs split into passes that run side by side, one per thread), printed under the unet row. */
+static drdc_status profile_unet(bench_ctx *c, int iters, double peak, const char *prec, cJSON *root) {
+    drdc_unet_profile p;
+    dt_tensor out = NULL;
+    drdc_status st = DRDC_OK;
+    drdc_unet_profile_start();
+    for (int i = 0; i < iters && !st; i++) {
+        dt_free(out);
+        out = NULL;
+        st = run_unet(&out, c);
+    }
+    drdc_unet_profile_stop(&p);
+    dt_free(out);
+    if (st) return drdc_error_context(st, "bench unet profile");
+    if (p.passes < 1) return DRDC_OK;
+    const double per = 1e3 / (double)p.passes, conv_ms = p.seconds[DRDC_UNET_PROF_CONV] * per;
+    const double all_ms = p.seconds[DRDC_UNET_PROF_ALL] * per;
+    const char *what[4] = {"convolutions", "norms (with SiLU)", "attention heads", "adds, concatenation, x2"};
+    double named = 0;
+    printf("    one pass of the unet call (%lld passes in %d calls; each on its own thread, side by side):\n",
+           (long long)p.passes, iters);
+    for (int k = 0; k < 4; k++) {
+        const double ms = p.seconds[k] * per;
+        named += ms;
+        printf("      %-26s %8.2f ms %5.1f %%", what[k], ms, all_ms > 0 ? 100 * ms / all_ms : 0.0);
+        if (k == DRDC_UNET_PROF_CONV && conv_ms > 0) {
+            const double gs = (double)p.conv_flops / iters / conv_ms / 1e6;
+            printf("   %.1f GFLOP/s", gs);
+            if (peak > 0) printf(" (%.1f %% of the %s peak)", 100 * gs / peak, prec);
+        }
+        printf("\n");
+    }
+    printf("      %-26s %8.2f ms %5.1f %%   (timestep embedding, casts, allocation, libtorch's dispatch)\n",
+           "the rest", all_ms - named, all_ms > 0 ? 100 * (all_ms - named) / all_ms : 0.0);
+    printf("      %-26s %8.2f ms\n", "whole pass", all_ms);
+    printf("    (GFLOP/s: the call's convolution FLOPs over one pass's convolution time, the rate the call "
+           "would reach\n     if it did nothing but its convolutions)\n");
+    if (root) {
+        cJSON *o = cJSON_AddObjectToObject(root, "unet_pass_ms");
+        const char *keys[DRDC_UNET_PROF_KINDS] = {"convolutions", "norms", "attention", "moves", "whole"};
+        for (int k = 0; k < DRDC_UNET_PROF_KINDS; k++) cJSON_AddNumberToObject(o, keys[k], p.seconds[k] * per);
+    }
+    return DRDC_OK;
+}
+
 /* ---- set-up ---------------------------------------------------------------------------------- */
 
 /* Adds 0.02 * N(0,1) to every refiner weight: the zero-initialised output layers would otherwise
@@ -663,6 +709,8 @@ drdc_status drdc_bench_run(const drdc_bench_options *opts, const drdc_config *co
         for (int i = 1; i < O->iters; i++) res[s].min = fmin(res[s].min, res[s].ms[i]);
         print_row(STAGE_NAMES[s], res[s].n, s == ST_UNET ? unet_images : c.B, res[s].med, res[s].cpu_med,
                   stage_flops[s], pk);
+        if (s == ST_UNET)
+            TRY(profile_unet(&c, O->iters, pk, PREC_NAMES[c.bf16 ? P_BF16 : P_F32], root));
         if (s == ST_DRDC) {
             const char *sub[3] = {"  drdc: base", "  drdc: refine", "  drdc: fusion"};
             const double sub_flops[3] = {(double)(c.fl.backbone + c.fl.base), (double)c.fl.refine, 0};

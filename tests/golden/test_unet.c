@@ -715,9 +715,14 @@ static void test_fused_attention_matches_libtorch(void) {
 /* The residual adds, the skip concatenation and the nearest x2 upsampling of CPU inference in C
  * give libtorch's results to the bit: eps with them and with libtorch's ops (drdc_unet_use_c_moves)
  * is the same, in float32 and under bf16 autocast (a bf16 add rounds to nearest even, as
- * libtorch's). */
+ * libtorch's), with each version of the passes (AVX-512 and portable). */
 static void test_c_moves_match_libtorch_exactly(void) {
-    compare_switch("adds, concatenation, upsampling in C", drdc_unet_use_c_moves, 0.0, 0.0, 61);
+    for (int avx = 0; avx < 2; avx++) {
+        if (!kernel_variant(avx, 1)) continue;
+        compare_switch(avx ? "adds, concatenation, upsampling in C (AVX-512)" : "adds, concatenation, upsampling in C "
+                       "(portable)", drdc_unet_use_c_moves, 0.0, 0.0, 61);
+    }
+    drdc_unet_use_avx512(1);
 }
 
 /* drdc_unet_prepare's copies (every convolution's weight channels-last, in the run dtype) give the

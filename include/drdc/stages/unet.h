@@ -189,6 +189,27 @@ int drdc_unet_avx512_active(int bf16, int64_t channels);
  * passes; returns the previous setting (process-wide; for tests and measurements). */
 int drdc_unet_use_c_moves(int on);
 
+/* Where a forward pass's time goes, for drdc bench: while a profile runs, every drdc_unet_forward
+ * adds its wall time by kind of work (all threads together; each split part is a pass of its own):
+ * the convolutions (and the FLOPs they did), the norms (with their SiLU), the attention blocks'
+ * heads, the residual adds / skip concatenation / upsampling, and the whole pass. Process-wide;
+ * start zeroes the sums; a pass that fails adds part of its time. Off (no clock read) otherwise. */
+enum {
+    DRDC_UNET_PROF_CONV,
+    DRDC_UNET_PROF_NORM,
+    DRDC_UNET_PROF_ATTENTION,
+    DRDC_UNET_PROF_MOVES,
+    DRDC_UNET_PROF_ALL,
+    DRDC_UNET_PROF_KINDS
+};
+typedef struct drdc_unet_profile {
+    double seconds[DRDC_UNET_PROF_KINDS];
+    int64_t conv_flops;   /* 2 x multiply-adds of the convolutions timed */
+    int64_t passes;       /* forward passes that finished */
+} drdc_unet_profile;
+void drdc_unet_profile_start(void);
+void drdc_unet_profile_stop(drdc_unet_profile *out);   /* out may be NULL */
+
 /* guided-diffusion's timestep_embedding(t, dim, max_period = 10000): *out [N,dim] f32 on dev,
  * [cos(t * freqs), sin(t * freqs)] (+ a zero column when dim is odd); t [N] any dtype, any device. */
 drdc_status drdc_unet_timestep_embedding(dt_tensor *out, dt_tensor t, int dim, dt_device dev);
