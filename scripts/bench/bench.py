@@ -12,7 +12,8 @@ Fairness: drdc re-executes itself with OMP_WAIT_POLICY=PASSIVE (src/commands/mai
 OpenMP threads cost a 6x slowdown on a shared 2-core machine, raises glibc's mmap threshold (mallopt)
 and asks libtorch for its AVX-512 kernels (ATEN_CPU_CAPABILITY); this script does the same (it
 re-executes itself with those variables before torch is loaded), so both sides run the same libgomp
-policy, allocator and kernels. With the C run's infer.precision bf16 the twins run under
+policy, allocator and kernels; where the drdc binary links tcmalloc (CMake's DRDC_TCMALLOC), the
+twins get the same library by LD_PRELOAD. With the C run's infer.precision bf16 the twins run under
 torch.autocast("cpu", bfloat16); the twin U-Net runs channels-last without autograd and with
 OpenBLAS on one thread, as C; the
 twin's DRDC pass refines one image at a time unless infer.batch_refiner, as C. Debian's python3-torch and drdc link the same libtorch_cpu 1.13 (and OpenBLAS). UniAD's
@@ -50,6 +51,29 @@ PROCESS_ENV = {
     "GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=1073741824",
     "ATEN_CPU_CAPABILITY": "avx512",
 }
+
+
+def linked_tcmalloc(argv):
+    """The tcmalloc library the drdc binary links (CMake's DRDC_TCMALLOC), or None: the twins then
+    get it too, by LD_PRELOAD, so that both sides allocate with the same malloc."""
+    drdc = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "build", "drdc")
+    for i, a in enumerate(argv[:-1]):
+        if a == "--drdc":
+            drdc = argv[i + 1]
+    try:
+        out = subprocess.run(["ldd", drdc], capture_output=True, text=True).stdout
+    except OSError:
+        return None
+    for line in out.splitlines():
+        if "tcmalloc" in line and "=>" in line:
+            return line.split("=>")[1].split("(")[0].strip()
+    return None
+
+
+if __name__ == "__main__":
+    _tc = linked_tcmalloc(sys.argv)
+    if _tc:
+        PROCESS_ENV["LD_PRELOAD"] = _tc
 if __name__ == "__main__" and any(k not in os.environ for k in PROCESS_ENV):
     for k, v in PROCESS_ENV.items():
         os.environ.setdefault(k, v)
@@ -485,8 +509,9 @@ def main():
                 chk, _ = st_read(os.path.join(tmp, "check.safetensors"), torch.from_numpy)
                 cache_neighbor_mask()
                 pipe = Pipeline(cfg, tensors, a.pydeps)
-                print("\nPyTorch %s, %d threads, OMP_WAIT_POLICY=%s; twins vs C on the C run's inputs:"
-                      % (torch.__version__, torch.get_num_threads(), os.environ.get("OMP_WAIT_POLICY")))
+                print("\nPyTorch %s, %d threads, OMP_WAIT_POLICY=%s, %s; twins vs C on the C run's inputs:"
+                      % (torch.__version__, torch.get_num_threads(), os.environ.get("OMP_WAIT_POLICY"),
+                         "tcmalloc (LD_PRELOAD)" if "tcmalloc" in os.environ.get("LD_PRELOAD", "") else "glibc malloc"))
                 worst = 0.0
                 with torch.no_grad():
                     worst = max(worst, compare("backbone features", pipe.backbone(chk["in.images"]),

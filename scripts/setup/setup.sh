@@ -9,8 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 # chromium: headless, for tests/e2e/test_report_browser.sh (renders eval's HTML report; skipped without it)
+# libtcmalloc-minimal4: gperftools' malloc, which the drdc binary links in place of glibc's (faster for libtorch's many allocations)
 # libgloo-dev: the Gloo headers c10d's ProcessGroupGloo.hpp includes (distributed training; without it drdc trains in one process)
 PACKAGES=(build-essential cmake pkg-config libtorch-dev libgloo-dev libstb-dev libcjson-dev libopenblas0-pthread
+          libtcmalloc-minimal4
           python3 python3-pip python3-torch python3-numpy python3-scipy python3-sklearn python3-pil
           chromium)
 

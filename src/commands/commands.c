@@ -1,5 +1,6 @@
 /* commands.c: the table of drdc subcommands and the --version text. */
 #include "drdc/commands/commands.h"
+#include "drdc/core/sysinfo.h"
 #include "drdc/model/dist.h"
 #include "drdc/shim/shim.h"
 
@@ -27,4 +28,5 @@ void drdc_print_version(FILE *f) {
     fprintf(f, "distributed training: %s\n",
             !drdc_dist_compiled() ? "no (built without c10d: one process only)"
             : drdc_dist_nccl_compiled() ? "c10d, Gloo (CPU) and NCCL (CUDA)" : "c10d, Gloo (CPU and CUDA tensors)");
+    fprintf(f, "allocator: %s\n", drdc_allocator_name());
 }

@@ -8,6 +8,7 @@
 #include "drdc/model/bench.h"
 #include "drdc/core/fsutil.h"
 #include "drdc/core/progress.h"
+#include "drdc/core/sysinfo.h"
 #include "drdc/formats/safetensors.h"
 #include "drdc/model/checkpoint.h"
 #include "drdc/stages/fusion.h"
@@ -669,8 +670,8 @@ drdc_status drdc_bench_run(const drdc_bench_options *opts, const drdc_config *co
     const double stage_flops[N_STAGES] = {(double)c.fl.backbone, (double)c.fl.base,
                                           (double)drdc_unet_flops(&cfg.refiner, N, c.R, c.R), (double)c.fl.drdc, 0};
     const int unet_images = (int)(N / ((int64_t)c.G * c.K));
-    printf("drdc bench: config %s, device %s, %d threads (OMP_WAIT_POLICY=%s), libtorch %s\n", cfg.name,
-           rt->device_name, dt_get_num_threads(), omp ? omp : "(unset)", dt_torch_version());
+    printf("drdc bench: config %s, device %s, %d threads (OMP_WAIT_POLICY=%s), libtorch %s, %s\n", cfg.name,
+           rt->device_name, dt_get_num_threads(), omp ? omp : "(unset)", dt_torch_version(), drdc_allocator_name());
     printf("  batch %d, image %dx%d, refiner %dx%d, backbone %s (%s), U-Net %d ch, DDIM %d steps, K %d, %d grids "
            "-> U-Net batch %lld (%s), precision %s\n", c.B, c.S, c.S, c.R, c.R, cfg.backbone.arch,
            c.m.backbone_pretrained ? "pretrained" : "random weights", cfg.refiner.channels, c.steps, c.K, c.G,
@@ -741,6 +742,7 @@ drdc_status drdc_bench_run(const drdc_bench_options *opts, const drdc_config *co
         cJSON_AddStringToObject(root, "device", rt->device_name);
         cJSON_AddNumberToObject(root, "threads", dt_get_num_threads());
         cJSON_AddStringToObject(root, "omp_wait_policy", omp ? omp : "");
+        cJSON_AddStringToObject(root, "allocator", drdc_allocator_name());
         cJSON_AddStringToObject(root, "libtorch", dt_torch_version());
         cJSON_AddNumberToObject(root, "batch", c.B);
         cJSON_AddNumberToObject(root, "image_size", c.S);
