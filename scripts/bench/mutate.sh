@@ -14,8 +14,9 @@
 #                                             # writing in place over a skip input the decoder reads;
 #                                             # the fused attention without its mask or its last
 #                                             # query rows; the U-Net's heads reading k from q's
-#                                             # channels; the convolutions' prepared copies used
-#                                             # after their weights changed, or never used; the C
+#                                             # channels; the prepared copies (convolutions, norms,
+#                                             # embedding projections) used after their weights
+#                                             # changed, or never used; the C
 #                                             # concatenation, upsampling and bf16 add wrong
 #   bash scripts/bench/mutate.sh threads      # issue 16: tasks without the caller's thread-local
 #                                             # state, every split part starting at run 0
@@ -87,6 +88,9 @@ kernels() {
     mutate unetkhead src/stages/unet.c '.k = base + ch,' '.k = base,' test_unet
     mutate stalecopy src/stages/unet.c 'dt_version(cv->w) == cv->w_ver && dt_version(cv->b) == cv->b_ver)' '1)' test_unet
     mutate nocopy src/stages/unet.c 'if (c->channels_last && cv->run_w &&' 'if (0 && cv->run_w &&' test_unet
+    mutate stalenorm src/stages/unet.c 'if (nm->host && dt_version(nm->w) == nm->w_ver && dt_version(nm->b) == nm->b_ver) {' \
+        'if (nm->host) {' test_unet
+    mutate staleemb src/stages/unet.c '    if (!u->emb_all_w) return 0;' '    return u->emb_all_w != NULL;' test_unet
     mutate catswap src/stages/unet.c 'memcpy(j->y + p * (j->ea + j->eb), j->a + p * j->ea, (size_t)j->ea);' \
         'memcpy(j->y + p * (j->ea + j->eb), j->b + p * j->ea, (size_t)j->ea);' test_unet
     mutate uprow src/stages/unet.c '(r % (2 * j->H)) / 2) * W * e;' '(r % j->H)) * W * e;' test_unet

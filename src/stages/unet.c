@@ -96,10 +96,10 @@ static drdc_status add_resblock(drdc_unet_resblock *rb, drdc_params *p, const ch
     }
     char pre[220];
     snprintf(pre, sizeof pre, "%s.", prefix);
-    TRY(get_pair(&rb->in_norm_w, &rb->in_norm_b, p, pre, "in_layers.0"));
+    TRY(get_pair(&rb->in_norm.w, &rb->in_norm.b, p, pre, "in_layers.0"));
     TRY(get_pair(&rb->in_conv.w, &rb->in_conv.b, p, pre, "in_layers.2"));
     TRY(get_pair(&rb->emb_w, &rb->emb_b, p, pre, "emb_layers.1"));
-    TRY(get_pair(&rb->out_norm_w, &rb->out_norm_b, p, pre, "out_layers.0"));
+    TRY(get_pair(&rb->out_norm.w, &rb->out_norm.b, p, pre, "out_layers.0"));
     TRY(get_pair(&rb->out_conv.w, &rb->out_conv.b, p, pre, "out_layers.3"));
     if (in_ch != out_ch) TRY(get_pair(&rb->skip.w, &rb->skip.b, p, pre, "skip_connection"));
 done:
@@ -122,7 +122,7 @@ static drdc_status add_attn(drdc_unet_attn *a, drdc_params *p, const char *prefi
     TRY(add_layer(p, name, proj_shape, 3, 1, dev, g));   /* zero_module */
     char pre[220];
     snprintf(pre, sizeof pre, "%s.", prefix);
-    TRY(get_pair(&a->norm_w, &a->norm_b, p, pre, "norm"));
+    TRY(get_pair(&a->norm.w, &a->norm.b, p, pre, "norm"));
     TRY(get_pair(&a->qkv.w, &a->qkv.b, p, pre, "qkv"));
     TRY(get_pair(&a->proj.w, &a->proj.b, p, pre, "proj_out"));
 done:
@@ -286,7 +286,7 @@ static drdc_status build_layers(drdc_unet *u, dt_generator g) {
 
     TRY(add_group_norm(p, "out.0", ch, dev));
     TRY(add_conv(p, "out.2", DRDC_UNET_OUT_CHANNELS, ch0, 3, 1, dev, g));   /* zero_module */
-    TRY(get_pair(&u->out_norm_w, &u->out_norm_b, p, "out.", "0"));
+    TRY(get_pair(&u->out_norm.w, &u->out_norm.b, p, "out.", "0"));
     TRY(get_pair(&u->out_conv.w, &u->out_conv.b, p, "out.", "2"));
 done:
     return st;
@@ -384,6 +384,111 @@ done:
     return st;
 }
 
+/* Every ResBlock of u in a fixed order (out: at least n_in + n_out + 2); returns their count. */
+static int list_resblocks(drdc_unet *u, drdc_unet_resblock **out) {
+    int n = 0;
+    out[n++] = &u->mid_res0, out[n++] = &u->mid_res2;
+    for (int i = 0; i < u->n_in + u->n_out; i++) {
+        drdc_unet_block *b = i < u->n_in ? &u->in[i] : &u->out[i - u->n_in];
+        if (b->has_res) out[n++] = &b->res;
+    }
+    return n;
+}
+
+/* Every GroupNorm of u (out: at least 3 (n_in + n_out + 2) + 1); returns their count. */
+static int list_norms(drdc_unet *u, drdc_unet_norm **out) {
+    int n = 0;
+    drdc_unet_resblock *res[2] = {&u->mid_res0, &u->mid_res2};
+    for (int k = 0; k < 2; k++) out[n++] = &res[k]->in_norm, out[n++] = &res[k]->out_norm;
+    out[n++] = &u->mid_attn.norm, out[n++] = &u->out_norm;
+    for (int i = 0; i < u->n_in + u->n_out; i++) {
+        drdc_unet_block *b = i < u->n_in ? &u->in[i] : &u->out[i - u->n_in];
+        if (b->has_res) out[n++] = &b->res.in_norm, out[n++] = &b->res.out_norm;
+        if (b->has_attn) out[n++] = &b->attn.norm;
+    }
+    return n;
+}
+
+static void free_norm_copy(drdc_unet_norm *nm) {
+    free(nm->host);
+    nm->host = NULL;
+    nm->w_ver = nm->b_ver = -1;
+}
+
+static drdc_status prepare_norm(drdc_unet_norm *nm) {
+    free_norm_copy(nm);
+    const int64_t C = dt_numel(nm->w), w_ver = dt_version(nm->w), b_ver = dt_version(nm->b);
+    if (w_ver < 0 || b_ver < 0) return DRDC_OK;   /* no version to check against: the params are read */
+    float *h = malloc(sizeof(float) * (size_t)(2 * C));
+    if (!h) return drdc_fail(DRDC_ERR_NOMEM, "a norm's %lld values", (long long)C);
+    drdc_status st = DRDC_OK;
+    TRY(dt_copy_to_host(nm->w, h, sizeof(float) * (size_t)C));
+    TRY(dt_copy_to_host(nm->b, h + C, sizeof(float) * (size_t)C));
+    nm->host = h, nm->w_ver = w_ver, nm->b_ver = b_ver;
+    h = NULL;
+done:
+    free(h);
+    return st;
+}
+
+static void free_res_copies(drdc_unet_resblock *r) {
+    free_run_copies(&r->in_conv);
+    free_run_copies(&r->out_conv);
+    free_run_copies(&r->skip);
+    free_norm_copy(&r->in_norm);
+    free_norm_copy(&r->out_norm);
+    r->emb_row = r->emb_w_ver = r->emb_b_ver = -1;
+}
+
+static void free_attn_copies(drdc_unet_attn *a) {
+    free_run_copies(&a->qkv);
+    free_run_copies(&a->proj);
+    free_norm_copy(&a->norm);
+}
+
+/* Frees every inference copy of u (drdc_unet_prepare's); the layers not built are all NULL. */
+static void free_copies(drdc_unet *u) {
+    free_res_copies(&u->mid_res0);
+    free_res_copies(&u->mid_res2);
+    free_attn_copies(&u->mid_attn);
+    free_run_copies(&u->out_conv);
+    free_norm_copy(&u->out_norm);
+    for (int i = 0; i < u->n_in + u->n_out; i++) {
+        drdc_unet_block *b = i < u->n_in ? &u->in[i] : &u->out[i - u->n_in];
+        free_res_copies(&b->res);
+        free_attn_copies(&b->attn);
+        free_run_copies(&b->conv);
+    }
+    dt_free(u->emb_all_w);
+    dt_free(u->emb_all_b);
+    u->emb_all_w = u->emb_all_b = NULL;
+}
+
+/* emb_all_w / emb_all_b: the n blocks' emb_layers.1 stacked in list order (float32, their own storage) */
+static drdc_status prepare_emb_all(drdc_unet *u, drdc_unet_resblock **rb, int n) {
+    dt_tensor *ws = malloc(sizeof *ws * (size_t)(2 * n)), w = NULL, b = NULL;
+    if (!ws) return drdc_fail(DRDC_ERR_NOMEM, "stacking %d embedding projections", n);
+    drdc_status st = DRDC_OK;
+    int64_t row = 0;
+    for (int i = 0; i < n; i++) {
+        ws[i] = rb[i]->emb_w, ws[n + i] = rb[i]->emb_b;
+        rb[i]->emb_row = row, rb[i]->emb_w_ver = dt_version(rb[i]->emb_w), rb[i]->emb_b_ver = dt_version(rb[i]->emb_b);
+        row += 2 * rb[i]->out_ch;
+        if (rb[i]->emb_w_ver < 0 || rb[i]->emb_b_ver < 0) goto done;   /* no versions: the params are read */
+    }
+    TRY(dt_cat(&w, ws, n, 0));                                            /* [rows, 4C] */
+    TRY(dt_cat(&b, ws + n, n, 0));                                        /* [rows] */
+    TRY(dt_detach(&u->emb_all_w, w));
+    TRY(dt_detach(&u->emb_all_b, b));
+done:
+    dt_free(w);
+    dt_free(b);
+    free(ws);
+    if (!u->emb_all_w)
+        for (int i = 0; i < n; i++) rb[i]->emb_row = -1;   /* not stacked: each block projects its own */
+    return st;
+}
+
 drdc_status drdc_unet_prepare(drdc_unet *unet, dt_dtype dtype) {
     if (!unet || !unet->in) return drdc_fail(DRDC_ERR_INPUT, "unet prepare: the U-Net is NULL or not built");
     if (dtype != DT_F32 && dtype != DT_BF16)
@@ -391,25 +496,31 @@ drdc_status drdc_unet_prepare(drdc_unet *unet, dt_dtype dtype) {
                          dt_dtype_name(dtype));
     if (dt_scope_depth() != 0)   /* the copies live with the U-Net, not with a scope */
         return drdc_fail(DRDC_ERR_STATE, "unet prepare: called inside a shim scope");
-    drdc_unet_conv **cv = malloc(sizeof *cv * (size_t)conv_count(unet));
-    if (!cv) return drdc_fail(DRDC_ERR_NOMEM, "unet prepare: out of memory");
-    const int n = list_convs(unet, cv);
+    const int cap = conv_count(unet);   /* also enough for the norms and the ResBlocks */
+    drdc_unet_conv **cv = malloc(sizeof *cv * (size_t)cap);
+    drdc_unet_norm **nm = malloc(sizeof *nm * (size_t)cap);
+    drdc_unet_resblock **rb = malloc(sizeof *rb * (size_t)cap);
     drdc_status st = DRDC_OK;
+    if (!cv || !nm || !rb) {
+        st = drdc_fail(DRDC_ERR_NOMEM, "unet prepare: out of memory");
+        goto done;
+    }
+    free_copies(unet);
+    const int n = list_convs(unet, cv), n_norms = list_norms(unet, nm), n_res = list_resblocks(unet, rb);
     for (int i = 0; i < n && !st; i++) st = prepare_conv(cv[i], dtype);
-    if (st)
-        for (int i = 0; i < n; i++) free_run_copies(cv[i]);
+    for (int i = 0; i < n_norms && !st; i++) st = prepare_norm(nm[i]);
+    if (!st) st = prepare_emb_all(unet, rb, n_res);
+    if (st) free_copies(unet);
+done:
     free(cv);
+    free(nm);
+    free(rb);
     return st ? drdc_error_context(st, "unet prepare (%s)", dt_dtype_name(dtype)) : DRDC_OK;
 }
 
 void drdc_unet_free(drdc_unet *unet) {
     if (!unet) return;
-    drdc_unet_conv **cv = unet->in && unet->out ? malloc(sizeof *cv * (size_t)conv_count(unet)) : NULL;
-    if (cv) {
-        const int n = list_convs(unet, cv);
-        for (int i = 0; i < n; i++) free_run_copies(cv[i]);
-        free(cv);
-    }
+    if (unet->in && unet->out) free_copies(unet);
     drdc_params_free(&unet->params);
     free(unet->in);
     free(unet->out);
@@ -587,6 +698,11 @@ typedef struct fwd_ctx {
     int training;
     dt_generator g;
     int channels_last;   /* activations stored NHWC (without autograd): oneDNN's convolutions never reorder */
+    /* the ResBlocks' scale and shift for the fused norm, projected once for the pass (NULL: each
+     * block projects its own): row n, block rb at emb_host[n * emb_stride + rb->emb_row] */
+    const float *emb_host;
+    int64_t emb_stride;
+    int emb_bf16;        /* the projection ran in bf16 (autocast): 1 + scale is rounded to bf16, as libtorch's */
 } fwd_ctx;
 
 /* ---- GroupNorm + affine + SiLU in one kernel (CPU inference) --------------------------------
@@ -822,19 +938,43 @@ static int gn_fusable(const fwd_ctx *c, dt_tensor x) {
            dt_is_channels_last(x) && dt_size(&C, x, 1) == DRDC_OK && C <= GN_MAX_CHANNELS;
 }
 
+/* The norm's affine on the host: its prepared copy while current, else read into tmp ([2C]). */
+static drdc_status norm_affine(const float **out, const drdc_unet_norm *nm, float *tmp, int64_t C) {
+    if (nm->host && dt_version(nm->w) == nm->w_ver && dt_version(nm->b) == nm->b_ver) {
+        *out = nm->host;
+        return DRDC_OK;
+    }
+    drdc_status st = DRDC_OK;
+    TRY(dt_copy_to_host(nm->w, tmp, sizeof(float) * (size_t)C));
+    TRY(dt_copy_to_host(nm->b, tmp + C, sizeof(float) * (size_t)C));
+    *out = tmp;
+done:
+    return st;
+}
+
+/* One ResBlock's scale and shift for sample n, channel c: scale at ss[n * stride + c], shift at
+ * ss[n * stride + C + c] (the emb_layers output's two halves); round: 1 + scale rounded to bf16. */
+typedef struct gn_scale_shift {
+    const float *ss;
+    int64_t stride;
+    int round;
+} gn_scale_shift;
+
+static inline float round_bf16(float f) { return gn_from_bf16(gn_to_bf16(f)); }
+
 /* y = SiLU(GroupNorm32(x) * w * scale1 + b * scale1 + shift) (silu = 1; without the SiLU for 0),
  * x [N,C,H,W] channels-last on the CPU, float32 or bf16 (under autocast); y the same dtype and
- * layout; w, b [C] float32; scale1 and shift [N,C] (float32 or bf16) or NULL (1 and 0).
+ * layout; nm the norm's w and b; ss the ResBlock's scale and shift, or NULL (scale1 1, shift 0).
  * inplace = 1: y takes x's storage (the caller no longer reads x; see resblock_forward). */
-static drdc_status gn_fused(dt_tensor *out, dt_tensor x, dt_tensor w, dt_tensor b, dt_tensor scale1,
-                            dt_tensor shift, int silu, int inplace) {
+static drdc_status gn_fused(dt_tensor *out, dt_tensor x, const drdc_unet_norm *nm, const gn_scale_shift *ss, int silu,
+                            int inplace) {
     int64_t s[4];
     drdc_status st = dt_shape(s, 4, x);
     if (st) return st;
     const int64_t N = s[0], C = s[1], P = s[2] * s[3], G = GN_GROUPS, cg = C / G;
     const int64_t n_chunks = (P + GN_CHUNK - 1) / GN_CHUNK;
-    dt_tensor y = NULL, sc32 = NULL, sh32 = NULL;
-    float *wb = malloc(sizeof(float) * (size_t)(2 * C + 4 * N * C));
+    dt_tensor y = NULL;
+    float *wb = malloc(sizeof(float) * (size_t)(2 * C + 2 * N * C));
     double *stats = malloc(sizeof(double) * (size_t)(2 * N * n_chunks * C));
     gn_job j = {.P = P, .C = C, .n_chunks = n_chunks, .bf16 = dt_dtype_of(x) == DT_BF16, .silu = silu};
     if (!wb || !stats) {
@@ -842,17 +982,10 @@ static drdc_status gn_fused(dt_tensor *out, dt_tensor x, dt_tensor w, dt_tensor 
                        (long long)C, (long long)s[2], (long long)s[3]);
         goto done;
     }
-    float *wh = wb, *bh = wb + C, *sc = wb + 2 * C, *sh = sc + N * C, *a = sh + N * C, *bb = a + N * C;
-    TRY(dt_copy_to_host(w, wh, sizeof(float) * (size_t)C));
-    TRY(dt_copy_to_host(b, bh, sizeof(float) * (size_t)C));
-    if (scale1) {
-        TRY(dt_to_dtype(&sc32, scale1, DT_F32));   /* bf16 under autocast */
-        TRY(dt_to_dtype(&sh32, shift, DT_F32));
-        TRY(dt_copy_to_host(sc32, sc, sizeof(float) * (size_t)(N * C)));
-        TRY(dt_copy_to_host(sh32, sh, sizeof(float) * (size_t)(N * C)));
-    } else {
-        for (int64_t i = 0; i < N * C; i++) sc[i] = 1.0f, sh[i] = 0.0f;
-    }
+    const float *aff = NULL;
+    float *a = wb + 2 * C, *bb = a + N * C;
+    TRY(norm_affine(&aff, nm, wb, C));
+    const float *wh = aff, *bh = aff + C;
     void *xp = NULL, *yp = NULL;
     if (inplace) TRY(dt_detach(&y, x));                                   /* x's storage */
     else TRY(dt_empty_like(&y, x));                                       /* channels-last, x's dtype */
@@ -875,17 +1008,16 @@ static drdc_status gn_fused(dt_tensor *out, dt_tensor x, dt_tensor w, dt_tensor 
             }
             const double rstd = 1.0 / sqrt(m2 / cnt + GN_EPS);
             for (int64_t c = g * cg; c < (g + 1) * cg; c++) {
-                const double wr = wh[c] * rstd, s1 = sc[n * C + c];
+                const float *e = ss ? ss->ss + n * ss->stride : NULL;
+                const double wr = wh[c] * rstd, s1 = !e ? 1.0 : ss->round ? round_bf16(1.0f + e[c]) : 1.0f + e[c];
                 a[n * C + c] = (float)(wr * s1);
-                bb[n * C + c] = (float)((bh[c] - mean * wr) * s1 + sh[n * C + c]);
+                bb[n * C + c] = (float)((bh[c] - mean * wr) * s1 + (e ? e[C + c] : 0.0f));
             }
         }
     TRY(dt_parallel_for(0, N * n_chunks, 1, gn_apply_pass(j.bf16, C), &j));
 done:
     free(wb);
     free(stats);
-    dt_free(sc32);
-    dt_free(sh32);
     if (st) {
         dt_free(y);
         return drdc_error_context(st, "unet: fused group norm");
@@ -1077,14 +1209,14 @@ done:
 }
 
 /* GroupNorm32 (32 groups, eps 1e-5) followed by SiLU. [N,ch,H,W] -> [N,ch,H,W] */
-static drdc_status norm_silu(dt_tensor *out, const fwd_ctx *c, dt_tensor x, dt_tensor w, dt_tensor b, int inplace) {
+static drdc_status norm_silu(dt_tensor *out, const fwd_ctx *c, dt_tensor x, const drdc_unet_norm *nm, int inplace) {
     dt_tensor n = NULL;
     drdc_status st = DRDC_OK;
     const int64_t t0 = prof_start();
     if (gn_fusable(c, x)) {
-        TRY(gn_fused(out, x, w, b, NULL, NULL, 1, inplace));
+        TRY(gn_fused(out, x, nm, NULL, 1, inplace));
     } else {
-        TRY(dt_group_norm(&n, x, GN_GROUPS, w, b, GN_EPS));              /* [N,ch,H,W] */
+        TRY(dt_group_norm(&n, x, GN_GROUPS, nm->w, nm->b, GN_EPS));      /* [N,ch,H,W] */
         TRY(dt_silu(out, n));                                            /* [N,ch,H,W] */
     }
     prof_end(DRDC_UNET_PROF_NORM, t0);
@@ -1126,6 +1258,32 @@ static drdc_status conv(dt_tensor *out, const fwd_ctx *c, const drdc_unet_conv *
     return st;
 }
 
+/* rb's scale and shift for the fused norm: the pass's projection (fwd_ctx), or rb's own emb_layers
+ * run now, into *own (the caller frees it). */
+static drdc_status block_scale_shift(gn_scale_shift *ss, float **own, const fwd_ctx *c, const drdc_unet_resblock *rb,
+                                     int64_t N) {
+    *own = NULL;
+    if (c->emb_host && rb->emb_row >= 0) {
+        *ss = (gn_scale_shift){c->emb_host + rb->emb_row, c->emb_stride, c->emb_bf16};
+        return DRDC_OK;
+    }
+    const int64_t w = 2 * (int64_t)rb->out_ch;
+    dt_tensor e = NULL, e32 = NULL;
+    drdc_status st = DRDC_OK;
+    TRY(dt_linear(&e, c->emb_act, rb->emb_w, rb->emb_b));                 /* [N,2out] */
+    TRY(dt_to_dtype(&e32, e, DT_F32));                                    /* bf16 under autocast */
+    if (!(*own = malloc(sizeof(float) * (size_t)(N * w)))) {
+        st = drdc_fail(DRDC_ERR_NOMEM, "unet: a ResBlock's scale and shift");
+        goto done;
+    }
+    TRY(dt_copy_to_host(e32, *own, sizeof(float) * (size_t)(N * w)));
+    *ss = (gn_scale_shift){*own, w, dt_dtype_of(e) == DT_BF16};
+done:
+    dt_free(e);
+    dt_free(e32);
+    return st;
+}
+
 /* ResBlock with scale-shift norm. x [N,in,H,W] -> [N,out,H,W]. x_spent: the caller no longer
  * reads x after the call, so that its storage may take the first norm's output (with a skip
  * convolution, run first) and the activations stay in cache: the fused norm writes its output in
@@ -1141,34 +1299,41 @@ static drdc_status resblock_forward(dt_tensor *out, const fwd_ctx *c, const drdc
     const int64_t oc = rb->out_ch;
     TRY(dt_size(&N, x, 0));
     if (rb->skip.w) TRY(conv(&skip, c, &rb->skip, x, 1, 1));             /* [N,out,H,W] 1x1 */
-    TRY(norm_silu(&h, c, x, rb->in_norm_w, rb->in_norm_b, x_spent && rb->skip.w)); /* [N,in,H,W] */
+    TRY(norm_silu(&h, c, x, &rb->in_norm, x_spent && rb->skip.w));      /* [N,in,H,W] */
     TRY(conv(&h1, c, &rb->in_conv, h, 3, 1));                            /* [N,out,H,W] */
-    TRY(dt_linear(&e, c->emb_act, rb->emb_w, rb->emb_b));                 /* [N,2out] */
     const int64_t col[4] = {N, oc, 1, 1};
-    TRY(dt_narrow(&sc_flat, e, 1, 0, oc));                                /* [N,out] scale */
-    TRY(dt_narrow(&sh_flat, e, 1, oc, oc));                               /* [N,out] shift */
-    TRY(dt_add_scalar(&scale1, sc_flat, 1.0));                            /* [N,out] 1 + scale */
     const int64_t t_norm = prof_start();
     if (gn_fusable(c, h1)) {
-        TRY(gn_fused(&ha, h1, rb->out_norm_w, rb->out_norm_b, scale1, sh_flat, 1, 1)); /* [N,out,H,W] */
-    } else if (c->channels_last) {
-        /* inference: GN's affine and the scale-shift folded into one pass over the activations,
-         * (n w + b)(1 + scale) + shift = n [w (1 + scale)] + [b (1 + scale) + shift] */
-        dt_tensor wa = NULL, ba = NULL;
-        TRY(dt_mul(&wa, scale1, rb->out_norm_w));                         /* [N,out] */
-        TRY(dt_addcmul(&ba, sh_flat, scale1, rb->out_norm_b));            /* [N,out] */
-        TRY(dt_reshape(&scale, wa, col, 4));                              /* [N,out,1,1] */
-        TRY(dt_reshape(&shift, ba, col, 4));                              /* [N,out,1,1] */
-        TRY(dt_group_norm(&hn, h1, GN_GROUPS, NULL, NULL, GN_EPS));       /* [N,out,H,W] normalised, f32 */
-        TRY(dt_addcmul(&hss, shift, hn, scale));                          /* [N,out,H,W] */
+        gn_scale_shift ss;
+        float *own = NULL;
+        st = block_scale_shift(&ss, &own, c, rb, N);
+        if (!st) st = gn_fused(&ha, h1, &rb->out_norm, &ss, 1, 1);       /* [N,out,H,W] */
+        free(own);
+        if (st) goto done;
     } else {
-        TRY(dt_reshape(&scale, scale1, col, 4));                          /* [N,out,1,1] */
-        TRY(dt_reshape(&shift, sh_flat, col, 4));                         /* [N,out,1,1] */
-        TRY(dt_group_norm(&hn, h1, GN_GROUPS, rb->out_norm_w, rb->out_norm_b, GN_EPS)); /* [N,out,H,W] */
-        TRY(dt_mul(&hs, hn, scale));                                      /* [N,out,H,W] */
-        TRY(dt_add(&hss, hs, shift));                                     /* [N,out,H,W] */
+        TRY(dt_linear(&e, c->emb_act, rb->emb_w, rb->emb_b));             /* [N,2out] */
+        TRY(dt_narrow(&sc_flat, e, 1, 0, oc));                            /* [N,out] scale */
+        TRY(dt_narrow(&sh_flat, e, 1, oc, oc));                           /* [N,out] shift */
+        TRY(dt_add_scalar(&scale1, sc_flat, 1.0));                        /* [N,out] 1 + scale */
+        if (c->channels_last) {
+            /* inference: GN's affine and the scale-shift folded into one pass over the activations,
+             * (n w + b)(1 + scale) + shift = n [w (1 + scale)] + [b (1 + scale) + shift] */
+            dt_tensor wa = NULL, ba = NULL;
+            TRY(dt_mul(&wa, scale1, rb->out_norm.w));                     /* [N,out] */
+            TRY(dt_addcmul(&ba, sh_flat, scale1, rb->out_norm.b));        /* [N,out] */
+            TRY(dt_reshape(&scale, wa, col, 4));                          /* [N,out,1,1] */
+            TRY(dt_reshape(&shift, ba, col, 4));                          /* [N,out,1,1] */
+            TRY(dt_group_norm(&hn, h1, GN_GROUPS, NULL, NULL, GN_EPS));   /* [N,out,H,W] normalised, f32 */
+            TRY(dt_addcmul(&hss, shift, hn, scale));                      /* [N,out,H,W] */
+        } else {
+            TRY(dt_reshape(&scale, scale1, col, 4));                      /* [N,out,1,1] */
+            TRY(dt_reshape(&shift, sh_flat, col, 4));                     /* [N,out,1,1] */
+            TRY(dt_group_norm(&hn, h1, GN_GROUPS, rb->out_norm.w, rb->out_norm.b, GN_EPS)); /* [N,out,H,W] */
+            TRY(dt_mul(&hs, hn, scale));                                  /* [N,out,H,W] */
+            TRY(dt_add(&hss, hs, shift));                                 /* [N,out,H,W] */
+        }
+        TRY(dt_silu(&ha, hss));                                           /* [N,out,H,W] */
     }
-    if (!ha) TRY(dt_silu(&ha, hss));                                      /* [N,out,H,W] */
     prof_end(DRDC_UNET_PROF_NORM, t_norm);
     if (c->training && c->u->cfg.dropout > 0.0) {
         TRY(dt_dropout(&hd, ha, c->u->cfg.dropout, 1, c->g));             /* [N,out,H,W] */
@@ -1229,8 +1394,8 @@ static drdc_status attn_forward(dt_tensor *out, const fwd_ctx *c, const drdc_une
     const int64_t N = shape[0], C = shape[1], L = shape[2] * shape[3], heads = a->heads, ch = C / heads;
     const double scale = 1.0 / sqrt(sqrt((double)ch));
     const int64_t t_norm = prof_start();
-    if (gn_fusable(c, x)) TRY(gn_fused(&hn, x, a->norm_w, a->norm_b, NULL, NULL, 0, 0));   /* [N,C,H,W] */
-    else TRY(dt_group_norm(&hn, x, GN_GROUPS, a->norm_w, a->norm_b, GN_EPS));  /* [N,C,H,W] */
+    if (gn_fusable(c, x)) TRY(gn_fused(&hn, x, &a->norm, NULL, 0, 0));   /* [N,C,H,W] */
+    else TRY(dt_group_norm(&hn, x, GN_GROUPS, a->norm.w, a->norm.b, GN_EPS)); /* [N,C,H,W] */
     prof_end(DRDC_UNET_PROF_NORM, t_norm);
     TRY(conv(&qkv, c, &a->qkv, hn, 1, 1));                                /* [N,3C,H,W] */
     const int64_t t_heads = prof_start();
@@ -1326,6 +1491,21 @@ done:
     return st;
 }
 
+/* Whether the stacked embedding projections (drdc_unet_prepare) are current: made, and no block's
+ * emb_layers written since. */
+static int emb_stack_current(const drdc_unet *u) {
+    if (!u->emb_all_w) return 0;
+    const drdc_unet_resblock *rb[2] = {&u->mid_res0, &u->mid_res2};
+    for (int k = 0; k < 2; k++)
+        if (dt_version(rb[k]->emb_w) != rb[k]->emb_w_ver || dt_version(rb[k]->emb_b) != rb[k]->emb_b_ver) return 0;
+    for (int i = 0; i < u->n_in + u->n_out; i++) {
+        const drdc_unet_block *b = i < u->n_in ? &u->in[i] : &u->out[i - u->n_in];
+        if (b->has_res && (dt_version(b->res.emb_w) != b->res.emb_w_ver || dt_version(b->res.emb_b) != b->res.emb_b_ver))
+            return 0;
+    }
+    return 1;
+}
+
 drdc_status drdc_unet_forward(dt_tensor *eps, const drdc_unet *unet, dt_tensor x_t, dt_tensor t, dt_tensor cond,
                               int training, dt_generator g) {
     if (!eps) return drdc_fail(DRDC_ERR_INPUT, "unet forward: eps out is NULL");
@@ -1339,9 +1519,10 @@ drdc_status drdc_unet_forward(dt_tensor *eps, const drdc_unet *unet, dt_tensor x
     const int64_t t_all = prof_start();
     const int nb = unet->n_in;
     dt_tensor result = NULL, x = NULL, temb = NULL, e0 = NULL, e1 = NULL, emb = NULL, h = NULL, hn = NULL;
-    dt_tensor m0 = NULL, m1 = NULL, raw = NULL;
+    dt_tensor m0 = NULL, m1 = NULL, raw = NULL, eall = NULL;
+    float *emb_host = NULL;
     dt_tensor *hs = calloc((size_t)nb, sizeof *hs);
-    fwd_ctx c = {unet, NULL, training, g, !dt_is_grad_enabled()};   /* no autograd: nothing runs backward */
+    fwd_ctx c = {.u = unet, .training = training, .g = g, .channels_last = !dt_is_grad_enabled()}; /* no autograd: nothing runs backward */
     if (!hs) {
         st = drdc_fail(DRDC_ERR_NOMEM, "unet forward: out of memory");
         goto done;
@@ -1358,6 +1539,20 @@ drdc_status drdc_unet_forward(dt_tensor *eps, const drdc_unet *unet, dt_tensor x
     TRY(dt_silu(&e1, e0));                                                /* [N,4C] */
     TRY(dt_linear(&emb, e1, unet->temb2_w, unet->temb2_b));               /* [N,4C] emb */
     TRY(dt_silu(&c.emb_act, emb));                                        /* [N,4C] */
+    if (c.channels_last && dt_device_of(x_t).type == DT_CPU && emb_stack_current(unet)) {
+        int64_t rows = 0, N = 0;
+        TRY(dt_size(&rows, unet->emb_all_b, 0));
+        TRY(dt_size(&N, x_t, 0));
+        TRY(dt_linear(&eall, c.emb_act, unet->emb_all_w, unet->emb_all_b));  /* [N,rows]: every block's */
+        c.emb_bf16 = dt_dtype_of(eall) == DT_BF16;                        /* bf16 under autocast */
+        TRY(dt_to_dtype(&eall, eall, DT_F32));
+        if (!(emb_host = malloc(sizeof(float) * (size_t)(N * rows)))) {
+            st = drdc_fail(DRDC_ERR_NOMEM, "unet forward: out of memory for the blocks' scale and shift");
+            goto done;
+        }
+        TRY(dt_copy_to_host(eall, emb_host, sizeof(float) * (size_t)(N * rows)));
+        c.emb_host = emb_host, c.emb_stride = rows;
+    }
     h = x;
     for (int i = 0; i < nb; i++) {
         TRY(block_forward(&hs[i], &c, &unet->in[i], h, 0));               /* [N,ch_i,H_i,W_i] */
@@ -1380,7 +1575,7 @@ drdc_status drdc_unet_forward(dt_tensor *eps, const drdc_unet *unet, dt_tensor x
         if (st) goto done;
         h = next;
     }
-    TRY(norm_silu(&hn, &c, h, unet->out_norm_w, unet->out_norm_b, 1));   /* [N,ch0,H,W], in place */
+    TRY(norm_silu(&hn, &c, h, &unet->out_norm, 1));                      /* [N,ch0,H,W], in place */
     TRY(conv(&raw, &c, &unet->out_conv, hn, 3, 1));                      /* [N,3,H,W] eps */
     if (dt_dtype_of(raw) != DT_F32) TRY(dt_to_dtype(&raw, raw, DT_F32));  /* bf16 under autocast: eps is always f32 */
     if (c.channels_last)
@@ -1393,6 +1588,7 @@ drdc_status drdc_unet_forward(dt_tensor *eps, const drdc_unet *unet, dt_tensor x
     }
 done:
     free(hs);
+    free(emb_host);
     st = dt_scope_finish(st, result, eps);   /* frees every temporary (and result on failure) */
     return st ? drdc_error_context(st, "unet forward") : DRDC_OK;
 }

@@ -80,13 +80,24 @@ typedef struct drdc_unet_conv {
     int64_t w_ver, b_ver;              /* w's and b's versions when the copies were made */
 } drdc_unet_conv;
 
+/* One GroupNorm's weight and bias (borrowed) and, once drdc_unet_prepare has made it, their values
+ * on the host for the fused norm kernel (owned; [2C] floats: w, then b), used while w's and b's
+ * versions are those they were read at. */
+typedef struct drdc_unet_norm {
+    dt_tensor w, b;                    /* [C], [C] */
+    float *host;                       /* owned, or NULL */
+    int64_t w_ver, b_ver;
+} drdc_unet_norm;
+
 /* One ResBlock (borrowed handles into the model's params). */
 typedef struct drdc_unet_resblock {
     int in_ch, out_ch;
-    dt_tensor in_norm_w, in_norm_b;    /* in_layers.0   [in_ch], [in_ch] */
+    drdc_unet_norm in_norm;            /* in_layers.0   [in_ch], [in_ch] */
     drdc_unet_conv in_conv;            /* in_layers.2   [out_ch,in_ch,3,3], [out_ch] */
     dt_tensor emb_w, emb_b;            /* emb_layers.1  [2*out_ch,4C], [2*out_ch] (scale rows, then shift) */
-    dt_tensor out_norm_w, out_norm_b;  /* out_layers.0  [out_ch], [out_ch] */
+    int64_t emb_row;                   /* prepared: its first row in the U-Net's emb_all_w */
+    int64_t emb_w_ver, emb_b_ver;      /* prepared: emb_w's and emb_b's versions when copied */
+    drdc_unet_norm out_norm;           /* out_layers.0  [out_ch], [out_ch] */
     drdc_unet_conv out_conv;           /* out_layers.3  [out_ch,out_ch,3,3], [out_ch] (zero-initialised) */
     drdc_unet_conv skip;               /* skip_connection [out_ch,in_ch,1,1], [out_ch]; w NULL when in_ch == out_ch */
 } drdc_unet_resblock;
@@ -94,7 +105,7 @@ typedef struct drdc_unet_resblock {
 /* One AttentionBlock. */
 typedef struct drdc_unet_attn {
     int ch, heads;                     /* heads = ch / head_channels */
-    dt_tensor norm_w, norm_b;          /* norm      [ch], [ch] */
+    drdc_unet_norm norm;               /* norm      [ch], [ch] */
     drdc_unet_conv qkv;                /* qkv       [3ch,ch,1], [3ch] (Conv1d; legacy head-major layout) */
     drdc_unet_conv proj;               /* proj_out  [ch,ch,1], [ch] (Conv1d, zero-initialised) */
 } drdc_unet_attn;
@@ -136,8 +147,11 @@ typedef struct drdc_unet {
     drdc_unet_resblock mid_res2;       /* middle_block.2 */
     int n_out;                         /* levels*(res_blocks+1) == n_in */
     drdc_unet_block *out;              /* [n_out] output_blocks (owned array) */
-    dt_tensor out_norm_w, out_norm_b;  /* out.0  [ch0], [ch0] */
+    drdc_unet_norm out_norm;           /* out.0  [ch0], [ch0] */
     drdc_unet_conv out_conv;           /* out.2  [3,ch0,3,3], [3] (zero-initialised) */
+    /* drdc_unet_prepare: every ResBlock's emb_layers.1 stacked (rows emb_row.. of each), so that a
+     * pass projects the embedding once for all of them (owned, or NULL) */
+    dt_tensor emb_all_w, emb_all_b;    /* [sum 2*out_ch, 4C], [sum 2*out_ch] */
 } drdc_unet;
 
 /* The U-Net's architecture rules (DRDC_ERR_CONFIG naming the keys): 1..DRDC_MAX_LIST levels
@@ -214,10 +228,12 @@ void drdc_unet_profile_stop(drdc_unet_profile *out);   /* out may be NULL */
  * [cos(t * freqs), sin(t * freqs)] (+ a zero column when dim is odd); t [N] any dtype, any device. */
 drdc_status drdc_unet_timestep_embedding(dt_tensor *out, dt_tensor t, int dim, dt_device dev);
 
-/* Makes (or remakes) every convolution's inference copies (drdc_unet_conv) in dtype: DT_BF16 for
- * bf16 autocast, DT_F32 otherwise; the copies made before are freed. For the forward pass without
- * autograd (the channels-last path); a call after the weights change makes the copies current again.
- * Not while a forward pass runs. On failure no copies are left (the forward pass reads the params). */
+/* Makes (or remakes) the inference copies: every convolution's weights (drdc_unet_conv) in dtype
+ * (DT_BF16 for bf16 autocast, DT_F32 otherwise), every GroupNorm's affine on the host
+ * (drdc_unet_norm) and the ResBlocks' embedding projections stacked into one (emb_all_w); the
+ * copies made before are freed. For the forward pass without autograd (the channels-last path); a
+ * call after the weights change makes the copies current again (until then the pass reads the
+ * params). Not while a forward pass runs. On failure no copies are left. */
 drdc_status drdc_unet_prepare(drdc_unet *unet, dt_dtype dtype);
 
 /* Number of trainable scalars (every parameter of the U-Net is trainable). */
