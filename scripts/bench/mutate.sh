@@ -69,7 +69,7 @@ failclosed() {
 }
 
 kernels() {
-    mutate noshift src/stages/unet.c 'bb[n * C + c] = (float)((bh[c] - mean * wr) * s1 + sh[n * C + c]);' \
+    mutate noshift src/stages/unet.c 'bb[n * C + c] = (float)((bh[c] - mean * wr) * s1 + (e ? e[C + c] : 0.0f));' \
         'bb[n * C + c] = (float)((bh[c] - mean * wr) * s1);' test_unet
     mutate nan0 src/stages/unet.c '    return v * r;' '    return v == v ? v * r : 0.0f;' test_unet
     mutate bf16nan0 src/stages/unet.c '0x7fc0u : r' '0u : r' test_unet
@@ -94,9 +94,12 @@ kernels() {
     mutate catswap src/stages/unet.c 'memcpy(j->y + p * (j->ea + j->eb), j->a + p * j->ea, (size_t)j->ea);' \
         'memcpy(j->y + p * (j->ea + j->eb), j->b + p * j->ea, (size_t)j->ea);' test_unet
     mutate uprow src/stages/unet.c '(r % (2 * j->H)) / 2) * W * e;' '(r % j->H)) * W * e;' test_unet
-    mutate addtrunc src/stages/unet.c 'y[i] = gn_to_bf16(gn_from_bf16(a[i]) + gn_from_bf16(y[i]));' \
-        'y[i] = (uint16_t)(((union { float f; uint32_t u; }){gn_from_bf16(a[i]) + gn_from_bf16(y[i])}).u >> 16);' \
+    mutate addtrunc src/stages/unet.c 'i = i0; i < i1; i++) y[i] = gn_to_bf16(gn_from_bf16(a[i]) + gn_from_bf16(y[i]));' \
+        'i = i0; i < i1; i++) y[i] = (uint16_t)(((union { float f; uint32_t u; }){gn_from_bf16(a[i]) + gn_from_bf16(y[i])}).u >> 16);' \
         test_unet
+    mutate catswapavx src/stages/unet.c 'copy64(j->y + p * (j->ea + j->eb), j->a + p * j->ea, j->ea);' \
+        'copy64(j->y + p * (j->ea + j->eb), j->b + p * j->ea, j->ea);' test_unet
+    mutate upavx src/stages/unet.c '        copy64(dst + 2 * W * e, dst, 2 * W * e);' '' test_unet
 }
 
 threads() {
