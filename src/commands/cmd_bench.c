@@ -48,6 +48,8 @@ static const drdc_command SPEC = {
     "FLOPs it does (from the layer shapes) and the GFLOP/s it reaches, next to the machine's peak\n"
     "measured in the same run by GEMM and convolution microbenchmarks through the same libtorch (fp32,\n"
     "and bf16 where the CPU has it); --set infer.precision=bf16 runs the stages under bf16 autocast.\n"
+    "On the CPU, under the unet row: one pass of the call by kind of work (convolutions and their own\n"
+    "GFLOP/s, norms, attention heads, adds / concatenation / upsampling, the rest), from --iters more calls.\n"
     "Times are device-synchronised wall clock, warm-up excluded, median of --iters. The refiner's\n"
     "zero-initialised layers are randomised (same cost, non-trivial outputs). scripts/bench/bench.py\n"
     "compares these numbers with the PyTorch twins.",

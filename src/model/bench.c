@@ -710,7 +710,7 @@ drdc_status drdc_bench_run(const drdc_bench_options *opts, const drdc_config *co
         for (int i = 1; i < O->iters; i++) res[s].min = fmin(res[s].min, res[s].ms[i]);
         print_row(STAGE_NAMES[s], res[s].n, s == ST_UNET ? unet_images : c.B, res[s].med, res[s].cpu_med,
                   stage_flops[s], pk);
-        if (s == ST_UNET)
+        if (s == ST_UNET && rt->device.type == DT_CPU)   /* host clocks: on a GPU they would time the launches */
             TRY(profile_unet(&c, O->iters, pk, PREC_NAMES[c.bf16 ? P_BF16 : P_F32], root));
         if (s == ST_DRDC) {
             const char *sub[3] = {"  drdc: base", "  drdc: refine", "  drdc: fusion"};
