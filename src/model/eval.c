@@ -337,8 +337,11 @@ static drdc_status eval_category(const drdc_dataset *ds, int c, drdc_map_source 
                           pix_thr));
         labels[i] = (uint8_t)(s->label != 0);
         ++*done;
-        drdc_progress_update(prog, *done, cat->name);
     }
+    /* once per category: a source may compute a category's maps at its first image (the model does,
+     * with a progress line of its own), and a count that moved image by image then ran far behind the
+     * work done, its ETA far too long */
+    drdc_progress_update(prog, *done, cat->name);
     for (int m = 0; m < nm; m++) {
         drdc_curve_metrics im;
         drdc_pixel_metrics px;
