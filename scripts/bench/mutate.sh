@@ -86,11 +86,12 @@ kernels() {
     mutate siluattn src/stages/unet.c 'y[c] = STORE(a[c] * LOAD(x[c]) + b[c]);' \
         'y[c] = STORE(gn_silu(a[c] * LOAD(x[c]) + b[c]));' test_unet
     mutate unetkhead src/stages/unet.c '.k = base + ch,' '.k = base,' test_unet
-    mutate stalecopy src/stages/unet.c 'dt_version(cv->w) == cv->w_ver && dt_version(cv->b) == cv->b_ver)' '1)' test_unet
+    mutate stalecopy src/stages/unet.c 'copy_current(cv->w, cv->b, cv->w_ver, cv->b_ver))' '1)' test_unet
     mutate nocopy src/stages/unet.c 'if (c->channels_last && cv->run_w &&' 'if (0 && cv->run_w &&' test_unet
-    mutate stalenorm src/stages/unet.c 'if (nm->host && dt_version(nm->w) == nm->w_ver && dt_version(nm->b) == nm->b_ver) {' \
+    mutate stalenorm src/stages/unet.c 'if (nm->host && copy_current(nm->w, nm->b, nm->w_ver, nm->b_ver)) {' \
         'if (nm->host) {' test_unet
-    mutate staleemb src/stages/unet.c '    if (!u->emb_all_w) return 0;' '    return u->emb_all_w != NULL;' test_unet
+    mutate staleemb src/stages/unet.c 'if (!copy_current(rb->emb_w, rb->emb_b, rb->emb_w_ver, rb->emb_b_ver)) *(int *)ctx = 0;' \
+        '(void)ctx;' test_unet
     mutate catswap src/stages/unet.c 'memcpy(j->y + p * (j->ea + j->eb), j->a + p * j->ea, (size_t)j->ea);' \
         'memcpy(j->y + p * (j->ea + j->eb), j->b + p * j->ea, (size_t)j->ea);' test_unet
     mutate uprow src/stages/unet.c '(r % (2 * j->H)) / 2) * W * e;' '(r % j->H)) * W * e;' test_unet

@@ -326,34 +326,90 @@ done:
     return DRDC_OK;
 }
 
-/* Every convolution of u, in a fixed order: *n of them written to out (cap at least conv_count). */
-static int conv_count(const drdc_unet *u) { return 6 * (u->n_in + u->n_out) + 3 + 2 + 3 + 1; }
+/* ---- inference copies (drdc_unet_prepare) ---------------------------------------------------- */
 
-static int list_convs(drdc_unet *u, drdc_unet_conv **out) {
-    int n = 0;
-    drdc_unet_resblock *res[2] = {&u->mid_res0, &u->mid_res2};
-    for (int k = 0; k < 2; k++) out[n++] = &res[k]->in_conv, out[n++] = &res[k]->out_conv, out[n++] = &res[k]->skip;
-    out[n++] = &u->mid_attn.qkv, out[n++] = &u->mid_attn.proj, out[n++] = &u->out_conv;
-    for (int i = 0; i < u->n_in + u->n_out; i++) {
-        drdc_unet_block *b = i < u->n_in ? &u->in[i] : &u->out[i - u->n_in];
-        out[n++] = &b->res.in_conv, out[n++] = &b->res.out_conv, out[n++] = &b->res.skip;
-        out[n++] = &b->attn.qkv, out[n++] = &b->attn.proj, out[n++] = &b->conv;
-    }
-    return n;
+/* Whether a copy made from w and b (at versions w_ver, b_ver) is still theirs: neither written since. */
+static int copy_current(dt_tensor w, dt_tensor b, int64_t w_ver, int64_t b_ver) {
+    return w_ver >= 0 && dt_version(w) == w_ver && dt_version(b) == b_ver;
 }
 
-static void free_run_copies(drdc_unet_conv *cv) {
+/* What a walk over u's parts does to each (a NULL entry: nothing). */
+typedef struct part_fns {
+    drdc_status (*conv)(drdc_unet_conv *cv, void *ctx);
+    drdc_status (*norm)(drdc_unet_norm *nm, void *ctx);
+    drdc_status (*res)(drdc_unet_resblock *rb, void *ctx);   /* after the block's convolutions and norms */
+    void *ctx;
+} part_fns;
+
+static drdc_status each_of_res(drdc_unet_resblock *r, const part_fns *f) {
+    drdc_unet_conv *cv[3] = {&r->in_conv, &r->out_conv, &r->skip};
+    drdc_unet_norm *nm[2] = {&r->in_norm, &r->out_norm};
+    drdc_status st = DRDC_OK;
+    for (int k = 0; k < 3 && f->conv && !st; k++) st = f->conv(cv[k], f->ctx);
+    for (int k = 0; k < 2 && f->norm && !st; k++) st = f->norm(nm[k], f->ctx);
+    return !st && f->res ? f->res(r, f->ctx) : st;
+}
+
+static drdc_status each_of_attn(drdc_unet_attn *a, const part_fns *f) {
+    drdc_status st = DRDC_OK;
+    if (f->conv) st = f->conv(&a->qkv, f->ctx);
+    if (f->conv && !st) st = f->conv(&a->proj, f->ctx);
+    return f->norm && !st ? f->norm(&a->norm, f->ctx) : st;
+}
+
+/* fns on every part of u that was built, each once, in a fixed order (the middle block, the input
+ * and output blocks, the output layers); stops at the first failure. */
+static drdc_status each_part(drdc_unet *u, const part_fns *f) {
+    drdc_status st = each_of_res(&u->mid_res0, f);
+    if (!st) st = each_of_attn(&u->mid_attn, f);
+    if (!st) st = each_of_res(&u->mid_res2, f);
+    for (int i = 0; i < u->n_in + u->n_out && !st; i++) {
+        drdc_unet_block *b = i < u->n_in ? &u->in[i] : &u->out[i - u->n_in];
+        if (b->has_res) st = each_of_res(&b->res, f);
+        if (!st && b->has_attn) st = each_of_attn(&b->attn, f);
+        if (!st && b->conv.w && f->conv) st = f->conv(&b->conv, f->ctx);
+    }
+    if (!st && f->conv) st = f->conv(&u->out_conv, f->ctx);
+    return !st && f->norm ? f->norm(&u->out_norm, f->ctx) : st;
+}
+
+static drdc_status free_conv_copy(drdc_unet_conv *cv, void *ctx) {
+    (void)ctx;
     dt_free(cv->run_w);
     dt_free(cv->run_b);
     cv->run_w = cv->run_b = NULL;
     cv->w_ver = cv->b_ver = -1;
+    return DRDC_OK;
 }
 
-/* cv's inference copies in dtype: the weight [out,in,k,k] (a Conv1d's [out,in,1] as [out,in,1,1])
- * channels-last, the bias. */
-static drdc_status prepare_conv(drdc_unet_conv *cv, dt_dtype dtype) {
-    free_run_copies(cv);
-    if (!cv->w) return DRDC_OK;   /* a layer this U-Net does not have */
+static drdc_status free_norm_copy(drdc_unet_norm *nm, void *ctx) {
+    (void)ctx;
+    free(nm->host);
+    nm->host = NULL;
+    nm->w_ver = nm->b_ver = -1;
+    return DRDC_OK;
+}
+
+static drdc_status forget_emb_row(drdc_unet_resblock *rb, void *ctx) {
+    (void)ctx;
+    rb->emb_row = rb->emb_w_ver = rb->emb_b_ver = -1;   /* each block projects its own */
+    return DRDC_OK;
+}
+
+/* Frees every inference copy of u. */
+static void free_copies(drdc_unet *u) {
+    const part_fns f = {free_conv_copy, free_norm_copy, forget_emb_row, NULL};
+    (void)each_part(u, &f);   /* these never fail */
+    dt_free(u->emb_all_w);
+    dt_free(u->emb_all_b);
+    u->emb_all_w = u->emb_all_b = NULL;
+}
+
+/* cv's inference copies in the dtype *ctx: the weight [out,in,k,k] (a Conv1d's [out,in,1] as
+ * [out,in,1,1]) channels-last, the bias. */
+static drdc_status prepare_conv(drdc_unet_conv *cv, void *ctx) {
+    const dt_dtype dtype = *(const dt_dtype *)ctx;
+    if (!cv->w) return DRDC_OK;   /* a ResBlock without a skip convolution */
     int64_t s[4] = {0, 0, 1, 1};
     dt_tensor w4 = NULL, wd = NULL, wc = NULL, bd = NULL, w = NULL, b = NULL;
     drdc_status st = DRDC_OK;
@@ -384,108 +440,71 @@ done:
     return st;
 }
 
-/* Every ResBlock of u in a fixed order (out: at least n_in + n_out + 2); returns their count. */
-static int list_resblocks(drdc_unet *u, drdc_unet_resblock **out) {
-    int n = 0;
-    out[n++] = &u->mid_res0, out[n++] = &u->mid_res2;
-    for (int i = 0; i < u->n_in + u->n_out; i++) {
-        drdc_unet_block *b = i < u->n_in ? &u->in[i] : &u->out[i - u->n_in];
-        if (b->has_res) out[n++] = &b->res;
-    }
-    return n;
+/* The norm's w then b as floats into dst ([2C]). */
+static drdc_status read_affine(const drdc_unet_norm *nm, float *dst, int64_t C) {
+    drdc_status st = dt_copy_to_host(nm->w, dst, sizeof(float) * (size_t)C);
+    return st ? st : dt_copy_to_host(nm->b, dst + C, sizeof(float) * (size_t)C);
 }
 
-/* Every GroupNorm of u (out: at least 3 (n_in + n_out + 2) + 1); returns their count. */
-static int list_norms(drdc_unet *u, drdc_unet_norm **out) {
-    int n = 0;
-    drdc_unet_resblock *res[2] = {&u->mid_res0, &u->mid_res2};
-    for (int k = 0; k < 2; k++) out[n++] = &res[k]->in_norm, out[n++] = &res[k]->out_norm;
-    out[n++] = &u->mid_attn.norm, out[n++] = &u->out_norm;
-    for (int i = 0; i < u->n_in + u->n_out; i++) {
-        drdc_unet_block *b = i < u->n_in ? &u->in[i] : &u->out[i - u->n_in];
-        if (b->has_res) out[n++] = &b->res.in_norm, out[n++] = &b->res.out_norm;
-        if (b->has_attn) out[n++] = &b->attn.norm;
-    }
-    return n;
-}
-
-static void free_norm_copy(drdc_unet_norm *nm) {
-    free(nm->host);
-    nm->host = NULL;
-    nm->w_ver = nm->b_ver = -1;
-}
-
-static drdc_status prepare_norm(drdc_unet_norm *nm) {
-    free_norm_copy(nm);
+static drdc_status prepare_norm(drdc_unet_norm *nm, void *ctx) {
+    (void)ctx;
     const int64_t C = dt_numel(nm->w), w_ver = dt_version(nm->w), b_ver = dt_version(nm->b);
     if (w_ver < 0 || b_ver < 0) return DRDC_OK;   /* no version to check against: the params are read */
     float *h = malloc(sizeof(float) * (size_t)(2 * C));
     if (!h) return drdc_fail(DRDC_ERR_NOMEM, "a norm's %lld values", (long long)C);
-    drdc_status st = DRDC_OK;
-    TRY(dt_copy_to_host(nm->w, h, sizeof(float) * (size_t)C));
-    TRY(dt_copy_to_host(nm->b, h + C, sizeof(float) * (size_t)C));
+    const drdc_status st = read_affine(nm, h, C);
+    if (st) {
+        free(h);
+        return st;
+    }
     nm->host = h, nm->w_ver = w_ver, nm->b_ver = b_ver;
-    h = NULL;
-done:
-    free(h);
-    return st;
+    return DRDC_OK;
 }
 
-static void free_res_copies(drdc_unet_resblock *r) {
-    free_run_copies(&r->in_conv);
-    free_run_copies(&r->out_conv);
-    free_run_copies(&r->skip);
-    free_norm_copy(&r->in_norm);
-    free_norm_copy(&r->out_norm);
-    r->emb_row = r->emb_w_ver = r->emb_b_ver = -1;
+/* The ResBlocks in walk order, for stacking their embedding projections. */
+typedef struct emb_stack {
+    dt_tensor *w, *b;   /* [cap] each */
+    int n, cap;
+    int64_t rows;
+} emb_stack;
+
+static drdc_status stack_emb(drdc_unet_resblock *rb, void *ctx) {
+    emb_stack *e = ctx;
+    if (e->n >= e->cap) return drdc_fail(DRDC_ERR_STATE, "more ResBlocks than the U-Net has blocks");
+    e->w[e->n] = rb->emb_w, e->b[e->n++] = rb->emb_b;
+    rb->emb_row = e->rows, rb->emb_w_ver = dt_version(rb->emb_w), rb->emb_b_ver = dt_version(rb->emb_b);
+    e->rows += 2 * rb->out_ch;
+    return DRDC_OK;
 }
 
-static void free_attn_copies(drdc_unet_attn *a) {
-    free_run_copies(&a->qkv);
-    free_run_copies(&a->proj);
-    free_norm_copy(&a->norm);
-}
-
-/* Frees every inference copy of u (drdc_unet_prepare's); the layers not built are all NULL. */
-static void free_copies(drdc_unet *u) {
-    free_res_copies(&u->mid_res0);
-    free_res_copies(&u->mid_res2);
-    free_attn_copies(&u->mid_attn);
-    free_run_copies(&u->out_conv);
-    free_norm_copy(&u->out_norm);
-    for (int i = 0; i < u->n_in + u->n_out; i++) {
-        drdc_unet_block *b = i < u->n_in ? &u->in[i] : &u->out[i - u->n_in];
-        free_res_copies(&b->res);
-        free_attn_copies(&b->attn);
-        free_run_copies(&b->conv);
-    }
-    dt_free(u->emb_all_w);
-    dt_free(u->emb_all_b);
-    u->emb_all_w = u->emb_all_b = NULL;
-}
-
-/* emb_all_w / emb_all_b: the n blocks' emb_layers.1 stacked in list order (float32, their own storage) */
-static drdc_status prepare_emb_all(drdc_unet *u, drdc_unet_resblock **rb, int n) {
-    dt_tensor *ws = malloc(sizeof *ws * (size_t)(2 * n)), w = NULL, b = NULL;
-    if (!ws) return drdc_fail(DRDC_ERR_NOMEM, "stacking %d embedding projections", n);
+/* emb_all_w / emb_all_b: every ResBlock's emb_layers.1 stacked in walk order (float32, their own
+ * storage), each block's emb_row its first row there; none where a version is missing. */
+static drdc_status prepare_emb_all(drdc_unet *u) {
+    const int cap = u->n_in + u->n_out + 2;
+    emb_stack e = {malloc(sizeof(dt_tensor) * (size_t)cap), malloc(sizeof(dt_tensor) * (size_t)cap), 0, cap, 0};
+    dt_tensor w = NULL, b = NULL;
+    const part_fns f = {NULL, NULL, stack_emb, &e};
     drdc_status st = DRDC_OK;
-    int64_t row = 0;
-    for (int i = 0; i < n; i++) {
-        ws[i] = rb[i]->emb_w, ws[n + i] = rb[i]->emb_b;
-        rb[i]->emb_row = row, rb[i]->emb_w_ver = dt_version(rb[i]->emb_w), rb[i]->emb_b_ver = dt_version(rb[i]->emb_b);
-        row += 2 * rb[i]->out_ch;
-        if (rb[i]->emb_w_ver < 0 || rb[i]->emb_b_ver < 0) goto done;   /* no versions: the params are read */
+    if (!e.w || !e.b) {
+        st = drdc_fail(DRDC_ERR_NOMEM, "stacking %d embedding projections", cap);
+        goto done;
     }
-    TRY(dt_cat(&w, ws, n, 0));                                            /* [rows, 4C] */
-    TRY(dt_cat(&b, ws + n, n, 0));                                        /* [rows] */
+    TRY(each_part(u, &f));
+    for (int i = 0; i < e.n; i++)
+        if (dt_version(e.w[i]) < 0 || dt_version(e.b[i]) < 0) goto done;   /* no versions: the params are read */
+    TRY(dt_cat(&w, e.w, e.n, 0));                                         /* [rows, 4C] */
+    TRY(dt_cat(&b, e.b, e.n, 0));                                         /* [rows] */
     TRY(dt_detach(&u->emb_all_w, w));
     TRY(dt_detach(&u->emb_all_b, b));
 done:
     dt_free(w);
     dt_free(b);
-    free(ws);
-    if (!u->emb_all_w)
-        for (int i = 0; i < n; i++) rb[i]->emb_row = -1;   /* not stacked: each block projects its own */
+    free(e.w);
+    free(e.b);
+    if (!u->emb_all_w) {
+        const part_fns forget = {NULL, NULL, forget_emb_row, NULL};
+        (void)each_part(u, &forget);
+    }
     return st;
 }
 
@@ -496,25 +515,11 @@ drdc_status drdc_unet_prepare(drdc_unet *unet, dt_dtype dtype) {
                          dt_dtype_name(dtype));
     if (dt_scope_depth() != 0)   /* the copies live with the U-Net, not with a scope */
         return drdc_fail(DRDC_ERR_STATE, "unet prepare: called inside a shim scope");
-    const int cap = conv_count(unet);   /* also enough for the norms and the ResBlocks */
-    drdc_unet_conv **cv = malloc(sizeof *cv * (size_t)cap);
-    drdc_unet_norm **nm = malloc(sizeof *nm * (size_t)cap);
-    drdc_unet_resblock **rb = malloc(sizeof *rb * (size_t)cap);
-    drdc_status st = DRDC_OK;
-    if (!cv || !nm || !rb) {
-        st = drdc_fail(DRDC_ERR_NOMEM, "unet prepare: out of memory");
-        goto done;
-    }
     free_copies(unet);
-    const int n = list_convs(unet, cv), n_norms = list_norms(unet, nm), n_res = list_resblocks(unet, rb);
-    for (int i = 0; i < n && !st; i++) st = prepare_conv(cv[i], dtype);
-    for (int i = 0; i < n_norms && !st; i++) st = prepare_norm(nm[i]);
-    if (!st) st = prepare_emb_all(unet, rb, n_res);
+    const part_fns f = {prepare_conv, prepare_norm, NULL, &dtype};
+    drdc_status st = each_part(unet, &f);
+    if (!st) st = prepare_emb_all(unet);
     if (st) free_copies(unet);
-done:
-    free(cv);
-    free(nm);
-    free(rb);
     return st ? drdc_error_context(st, "unet prepare (%s)", dt_dtype_name(dtype)) : DRDC_OK;
 }
 
@@ -940,16 +945,12 @@ static int gn_fusable(const fwd_ctx *c, dt_tensor x) {
 
 /* The norm's affine on the host: its prepared copy while current, else read into tmp ([2C]). */
 static drdc_status norm_affine(const float **out, const drdc_unet_norm *nm, float *tmp, int64_t C) {
-    if (nm->host && dt_version(nm->w) == nm->w_ver && dt_version(nm->b) == nm->b_ver) {
+    if (nm->host && copy_current(nm->w, nm->b, nm->w_ver, nm->b_ver)) {
         *out = nm->host;
         return DRDC_OK;
     }
-    drdc_status st = DRDC_OK;
-    TRY(dt_copy_to_host(nm->w, tmp, sizeof(float) * (size_t)C));
-    TRY(dt_copy_to_host(nm->b, tmp + C, sizeof(float) * (size_t)C));
     *out = tmp;
-done:
-    return st;
+    return read_affine(nm, tmp, C);
 }
 
 /* One ResBlock's scale and shift for sample n, channel c: scale at ss[n * stride + c], shift at
@@ -993,7 +994,8 @@ static drdc_status gn_fused(dt_tensor *out, dt_tensor x, const drdc_unet_norm *n
     TRY(dt_host_data(&yp, y));
     j.x = xp, j.y = yp, j.mean = stats, j.m2 = stats + N * n_chunks * C, j.a = a, j.b = bb;
     TRY(dt_parallel_for(0, N * n_chunks, 1, j.bf16 ? gn_stats_bf16 : gn_stats_f32, &j));
-    for (int64_t n = 0; n < N; n++)
+    for (int64_t n = 0; n < N; n++) {
+        const float *e = ss ? ss->ss + n * ss->stride : NULL;   /* sample n's scale, then shift */
         for (int64_t g = 0; g < G; g++) {   /* merge the chunks and the group's channels (Chan et al.) */
             double cnt = 0, mean = 0, m2 = 0;
             for (int64_t k = 0; k < n_chunks; k++) {
@@ -1008,12 +1010,12 @@ static drdc_status gn_fused(dt_tensor *out, dt_tensor x, const drdc_unet_norm *n
             }
             const double rstd = 1.0 / sqrt(m2 / cnt + GN_EPS);
             for (int64_t c = g * cg; c < (g + 1) * cg; c++) {
-                const float *e = ss ? ss->ss + n * ss->stride : NULL;
                 const double wr = wh[c] * rstd, s1 = !e ? 1.0 : ss->round ? round_bf16(1.0f + e[c]) : 1.0f + e[c];
                 a[n * C + c] = (float)(wr * s1);
                 bb[n * C + c] = (float)((bh[c] - mean * wr) * s1 + (e ? e[C + c] : 0.0f));
             }
         }
+    }
     TRY(dt_parallel_for(0, N * n_chunks, 1, gn_apply_pass(j.bf16, C), &j));
 done:
     free(wb);
@@ -1039,7 +1041,8 @@ int drdc_unet_use_c_moves(int on) { return atomic_exchange(&g_c_moves, on != 0);
 
 static int cl_dense(const fwd_ctx *c, dt_tensor x) {
     const dt_dtype d = dt_dtype_of(x);
-    return atomic_load(&g_c_moves) && c->channels_last && dt_device_of(x).type == DT_CPU && (d == DT_F32 || d == DT_BF16) && dt_ndim(x) == 4 &&
+    return atomic_load(&g_c_moves) && c->channels_last && dt_device_of(x).type == DT_CPU &&
+           (d == DT_F32 || d == DT_BF16) && dt_ndim(x) == 4 &&
            dt_is_channels_last(x);
 }
 
@@ -1232,7 +1235,7 @@ static drdc_status conv_on(dt_tensor *out, const fwd_ctx *c, const drdc_unet_con
                            int stride) {
     const int64_t pad = k / 2;
     if (c->channels_last && cv->run_w && dt_dtype_of(x) == dt_dtype_of(cv->run_w) && dt_is_channels_last(x) &&
-        dt_version(cv->w) == cv->w_ver && dt_version(cv->b) == cv->b_ver)
+        copy_current(cv->w, cv->b, cv->w_ver, cv->b_ver))
         return dt_conv2d(out, x, cv->run_w, cv->run_b, stride, stride, pad, pad, 1, 1, 1);
     if (dt_ndim(cv->w) == 4) return dt_conv2d(out, x, cv->w, cv->b, stride, stride, pad, pad, 1, 1, 1);
     int64_t s[4] = {0, 0, 1, 1};
@@ -1258,6 +1261,27 @@ static drdc_status conv(dt_tensor *out, const fwd_ctx *c, const drdc_unet_conv *
     return st;
 }
 
+/* act [N,4C] through the Linear (w [width,4C], b), into *out: N x width floats on the host, malloc'd
+ * (the caller frees it, also on failure); *bf16: the Linear ran in bf16 (autocast). */
+static drdc_status project_to_host(float **out, int *bf16, dt_tensor act, dt_tensor w, dt_tensor b, int64_t N,
+                                   int64_t width) {
+    dt_tensor e = NULL, e32 = NULL;
+    drdc_status st = DRDC_OK;
+    *out = NULL;
+    TRY(dt_linear(&e, act, w, b));                                        /* [N,width] */
+    *bf16 = dt_dtype_of(e) == DT_BF16;
+    TRY(dt_to_dtype(&e32, e, DT_F32));
+    if (!(*out = malloc(sizeof(float) * (size_t)(N * width)))) {
+        st = drdc_fail(DRDC_ERR_NOMEM, "unet: out of memory for %lld ResBlock scales and shifts", (long long)width);
+        goto done;
+    }
+    TRY(dt_copy_to_host(e32, *out, sizeof(float) * (size_t)(N * width)));
+done:
+    dt_free(e);
+    dt_free(e32);
+    return st;
+}
+
 /* rb's scale and shift for the fused norm: the pass's projection (fwd_ctx), or rb's own emb_layers
  * run now, into *own (the caller frees it). */
 static drdc_status block_scale_shift(gn_scale_shift *ss, float **own, const fwd_ctx *c, const drdc_unet_resblock *rb,
@@ -1268,19 +1292,9 @@ static drdc_status block_scale_shift(gn_scale_shift *ss, float **own, const fwd_
         return DRDC_OK;
     }
     const int64_t w = 2 * (int64_t)rb->out_ch;
-    dt_tensor e = NULL, e32 = NULL;
-    drdc_status st = DRDC_OK;
-    TRY(dt_linear(&e, c->emb_act, rb->emb_w, rb->emb_b));                 /* [N,2out] */
-    TRY(dt_to_dtype(&e32, e, DT_F32));                                    /* bf16 under autocast */
-    if (!(*own = malloc(sizeof(float) * (size_t)(N * w)))) {
-        st = drdc_fail(DRDC_ERR_NOMEM, "unet: a ResBlock's scale and shift");
-        goto done;
-    }
-    TRY(dt_copy_to_host(e32, *own, sizeof(float) * (size_t)(N * w)));
-    *ss = (gn_scale_shift){*own, w, dt_dtype_of(e) == DT_BF16};
-done:
-    dt_free(e);
-    dt_free(e32);
+    int bf16 = 0;
+    const drdc_status st = project_to_host(own, &bf16, c->emb_act, rb->emb_w, rb->emb_b, N, w);
+    *ss = (gn_scale_shift){*own, w, bf16};
     return st;
 }
 
@@ -1491,19 +1505,18 @@ done:
     return st;
 }
 
+static drdc_status check_emb_row(drdc_unet_resblock *rb, void *ctx) {
+    if (!copy_current(rb->emb_w, rb->emb_b, rb->emb_w_ver, rb->emb_b_ver)) *(int *)ctx = 0;
+    return DRDC_OK;
+}
+
 /* Whether the stacked embedding projections (drdc_unet_prepare) are current: made, and no block's
  * emb_layers written since. */
 static int emb_stack_current(const drdc_unet *u) {
-    if (!u->emb_all_w) return 0;
-    const drdc_unet_resblock *rb[2] = {&u->mid_res0, &u->mid_res2};
-    for (int k = 0; k < 2; k++)
-        if (dt_version(rb[k]->emb_w) != rb[k]->emb_w_ver || dt_version(rb[k]->emb_b) != rb[k]->emb_b_ver) return 0;
-    for (int i = 0; i < u->n_in + u->n_out; i++) {
-        const drdc_unet_block *b = i < u->n_in ? &u->in[i] : &u->out[i - u->n_in];
-        if (b->has_res && (dt_version(b->res.emb_w) != b->res.emb_w_ver || dt_version(b->res.emb_b) != b->res.emb_b_ver))
-            return 0;
-    }
-    return 1;
+    int current = u->emb_all_w != NULL;
+    const part_fns f = {NULL, NULL, check_emb_row, &current};
+    if (current) (void)each_part((drdc_unet *)u, &f);   /* the walk only reads u */
+    return current;
 }
 
 drdc_status drdc_unet_forward(dt_tensor *eps, const drdc_unet *unet, dt_tensor x_t, dt_tensor t, dt_tensor cond,
@@ -1519,10 +1532,11 @@ drdc_status drdc_unet_forward(dt_tensor *eps, const drdc_unet *unet, dt_tensor x
     const int64_t t_all = prof_start();
     const int nb = unet->n_in;
     dt_tensor result = NULL, x = NULL, temb = NULL, e0 = NULL, e1 = NULL, emb = NULL, h = NULL, hn = NULL;
-    dt_tensor m0 = NULL, m1 = NULL, raw = NULL, eall = NULL;
+    dt_tensor m0 = NULL, m1 = NULL, raw = NULL;
     float *emb_host = NULL;
     dt_tensor *hs = calloc((size_t)nb, sizeof *hs);
-    fwd_ctx c = {.u = unet, .training = training, .g = g, .channels_last = !dt_is_grad_enabled()}; /* no autograd: nothing runs backward */
+    /* channels-last without autograd: nothing runs backward */
+    fwd_ctx c = {.u = unet, .training = training, .g = g, .channels_last = !dt_is_grad_enabled()};
     if (!hs) {
         st = drdc_fail(DRDC_ERR_NOMEM, "unet forward: out of memory");
         goto done;
@@ -1543,14 +1557,8 @@ drdc_status drdc_unet_forward(dt_tensor *eps, const drdc_unet *unet, dt_tensor x
         int64_t rows = 0, N = 0;
         TRY(dt_size(&rows, unet->emb_all_b, 0));
         TRY(dt_size(&N, x_t, 0));
-        TRY(dt_linear(&eall, c.emb_act, unet->emb_all_w, unet->emb_all_b));  /* [N,rows]: every block's */
-        c.emb_bf16 = dt_dtype_of(eall) == DT_BF16;                        /* bf16 under autocast */
-        TRY(dt_to_dtype(&eall, eall, DT_F32));
-        if (!(emb_host = malloc(sizeof(float) * (size_t)(N * rows)))) {
-            st = drdc_fail(DRDC_ERR_NOMEM, "unet forward: out of memory for the blocks' scale and shift");
-            goto done;
-        }
-        TRY(dt_copy_to_host(eall, emb_host, sizeof(float) * (size_t)(N * rows)));
+        /* every block's scale and shift at once */
+        TRY(project_to_host(&emb_host, &c.emb_bf16, c.emb_act, unet->emb_all_w, unet->emb_all_b, N, rows));
         c.emb_host = emb_host, c.emb_stride = rows;
     }
     h = x;
