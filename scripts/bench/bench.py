@@ -53,13 +53,21 @@ PROCESS_ENV = {
 }
 
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE = os.path.dirname(os.path.dirname(HERE))
+DEFAULT_DRDC = os.path.join(SOURCE, "build", "drdc")
+
+
 def linked_tcmalloc(argv):
-    """The tcmalloc library the drdc binary links (CMake's DRDC_TCMALLOC), or None: the twins then
-    get it too, by LD_PRELOAD, so that both sides allocate with the same malloc."""
-    drdc = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "build", "drdc")
-    for i, a in enumerate(argv[:-1]):
-        if a == "--drdc":
+    """The tcmalloc library the drdc binary (--drdc, as argparse reads it below) links (CMake's
+    DRDC_TCMALLOC), or None: the twins then get it too, by LD_PRELOAD, so that both sides allocate
+    with the same malloc."""
+    drdc = DEFAULT_DRDC
+    for i, a in enumerate(argv):
+        if a == "--drdc" and i + 1 < len(argv):
             drdc = argv[i + 1]
+        elif a.startswith("--drdc="):
+            drdc = a[len("--drdc="):]
     try:
         out = subprocess.run(["ldd", drdc], capture_output=True, text=True).stdout
     except OSError:
@@ -86,8 +94,6 @@ except ImportError as e:  # pragma: no cover
     print("bench.py: needs Debian's python3-torch (run with /usr/bin/python3): %s" % e, file=sys.stderr)
     sys.exit(77)
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCE = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(SOURCE, "scripts", "twins"))
 import twin_backbone  # noqa: E402
 import twin_diffusion  # noqa: E402
@@ -473,7 +479,7 @@ def run_py(pipe, chk, stages, iters, warmup):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--drdc", default=os.path.join(SOURCE, "build", "drdc"), help="the drdc binary")
+    ap.add_argument("--drdc", default=DEFAULT_DRDC, help="the drdc binary")
     ap.add_argument("--config", default=os.path.join(SOURCE, "configs", "tiny.json"))
     ap.add_argument("--set", action="append", help="config override passed to drdc bench (repeatable)")
     ap.add_argument("--batch", type=int, default=8)
