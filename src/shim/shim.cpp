@@ -1267,6 +1267,8 @@ extern "C" drdc_status dt_autocast_bf16(int on) {
     SHIM_CATCH
 }
 
+extern "C" int dt_cpu_autocast_enabled(void) { return cpu_autocast_on() ? 1 : 0; }
+
 extern "C" drdc_status dt_autocast_inference(dt_device dev, int on) {
     SHIM_TRY {
         if (dev.type != DT_CPU && dev.type != DT_CUDA) input_error("unknown device type " + std::to_string(dev.type));

@@ -1234,18 +1234,27 @@ done:
 static drdc_status conv_on(dt_tensor *out, const fwd_ctx *c, const drdc_unet_conv *cv, dt_tensor x, int k,
                            int stride) {
     const int64_t pad = k / 2;
-    if (c->channels_last && cv->run_w && dt_dtype_of(x) == dt_dtype_of(cv->run_w) && dt_is_channels_last(x) &&
-        copy_current(cv->w, cv->b, cv->w_ver, cv->b_ver))
-        return dt_conv2d(out, x, cv->run_w, cv->run_b, stride, stride, pad, pad, 1, 1, 1);
-    if (dt_ndim(cv->w) == 4) return dt_conv2d(out, x, cv->w, cv->b, stride, stride, pad, pad, 1, 1, 1);
     int64_t s[4] = {0, 0, 1, 1};
-    dt_tensor w4 = NULL;
+    dt_tensor w4 = NULL, x16 = NULL;
     drdc_status st = DRDC_OK;
+    if (c->channels_last && cv->run_w && dt_is_channels_last(x) && copy_current(cv->w, cv->b, cv->w_ver, cv->b_ver)) {
+        if (dt_dtype_of(x) == dt_dtype_of(cv->run_w))
+            return dt_conv2d(out, x, cv->run_w, cv->run_b, stride, stride, pad, pad, 1, 1, 1);
+        if (dt_dtype_of(x) == DT_F32 && dt_dtype_of(cv->run_w) == DT_BF16 && dt_cpu_autocast_enabled()) {
+            /* a float32 input under bf16 autocast (the input convolution's): autocast would cast x,
+             * the weight and the bias to bf16 on every call; the copies are those casts, made once */
+            TRY(dt_to_dtype(&x16, x, DT_BF16));                           /* channels-last kept */
+            TRY(dt_conv2d(out, x16, cv->run_w, cv->run_b, stride, stride, pad, pad, 1, 1, 1));
+            goto done;
+        }
+    }
+    if (dt_ndim(cv->w) == 4) return dt_conv2d(out, x, cv->w, cv->b, stride, stride, pad, pad, 1, 1, 1);
     TRY(dt_shape(s, 3, cv->w));
     TRY(dt_reshape(&w4, cv->w, s, 4));                                    /* [out,in,1,1] */
     TRY(dt_conv2d(out, x, w4, cv->b, stride, stride, pad, pad, 1, 1, 1));
 done:
     dt_free(w4);
+    dt_free(x16);
     return st;
 }
 

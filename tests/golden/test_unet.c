@@ -730,7 +730,8 @@ static void test_c_moves_match_libtorch_exactly(void) {
  * in float32 (within 5e-6: the stacked projection is one GEMM, its sums in another order) and under
  * bf16 autocast; the forward pass really runs on them (zeroing the output convolution's copies
  * zeroes eps) and never on stale ones: after a convolution's, a projection's and a norm's weights
- * are written in place, eps follows them without a new prepare; nothing leaks. */
+ * are written in place, eps follows them without a new prepare; a float32 pass with bf16 copies in
+ * place runs in float32; nothing leaks. */
 static void test_prepared_weights_match_params(void) {
     drdc_unet u;
     int S = 0;
@@ -780,7 +781,19 @@ static void test_prepared_weights_match_params(void) {
         expect_close(bf16 ? "a weight written after prepare (bf16), against a new prepare"
                           : "a weight written after prepare (fp32), against a new prepare", e1, e2, bf16 ? 1e-3 : 5e-6);
         if (e0 && e1) CHECK(max_abs_diff(e1, e0) > 1e-2 * max_abs(e0));   /* the weight's change shows in eps */
-        if (bf16) CHECK_OK(dt_autocast_inference(CPU, 0));
+        if (bf16) {
+            /* with autocast off, a float32 pass runs in float32 with bf16 copies in place (the input
+             * convolution's float32 input is cast to bf16 only under autocast) */
+            dt_tensor f32_bf16copies = NULL, f32_copies = NULL;
+            CHECK_OK(dt_autocast_inference(CPU, 0));
+            CHECK_OK(drdc_unet_eps(&f32_bf16copies, &u, x, t, c));
+            CHECK_OK(drdc_unet_prepare(&u, DT_F32));
+            CHECK_OK(drdc_unet_eps(&f32_copies, &u, x, t, c));
+            expect_close("float32 pass with bf16 copies in place, against float32 copies", f32_bf16copies, f32_copies,
+                         5e-6);
+            dt_free(f32_bf16copies);
+            dt_free(f32_copies);
+        }
         dt_free(plain); dt_free(prep); dt_free(zero); dt_free(e0); dt_free(e1); dt_free(e2); dt_free(noise);
     }
     const long with_copies = dt_live_handles();

@@ -295,6 +295,8 @@ drdc_status dt_autocast_bf16(int on);
  * their float32 weights' dtype. The weight cache is on while it is on (each weight is cast once until
  * it is turned off): for inference only, never around optimizer steps. */
 drdc_status dt_autocast_inference(dt_device dev, int on);
+/* 1 when CPU autocast is on on this thread (dt_autocast_inference on a CPU device), else 0. */
+int dt_cpu_autocast_enabled(void);
 
 #ifdef __cplusplus
 }
