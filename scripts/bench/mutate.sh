@@ -17,7 +17,13 @@
 #                                             # channels; the prepared copies (convolutions, norms,
 #                                             # embedding projections) used after their weights
 #                                             # changed, or never used; the C
-#                                             # concatenation, upsampling and bf16 add wrong
+#                                             # concatenation, upsampling and bf16 add wrong; the
+#                                             # norm's merge of its chunks without their counts or
+#                                             # their means' spread; the bf16 pair kernels with the
+#                                             # coefficients or the channels out of order, the odd
+#                                             # channels' statistics about the even ones' first
+#                                             # pixel, NaN turned into 0; a float32 input cast to
+#                                             # bf16 without autocast
 #   bash scripts/bench/mutate.sh threads      # issue 16: tasks without the caller's thread-local
 #                                             # state, every split part starting at run 0
 #   bash scripts/bench/mutate.sh all
@@ -69,8 +75,19 @@ failclosed() {
 }
 
 kernels() {
-    mutate noshift src/stages/unet.c 'bb[n * C + c] = (float)((bh[c] - mean * wr) * s1 + (e ? e[C + c] : 0.0f));' \
-        'bb[n * C + c] = (float)((bh[c] - mean * wr) * s1);' test_unet
+    mutate noshift src/stages/unet.c 'bb[l] = (float)((bh[c] - mean * wr) * s1 + (e ? e[C + c] : 0.0f));' \
+        'bb[l] = (float)((bh[c] - mean * wr) * s1);' test_unet
+    mutate mergecount src/stages/unet.c 'for (int64_t c = g * cg; c < (g + 1) * cg; c++) sum += nb * cm[k * C + c];' \
+        'for (int64_t c = g * cg; c < (g + 1) * cg; c++) sum += GN_CHUNK * cm[k * C + c];' test_unet
+    mutate mergebetween src/stages/unet.c 'm2 += cq[k * C + c] + nb * d * d;' 'm2 += cq[k * C + c];' test_unet
+    mutate pairlane src/stages/unet.c 'n * C + (pairs ? gn_lane(c) : c);' 'n * C + c;' test_unet
+    mutate pairorder src/stages/unet.c '_mm512_storeu_si512(y + c, _mm512_permutexvar_epi16(order, packed));' \
+        '_mm512_storeu_si512(y + c, packed);' test_unet
+    mutate pairstatsk src/stages/unet.c '_mm512_sub_ps(GN_ODD(v), ko);' '_mm512_sub_ps(GN_ODD(v), ke);' test_unet
+    mutate pairnan0 src/stages/unet.c '    return _mm512_mul_ps(v, _mm512_rcp14_ps(d));' \
+        '    return _mm512_maskz_mul_ps(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v, _mm512_rcp14_ps(d));' test_unet
+    mutate castalways src/stages/unet.c 'dt_dtype_of(cv->run_w) == DT_BF16 && dt_cpu_autocast_enabled()' \
+        'dt_dtype_of(cv->run_w) == DT_BF16' test_unet
     mutate nan0 src/stages/unet.c '    return v * r;' '    return v == v ? v * r : 0.0f;' test_unet
     mutate bf16nan0 src/stages/unet.c '0x7fc0u : r' '0u : r' test_unet
     mutate avxnan0 src/stages/unet.c '    return _mm512_mul_ps(v, r);' \

@@ -876,19 +876,21 @@ GN_TARGET_F32 static inline __m512 gn_silu16(__m512 v) {
     return _mm512_mul_ps(v, r);
 }
 
-/* SiLU for bf16 outputs, which keep 8 significant bits (rounding error up to 2^-9): exp from a
- * degree-4 Taylor polynomial on [-ln2/2, ln2/2] (relative error under 4.4e-5) with one step for
- * n ln2, and 1/d from vrcp14ps alone (2^-14). Both far below bf16's rounding; seven instructions
- * fewer per 16 values than gn_silu16. The clamps as there (a NaN v reaches exp as 80). */
+/* SiLU for bf16 outputs, which keep 8 significant bits (rounding error up to 2^-9): exp(-v) as
+ * 2^t, t = -v log2(e), split into n = round(t) and r = t - n in [-1/2, 1/2] (exact), 2^r from a
+ * degree-4 Taylor polynomial in r ln2 (relative error under 4.4e-5) and 2^n by vscalefps; 1/d from
+ * vrcp14ps alone (2^-14). Both far below bf16's rounding; nine instructions fewer per 16 values than
+ * gn_silu16. No upper clamp is needed: vscalefps saturates (a large -v gives d = inf, 1/d = 0,
+ * SiLU = -0, as v / (1 + exp(-v)) in libtorch); t is held above -126 so that v = +inf gives
+ * n = -126, d = 1 and +inf, not inf - inf. A NaN v passes the clamp as -126 (vmaxps returns its
+ * second operand) and comes out through the product v * (1/d); v = -inf gives NaN, as libtorch. */
 GN_TARGET_F32 static inline __m512 gn_silu16_bf16(__m512 v) {
-    __m512 x = _mm512_min_ps(_mm512_sub_ps(_mm512_setzero_ps(), v), _mm512_set1_ps(80.0f));   /* -v; NaN -> 80 */
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.3365447505531f));
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693147180559945f), x);
-    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(1.0f / 24.0f), r, _mm512_set1_ps(1.0f / 6.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    const __m512 t = _mm512_max_ps(_mm512_mul_ps(v, _mm512_set1_ps(-1.44269504088896341f)), _mm512_set1_ps(-126.0f));
+    const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 r = _mm512_sub_ps(t, n);
+    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(9.6181291076e-3f), r, _mm512_set1_ps(5.5504108665e-2f)); /* ln2^4/24, ln2^3/6 */
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(2.4022650696e-1f));                                         /* ln2^2/2 */
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(6.9314718056e-1f));                                         /* ln2 */
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     const __m512 d = _mm512_add_ps(_mm512_scalef_ps(p, n), _mm512_set1_ps(1.0f));                 /* 1 + exp(-v) */
     return _mm512_mul_ps(v, _mm512_rcp14_ps(d));
@@ -916,6 +918,70 @@ GN_TARGET_F32 static inline __m512 gn_silu16_bf16(__m512 v) {
 #define GN_STORE16_BF16(p, v) _mm256_storeu_si256((__m256i *)(p), (__m256i)_mm512_cvtneps_pbh(v))
 GN_APPLY_AVX512(f32, GN_TARGET_F32, float, GN_LOAD16_F32, GN_STORE16_F32, gn_silu16)
 GN_APPLY_AVX512(bf16, GN_TARGET_BF16, uint16_t, GN_LOAD16_BF16, GN_STORE16_BF16, gn_silu16_bf16)
+
+/* bf16 in pairs: 32 channels a vector load, split into the even channels (each 32-bit lane's low
+ * half shifted up) and the odd ones (the high half, masked): two instructions for 32 values where
+ * widening takes two for 16. The apply pass packs its two results back with one vcvtne2ps2bf16
+ * and puts the channels back in order with one vpermw; its coefficients a and b come in the same
+ * even/odd order per block of 32 channels (gn_lane). C a multiple of 32. */
+#define GN_EVEN(v) _mm512_castsi512_ps(_mm512_slli_epi32((v), 16))
+#define GN_ODD(v) _mm512_castsi512_ps(_mm512_and_si512((v), _mm512_set1_epi32((int)0xffff0000u)))
+
+/* Statistics of a task's pixels in bf16 pairs: per block of 32 channels, the sums of (x - k) and
+ * (x - k)^2 in registers over the pixels, k the first pixel; as gn_stats_bf16, in the same float32
+ * arithmetic. (Four chains of sums a pixel keep both vector ports busy: unrolling gained nothing.) */
+GN_TARGET_BF16 static void gn_stats_bf16_pairs(void *ctx, int64_t t0, int64_t t1) {
+    const gn_job *j = ctx;
+    const int64_t C = j->C;
+    for (int64_t t = t0; t < t1; t++) {
+        GN_TASK(uint16_t, j, t);
+        for (int64_t c = 0; c < C; c += 32) {
+            const __m512i k = _mm512_loadu_si512(x + c);
+            const __m512 ke = GN_EVEN(k), ko = GN_ODD(k);
+            __m512 se = _mm512_setzero_ps(), so = se, qe = se, qo = se;
+            for (int64_t p = 0; p < np; p++) {
+                const __m512i v = _mm512_loadu_si512(x + p * C + c);
+                const __m512 de = _mm512_sub_ps(GN_EVEN(v), ke), dO = _mm512_sub_ps(GN_ODD(v), ko);
+                se = _mm512_add_ps(se, de);
+                qe = _mm512_fmadd_ps(de, de, qe);
+                so = _mm512_add_ps(so, dO);
+                qo = _mm512_fmadd_ps(dO, dO, qo);
+            }
+            float sum[2][16], sq[2][16], kf[2][16];   /* [0]: the even channels, [1]: the odd */
+            _mm512_storeu_ps(sum[0], se);
+            _mm512_storeu_ps(sum[1], so);
+            _mm512_storeu_ps(sq[0], qe);
+            _mm512_storeu_ps(sq[1], qo);
+            _mm512_storeu_ps(kf[0], ke);
+            _mm512_storeu_ps(kf[1], ko);
+            for (int i = 0; i < 32; i++) {   /* channel c + i: lane i / 2 of set i % 2 */
+                const double ds = sum[i % 2][i / 2], mean_d = ds / (double)np;
+                j->mean[t * C + c + i] = kf[i % 2][i / 2] + mean_d;
+                j->m2[t * C + c + i] = sq[i % 2][i / 2] - ds * mean_d;
+            }
+        }
+    }
+}
+
+/* The apply pass in bf16 pairs: a and b in gn_lane's order. */
+GN_TARGET_BF16 static void gn_apply_bf16_pairs(void *ctx, int64_t t0, int64_t t1) {
+    const gn_job *j = ctx;
+    const int64_t C = j->C;
+    const __m512i order = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
+                                           21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);   /* even i, odd i, ... */
+    for (int64_t t = t0; t < t1; t++) {
+        GN_APPLY_TASK(uint16_t, j, t);
+        for (int64_t p = 0; p < np; p++, x += C, y += C)
+            for (int64_t c = 0; c < C; c += 32) {
+                const __m512i v = _mm512_loadu_si512(x + c);
+                __m512 e = _mm512_fmadd_ps(_mm512_loadu_ps(a + c), GN_EVEN(v), _mm512_loadu_ps(b + c));
+                __m512 o = _mm512_fmadd_ps(_mm512_loadu_ps(a + c + 16), GN_ODD(v), _mm512_loadu_ps(b + c + 16));
+                if (j->silu) e = gn_silu16_bf16(e), o = gn_silu16_bf16(o);
+                const __m512i packed = (__m512i)_mm512_cvtne2ps_pbh(o, e);   /* e's 16 values, then o's */
+                _mm512_storeu_si512(y + c, _mm512_permutexvar_epi16(order, packed));
+            }
+    }
+}
 #else
 #define GN_AVX512 0
 #endif
@@ -928,9 +994,25 @@ int drdc_unet_avx512_active(int bf16, int64_t channels) {
     return GN_AVX512 && atomic_load(&g_gn_avx512) && channels % 16 == 0 && drdc_cpu_avx512(bf16);
 }
 
-/* The apply pass for this dtype and width: AVX-512 where drdc_unet_avx512_active, else the clones. */
+/* Whether a bf16 norm of C channels takes the pair kernels (their coefficients in gn_lane's order). */
+static int gn_pairs(int bf16, int64_t C) { return GN_AVX512 && bf16 && C % 32 == 0 && drdc_unet_avx512_active(1, C); }
+
+/* Where channel c's coefficient goes for the pair kernels: in each block of 32, the even channels
+ * first, then the odd ones. */
+static inline int64_t gn_lane(int64_t c) { return (c & ~(int64_t)31) + (c & 1) * 16 + (c & 31) / 2; }
+
+/* The two passes for this dtype and width: AVX-512 where drdc_unet_avx512_active (in pairs for bf16
+ * where gn_pairs), else the clones. */
+static void (*gn_stats_pass(int bf16, int64_t C))(void *, int64_t, int64_t) {
+#if GN_AVX512
+    if (gn_pairs(bf16, C)) return gn_stats_bf16_pairs;
+#endif
+    return bf16 ? gn_stats_bf16 : gn_stats_f32;
+}
+
 static void (*gn_apply_pass(int bf16, int64_t C))(void *, int64_t, int64_t) {
 #if GN_AVX512
+    if (gn_pairs(bf16, C)) return gn_apply_bf16_pairs;
     if (drdc_unet_avx512_active(bf16, C)) return bf16 ? gn_apply_bf16_avx512 : gn_apply_f32_avx512;
 #endif
     return bf16 ? gn_apply_bf16 : gn_apply_f32;
@@ -993,26 +1075,34 @@ static drdc_status gn_fused(dt_tensor *out, dt_tensor x, const drdc_unet_norm *n
     TRY(dt_host_data(&xp, x));
     TRY(dt_host_data(&yp, y));
     j.x = xp, j.y = yp, j.mean = stats, j.m2 = stats + N * n_chunks * C, j.a = a, j.b = bb;
-    TRY(dt_parallel_for(0, N * n_chunks, 1, j.bf16 ? gn_stats_bf16 : gn_stats_f32, &j));
+    TRY(dt_parallel_for(0, N * n_chunks, 1, gn_stats_pass(j.bf16, C), &j));
+    const int pairs = gn_pairs(j.bf16, C);
+    const double last = (double)(P - (n_chunks - 1) * GN_CHUNK);   /* the last chunk's pixels */
     for (int64_t n = 0; n < N; n++) {
         const float *e = ss ? ss->ss + n * ss->stride : NULL;   /* sample n's scale, then shift */
-        for (int64_t g = 0; g < G; g++) {   /* merge the chunks and the group's channels (Chan et al.) */
-            double cnt = 0, mean = 0, m2 = 0;
+        const double *cm = j.mean + n * n_chunks * C, *cq = j.m2 + n * n_chunks * C;
+        for (int64_t g = 0; g < G; g++) {
+            /* the group's mean over its chunks and channels, then its sum of squares about that mean:
+             * each cell's own, plus its count times its mean's squared distance (exact, no cancellation) */
+            double sum = 0, m2 = 0;
             for (int64_t k = 0; k < n_chunks; k++) {
-                const double nb = (double)((k + 1) * GN_CHUNK < P ? GN_CHUNK : P - k * GN_CHUNK);
+                const double nb = k + 1 < n_chunks ? GN_CHUNK : last;
+                for (int64_t c = g * cg; c < (g + 1) * cg; c++) sum += nb * cm[k * C + c];
+            }
+            const double mean = sum / ((double)P * (double)cg);
+            for (int64_t k = 0; k < n_chunks; k++) {
+                const double nb = k + 1 < n_chunks ? GN_CHUNK : last;
                 for (int64_t c = g * cg; c < (g + 1) * cg; c++) {
-                    const int64_t i = (n * n_chunks + k) * C + c;
-                    const double d = j.mean[i] - mean, tot = cnt + nb;
-                    mean += d * nb / tot;
-                    m2 += j.m2[i] + d * d * cnt * nb / tot;
-                    cnt = tot;
+                    const double d = cm[k * C + c] - mean;
+                    m2 += cq[k * C + c] + nb * d * d;
                 }
             }
-            const double rstd = 1.0 / sqrt(m2 / cnt + GN_EPS);
+            const double rstd = 1.0 / sqrt(m2 / ((double)P * (double)cg) + GN_EPS);
             for (int64_t c = g * cg; c < (g + 1) * cg; c++) {
                 const double wr = wh[c] * rstd, s1 = !e ? 1.0 : ss->round ? round_bf16(1.0f + e[c]) : 1.0f + e[c];
-                a[n * C + c] = (float)(wr * s1);
-                bb[n * C + c] = (float)((bh[c] - mean * wr) * s1 + (e ? e[C + c] : 0.0f));
+                const int64_t l = n * C + (pairs ? gn_lane(c) : c);
+                a[l] = (float)(wr * s1);
+                bb[l] = (float)((bh[c] - mean * wr) * s1 + (e ? e[C + c] : 0.0f));
             }
         }
     }
