@@ -23,7 +23,10 @@
 #                                             # coefficients or the channels out of order, the odd
 #                                             # channels' statistics about the even ones' first
 #                                             # pixel, NaN turned into 0; a float32 input cast to
-#                                             # bf16 without autocast
+#                                             # bf16 without autocast; the AMX convolutions
+#                                             # without their bias, with the taps transposed,
+#                                             # stride 2 read as 1, two accumulators stored in
+#                                             # one place, or never used
 #   bash scripts/bench/mutate.sh threads      # issue 16: tasks without the caller's thread-local
 #                                             # state, every split part starting at run 0
 #   bash scripts/bench/mutate.sh all
@@ -86,10 +89,20 @@ kernels() {
     mutate pairstatsk src/stages/unet.c '_mm512_sub_ps(GN_ODD(v), ko);' '_mm512_sub_ps(GN_ODD(v), ke);' test_unet
     mutate pairnan0 src/stages/unet.c '    return _mm512_mul_ps(v, _mm512_rcp14_ps(d));' \
         '    return _mm512_maskz_mul_ps(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v, _mm512_rcp14_ps(d));' test_unet
+    mutate amxbias src/stages/amx_conv.c '_mm512_loadu_ps(pw->bias + nb * 16 + q * 16));' '_mm512_setzero_ps());' \
+        'test_amx_conv|test_unet'
+    mutate amxtap src/stages/amx_conv.c '(int)(tap / pw->k), (int)(tap % pw->k));' \
+        '(int)(tap % pw->k), (int)(tap / pw->k));' 'test_amx_conv|test_unet'
+    mutate amxstride src/stages/amx_conv.c 'xstride = j->stride * in * 2;' 'xstride = in * 2;' \
+        'test_amx_conv|test_unet'
+    mutate amxpair src/stages/amx_conv.c '_tile_stored(1, acc[1], 64);' '_tile_stored(2, acc[1], 64);' \
+        'test_amx_conv|test_unet'
+    mutate amxunused src/stages/unet.c 'if (cv->amx.w && dt_dtype_of(x) == DT_BF16' 'if (0 && cv->amx.w && dt_dtype_of(x) == DT_BF16' \
+        test_unet
     mutate castalways src/stages/unet.c 'dt_dtype_of(cv->run_w) == DT_BF16 && dt_cpu_autocast_enabled()' \
         'dt_dtype_of(cv->run_w) == DT_BF16' test_unet
     mutate nan0 src/stages/unet.c '    return v * r;' '    return v == v ? v * r : 0.0f;' test_unet
-    mutate bf16nan0 src/stages/unet.c '0x7fc0u : r' '0u : r' test_unet
+    mutate bf16nan0 include/drdc/stages/simd.h '0x7fc0u : r' '0u : r' test_unet
     mutate avxnan0 src/stages/unet.c '    return _mm512_mul_ps(v, r);' \
         '    return _mm512_maskz_mul_ps(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v, r);' test_unet
     mutate avxnewton src/stages/unet.c \
@@ -112,8 +125,8 @@ kernels() {
     mutate catswap src/stages/unet.c 'memcpy(j->y + p * (j->ea + j->eb), j->a + p * j->ea, (size_t)j->ea);' \
         'memcpy(j->y + p * (j->ea + j->eb), j->b + p * j->ea, (size_t)j->ea);' test_unet
     mutate uprow src/stages/unet.c '(r % (2 * j->H)) / 2) * W * e;' '(r % j->H)) * W * e;' test_unet
-    mutate addtrunc src/stages/unet.c 'i = i0; i < i1; i++) y[i] = gn_to_bf16(gn_from_bf16(a[i]) + gn_from_bf16(y[i]));' \
-        'i = i0; i < i1; i++) y[i] = (uint16_t)(((union { float f; uint32_t u; }){gn_from_bf16(a[i]) + gn_from_bf16(y[i])}).u >> 16);' \
+    mutate addtrunc src/stages/unet.c 'i = i0; i < i1; i++) y[i] = drdc_f32_to_bf16(drdc_bf16_to_f32(a[i]) + drdc_bf16_to_f32(y[i]));' \
+        'i = i0; i < i1; i++) y[i] = (uint16_t)(((union { float f; uint32_t u; }){drdc_bf16_to_f32(a[i]) + drdc_bf16_to_f32(y[i])}).u >> 16);' \
         test_unet
     mutate catswapavx src/stages/unet.c 'copy64(j->y + p * (j->ea + j->eb), j->a + p * j->ea, j->ea);' \
         'copy64(j->y + p * (j->ea + j->eb), j->b + p * j->ea, j->ea);' test_unet

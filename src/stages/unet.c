@@ -378,6 +378,7 @@ static drdc_status free_conv_copy(drdc_unet_conv *cv, void *ctx) {
     dt_free(cv->run_w);
     dt_free(cv->run_b);
     cv->run_w = cv->run_b = NULL;
+    drdc_amx_weights_free(&cv->amx);
     cv->w_ver = cv->b_ver = -1;
     return DRDC_OK;
 }
@@ -405,8 +406,31 @@ static void free_copies(drdc_unet *u) {
     u->emb_all_w = u->emb_all_b = NULL;
 }
 
+/* cv's weight (wd: [out,in,k,k] bf16, contiguous) and bias packed for amx_conv.h into cv->amx,
+ * where the CPU has AMX and the shape is one it takes (channels multiples of 32, k 1 or 3). */
+static drdc_status pack_amx(drdc_unet_conv *cv, dt_tensor wd, const int64_t s[4]) {
+    if (!drdc_amx_available() || dt_device_of(wd).type != DT_CPU || s[0] % 32 || s[1] % 32 || s[2] != s[3] ||
+        (s[2] != 1 && s[2] != 3))
+        return DRDC_OK;
+    const size_t nw = (size_t)(s[0] * s[1] * s[2] * s[3]);
+    uint16_t *w = malloc(nw * sizeof *w);
+    float *b = malloc((size_t)s[0] * sizeof *b);
+    drdc_status st = DRDC_OK;
+    if (!w || !b) {
+        st = drdc_fail(DRDC_ERR_NOMEM, "out of memory packing a convolution for AMX");
+        goto done;
+    }
+    TRY(dt_copy_to_host(wd, w, nw * sizeof *w));
+    TRY(dt_copy_to_host(cv->b, b, (size_t)s[0] * sizeof *b));   /* the float32 bias (packing rounds it) */
+    TRY(drdc_amx_pack(&cv->amx, w, b, s[0], s[1], (int)s[2]));
+done:
+    free(w);
+    free(b);
+    return st;
+}
+
 /* cv's inference copies in the dtype *ctx: the weight [out,in,k,k] (a Conv1d's [out,in,1] as
- * [out,in,1,1]) channels-last, the bias. */
+ * [out,in,1,1]) channels-last, the bias; in bf16 also both packed for AMX (pack_amx). */
 static drdc_status prepare_conv(drdc_unet_conv *cv, void *ctx) {
     const dt_dtype dtype = *(const dt_dtype *)ctx;
     if (!cv->w) return DRDC_OK;   /* a ResBlock without a skip convolution */
@@ -429,6 +453,7 @@ static drdc_status prepare_conv(drdc_unet_conv *cv, void *ctx) {
     TRY(dt_clone(&b, bd));
     TRY(dt_detach(&cv->run_w, w));
     TRY(dt_detach(&cv->run_b, b));
+    if (dtype == DT_BF16) TRY(pack_amx(cv, wd, s));
     cv->w_ver = w_ver, cv->b_ver = b_ver;
 done:
     dt_free(w4);
@@ -779,23 +804,6 @@ static inline float gn_silu(float v) {
     return v * r;
 }
 
-/* bf16 <-> float32. A bf16 is a float32's high half: widening is exact; narrowing rounds to
- * nearest even as libtorch's cast, and a NaN stays NaN (0x7fc0; the rounding alone could carry a
- * NaN's low bits into an infinity). Written on integers so that the compiler vectorises them. */
-static inline float gn_from_bf16(uint16_t h) {
-    const uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-static inline uint16_t gn_to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    const uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-    return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? 0x7fc0u : r);
-}
-
 #define GN_F32_LOAD(v) (v)
 #define GN_F32_STORE(v) (v)
 
@@ -852,7 +860,7 @@ static inline uint16_t gn_to_bf16(float f) {
     }
 
 GN_PASSES(f32, float, GN_F32_LOAD, GN_F32_STORE)
-GN_PASSES(bf16, uint16_t, gn_from_bf16, gn_to_bf16)
+GN_PASSES(bf16, uint16_t, drdc_bf16_to_f32, drdc_f32_to_bf16)
 
 /* The apply pass in AVX-512 intrinsics, chosen at run time when the CPU has them. With the clones
  * above it was the largest item of a bf16 U-Net call after the convolutions (22 % of the call's
@@ -1043,7 +1051,7 @@ typedef struct gn_scale_shift {
     int round;
 } gn_scale_shift;
 
-static inline float round_bf16(float f) { return gn_from_bf16(gn_to_bf16(f)); }
+static inline float round_bf16(float f) { return drdc_bf16_to_f32(drdc_f32_to_bf16(f)); }
 
 /* y = SiLU(GroupNorm32(x) * w * scale1 + b * scale1 + shift) (silu = 1; without the SiLU for 0),
  * x [N,C,H,W] channels-last on the CPU, float32 or bf16 (under autocast); y the same dtype and
@@ -1159,7 +1167,7 @@ GN_CLONES static void add_bf16_range(void *ctx, int64_t i0, int64_t i1) {
     const add_job *j = ctx;
     const uint16_t *a = j->a;
     uint16_t *y = j->y;
-    for (int64_t i = i0; i < i1; i++) y[i] = gn_to_bf16(gn_from_bf16(a[i]) + gn_from_bf16(y[i]));
+    for (int64_t i = i0; i < i1; i++) y[i] = drdc_f32_to_bf16(drdc_bf16_to_f32(a[i]) + drdc_bf16_to_f32(y[i]));
 }
 
 static void cat_range(void *ctx, int64_t p0, int64_t p1) {
@@ -1197,7 +1205,7 @@ GN_TARGET_BF16 static void add_bf16_avx512(void *ctx, int64_t i0, int64_t i1) {
     int64_t i = i0;
     for (; i + 16 <= i1; i += 16)
         GN_STORE16_BF16(y + i, _mm512_add_ps(GN_LOAD16_BF16(a + i), GN_LOAD16_BF16(y + i)));
-    for (; i < i1; i++) y[i] = gn_to_bf16(gn_from_bf16(a[i]) + gn_from_bf16(y[i]));
+    for (; i < i1; i++) y[i] = drdc_f32_to_bf16(drdc_bf16_to_f32(a[i]) + drdc_bf16_to_f32(y[i]));
 }
 
 DRDC_TARGET_AVX512 static void cat_avx512(void *ctx, int64_t p0, int64_t p1) {
@@ -1318,7 +1326,31 @@ done:
     return st;
 }
 
-/* The convolution cv (k x k, padding k/2) on x: on its inference copies where they are current and
+/* cv on x (bf16, channels-last, on the CPU, cv's copies current) by amx_conv.h where it takes this
+ * shape (drdc_amx_conv_fits): *out [N,out,H/stride,W/stride] channels-last bf16, 1 in *done; else 0
+ * in *done and nothing made. */
+static drdc_status amx_conv(dt_tensor *out, int *done, const drdc_unet_conv *cv, dt_tensor x, int stride) {
+    int64_t s[4];
+    dt_tensor y = NULL;
+    void *xp = NULL, *yp = NULL;
+    drdc_status st = DRDC_OK;
+    *done = 0;
+    TRY(dt_shape(s, 4, x));
+    if (s[1] != cv->amx.in || !drdc_amx_conv_fits(&cv->amx, stride, s[2], s[3])) return DRDC_OK;
+    const int64_t ys[4] = {s[0], cv->amx.out, s[2] / stride, s[3] / stride};
+    TRY(dt_empty(&y, ys, 4, DT_BF16, dt_device_of(x), 1));               /* channels-last */
+    TRY(dt_host_data(&xp, x));
+    TRY(dt_host_data(&yp, y));
+    TRY(drdc_amx_conv(&cv->amx, xp, yp, s[0], s[2], s[3], stride));
+    *out = y;
+    *done = 1;
+    return DRDC_OK;
+done:
+    dt_free(y);
+    return st;
+}
+
+/* The convolution cv (k x k, padding k/2) on x: on its AMX packing (amx_conv) or inference copies where they are current and
  * match x (no autograd, channels-last, the copies' dtype), else on the params' weights (a Conv1d's
  * [out,in,1] viewed as [out,in,1,1]). */
 static drdc_status conv_on(dt_tensor *out, const fwd_ctx *c, const drdc_unet_conv *cv, dt_tensor x, int k,
@@ -1328,6 +1360,11 @@ static drdc_status conv_on(dt_tensor *out, const fwd_ctx *c, const drdc_unet_con
     dt_tensor w4 = NULL, x16 = NULL;
     drdc_status st = DRDC_OK;
     if (c->channels_last && cv->run_w && dt_is_channels_last(x) && copy_current(cv->w, cv->b, cv->w_ver, cv->b_ver)) {
+        if (cv->amx.w && dt_dtype_of(x) == DT_BF16 && dt_device_of(x).type == DT_CPU) {
+            int done_amx = 0;
+            TRY(amx_conv(out, &done_amx, cv, x, stride));
+            if (done_amx) return DRDC_OK;
+        }
         if (dt_dtype_of(x) == dt_dtype_of(cv->run_w))
             return dt_conv2d(out, x, cv->run_w, cv->run_b, stride, stride, pad, pad, 1, 1, 1);
         if (dt_dtype_of(x) == DT_F32 && dt_dtype_of(cv->run_w) == DT_BF16 && dt_cpu_autocast_enabled()) {

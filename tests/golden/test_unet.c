@@ -857,6 +857,47 @@ static void test_forward_rejects_bad_input(void) {
     drdc_unet_free(NULL);
 }
 
+/* Under bf16 autocast with bf16 copies prepared, the U-Net's small convolutions run amx_conv.h's
+ * kernel (1x1, stride-2 and small 3x3 ones): eps with it and with oneDNN for all (drdc_amx_use(0))
+ * within 2 % of the output's scale (measured: the same to the bit), and it really runs: zeroing the
+ * packed weights and bias of one 16 px 3x3 convolution (the deepest decoder block's first) changes
+ * eps, which the params and the libtorch copies do not see. Nothing leaks. */
+static void test_amx_convolutions_in_the_unet(void) {
+    if (!drdc_amx_available()) {
+        test_skip_part("AMX convolutions in the U-Net: this CPU lacks AMX-BF16");
+        return;
+    }
+    drdc_unet u;
+    int S = 0;
+    if (!tiny_perturbed_unet(&u, &S)) return;
+    dt_tensor x = randn4(2, 3, S, S, 81), c = randn4(2, 3, S, S, 82), t = timesteps(2, 45);
+    dt_tensor on = NULL, off = NULL, zeroed = NULL;
+    CHECK_OK(drdc_unet_prepare(&u, DT_BF16));
+    const long before = dt_live_handles();   /* with the copies, which u owns */
+    CHECK_OK(dt_autocast_inference(CPU, 1));
+    drdc_amx_weights *pw = &u.out[0].res.in_conv.amx;
+    CHECK(pw->w != NULL && pw->k == 3);
+    CHECK_OK(drdc_unet_eps(&on, &u, x, t, c));
+    CHECK(drdc_amx_use(0) == 1);
+    CHECK_OK(drdc_unet_eps(&off, &u, x, t, c));
+    CHECK(drdc_amx_use(1) == 0);
+    expect_close("AMX convolutions (bf16) against oneDNN's", on, off, 2e-2);
+    if (pw->w) {
+        memset(pw->w, 0, (size_t)(pw->out * pw->in * 9) * sizeof *pw->w);
+        memset(pw->bias, 0, (size_t)pw->out * sizeof *pw->bias);
+        CHECK_OK(drdc_unet_eps(&zeroed, &u, x, t, c));
+        if (zeroed && on) {
+            printf("  one AMX convolution's packed weights zeroed: eps moves by %.3g\n", max_abs_diff(zeroed, on));
+            CHECK(max_abs_diff(zeroed, on) > 1e-2 * max_abs(on));
+        }
+    }
+    CHECK_OK(dt_autocast_inference(CPU, 0));
+    dt_free(on); dt_free(off); dt_free(zeroed);
+    CHECK(dt_live_handles() == before);
+    dt_free(x); dt_free(c); dt_free(t);
+    drdc_unet_free(&u);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IONBF, 0);   /* keep the per-tensor lines in order with CHECK messages */
     const char *py = getenv("DRDC_PYTHON");
@@ -893,5 +934,6 @@ int main(void) {
     RUN(test_prepared_weights_match_params);
     RUN(test_fused_attention_matches_libtorch);
     RUN(test_c_moves_match_libtorch_exactly);
+    RUN(test_amx_convolutions_in_the_unet);
     return test_summary();
 }

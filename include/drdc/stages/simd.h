@@ -1,13 +1,32 @@
-/* simd.h: the AVX-512 pieces the stages' CPU kernels share (unet.c's fused norm, attention.c's fused
- * attention): exp on 16 floats, and whether this CPU runs AVX-512 code. Header-only, static
- * inline; DRDC_SIMD_AVX512 is 0 where the compiler cannot target x86-64 AVX-512 (the kernels then
- * take their other path). */
+/* simd.h: the pieces the stages' CPU kernels share (unet.c's fused norm, attention.c's fused
+ * attention, amx_conv.c): bf16 <-> float32, exp on 16 floats, and whether this CPU runs AVX-512
+ * code. Header-only, static inline; DRDC_SIMD_AVX512 is 0 where the compiler cannot target x86-64
+ * AVX-512 (the kernels then take their other path). */
 #ifndef DRDC_STAGES_SIMD_H
 #define DRDC_STAGES_SIMD_H
 
+#include <stdint.h>
+#include <string.h>
+
+/* bf16 <-> float32. A bf16 is a float32's high half: widening is exact; narrowing rounds to
+ * nearest even as libtorch's cast, and a NaN stays NaN (0x7fc0; the rounding alone could carry a
+ * NaN's low bits into an infinity). Written on integers so that the compiler vectorises them. */
+static inline float drdc_bf16_to_f32(uint16_t h) {
+    const uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static inline uint16_t drdc_f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    const uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? 0x7fc0u : r);
+}
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
-#include <stdint.h>
 #define DRDC_SIMD_AVX512 1
 #define DRDC_TARGET_AVX512 __attribute__((target("avx512f")))
 #define DRDC_TARGET_AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512bf16")))

@@ -58,6 +58,7 @@
 #include "drdc/core/error.h"
 #include "drdc/formats/params.h"
 #include "drdc/shim/shim.h"
+#include "drdc/stages/amx_conv.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -77,6 +78,7 @@ static inline int drdc_unet_in_channels(const drdc_refiner_config *cfg) { return
 typedef struct drdc_unet_conv {
     dt_tensor w, b;                    /* borrowed: [out,in,k,k] ([out,in,1] for the attention's Conv1d), [out] */
     dt_tensor run_w, run_b;            /* owned copies, or NULL */
+    drdc_amx_weights amx;              /* owned: w and b packed for amx_conv.h (bf16 copies on an AMX CPU), or empty */
     int64_t w_ver, b_ver;              /* w's and b's versions when the copies were made */
 } drdc_unet_conv;
 

@@ -1,0 +1,199 @@
+/* test_amx_conv.c: amx_conv.h's bf16 convolutions against libtorch's bf16 convolution (oneDNN) on
+ * the same bf16 inputs, weights and bias: both sum in float32 and round once to bf16, in different
+ * orders, so every output must be within one bf16 step of libtorch's (2^-7 of its magnitude, plus a
+ * float32 summation margin of 1e-3 of the output's scale where sums cancel; measured on this
+ * project's machine: equal to the bit, oneDNN's AMX kernels sum in the same order). 1x1, 3x3 and stride-2
+ * 3x3 shapes of the refiner, two images a call; a NaN input pixel makes exactly the outputs that
+ * read it NaN (fail closed, no spill into the other image); shapes outside the kernel's rules are
+ * refused, and packing checks its channels. Parts that need AMX skip with a message on a CPU
+ * without it. */
+#include "testlib.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "drdc/shim/shim.h"
+#include "drdc/stages/amx_conv.h"
+
+static const dt_device CPU = {DT_CPU, 0};
+
+/* N(0, sd) in bf16: [n,c,h,w] (channels-last when cl). */
+static dt_tensor rand_bf16(const int64_t *shape, int ndim, double sd, uint64_t seed, int cl) {
+    dt_generator g = NULL;
+    dt_tensor x = NULL, y = NULL, z = NULL, zc = NULL;
+    CHECK_OK(dt_generator_new(&g, seed));
+    CHECK_OK(dt_randn(&x, shape, ndim, DT_F32, CPU, g));
+    CHECK_OK(dt_mul_scalar(&y, x, sd));
+    CHECK_OK(dt_to_dtype(&z, y, DT_BF16));
+    if (cl) CHECK_OK(dt_to_memory_format(&zc, z, 1));
+    dt_generator_free(g);
+    dt_free(x);
+    dt_free(y);
+    if (!cl) return z;
+    dt_free(z);
+    return zc;
+}
+
+typedef struct conv_case {
+    int64_t in, out, h, w;
+    int k, stride;
+} conv_case;
+
+/* Packs a random [out,in,k,k] weight and bias; *wt, *bt the bf16 tensors libtorch gets. */
+static int make_weights(drdc_amx_weights *pw, dt_tensor *wt, dt_tensor *bt, const conv_case *cc, uint64_t seed) {
+    const int64_t ws[4] = {cc->out, cc->in, cc->k, cc->k}, bs[1] = {cc->out};
+    const size_t nw = (size_t)(cc->out * cc->in * cc->k * cc->k);
+    *wt = rand_bf16(ws, 4, 1.0 / sqrt((double)(cc->in * cc->k * cc->k)), seed, 0);
+    *bt = rand_bf16(bs, 1, 0.5, seed + 1, 0);
+    uint16_t *w = malloc(nw * sizeof *w);
+    float *b = test_host_copy(*bt);
+    int ok = w && b && *wt;
+    if (ok) CHECK_OK(dt_copy_to_host(*wt, w, nw * sizeof *w));
+    if (ok) CHECK_OK(drdc_amx_pack(pw, w, b, cc->out, cc->in, cc->k));
+    free(w);
+    free(b);
+    return ok && pw->w;
+}
+
+/* y (bf16 [n,out,ho,wo] channels-last) from drdc_amx_conv on x; NULL on failure (counted). */
+static dt_tensor run_amx(const drdc_amx_weights *pw, dt_tensor x, const conv_case *cc, int64_t n) {
+    const int64_t ys[4] = {n, cc->out, cc->h / cc->stride, cc->w / cc->stride};
+    dt_tensor y = NULL;
+    void *xp = NULL, *yp = NULL;
+    CHECK_OK(dt_empty(&y, ys, 4, DT_BF16, CPU, 1));
+    CHECK_OK(dt_host_data(&xp, x));
+    CHECK_OK(dt_host_data(&yp, y));
+    drdc_status st = xp && yp ? drdc_amx_conv(pw, xp, yp, n, cc->h, cc->w, cc->stride) : DRDC_ERR_STATE;
+    CHECK_OK(st);
+    if (st) {
+        dt_free(y);
+        return NULL;
+    }
+    return y;
+}
+
+static void test_matches_libtorch(void) {
+    if (!drdc_amx_available()) {
+        test_skip_part("amx_conv against libtorch: this CPU lacks AMX-BF16 (or Linux refused the tile data)");
+        return;
+    }
+    const conv_case cases[] = {
+        {64, 192, 16, 16, 1, 1},   /* the attention's qkv */
+        {64, 32, 64, 64, 1, 1},    /* a skip connection */
+        {64, 64, 16, 16, 3, 1},
+        {128, 64, 16, 16, 3, 1},
+        {32, 64, 32, 32, 3, 1},
+        {32, 32, 64, 64, 3, 2},    /* downsampling */
+        {64, 96, 32, 32, 3, 2},
+    };
+    const long before = dt_live_handles();
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const conv_case *cc = &cases[i];
+        const int64_t xs[4] = {2, cc->in, cc->h, cc->w};
+        drdc_amx_weights pw;
+        dt_tensor x = rand_bf16(xs, 4, 1.0, 100 + i, 1), wt = NULL, bt = NULL, ref = NULL, got = NULL;
+        if (make_weights(&pw, &wt, &bt, cc, 200 + i) && x) {
+            CHECK(drdc_amx_conv_fits(&pw, cc->stride, cc->h, cc->w));
+            const int64_t pad = cc->k / 2;
+            CHECK_OK(dt_conv2d(&ref, x, wt, bt, cc->stride, cc->stride, pad, pad, 1, 1, 1));
+            got = run_amx(&pw, x, cc, 2);
+        }
+        float *g = got ? test_host_copy(got) : NULL, *r = ref ? test_host_copy(ref) : NULL;
+        if (g && r) {
+            const int64_t n = dt_numel(ref);
+            double scale = 0, worst = 0;
+            int64_t off = 0;
+            for (int64_t e = 0; e < n; e++) scale = fmax(scale, fabs(r[e]));
+            for (int64_t e = 0; e < n; e++) {
+                const double d = fabs((double)g[e] - r[e]);
+                worst = fmax(worst, d);
+                off += !(d <= 0x1p-7 * fabs(r[e]) + 1e-3 * scale);
+            }
+            printf("  %lldx%lld stride %d, %lld -> %lld channels, %lldx%lld: max |diff| %.3g of max |y| %.3g, %lld of %lld "
+                   "outputs beyond one bf16 step\n", (long long)cc->k, (long long)cc->k, cc->stride, (long long)cc->in,
+                   (long long)cc->out, (long long)cc->h, (long long)cc->w, worst, scale, (long long)off, (long long)n);
+            CHECK(scale > 0.1);
+            CHECK(off == 0);
+        }
+        free(g);
+        free(r);
+        dt_free(x); dt_free(wt); dt_free(bt); dt_free(ref); dt_free(got);
+        drdc_amx_weights_free(&pw);
+    }
+    CHECK(dt_live_handles() == before);
+}
+
+/* One NaN value in image 0 at pixel (5, 7): a 3x3 convolution's outputs at the 3x3 pixels around it
+ * are NaN in every channel, every other output (and all of image 1) finite. */
+static void test_nan_reaches_exactly_its_outputs(void) {
+    if (!drdc_amx_available()) {
+        test_skip_part("amx_conv NaN: this CPU lacks AMX-BF16");
+        return;
+    }
+    const conv_case cc = {64, 64, 16, 16, 3, 1};
+    const int64_t xs[4] = {2, 64, 16, 16};
+    drdc_amx_weights pw;
+    dt_tensor x = rand_bf16(xs, 4, 1.0, 7, 1), wt = NULL, bt = NULL, got = NULL;
+    void *xp = NULL;
+    if (!make_weights(&pw, &wt, &bt, &cc, 8) || !x) return;
+    CHECK_OK(dt_host_data(&xp, x));
+    if (xp) ((uint16_t *)xp)[(5 * 16 + 7) * 64 + 3] = 0x7fc0;   /* image 0, pixel (5,7), channel 3 */
+    got = run_amx(&pw, x, &cc, 2);
+    float *g = got ? test_host_copy(got) : NULL;   /* [2,64,16,16] */
+    if (g) {
+        int64_t wrong = 0;
+        for (int64_t n = 0; n < 2; n++)
+            for (int64_t c = 0; c < 64; c++)
+                for (int64_t yy = 0; yy < 16; yy++)
+                    for (int64_t xx = 0; xx < 16; xx++) {
+                        const int near = n == 0 && llabs(yy - 5) <= 1 && llabs(xx - 7) <= 1;
+                        const float v = g[((n * 64 + c) * 16 + yy) * 16 + xx];
+                        wrong += near ? !isnan(v) : !isfinite(v);
+                    }
+        printf("  NaN at one input value: %lld outputs wrong (NaN where finite or finite where NaN)\n", (long long)wrong);
+        CHECK(wrong == 0);
+    }
+    free(g);
+    dt_free(x); dt_free(wt); dt_free(bt); dt_free(got);
+    drdc_amx_weights_free(&pw);
+}
+
+/* The rules: channels multiples of 32 and k 1 or 3 to pack; the output's rows a multiple of 16
+ * pixels, stride 1 for 1x1; a stride-1 3x3 input above 96 KiB padded goes to oneDNN; the switch
+ * turns it off; a call outside the rules fails with DRDC_ERR_STATE, not with a wrong result. */
+static void test_rules(void) {
+    drdc_amx_weights pw;
+    const uint16_t w[1] = {0};
+    CHECK_ERR(drdc_amx_pack(&pw, w, NULL, 48, 32, 3), DRDC_ERR_INPUT, "multiples of 32");
+    CHECK_ERR(drdc_amx_pack(&pw, w, NULL, 32, 32, 5), DRDC_ERR_INPUT, "k 1 or 3");
+    CHECK(pw.w == NULL);
+    if (!drdc_amx_available()) {
+        test_skip_part("amx_conv rules: this CPU lacks AMX-BF16");
+        return;
+    }
+    const drdc_amx_weights k3 = {.w = (uint16_t *)w, .in = 64, .out = 64, .k = 3};
+    const drdc_amx_weights k1 = {.w = (uint16_t *)w, .in = 64, .out = 64, .k = 1};
+    CHECK(drdc_amx_conv_fits(&k3, 1, 16, 16));
+    CHECK(!drdc_amx_conv_fits(&k3, 1, 32, 32));   /* 34 x 34 x 64 x 2 bytes > 96 KiB */
+    CHECK(drdc_amx_conv_fits(&k3, 2, 32, 32));
+    CHECK(!drdc_amx_conv_fits(&k3, 1, 8, 8));     /* rows of 8 pixels */
+    CHECK(!drdc_amx_conv_fits(&k3, 2, 33, 32));   /* odd rows at stride 2 */
+    CHECK(drdc_amx_conv_fits(&k1, 1, 128, 128));
+    CHECK(!drdc_amx_conv_fits(&k1, 2, 16, 16));
+    CHECK(!drdc_amx_conv_fits(&k1, 1, 5, 5));     /* 25 pixels */
+    CHECK(drdc_amx_use(0) == 1);
+    CHECK(!drdc_amx_conv_fits(&k1, 1, 16, 16));
+    uint16_t x[8 * 8 * 64] = {0}, y[8 * 8 * 64];
+    CHECK_ERR(drdc_amx_conv(&k3, x, y, 1, 16, 16, 1), DRDC_ERR_STATE, "cannot run here");
+    CHECK(drdc_amx_use(1) == 0);
+    CHECK_ERR(drdc_amx_conv(&k3, x, y, 1, 8, 8, 1), DRDC_ERR_STATE, "cannot run here");
+}
+
+int main(void) {
+    setvbuf(stdout, NULL, _IONBF, 0);
+    RUN(test_matches_libtorch);
+    RUN(test_nan_reaches_exactly_its_outputs);
+    RUN(test_rules);
+    return test_summary();
+}
