@@ -1,45 +1,12 @@
 /* amx_conv.c: see amx_conv.h. */
-#define _GNU_SOURCE
 #include "drdc/stages/amx_conv.h"
 #include "drdc/shim/shim.h"
-#include "drdc/stages/simd.h"
+#include "drdc/stages/amx.h"
 
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
-#if DRDC_SIMD_AVX512 && ((defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11) || (defined(__clang__) && __clang_major__ >= 12))
-#define AMX_BUILT 1
-#include <cpuid.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-#define AMX_TARGET __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512bf16")))
-#else
-#define AMX_BUILT 0
-#endif
-
 #define AMX_MAX_PADDED_BYTES (96 * 1024)   /* stride-1 3x3: oneDNN is faster above (amx_conv.h) */
-
-static atomic_int g_amx_state;     /* 0 not asked yet, 1 available, -1 not */
-static atomic_int g_amx_use = 1;   /* drdc_amx_use */
-
-int drdc_amx_available(void) {
-    int s = atomic_load(&g_amx_state);
-    if (s) return s > 0;
-    s = -1;
-#if AMX_BUILT
-    unsigned a = 0, b = 0, c = 0, d = 0;
-    /* CPUID.(7,0):EDX bit 22 AMX-BF16, bit 24 AMX-TILE; then Linux's permission for the tile data
-     * (ARCH_REQ_XCOMP_PERM 0x1023, XFEATURE_XTILEDATA 18), once per process */
-    if (__get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 22 & 1u) && (d >> 24 & 1u) && drdc_cpu_avx512(1) &&
-        syscall(SYS_arch_prctl, 0x1023, 18) == 0)
-        s = 1;
-#endif
-    atomic_store(&g_amx_state, s);
-    return s > 0;
-}
-
-int drdc_amx_use(int on) { return atomic_exchange(&g_amx_use, on != 0); }
 
 drdc_status drdc_amx_pack(drdc_amx_weights *pw, const uint16_t *w, const float *bias, int64_t out, int64_t in, int k) {
     memset(pw, 0, sizeof *pw);
@@ -76,7 +43,7 @@ void drdc_amx_weights_free(drdc_amx_weights *pw) {
 }
 
 int drdc_amx_conv_fits(const drdc_amx_weights *pw, int stride, int64_t h, int64_t w) {
-    if (!pw || !pw->w || !atomic_load(&g_amx_use) || !drdc_amx_available() || h <= 0 || w <= 0) return 0;
+    if (!pw || !pw->w || !drdc_amx_active() || h <= 0 || w <= 0) return 0;
     if (pw->k == 1) return stride == 1 && (h * w) % 32 == 0;
     if (stride != 1 && stride != 2) return 0;
     if (h % stride || w % stride) return 0;
@@ -85,7 +52,7 @@ int drdc_amx_conv_fits(const drdc_amx_weights *pw, int stride, int64_t h, int64_
     return stride == 2 || (h + 2) * (w + 2) * pw->in * 2 <= AMX_MAX_PADDED_BYTES;
 }
 
-#if AMX_BUILT
+#if DRDC_AMX_BUILT
 typedef struct amx_job {
     const drdc_amx_weights *pw;
     const uint16_t *x;    /* [n][h][w][in] */
@@ -95,12 +62,6 @@ typedef struct amx_job {
     int64_t wo, po;       /* output columns, output pixels per image */
     int stride;
 } amx_job;
-
-typedef struct amx_tilecfg {   /* the LDTILECFG operand: palette 1 */
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} amx_tilecfg;
 
 /* Where the 16 input pixels of output tile t (16 pixels from output pixel t * 16 of image img) for
  * tap (dy, dx) lie: *row the input row's first pixel, *xi0 the first pixel's column (the others
@@ -135,16 +96,12 @@ static void stage_rows(uint16_t *dst, const amx_job *j, const uint16_t *row, int
  * (channel block c or c+1), 4-5 the two inputs, 6-7 the two weight tiles. Where the zero border is
  * virtual, a tap whose input row is in it is skipped and a tile with pixels in its columns is staged
  * through a small buffer. */
-AMX_TARGET static void amx_task(void *ctx, int64_t t0, int64_t t1) {
+DRDC_TARGET_AMX static void amx_task(void *ctx, int64_t t0, int64_t t1) {
     const amx_job *j = ctx;
     const drdc_amx_weights *pw = j->pw;
     const int64_t in = pw->in, out = pw->out, kb_n = in / 32, taps = (int64_t)pw->k * pw->k;
     const int64_t pairs = j->po / 32, wstride = taps * kb_n * 512, xstride = j->stride * in * 2;
-    amx_tilecfg cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int i = 0; i < 8; i++) cfg.rows[i] = 16, cfg.colsb[i] = 64;
-    _tile_loadconfig(&cfg);
+    drdc_amx_tiles_16x64();
     float acc[4][16][16] __attribute__((aligned(64)));
     uint16_t staged[2][16 * 32] __attribute__((aligned(64)));
     for (int64_t task = t0; task < t1; task++) {
@@ -168,6 +125,7 @@ AMX_TARGET static void amx_task(void *ctx, int64_t t0, int64_t t1) {
                     if (v0) {
                         if (e0) {
                             stage_rows(staged[0], j, r0, x0, kb);
+                            DRDC_AMX_FENCE();
                             _tile_loadd(4, staged[0], 64);
                         } else {
                             _tile_loadd(4, r0 + x0 * in + kb * 32, xstride);
@@ -180,6 +138,7 @@ AMX_TARGET static void amx_task(void *ctx, int64_t t0, int64_t t1) {
                     if (v1) {
                         if (e1) {
                             stage_rows(staged[1], j, r1, x1, kb);
+                            DRDC_AMX_FENCE();
                             _tile_loadd(5, staged[1], 64);
                         } else {
                             _tile_loadd(5, r1 + x1 * in + kb * 32, xstride);
@@ -214,7 +173,7 @@ drdc_status drdc_amx_conv(const drdc_amx_weights *pw, const uint16_t *x, uint16_
         return drdc_fail(DRDC_ERR_STATE, "amx_conv: a %dx%d stride-%d convolution of %lld x %lld pixels cannot run "
                          "here (see drdc_amx_conv_fits)", pw ? pw->k : 0, pw ? pw->k : 0, stride, (long long)h,
                          (long long)w);
-#if AMX_BUILT
+#if DRDC_AMX_BUILT
     const int64_t in = pw->in;
     amx_job j = {.pw = pw, .x = x, .y = y, .h = h, .w = w, .off = 1, .wo = w / stride, .po = h / stride * (w / stride),
                  .stride = stride};

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "drdc/core/error.h"
+#include "drdc/stages/amx.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -25,19 +26,12 @@ typedef struct drdc_amx_weights {
     int k;              /* 1 or 3 (padding k / 2) */
 } drdc_amx_weights;
 
-/* 1 when this CPU has AMX-BF16 and the kernel granted the process its tile data (asked once). */
-int drdc_amx_available(void);
-
-/* drdc_amx_use(0) makes drdc_amx_conv_fits say 0 from then on (the callers take oneDNN), (1) (the
- * default) restores it; returns the previous setting (process-wide; for tests and measurements). */
-int drdc_amx_use(int on);
-
 /* Packs w ([out,in,k,k] bf16, contiguous) and bias ([out] float32, or NULL for none). DRDC_ERR_INPUT
  * unless out and in are multiples of 32 and k is 1 or 3. *pw is freed with drdc_amx_weights_free. */
 drdc_status drdc_amx_pack(drdc_amx_weights *pw, const uint16_t *w, const float *bias, int64_t out, int64_t in, int k);
 void drdc_amx_weights_free(drdc_amx_weights *pw);
 
-/* Whether drdc_amx_conv runs pw at this stride on an input of h x w pixels: AMX available and in use,
+/* Whether drdc_amx_conv runs pw at this stride on an input of h x w pixels: drdc_amx_active(),
  * the output's pixels a multiple of 32 (rows of a multiple of 16 for k = 3), and a shape where it was
  * measured faster than oneDNN on this project's machine (docs/BENCH.md section 12): every 1x1 and
  * stride-2 3x3 convolution; a stride-1 3x3 one when its zero-padded input is at most 96 KiB (at
