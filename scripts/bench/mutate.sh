@@ -26,7 +26,9 @@
 #                                             # bf16 without autocast; the AMX convolutions
 #                                             # without their bias, with the taps transposed,
 #                                             # stride 2 read as 1, two accumulators stored in
-#                                             # one place, or never used
+#                                             # one place, or never used; the bf16 AMX attention
+#                                             # unscaled, blind to NaN, with keys or values packed
+#                                             # wrong
 #   bash scripts/bench/mutate.sh threads      # issue 16: tasks without the caller's thread-local
 #                                             # state, every split part starting at run 0
 #   bash scripts/bench/mutate.sh all
@@ -90,13 +92,20 @@ kernels() {
     mutate pairnan0 src/stages/unet.c '    return _mm512_mul_ps(v, _mm512_rcp14_ps(d));' \
         '    return _mm512_maskz_mul_ps(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v, _mm512_rcp14_ps(d));' test_unet
     mutate amxbias src/stages/amx_conv.c '_mm512_loadu_ps(pw->bias + nb * 16 + q * 16));' '_mm512_setzero_ps());' \
-        'test_amx_conv|test_unet'
+        'test_amx|test_unet'
     mutate amxtap src/stages/amx_conv.c '(int)(tap / pw->k), (int)(tap % pw->k));' \
-        '(int)(tap % pw->k), (int)(tap / pw->k));' 'test_amx_conv|test_unet'
+        '(int)(tap % pw->k), (int)(tap / pw->k));' 'test_amx|test_unet'
     mutate amxstride src/stages/amx_conv.c 'xstride = j->stride * in * 2;' 'xstride = in * 2;' \
-        'test_amx_conv|test_unet'
+        'test_amx|test_unet'
     mutate amxpair src/stages/amx_conv.c '_tile_stored(1, acc[1], 64);' '_tile_stored(2, acc[1], 64);' \
-        'test_amx_conv|test_unet'
+        'test_amx|test_unet'
+    mutate attn16scale src/stages/attention.c 'const __m512 x = _mm512_mul_ps(_mm512_loadu_ps(row + s), scale);' \
+        'const __m512 x = _mm512_loadu_ps(row + s);' test_amx
+    mutate attn16dead src/stages/attention.c 'dead[r] = nan || m == -INFINITY || m == INFINITY;' 'dead[r] = 0;' test_amx
+    mutate attn16v src/stages/attention.c 'tile[r * 32 + 2 * n] = v0[n], tile[r * 32 + 2 * n + 1] = v1[n];' \
+        'tile[r * 32 + 2 * n] = v1[n], tile[r * 32 + 2 * n + 1] = v0[n];' test_amx
+    mutate attn16k src/stages/attention.c 'memcpy(tile + r * 32 + n * 2, key + 2 * r, 4);' \
+        'memcpy(tile + n * 32 + r * 2, key + 2 * r, 4);' test_amx
     mutate amxunused src/stages/unet.c 'if (cv->amx.w && dt_dtype_of(x) == DT_BF16' 'if (0 && cv->amx.w && dt_dtype_of(x) == DT_BF16' \
         test_unet
     mutate castalways src/stages/unet.c 'dt_dtype_of(cv->run_w) == DT_BF16 && dt_cpu_autocast_enabled()' \

@@ -4,11 +4,13 @@
  * attention was half of the base model's time) and unet.c (the attention blocks at 16 px). */
 #include "drdc/stages/attention.h"
 #include "drdc/shim/shim.h"
+#include "drdc/stages/amx.h"
 #include "drdc/stages/simd.h"
 
 #include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 
 static atomic_int g_fused_attention = 1;   /* drdc_attention_use_fused */
 
@@ -168,5 +170,150 @@ drdc_status drdc_attention_run(const drdc_attention *a) {
     return st;
 #else
     return DRDC_OK;   /* not reached: drdc_attention_fused_active() is 0 */
+#endif
+}
+
+/* ---- bf16 on AMX tiles ------------------------------------------------------------------------ */
+
+#define ATTN16_MAX_S 8192
+
+int drdc_attention16_fits(int64_t L, int64_t S, int64_t D) {
+    return drdc_attention_fused_active() && drdc_amx_active() && (D == 32 || D == 64) && L >= 16 && L % 16 == 0 &&
+           S >= 32 && S % 32 == 0 && S <= ATTN16_MAX_S;
+}
+
+/* bf16 values of one task's scratch: K_h's tiles, V_h's tiles, 16 rows of weights; then 16 rows of
+ * float32 scores (2 bf16 each). */
+#define ATTN16_SCRATCH(S, D) (2 * (S) * (D) + 16 * (S) + 2 * 16 * (S))
+
+typedef struct attn16_job {
+    const drdc_attention16 *a;
+    uint16_t *scratch;   /* per task: ATTN16_SCRATCH values, 64-byte aligned */
+} attn16_job;
+
+#if DRDC_AMX_BUILT
+/* One (image, head): K_h packed as the scores' right operand (per 16 keys and 32 channels, a tile
+ * of channel pairs x keys), V_h as the output's (per 32 keys and 16 channels, key pairs x channels);
+ * then per 16 query rows: scores on the tiles, softmax, weights x V on the tiles. */
+DRDC_TARGET_AMX static void attn16_head(const attn16_job *j, int64_t b, int64_t h, uint16_t *kt) {
+    const drdc_attention16 *a = j->a;
+    const int64_t S = a->S, D = a->D, db_n = D / 32;
+    uint16_t *vt = kt + S * D, *p = vt + S * D;
+    float *scores = (float *)(p + 16 * S);
+    const uint16_t *kb = a->k + b * a->ks.image + h * a->ks.head, *vb = a->v + b * a->vs.image + h * a->vs.head;
+    for (int64_t s0 = 0; s0 < S; s0 += 16)   /* K tile (keys s0.., channels d0..): row r, column n = the */
+        for (int64_t d0 = 0; d0 < D; d0 += 32) {   /* channel pair d0 + 2r of key s0 + n (a 32-bit transpose) */
+            uint16_t *tile = kt + ((s0 / 16) * db_n + d0 / 32) * 512;
+            for (int64_t n = 0; n < 16; n++) {
+                const uint16_t *key = kb + (s0 + n) * a->ks.row + d0;
+                for (int64_t r = 0; r < 16; r++) memcpy(tile + r * 32 + n * 2, key + 2 * r, 4);
+            }
+        }
+    for (int64_t s0 = 0; s0 < S; s0 += 32)   /* V tile (keys s0.., channels c0..): row r = keys s0 + 2r and */
+        for (int64_t c0 = 0; c0 < D; c0 += 16) {   /* s0 + 2r + 1, their values of channel c0 + n interleaved */
+            uint16_t *tile = vt + ((s0 / 32) * (D / 16) + c0 / 16) * 512;
+            for (int64_t r = 0; r < 16; r++) {
+                const uint16_t *v0 = vb + (s0 + 2 * r) * a->vs.row + c0, *v1 = v0 + a->vs.row;
+                for (int64_t n = 0; n < 16; n++) tile[r * 32 + 2 * n] = v0[n], tile[r * 32 + 2 * n + 1] = v1[n];
+            }
+        }
+    const __m512 ninf = _mm512_set1_ps(-INFINITY), lo = _mm512_set1_ps(-87.3365447505531f);
+    const __m512 scale = _mm512_set1_ps(a->scale);
+    float acc[2][16][16] __attribute__((aligned(64)));
+    for (int64_t i0 = 0; i0 < a->L; i0 += 16) {
+        const uint16_t *q = a->q + b * a->qs.image + i0 * a->qs.row + h * a->qs.head;
+        DRDC_AMX_FENCE();   /* the packed keys and values, and the last block's weights, are in memory */
+        for (int64_t s0 = 0; s0 < S; s0 += 32) {   /* scores of keys s0 .. s0 + 31 */
+            _tile_zero(0);
+            _tile_zero(1);
+            for (int64_t db = 0; db < db_n; db++) {
+                _tile_loadd(6, q + db * 32, a->qs.row * 2);
+                _tile_loadd(4, kt + ((s0 / 16) * db_n + db) * 512, 64);
+                _tile_loadd(5, kt + ((s0 / 16 + 1) * db_n + db) * 512, 64);
+                _tile_dpbf16ps(0, 6, 4);
+                _tile_dpbf16ps(1, 6, 5);
+            }
+            _tile_stored(0, scores + s0, S * 4);
+            _tile_stored(1, scores + s0 + 16, S * 4);
+        }
+        int dead[16];
+        for (int r = 0; r < 16; r++) {   /* softmax: scale, maximum and any NaN, exp(x - max), 1 / sum */
+            float *row = scores + r * S;
+            __m512 mx = ninf;
+            __mmask16 nan = 0;
+            for (int64_t s = 0; s < S; s += 16) {
+                const __m512 x = _mm512_mul_ps(_mm512_loadu_ps(row + s), scale);
+                nan |= _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+                mx = _mm512_max_ps(mx, x);
+                _mm512_storeu_ps(row + s, x);
+            }
+            const float m = _mm512_reduce_max_ps(mx);
+            dead[r] = nan || m == -INFINITY || m == INFINITY;
+            const __m512 mv = _mm512_set1_ps(dead[r] ? 0.0f : m);
+            __m512 sum = _mm512_setzero_ps();
+            for (int64_t s = 0; s < S; s += 16) {
+                const __m512 x = _mm512_sub_ps(_mm512_loadu_ps(row + s), mv);
+                const __m512 e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, lo, _CMP_GT_OQ), drdc_exp16(x));
+                sum = _mm512_add_ps(sum, e);
+                _mm512_storeu_ps(row + s, e);
+            }
+            const __m512 inv = _mm512_set1_ps(dead[r] ? 0.0f : 1.0f / _mm512_reduce_add_ps(sum));
+            for (int64_t s = 0; s < S; s += 16)   /* the weights in bf16, as libtorch's bf16 softmax */
+                _mm256_storeu_si256((__m256i *)(p + r * S + s),
+                                    (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_loadu_ps(row + s), inv)));
+        }
+        DRDC_AMX_FENCE();   /* the weights are in memory before the tiles load them */
+        for (int64_t c0 = 0; c0 < D; c0 += 32) {   /* output channels c0 .. c0 + 31 */
+            _tile_zero(0);
+            _tile_zero(1);
+            for (int64_t s0 = 0; s0 < S; s0 += 32) {
+                _tile_loadd(4, p + s0, S * 2);
+                _tile_loadd(5, vt + ((s0 / 32) * (D / 16) + c0 / 16) * 512, 64);
+                _tile_loadd(6, vt + ((s0 / 32) * (D / 16) + c0 / 16 + 1) * 512, 64);
+                _tile_dpbf16ps(0, 4, 5);
+                _tile_dpbf16ps(1, 4, 6);
+            }
+            _tile_stored(0, acc[0], 64);
+            _tile_stored(1, acc[1], 64);
+            for (int r = 0; r < 16; r++) {
+                uint16_t *o = a->o + b * a->os.image + (i0 + r) * a->os.row + h * a->os.head + c0;
+                for (int u = 0; u < 2; u++) {
+                    const __m512 y = dead[r] ? _mm512_set1_ps(NAN) : _mm512_load_ps(acc[u][r]);
+                    _mm256_storeu_si256((__m256i *)(o + 16 * u), (__m256i)_mm512_cvtneps_pbh(y));
+                }
+            }
+        }
+    }
+}
+
+DRDC_TARGET_AMX static void attn16_task(void *ctx, int64_t t0, int64_t t1) {
+    const attn16_job *j = ctx;
+    drdc_amx_tiles_16x64();
+    for (int64_t t = t0; t < t1; t++)
+        attn16_head(j, t / j->a->H, t % j->a->H, j->scratch + t * ATTN16_SCRATCH(j->a->S, j->a->D));
+    _tile_release();
+}
+#endif
+
+drdc_status drdc_attention16_run(const drdc_attention16 *a) {
+    if (!a || !a->q || !a->k || !a->v || !a->o)
+        return drdc_fail(DRDC_ERR_INPUT, "bf16 attention: an operand is NULL");
+    if (a->B < 1 || a->H < 1 || a->L < 1 || a->S < 1 || a->D < 1)
+        return drdc_fail(DRDC_ERR_INPUT, "bf16 attention: sizes B %lld, H %lld, L %lld, S %lld, D %lld must be >= 1",
+                         (long long)a->B, (long long)a->H, (long long)a->L, (long long)a->S, (long long)a->D);
+    if (!drdc_attention16_fits(a->L, a->S, a->D))
+        return drdc_fail(DRDC_ERR_STATE, "bf16 attention: L %lld, S %lld, D %lld cannot run here (AMX, D 32 or 64, L a "
+                         "multiple of 16, S of 32)", (long long)a->L, (long long)a->S, (long long)a->D);
+#if DRDC_AMX_BUILT
+    const size_t per = (size_t)ATTN16_SCRATCH(a->S, a->D), n = (size_t)(a->B * a->H) * per * sizeof(uint16_t);
+    attn16_job j = {a, aligned_alloc(64, (n + 63) / 64 * 64)};
+    if (!j.scratch)
+        return drdc_fail(DRDC_ERR_NOMEM, "bf16 attention: out of memory for %lld heads' keys", (long long)(a->B * a->H));
+    drdc_status st = dt_parallel_for(0, a->B * a->H, 1, attn16_task, &j);
+    free(j.scratch);
+    if (!st) dt_flops_add(2 * 2 * a->B * a->H * a->L * a->S * a->D);   /* q k^T and the weights times v */
+    return st;
+#else
+    return DRDC_OK;   /* not reached: drdc_attention16_fits is 0 */
 #endif
 }

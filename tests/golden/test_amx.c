@@ -1,12 +1,19 @@
-/* test_amx_conv.c: amx_conv.h's bf16 convolutions against libtorch's bf16 convolution (oneDNN) on
- * the same bf16 inputs, weights and bias: both sum in float32 and round once to bf16, in different
- * orders, so every output must be within one bf16 step of libtorch's (2^-7 of its magnitude, plus a
- * float32 summation margin of 1e-3 of the output's scale where sums cancel; measured on this
- * project's machine: equal to the bit, oneDNN's AMX kernels sum in the same order). 1x1, 3x3 and stride-2
- * 3x3 shapes of the refiner, two images a call; a NaN input pixel makes exactly the outputs that
- * read it NaN (fail closed, no spill into the other image); shapes outside the kernel's rules are
- * refused, and packing checks its channels. Parts that need AMX skip with a message on a CPU
- * without it. */
+/* test_amx.c: the AMX kernels against libtorch's and the project's float32 ones.
+ *
+ * amx_conv.h's bf16 convolutions against libtorch's bf16 convolution (oneDNN) on the same bf16
+ * inputs, weights and bias: both sum in float32 and round once to bf16, in different orders, so
+ * every output must be within one bf16 step of libtorch's (2^-7 of its magnitude, plus a float32
+ * summation margin of 1e-3 of the output's scale where sums cancel; measured on this project's
+ * machine: equal to the bit, oneDNN's AMX kernels sum in the same order). 1x1, 3x3 and stride-2 3x3
+ * shapes of the refiner, two images a call; a NaN input pixel makes exactly the outputs that read it
+ * NaN (fail closed, no spill into the other image); shapes outside the kernel's rules are refused,
+ * and packing checks its channels.
+ *
+ * attention.h's bf16 attention on AMX tiles against the float32 fused kernel on the same (bf16)
+ * values: within 1 % of the output's scale (its weights and output are rounded to bf16); a NaN key
+ * makes its head's rows NaN and nothing else; sizes outside its rules are refused.
+ *
+ * Parts that need AMX skip with a message on a CPU without it. */
 #include "testlib.h"
 
 #include <math.h>
@@ -15,6 +22,8 @@
 
 #include "drdc/shim/shim.h"
 #include "drdc/stages/amx_conv.h"
+#include "drdc/stages/simd.h"
+#include "drdc/stages/attention.h"
 
 static const dt_device CPU = {DT_CPU, 0};
 
@@ -190,10 +199,117 @@ static void test_rules(void) {
     CHECK_ERR(drdc_amx_conv(&k3, x, y, 1, 8, 8, 1), DRDC_ERR_STATE, "cannot run here");
 }
 
+/* q, k, v [B][rows][H*D] bf16 from N(0, 1); head h of a row at h*D. */
+static uint16_t *rand_rows(int64_t n, uint64_t seed) {
+    const int64_t shape[1] = {n};
+    dt_tensor t = rand_bf16(shape, 1, 1.0, seed, 0);
+    uint16_t *h = malloc((size_t)n * sizeof *h);
+    if (t && h) CHECK_OK(dt_copy_to_host(t, h, (size_t)n * sizeof *h));
+    dt_free(t);
+    return h;
+}
+
+static float *widen(const uint16_t *x, int64_t n) {
+    float *f = malloc((size_t)n * sizeof *f);
+    for (int64_t i = 0; f && i < n; i++) f[i] = drdc_bf16_to_f32(x[i]);
+    return f;
+}
+
+typedef struct attn_case {
+    int64_t B, H, L, S, D;
+} attn_case;
+
+/* The bf16 AMX attention and the float32 fused kernel on the same values; nan_key >= 0 puts a NaN
+ * into key nan_key of image 0, head H - 1. Returns the largest difference over the finite outputs
+ * relative to the float32 output's scale (and CHECKs the NaN rows where one was put). */
+static double compare_attention(const attn_case *c, uint64_t seed, int64_t nan_key) {
+    const int64_t HD = c->H * c->D, nq = c->B * c->L * HD, nk = c->B * c->S * HD;
+    uint16_t *q = rand_rows(nq, seed), *k = rand_rows(nk, seed + 1), *v = rand_rows(nk, seed + 2);
+    uint16_t *o16 = malloc((size_t)nq * sizeof *o16);
+    float *qf = NULL, *kf = NULL, *vf = NULL, *o32 = malloc((size_t)nq * sizeof *o32);
+    double rel = -1;
+    if (!q || !k || !v || !o16 || !o32) goto out;
+    if (nan_key >= 0) k[nan_key * HD + (c->H - 1) * c->D + 3] = 0x7fc0;
+    qf = widen(q, nq), kf = widen(k, nk), vf = widen(v, nk);
+    const drdc_attn_strides qs = {c->L * HD, HD, c->D}, ks = {c->S * HD, HD, c->D};
+    const float scale = (float)(1.0 / sqrt((double)c->D));
+    const drdc_attention16 a16 = {.q = q, .k = k, .v = v, .o = o16, .qs = qs, .ks = ks, .vs = ks, .os = qs, .B = c->B,
+                                  .H = c->H, .L = c->L, .S = c->S, .D = c->D, .scale = scale};
+    const drdc_attention a32 = {.q = qf, .k = kf, .v = vf, .o = o32, .qs = qs, .ks = ks, .vs = ks, .os = qs, .mask = NULL,
+                                .B = c->B, .H = c->H, .L = c->L, .S = c->S, .D = c->D, .scale = scale};
+    CHECK(drdc_attention16_fits(c->L, c->S, c->D));
+    CHECK_OK(drdc_attention16_run(&a16));
+    CHECK_OK(drdc_attention_run(&a32));
+    double scale_o = 0, worst = 0;
+    int64_t nan_wrong = 0;
+    for (int64_t b = 0; b < c->B; b++)
+        for (int64_t i = 0; i < c->L; i++)
+            for (int64_t h = 0; h < c->H; h++)
+                for (int64_t d = 0; d < c->D; d++) {
+                    const int64_t e = (b * c->L + i) * HD + h * c->D + d;
+                    const float g = drdc_bf16_to_f32(o16[e]);
+                    if (nan_key >= 0 && b == 0 && h == c->H - 1) {
+                        nan_wrong += !isnan(g);
+                        continue;
+                    }
+                    nan_wrong += !isfinite(g);
+                    scale_o = fmax(scale_o, fabs(o32[e]));
+                    worst = fmax(worst, fabs((double)g - o32[e]));
+                }
+    CHECK(nan_wrong == 0);
+    CHECK(scale_o > 0.1);
+    rel = worst / scale_o;
+    printf("  bf16 AMX attention, B %lld H %lld L %lld S %lld D %lld%s: max |diff| %.3g of max |o| %.3g (relative %.3g), "
+           "%lld outputs NaN where they should not be or finite where they should\n", (long long)c->B, (long long)c->H,
+           (long long)c->L, (long long)c->S, (long long)c->D, nan_key >= 0 ? ", a NaN key" : "", worst, scale_o, rel,
+           (long long)nan_wrong);
+out:
+    free(q); free(k); free(v); free(o16); free(qf); free(kf); free(vf); free(o32);
+    return rel;
+}
+
+static void test_attention_matches_float32(void) {
+    if (!drdc_amx_active() || !drdc_attention_fused_active()) {
+        test_skip_part("bf16 AMX attention: this CPU lacks AMX-BF16 (or AVX-512)");
+        return;
+    }
+    const attn_case cases[] = {{2, 2, 256, 256, 32}, {1, 3, 48, 96, 64}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const double rel = compare_attention(&cases[i], 300 + 10 * i, -1);
+        CHECK(rel >= 0 && rel <= 1e-2);
+    }
+    const double rel = compare_attention(&cases[0], 400, 5);   /* a NaN in key 5 of image 0's last head */
+    CHECK(rel >= 0 && rel <= 1e-2);
+}
+
+static void test_attention_rules(void) {
+    if (!drdc_amx_active() || !drdc_attention_fused_active()) {
+        test_skip_part("bf16 AMX attention rules: this CPU lacks AMX-BF16 (or AVX-512)");
+        return;
+    }
+    CHECK(drdc_attention16_fits(256, 256, 32));
+    CHECK(drdc_attention16_fits(16, 32, 64));
+    CHECK(!drdc_attention16_fits(256, 256, 48));   /* D 32 or 64 */
+    CHECK(!drdc_attention16_fits(8, 256, 32));     /* L a multiple of 16 */
+    CHECK(!drdc_attention16_fits(256, 48, 32));    /* S a multiple of 32 */
+    uint16_t x[16 * 32] = {0}, y[16 * 32];
+    const drdc_attn_strides st = {16 * 32, 32, 32};
+    drdc_attention16 a = {.q = x, .k = x, .v = x, .o = y, .qs = st, .ks = st, .vs = st, .os = st, .B = 1, .H = 1,
+                          .L = 16, .S = 16, .D = 32, .scale = 1.0f};
+    CHECK_ERR(drdc_attention16_run(&a), DRDC_ERR_STATE, "cannot run here");
+    a.v = NULL;
+    CHECK_ERR(drdc_attention16_run(&a), DRDC_ERR_INPUT, "NULL");
+    CHECK(drdc_amx_use(0) == 1);
+    CHECK(!drdc_attention16_fits(256, 256, 32));
+    CHECK(drdc_amx_use(1) == 0);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IONBF, 0);
     RUN(test_matches_libtorch);
     RUN(test_nan_reaches_exactly_its_outputs);
     RUN(test_rules);
+    RUN(test_attention_matches_float32);
+    RUN(test_attention_rules);
     return test_summary();
 }
