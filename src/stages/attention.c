@@ -20,6 +20,42 @@ int drdc_attention_fused_active(void) {
     return DRDC_SIMD_AVX512 && atomic_load(&g_fused_attention) && drdc_cpu_avx512(0);
 }
 
+#if DRDC_SIMD_AVX512
+/* One row of softmax over S scores (row holds Sp >= S, a multiple of 16): x = scale * score + mask
+ * (mask a row of S, or NULL); the maximum and any NaN; row = exp(x - max), exactly 0 for the lanes
+ * past S and where exp underflows; *inv = 1 / sum. Returns 1 (row untouched after the first pass,
+ * *inv 0) when a score is NaN or the maximum infinite: the caller writes NaN, as libtorch's softmax
+ * gives it (fail closed). */
+DRDC_TARGET_AVX512 static inline int softmax_exp(float *row, int64_t S, int64_t Sp, const float *mask, float scale,
+                                                 float *inv) {
+    const __m512 ninf = _mm512_set1_ps(-INFINITY), lo = _mm512_set1_ps(-87.3365447505531f);
+    const __m512 sc = _mm512_set1_ps(scale);
+    __m512 mx = ninf;
+    __mmask16 nan = 0;
+    for (int64_t s = 0; s < Sp; s += 16) {
+        const __mmask16 live = drdc_lanes16(S - s);
+        __m512 x = _mm512_mask_mul_ps(ninf, live, _mm512_maskz_loadu_ps(live, row + s), sc);
+        if (mask) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(live, mask + s));
+        nan |= _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+        mx = _mm512_max_ps(mx, x);
+        _mm512_storeu_ps(row + s, x);
+    }
+    const float m = _mm512_reduce_max_ps(mx);
+    *inv = 0.0f;
+    if (nan || m == -INFINITY || m == INFINITY) return 1;
+    const __m512 mv = _mm512_set1_ps(m);
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t s = 0; s < Sp; s += 16) {
+        const __m512 x = _mm512_sub_ps(_mm512_loadu_ps(row + s), mv);
+        const __m512 e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, lo, _CMP_GT_OQ), drdc_exp16(x));
+        sum = _mm512_add_ps(sum, e);
+        _mm512_storeu_ps(row + s, e);
+    }
+    *inv = 1.0f / _mm512_reduce_add_ps(sum);
+    return 0;
+}
+#endif
+
 #define ATTN_ROWS 4   /* query rows per pass: each K^T and V load serves this many rows */
 /* Floats of one task's scratch: K_h^T [D][S_pad], V_h [S][D], ATTN_ROWS rows of scores [S_pad]. */
 #define ATTN_SCRATCH(D, S, Sp) ((D) * (Sp) + (S) * (D) + ATTN_ROWS * (Sp))
@@ -77,35 +113,8 @@ DRDC_TARGET_AVX512 static inline __attribute__((always_inline)) void attn_rows(c
         }
         for (int r = 0; r < R; r++) _mm512_storeu_ps(rows + r * Sp + j0, acc[r]);
     }
-    /* softmax per row: the mask, the maximum and any NaN; exp(x - max), exactly 0 for masked keys
-     * and the padding; 1 / sum */
-    const __m512 ninf = _mm512_set1_ps(-INFINITY), lo = _mm512_set1_ps(-87.3365447505531f);
-    for (int r = 0; r < R; r++) {
-        float *row = rows + r * Sp;
-        const int64_t i = i0 + r;
-        __m512 mx = ninf;
-        __mmask16 nan = 0;
-        for (int64_t s = 0; s < Sp; s += 16) {
-            const __mmask16 live = drdc_lanes16(S - s);
-            __m512 x = _mm512_mask_loadu_ps(ninf, live, row + s);
-            if (a->mask) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(live, a->mask + i * S + s));
-            nan |= _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
-            mx = _mm512_max_ps(mx, x);
-            _mm512_storeu_ps(row + s, x);
-        }
-        const float m = _mm512_reduce_max_ps(mx);
-        dead[r] = nan || m == -INFINITY;
-        if (dead[r]) continue;
-        const __m512 mv = _mm512_set1_ps(m);
-        __m512 sum = _mm512_setzero_ps();
-        for (int64_t s = 0; s < Sp; s += 16) {
-            const __m512 x = _mm512_sub_ps(_mm512_loadu_ps(row + s), mv);
-            const __m512 e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, lo, _CMP_GT_OQ), drdc_exp16(x));
-            sum = _mm512_add_ps(sum, e);
-            _mm512_storeu_ps(row + s, e);
-        }
-        inv[r] = 1.0f / _mm512_reduce_add_ps(sum);
-    }
+    for (int r = 0; r < R; r++)   /* softmax per row, the mask added */
+        dead[r] = softmax_exp(rows + r * Sp, S, Sp, a->mask ? a->mask + (i0 + r) * S : NULL, 1.0f, &inv[r]);
     /* o_r = inv_r sum_s e_rs v_s, 16 output columns at a time, two keys in flight per row */
     for (int64_t c = 0; c < D; c += 16) {
         const __mmask16 cm = drdc_lanes16(D - c);
@@ -217,8 +226,6 @@ DRDC_TARGET_AMX static void attn16_head(const attn16_job *j, int64_t b, int64_t 
                 for (int64_t n = 0; n < 16; n++) tile[r * 32 + 2 * n] = v0[n], tile[r * 32 + 2 * n + 1] = v1[n];
             }
         }
-    const __m512 ninf = _mm512_set1_ps(-INFINITY), lo = _mm512_set1_ps(-87.3365447505531f);
-    const __m512 scale = _mm512_set1_ps(a->scale);
     float acc[2][16][16] __attribute__((aligned(64)));
     for (int64_t i0 = 0; i0 < a->L; i0 += 16) {
         const uint16_t *q = a->q + b * a->qs.image + i0 * a->qs.row + h * a->qs.head;
@@ -237,30 +244,13 @@ DRDC_TARGET_AMX static void attn16_head(const attn16_job *j, int64_t b, int64_t 
             _tile_stored(1, scores + s0 + 16, S * 4);
         }
         int dead[16];
-        for (int r = 0; r < 16; r++) {   /* softmax: scale, maximum and any NaN, exp(x - max), 1 / sum */
-            float *row = scores + r * S;
-            __m512 mx = ninf;
-            __mmask16 nan = 0;
-            for (int64_t s = 0; s < S; s += 16) {
-                const __m512 x = _mm512_mul_ps(_mm512_loadu_ps(row + s), scale);
-                nan |= _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
-                mx = _mm512_max_ps(mx, x);
-                _mm512_storeu_ps(row + s, x);
-            }
-            const float m = _mm512_reduce_max_ps(mx);
-            dead[r] = nan || m == -INFINITY || m == INFINITY;
-            const __m512 mv = _mm512_set1_ps(dead[r] ? 0.0f : m);
-            __m512 sum = _mm512_setzero_ps();
-            for (int64_t s = 0; s < S; s += 16) {
-                const __m512 x = _mm512_sub_ps(_mm512_loadu_ps(row + s), mv);
-                const __m512 e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, lo, _CMP_GT_OQ), drdc_exp16(x));
-                sum = _mm512_add_ps(sum, e);
-                _mm512_storeu_ps(row + s, e);
-            }
-            const __m512 inv = _mm512_set1_ps(dead[r] ? 0.0f : 1.0f / _mm512_reduce_add_ps(sum));
-            for (int64_t s = 0; s < S; s += 16)   /* the weights in bf16, as libtorch's bf16 softmax */
+        for (int r = 0; r < 16; r++) {   /* softmax, then the weights in bf16, as libtorch's bf16 softmax */
+            float *row = scores + r * S, inv = 0.0f;
+            dead[r] = softmax_exp(row, S, S, NULL, a->scale, &inv);
+            const __m512 iv = _mm512_set1_ps(inv);   /* 0 for a dead row: its weights 0, its output NaN */
+            for (int64_t s = 0; s < S; s += 16)
                 _mm256_storeu_si256((__m256i *)(p + r * S + s),
-                                    (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_loadu_ps(row + s), inv)));
+                                    (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_loadu_ps(row + s), iv)));
         }
         DRDC_AMX_FENCE();   /* the weights are in memory before the tiles load them */
         for (int64_t c0 = 0; c0 < D; c0 += 32) {   /* output channels c0 .. c0 + 31 */
