@@ -2,6 +2,7 @@
 #include "drdc/commands/commands.h"
 #include "drdc/core/sysinfo.h"
 #include "drdc/model/dist.h"
+#include "drdc/model/model.h"
 #include "drdc/shim/shim.h"
 
 static const drdc_command_entry COMMANDS[] = {
@@ -29,4 +30,5 @@ void drdc_print_version(FILE *f) {
             !drdc_dist_compiled() ? "no (built without c10d: one process only)"
             : drdc_dist_nccl_compiled() ? "c10d, Gloo (CPU) and NCCL (CUDA)" : "c10d, Gloo (CPU and CUDA tensors)");
     fprintf(f, "allocator: %s\n", drdc_allocator_name());
+    fprintf(f, "CPU kernels: %s\n", drdc_model_cpu_kernels());
 }

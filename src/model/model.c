@@ -1,6 +1,8 @@
 /* model.c: DRDC composed from its stages; model files (see model.h). */
 #include "drdc/model/model.h"
 #include "drdc/stages/fusion.h"
+#include "drdc/stages/amx.h"
+#include "drdc/stages/simd.h"
 #include "drdc/core/progress.h"
 #include "drdc/core/rng.h"
 
@@ -68,6 +70,11 @@ drdc_status drdc_model_build_refiner(drdc_model *m) {
     TRY(drdc_schedule_from_config(&m->schedule, &m->cfg.refiner, m->dev));
 done:
     return st ? drdc_error_context(st, "building the diffusion refiner") : DRDC_OK;
+}
+
+const char *drdc_model_cpu_kernels(void) {
+    if (drdc_amx_available()) return "AMX and AVX-512 (bf16 convolutions and attention on AMX tiles)";
+    return drdc_cpu_avx512(0) ? "AVX-512" : "portable C";
 }
 
 void drdc_model_free(drdc_model *m) {

@@ -110,6 +110,7 @@ static void test_binary_exit_codes(void) {
     CHECK(file_contains(out, "train") && file_contains(out, "synth"));
     CHECK(run_bin(out, "--version") == 0);
     CHECK(file_contains(out, "libtorch"));
+    CHECK(file_contains(out, "CPU kernels: "));   /* which of drdc's own kernels run here (AMX, AVX-512) */
     CHECK(run_bin(out, "frobnicate") == 2);
     CHECK(file_contains(out, "unknown command 'frobnicate'"));
     CHECK(run_bin(out, "train --bogus") == 2);

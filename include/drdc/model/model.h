@@ -166,6 +166,10 @@ uint64_t drdc_model_image_seed(const drdc_model *m, const float *pixels, size_t 
 
 void drdc_model_free(drdc_model *m);   /* safe on a zeroed struct */
 
+/* Which of drdc's own CPU kernels this CPU runs, for --version and the bench header: "AMX and
+ * AVX-512 (bf16 convolutions and attention on AMX tiles)", "AVX-512" or "portable C". */
+const char *drdc_model_cpu_kernels(void);
+
 /* The verdict on an image: fail closed, a score that is not a finite number is an error, never
  * "normal". */
 typedef enum drdc_verdict { DRDC_VERDICT_NORMAL = 0, DRDC_VERDICT_ANOMALOUS = 1, DRDC_VERDICT_ERROR = 2 } drdc_verdict;
