@@ -127,6 +127,7 @@ DRDC_TARGET_AMX static void amx_task(void *ctx, int64_t t0, int64_t t1) {
                             stage_rows(staged[0], j, r0, x0, kb);
                             DRDC_AMX_FENCE();
                             _tile_loadd(4, staged[0], 64);
+                            DRDC_AMX_FENCE();   /* the next staging is not moved above this load */
                         } else {
                             _tile_loadd(4, r0 + x0 * in + kb * 32, xstride);
                         }
@@ -140,6 +141,7 @@ DRDC_TARGET_AMX static void amx_task(void *ctx, int64_t t0, int64_t t1) {
                             stage_rows(staged[1], j, r1, x1, kb);
                             DRDC_AMX_FENCE();
                             _tile_loadd(5, staged[1], 64);
+                            DRDC_AMX_FENCE();   /* the next staging is not moved above this load */
                         } else {
                             _tile_loadd(5, r1 + x1 * in + kb * 32, xstride);
                         }

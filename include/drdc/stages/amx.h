@@ -33,7 +33,8 @@ int drdc_amx_active(void);
 #if DRDC_AMX_BUILT
 /* A compiler barrier: GCC's _tile_loadd does not tell the compiler that it reads memory, so C stores
  * into a buffer that a tile then loads (a staged tile, the softmax's weights) must be fenced from it
- * or the compiler may drop or delay them. _tile_stored clobbers memory itself. */
+ * on both sides, or the compiler may drop or delay them, or move the next ones above the load.
+ * _tile_stored clobbers memory itself (and volatile asm keeps its order). */
 #define DRDC_AMX_FENCE() __asm__ __volatile__("" ::: "memory")
 
 /* Loads the tile configuration on this thread: tiles 0-7 of 16 rows x 64 bytes (a kernel's task
