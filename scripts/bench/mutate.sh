@@ -93,8 +93,8 @@ kernels() {
         '    return _mm512_maskz_mul_ps(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v, _mm512_rcp14_ps(d));' test_unet
     mutate amxbias src/stages/amx_conv.c '_mm512_loadu_ps(pw->bias + nb * 16 + q * 16));' '_mm512_setzero_ps());' \
         'test_amx|test_unet'
-    mutate amxtap src/stages/amx_conv.c '(int)(tap / pw->k), (int)(tap % pw->k));' \
-        '(int)(tap % pw->k), (int)(tap / pw->k));' 'test_amx|test_unet'
+    mutate amxtap src/stages/amx_conv.c 'const int dy = (int)(tap / pw->k), dx = (int)(tap % pw->k);' \
+        'const int dy = (int)(tap % pw->k), dx = (int)(tap / pw->k);' 'test_amx|test_unet'
     mutate amxstride src/stages/amx_conv.c 'xstride = j->stride * in * 2;' 'xstride = in * 2;' \
         'test_amx|test_unet'
     mutate amxpair src/stages/amx_conv.c '_tile_stored(1, acc[1], 64);' '_tile_stored(2, acc[1], 64);' \
@@ -125,7 +125,10 @@ kernels() {
     mutate attntail src/stages/attention.c 'for (; i < L; i++) attn_rows(j, b, h, kt, vt, rows, i, 1);' '' test_base
     mutate siluattn src/stages/unet.c 'y[c] = STORE(a[c] * LOAD(x[c]) + b[c]);' \
         'y[c] = STORE(gn_silu(a[c] * LOAD(x[c]) + b[c]));' test_unet
-    mutate unetkhead src/stages/unet.c '.k = base + ch,' '.k = base,' test_unet
+    mutate unetkhead src/stages/unet.c 'const drdc_attention a = {.q = base, .k = base + ch,' \
+        'const drdc_attention a = {.q = base, .k = base,' test_unet
+    mutate unetkhead16 src/stages/unet.c 'const drdc_attention16 a = {.q = base, .k = base + ch,' \
+        'const drdc_attention16 a = {.q = base, .k = base,' test_unet
     mutate stalecopy src/stages/unet.c 'copy_current(cv->w, cv->b, cv->w_ver, cv->b_ver))' '1)' test_unet
     mutate nocopy src/stages/unet.c 'if (c->channels_last && cv->run_w &&' 'if (0 && cv->run_w &&' test_unet
     mutate stalenorm src/stages/unet.c 'if (nm->host && copy_current(nm->w, nm->b, nm->w_ver, nm->b_ver)) {' \
