@@ -28,7 +28,7 @@
 #                                             # stride 2 read as 1, two accumulators stored in
 #                                             # one place, or never used; the bf16 AMX attention
 #                                             # unscaled, blind to NaN, with keys or values packed
-#                                             # wrong
+#                                             # wrong, without its mask or its staged query rows
 #   bash scripts/bench/mutate.sh threads      # issue 16: tasks without the caller's thread-local
 #                                             # state, every split part starting at run 0
 #   bash scripts/bench/mutate.sh all
@@ -107,6 +107,9 @@ kernels() {
         'tile[r * 32 + 2 * n] = v1[n], tile[r * 32 + 2 * n + 1] = v0[n];' test_amx
     mutate attn16k src/stages/attention.c 'memcpy(tile + r * 32 + n * 2, key + 2 * r, 4);' \
         'memcpy(tile + n * 32 + r * 2, key + 2 * r, 4);' test_amx
+    mutate attn16mask src/stages/attention.c 'softmax_exp(row, S, Sp, a->mask ? a->mask + (i0 + r) * S : NULL, a->scale, &inv)' \
+        'softmax_exp(row, S, Sp, NULL, a->scale, &inv)' 'test_amx|test_base'
+    mutate attn16stage src/stages/attention.c '            q = qst, qrow = D;' '            qrow = D;' 'test_amx|test_base'
     mutate amxunused src/stages/unet.c 'if (cv->amx.w && dt_dtype_of(x) == DT_BF16' 'if (0 && cv->amx.w && dt_dtype_of(x) == DT_BF16' \
         test_unet
     mutate castalways src/stages/unet.c 'dt_dtype_of(cv->run_w) == DT_BF16 && dt_cpu_autocast_enabled()' \

@@ -187,13 +187,14 @@ drdc_status drdc_attention_run(const drdc_attention *a) {
 #define ATTN16_MAX_S 8192
 
 int drdc_attention16_fits(int64_t L, int64_t S, int64_t D) {
-    return drdc_attention_fused_active() && drdc_amx_active() && (D == 32 || D == 64) && L >= 16 && L % 16 == 0 &&
-           S >= 32 && S % 32 == 0 && S <= ATTN16_MAX_S;
+    return drdc_attention_fused_active() && drdc_amx_active() && (D == 32 || D == 64) && L >= 1 && S >= 1 &&
+           S <= ATTN16_MAX_S;
 }
 
-/* bf16 values of one task's scratch: K_h's tiles, V_h's tiles, 16 rows of weights; then 16 rows of
- * float32 scores (2 bf16 each). */
-#define ATTN16_SCRATCH(S, D) (2 * (S) * (D) + 16 * (S) + 2 * 16 * (S))
+#define ATTN16_SP(S) (((S) + 31) / 32 * 32)   /* keys padded to whole tiles */
+/* bf16 values of one task's scratch: K_h's tiles, V_h's tiles, 16 rows of weights, 16 staged query
+ * rows; then 16 rows of float32 scores (2 bf16 each). Sp = ATTN16_SP(S). */
+#define ATTN16_SCRATCH(Sp, D) (2 * (Sp) * (D) + 16 * (Sp) + 16 * (D) + 2 * 16 * (Sp))
 
 typedef struct attn16_job {
     const drdc_attention16 *a;
@@ -202,62 +203,70 @@ typedef struct attn16_job {
 
 #if DRDC_AMX_BUILT
 /* One (image, head): K_h packed as the scores' right operand (per 16 keys and 32 channels, a tile
- * of channel pairs x keys), V_h as the output's (per 32 keys and 16 channels, key pairs x channels);
- * then per 16 query rows: scores on the tiles, softmax, weights x V on the tiles. */
+ * of channel pairs x keys), V_h as the output's (per 32 keys and 16 channels, key pairs x channels),
+ * both zero past the S keys; then per 16 query rows (the last block's rows staged, zero past L):
+ * scores on the tiles, softmax (the mask added, the padding keys 0), weights x V on the tiles. */
 DRDC_TARGET_AMX static void attn16_head(const attn16_job *j, int64_t b, int64_t h, uint16_t *kt) {
     const drdc_attention16 *a = j->a;
-    const int64_t S = a->S, D = a->D, db_n = D / 32;
-    uint16_t *vt = kt + S * D, *p = vt + S * D;
-    float *scores = (float *)(p + 16 * S);
+    const int64_t S = a->S, Sp = ATTN16_SP(S), D = a->D, db_n = D / 32;
+    uint16_t *vt = kt + Sp * D, *p = vt + Sp * D, *qst = p + 16 * Sp;
+    float *scores = (float *)(qst + 16 * D);
     const uint16_t *kb = a->k + b * a->ks.image + h * a->ks.head, *vb = a->v + b * a->vs.image + h * a->vs.head;
+    memset(kt, 0, (size_t)(2 * Sp * D) * sizeof *kt);   /* the padding keys and values */
     for (int64_t s0 = 0; s0 < S; s0 += 16)   /* K tile (keys s0.., channels d0..): row r, column n = the */
         for (int64_t d0 = 0; d0 < D; d0 += 32) {   /* channel pair d0 + 2r of key s0 + n (a 32-bit transpose) */
             uint16_t *tile = kt + ((s0 / 16) * db_n + d0 / 32) * 512;
-            for (int64_t n = 0; n < 16; n++) {
+            for (int64_t n = 0; n < 16 && s0 + n < S; n++) {
                 const uint16_t *key = kb + (s0 + n) * a->ks.row + d0;
                 for (int64_t r = 0; r < 16; r++) memcpy(tile + r * 32 + n * 2, key + 2 * r, 4);
             }
         }
-    for (int64_t s0 = 0; s0 < S; s0 += 32)   /* V tile (keys s0.., channels c0..): row r = keys s0 + 2r and */
-        for (int64_t c0 = 0; c0 < D; c0 += 16) {   /* s0 + 2r + 1, their values of channel c0 + n interleaved */
-            uint16_t *tile = vt + ((s0 / 32) * (D / 16) + c0 / 16) * 512;
-            for (int64_t r = 0; r < 16; r++) {
-                const uint16_t *v0 = vb + (s0 + 2 * r) * a->vs.row + c0, *v1 = v0 + a->vs.row;
-                for (int64_t n = 0; n < 16; n++) tile[r * 32 + 2 * n] = v0[n], tile[r * 32 + 2 * n + 1] = v1[n];
-            }
+    for (int64_t s = 0; s < S; s++) {   /* V tile (keys s0.., channels c0..): row r = keys s0 + 2r and */
+        const uint16_t *vs = vb + s * a->vs.row;   /* s0 + 2r + 1, their values of channel c0 + n interleaved */
+        for (int64_t c0 = 0; c0 < D; c0 += 16) {
+            uint16_t *row = vt + ((s / 32) * (D / 16) + c0 / 16) * 512 + (s % 32 / 2) * 32 + s % 2;
+            for (int64_t n = 0; n < 16; n++) row[2 * n] = vs[c0 + n];
         }
+    }
     float acc[2][16][16] __attribute__((aligned(64)));
     for (int64_t i0 = 0; i0 < a->L; i0 += 16) {
+        const int64_t rows = a->L - i0 < 16 ? a->L - i0 : 16;
         const uint16_t *q = a->q + b * a->qs.image + i0 * a->qs.row + h * a->qs.head;
-        DRDC_AMX_FENCE();   /* the packed keys and values, and the last block's weights, are in memory */
-        for (int64_t s0 = 0; s0 < S; s0 += 32) {   /* scores of keys s0 .. s0 + 31 */
+        int64_t qrow = a->qs.row;
+        if (rows < 16) {   /* the last rows, staged: a tile reads 16 */
+            memset(qst, 0, (size_t)(16 * D) * sizeof *qst);
+            for (int64_t r = 0; r < rows; r++) memcpy(qst + r * D, q + r * a->qs.row, (size_t)D * sizeof *qst);
+            q = qst, qrow = D;
+        }
+        DRDC_AMX_FENCE();   /* the packed keys and values, the staged rows, the last block's weights */
+        for (int64_t s0 = 0; s0 < Sp; s0 += 32) {   /* scores of keys s0 .. s0 + 31 */
             _tile_zero(0);
             _tile_zero(1);
             for (int64_t db = 0; db < db_n; db++) {
-                _tile_loadd(6, q + db * 32, a->qs.row * 2);
+                _tile_loadd(6, q + db * 32, qrow * 2);
                 _tile_loadd(4, kt + ((s0 / 16) * db_n + db) * 512, 64);
                 _tile_loadd(5, kt + ((s0 / 16 + 1) * db_n + db) * 512, 64);
                 _tile_dpbf16ps(0, 6, 4);
                 _tile_dpbf16ps(1, 6, 5);
             }
-            _tile_stored(0, scores + s0, S * 4);
-            _tile_stored(1, scores + s0 + 16, S * 4);
+            _tile_stored(0, scores + s0, Sp * 4);
+            _tile_stored(1, scores + s0 + 16, Sp * 4);
         }
         int dead[16];
         for (int r = 0; r < 16; r++) {   /* softmax, then the weights in bf16, as libtorch's bf16 softmax */
-            float *row = scores + r * S, inv = 0.0f;
-            dead[r] = softmax_exp(row, S, S, NULL, a->scale, &inv);
-            const __m512 iv = _mm512_set1_ps(inv);   /* 0 for a dead row: its weights 0, its output NaN */
-            for (int64_t s = 0; s < S; s += 16)
-                _mm256_storeu_si256((__m256i *)(p + r * S + s),
+            float *row = scores + r * Sp, inv = 0.0f;
+            dead[r] = r < rows ? softmax_exp(row, S, Sp, a->mask ? a->mask + (i0 + r) * S : NULL, a->scale, &inv) : 1;
+            const __m512 iv = _mm512_set1_ps(inv);   /* 0 for a dead or padding row: its weights 0 */
+            for (int64_t s = 0; s < Sp; s += 16)
+                _mm256_storeu_si256((__m256i *)(p + r * Sp + s),
                                     (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_loadu_ps(row + s), iv)));
         }
         DRDC_AMX_FENCE();   /* the weights are in memory before the tiles load them */
         for (int64_t c0 = 0; c0 < D; c0 += 32) {   /* output channels c0 .. c0 + 31 */
             _tile_zero(0);
             _tile_zero(1);
-            for (int64_t s0 = 0; s0 < S; s0 += 32) {
-                _tile_loadd(4, p + s0, S * 2);
+            for (int64_t s0 = 0; s0 < Sp; s0 += 32) {
+                _tile_loadd(4, p + s0, Sp * 2);
                 _tile_loadd(5, vt + ((s0 / 32) * (D / 16) + c0 / 16) * 512, 64);
                 _tile_loadd(6, vt + ((s0 / 32) * (D / 16) + c0 / 16 + 1) * 512, 64);
                 _tile_dpbf16ps(0, 4, 5);
@@ -265,7 +274,7 @@ DRDC_TARGET_AMX static void attn16_head(const attn16_job *j, int64_t b, int64_t 
             }
             _tile_stored(0, acc[0], 64);
             _tile_stored(1, acc[1], 64);
-            for (int r = 0; r < 16; r++) {
+            for (int r = 0; r < rows; r++) {
                 uint16_t *o = a->o + b * a->os.image + (i0 + r) * a->os.row + h * a->os.head + c0;
                 for (int u = 0; u < 2; u++) {
                     const __m512 y = dead[r] ? _mm512_set1_ps(NAN) : _mm512_load_ps(acc[u][r]);
@@ -280,7 +289,7 @@ DRDC_TARGET_AMX static void attn16_task(void *ctx, int64_t t0, int64_t t1) {
     const attn16_job *j = ctx;
     drdc_amx_tiles_16x64();
     for (int64_t t = t0; t < t1; t++)
-        attn16_head(j, t / j->a->H, t % j->a->H, j->scratch + t * ATTN16_SCRATCH(j->a->S, j->a->D));
+        attn16_head(j, t / j->a->H, t % j->a->H, j->scratch + t * ATTN16_SCRATCH(ATTN16_SP(j->a->S), j->a->D));
     _tile_release();
 }
 #endif
@@ -292,10 +301,10 @@ drdc_status drdc_attention16_run(const drdc_attention16 *a) {
         return drdc_fail(DRDC_ERR_INPUT, "bf16 attention: sizes B %lld, H %lld, L %lld, S %lld, D %lld must be >= 1",
                          (long long)a->B, (long long)a->H, (long long)a->L, (long long)a->S, (long long)a->D);
     if (!drdc_attention16_fits(a->L, a->S, a->D))
-        return drdc_fail(DRDC_ERR_STATE, "bf16 attention: L %lld, S %lld, D %lld cannot run here (AMX, D 32 or 64, L a "
-                         "multiple of 16, S of 32)", (long long)a->L, (long long)a->S, (long long)a->D);
+        return drdc_fail(DRDC_ERR_STATE, "bf16 attention: L %lld, S %lld, D %lld cannot run here (AMX, D 32 or 64, S up "
+                         "to %d)", (long long)a->L, (long long)a->S, (long long)a->D, ATTN16_MAX_S);
 #if DRDC_AMX_BUILT
-    const size_t per = (size_t)ATTN16_SCRATCH(a->S, a->D), n = (size_t)(a->B * a->H) * per * sizeof(uint16_t);
+    const size_t per = (size_t)ATTN16_SCRATCH(ATTN16_SP(a->S), a->D), n = (size_t)(a->B * a->H) * per * sizeof(uint16_t);
     attn16_job j = {a, aligned_alloc(64, (n + 63) / 64 * 64)};
     if (!j.scratch)
         return drdc_fail(DRDC_ERR_NOMEM, "bf16 attention: out of memory for %lld heads' keys", (long long)(a->B * a->H));

@@ -328,7 +328,8 @@ static int attention_fusable(dt_tensor q, dt_tensor k, dt_tensor v, dt_tensor ma
     return 1;
 }
 
-/* out [B,L,E] float32 = the heads' softmax(q k^T / sqrt(D) + mask) v, concatenated. */
+/* out [B,L,E] = the heads' softmax(q k^T / sqrt(D) + mask) v, concatenated: float32, or bf16 where
+ * q, k and v are bf16 (autocast) and the AMX kernel takes them (drdc_attention16_fits). */
 static drdc_status fused_attention(dt_tensor *out, dt_tensor q, dt_tensor k, dt_tensor v, dt_tensor mask,
                                    int64_t heads) {
     int64_t qs[3], ks[3];
@@ -338,6 +339,31 @@ static drdc_status fused_attention(dt_tensor *out, dt_tensor q, dt_tensor k, dt_
     TRY(dt_shape(qs, 3, q));
     TRY(dt_shape(ks, 3, k));
     const int64_t B = qs[0], L = qs[1], E = qs[2], S = ks[1], D = E / heads;
+    const drdc_attn_strides lq = {L * E, E, D}, sk = {S * E, E, D};
+    const float scale = (float)(1.0 / sqrt((double)D));   /* on q, as nn.MultiheadAttention */
+    if (dt_dtype_of(q) == DT_BF16 && dt_dtype_of(k) == DT_BF16 && dt_dtype_of(v) == DT_BF16 &&
+        drdc_attention16_fits(L, S, D)) {   /* bf16 under autocast: on AMX tiles, out in bf16 */
+        dt_tensor q16 = NULL, k16 = NULL, v16 = NULL;
+        void *qp, *kp, *vp, *mp = NULL, *op;
+        TRY(dt_contiguous(&q16, q));
+        TRY(dt_contiguous(&k16, k));
+        TRY(dt_contiguous(&v16, v));
+        if (mask) {
+            TRY(dt_to_dtype(&m32, mask, DT_F32));
+            TRY(dt_contiguous(&m32, m32));
+            TRY(dt_host_data(&mp, m32));
+        }
+        TRY(dt_empty_like(&o, q16));
+        TRY(dt_host_data(&qp, q16));
+        TRY(dt_host_data(&kp, k16));
+        TRY(dt_host_data(&vp, v16));
+        TRY(dt_host_data(&op, o));
+        const drdc_attention16 a = {.q = qp, .k = kp, .v = vp, .o = op, .qs = lq, .ks = sk, .vs = sk, .os = lq,
+                                    .mask = mp, .B = B, .H = heads, .L = L, .S = S, .D = D, .scale = scale};
+        TRY(drdc_attention16_run(&a));
+        res = o;
+        goto done;
+    }
     const dt_tensor in[4] = {q, k, v, mask};
     dt_tensor *f32[4] = {&q32, &k32, &v32, &m32};
     for (int i = 0; i < 4; i++) {
@@ -352,10 +378,8 @@ static drdc_status fused_attention(dt_tensor *out, dt_tensor q, dt_tensor k, dt_
     TRY(dt_host_data(&vp, v32));
     if (m32) TRY(dt_host_data(&mp, m32));
     TRY(dt_host_data(&op, o));
-    const drdc_attn_strides lq = {L * E, E, D}, sk = {S * E, E, D};
     const drdc_attention a = {.q = qp, .k = kp, .v = vp, .o = op, .qs = lq, .ks = sk, .vs = sk, .os = lq,
-                              .mask = mp, .B = B, .H = heads, .L = L, .S = S, .D = D,
-                              .scale = (float)(1.0 / sqrt((double)D))};   /* on q, as nn.MultiheadAttention */
+                              .mask = mp, .B = B, .H = heads, .L = L, .S = S, .D = D, .scale = scale};
     TRY(drdc_attention_run(&a));
     res = o;
 done:

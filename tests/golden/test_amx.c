@@ -10,8 +10,10 @@
  * and packing checks its channels.
  *
  * attention.h's bf16 attention on AMX tiles against the float32 fused kernel on the same (bf16)
- * values: within 1 % of the output's scale (its weights and output are rounded to bf16); a NaN key
- * makes its head's rows NaN and nothing else; sizes outside its rules are refused.
+ * values: within 1 % of the output's scale (its weights and output are rounded to bf16), on whole
+ * tiles, off them, and with the base model's neighbourhood mask; a NaN key makes its head's rows
+ * NaN and nothing else, a row with every key masked is NaN (as the float32 kernel and libtorch's
+ * softmax); sizes outside its rules are refused.
  *
  * Parts that need AMX skip with a message on a CPU without it. */
 #include "testlib.h"
@@ -219,10 +221,25 @@ typedef struct attn_case {
     int64_t B, H, L, S, D;
 } attn_case;
 
-/* The bf16 AMX attention and the float32 fused kernel on the same values; nan_key >= 0 puts a NaN
- * into key nan_key of image 0, head H - 1. Returns the largest difference over the finite outputs
- * relative to the float32 output's scale (and CHECKs the NaN rows where one was put). */
-static double compare_attention(const attn_case *c, uint64_t seed, int64_t nan_key) {
+/* The mask of UniAD's neighbourhood attention on a side x side grid (L = S = side^2): 0 within
+ * `reach` rows and columns, -inf beyond; row `dead_row` (>= 0) all -inf. */
+static float *grid_mask(int64_t side, int64_t reach, int64_t dead_row) {
+    const int64_t L = side * side;
+    float *m = malloc((size_t)(L * L) * sizeof *m);
+    for (int64_t i = 0; m && i < L; i++)
+        for (int64_t j = 0; j < L; j++) {
+            const int near = llabs(i / side - j / side) <= reach && llabs(i % side - j % side) <= reach;
+            m[i * L + j] = near && i != dead_row ? 0.0f : -INFINITY;
+        }
+    return m;
+}
+
+/* The bf16 AMX attention and the float32 fused kernel on the same values (and the same mask, or
+ * none); nan_key >= 0 puts a NaN into key nan_key of image 0, head H - 1; dead_row >= 0 is a query
+ * row whose keys are all masked. Returns the largest difference over the outputs that must be finite,
+ * relative to the float32 output's scale (and CHECKs that the others are NaN). */
+static double compare_attention(const attn_case *c, uint64_t seed, int64_t nan_key, const float *mask,
+                                int64_t dead_row) {
     const int64_t HD = c->H * c->D, nq = c->B * c->L * HD, nk = c->B * c->S * HD;
     uint16_t *q = rand_rows(nq, seed), *k = rand_rows(nk, seed + 1), *v = rand_rows(nk, seed + 2);
     uint16_t *o16 = malloc((size_t)nq * sizeof *o16);
@@ -233,9 +250,9 @@ static double compare_attention(const attn_case *c, uint64_t seed, int64_t nan_k
     qf = widen(q, nq), kf = widen(k, nk), vf = widen(v, nk);
     const drdc_attn_strides qs = {c->L * HD, HD, c->D}, ks = {c->S * HD, HD, c->D};
     const float scale = (float)(1.0 / sqrt((double)c->D));
-    const drdc_attention16 a16 = {.q = q, .k = k, .v = v, .o = o16, .qs = qs, .ks = ks, .vs = ks, .os = qs, .B = c->B,
-                                  .H = c->H, .L = c->L, .S = c->S, .D = c->D, .scale = scale};
-    const drdc_attention a32 = {.q = qf, .k = kf, .v = vf, .o = o32, .qs = qs, .ks = ks, .vs = ks, .os = qs, .mask = NULL,
+    const drdc_attention16 a16 = {.q = q, .k = k, .v = v, .o = o16, .qs = qs, .ks = ks, .vs = ks, .os = qs,
+                                  .mask = mask, .B = c->B, .H = c->H, .L = c->L, .S = c->S, .D = c->D, .scale = scale};
+    const drdc_attention a32 = {.q = qf, .k = kf, .v = vf, .o = o32, .qs = qs, .ks = ks, .vs = ks, .os = qs, .mask = mask,
                                 .B = c->B, .H = c->H, .L = c->L, .S = c->S, .D = c->D, .scale = scale};
     CHECK(drdc_attention16_fits(c->L, c->S, c->D));
     CHECK_OK(drdc_attention16_run(&a16));
@@ -248,7 +265,7 @@ static double compare_attention(const attn_case *c, uint64_t seed, int64_t nan_k
                 for (int64_t d = 0; d < c->D; d++) {
                     const int64_t e = (b * c->L + i) * HD + h * c->D + d;
                     const float g = drdc_bf16_to_f32(o16[e]);
-                    if (nan_key >= 0 && b == 0 && h == c->H - 1) {
+                    if ((nan_key >= 0 && b == 0 && h == c->H - 1) || i == dead_row) {
                         nan_wrong += !isnan(g);
                         continue;
                     }
@@ -259,10 +276,10 @@ static double compare_attention(const attn_case *c, uint64_t seed, int64_t nan_k
     CHECK(nan_wrong == 0);
     CHECK(scale_o > 0.1);
     rel = worst / scale_o;
-    printf("  bf16 AMX attention, B %lld H %lld L %lld S %lld D %lld%s: max |diff| %.3g of max |o| %.3g (relative %.3g), "
-           "%lld outputs NaN where they should not be or finite where they should\n", (long long)c->B, (long long)c->H,
-           (long long)c->L, (long long)c->S, (long long)c->D, nan_key >= 0 ? ", a NaN key" : "", worst, scale_o, rel,
-           (long long)nan_wrong);
+    printf("  bf16 AMX attention, B %lld H %lld L %lld S %lld D %lld%s%s%s: max |diff| %.3g of max |o| %.3g (relative "
+           "%.3g), %lld outputs NaN where they should not be or finite where they should\n", (long long)c->B,
+           (long long)c->H, (long long)c->L, (long long)c->S, (long long)c->D, nan_key >= 0 ? ", a NaN key" : "",
+           mask ? ", masked" : "", dead_row >= 0 ? ", a row all masked" : "", worst, scale_o, rel, (long long)nan_wrong);
 out:
     free(q); free(k); free(v); free(o16); free(qf); free(kf); free(vf); free(o32);
     return rel;
@@ -273,13 +290,27 @@ static void test_attention_matches_float32(void) {
         test_skip_part("bf16 AMX attention: this CPU lacks AMX-BF16 (or AVX-512)");
         return;
     }
-    const attn_case cases[] = {{2, 2, 256, 256, 32}, {1, 3, 48, 96, 64}};
+    /* the U-Net's heads (256 tokens), whole tiles; then sizes off the tiles (L 37, S 50 and 196: staged
+     * query rows, padding keys, a whole padding vector of 16 keys past S) */
+    const attn_case cases[] = {{2, 2, 256, 256, 32}, {1, 3, 48, 96, 64}, {2, 2, 37, 50, 32}, {1, 2, 20, 196, 64}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        const double rel = compare_attention(&cases[i], 300 + 10 * i, -1);
+        const double rel = compare_attention(&cases[i], 300 + 10 * i, -1, NULL, -1);
         CHECK(rel >= 0 && rel <= 1e-2);
     }
-    const double rel = compare_attention(&cases[0], 400, 5);   /* a NaN in key 5 of image 0's last head */
+    double rel = compare_attention(&cases[0], 400, 5, NULL, -1);   /* a NaN in key 5 of image 0's last head */
     CHECK(rel >= 0 && rel <= 1e-2);
+    /* the base model's: 14 x 14 tokens, 8 heads of 32, the neighbourhood mask (7 x 7: reach 3), and one
+     * row all masked */
+    const attn_case base = {2, 8, 196, 196, 32};
+    float *mask = grid_mask(14, 3, -1), *dead = grid_mask(14, 3, 100);
+    if (mask && dead) {
+        rel = compare_attention(&base, 500, -1, mask, -1);
+        CHECK(rel >= 0 && rel <= 1e-2);
+        rel = compare_attention(&base, 510, -1, dead, 100);
+        CHECK(rel >= 0 && rel <= 1e-2);
+    }
+    free(mask);
+    free(dead);
 }
 
 static void test_attention_rules(void) {
@@ -288,14 +319,13 @@ static void test_attention_rules(void) {
         return;
     }
     CHECK(drdc_attention16_fits(256, 256, 32));
-    CHECK(drdc_attention16_fits(16, 32, 64));
+    CHECK(drdc_attention16_fits(1, 1, 64));
     CHECK(!drdc_attention16_fits(256, 256, 48));   /* D 32 or 64 */
-    CHECK(!drdc_attention16_fits(8, 256, 32));     /* L a multiple of 16 */
-    CHECK(!drdc_attention16_fits(256, 48, 32));    /* S a multiple of 32 */
-    uint16_t x[16 * 32] = {0}, y[16 * 32];
-    const drdc_attn_strides st = {16 * 32, 32, 32};
+    CHECK(!drdc_attention16_fits(16, 8193, 32));   /* S up to 8192 */
+    uint16_t x[16 * 48] = {0}, y[16 * 48];
+    const drdc_attn_strides st = {16 * 48, 48, 48};
     drdc_attention16 a = {.q = x, .k = x, .v = x, .o = y, .qs = st, .ks = st, .vs = st, .os = st, .B = 1, .H = 1,
-                          .L = 16, .S = 16, .D = 32, .scale = 1.0f};
+                          .L = 16, .S = 16, .D = 48, .scale = 1.0f};
     CHECK_ERR(drdc_attention16_run(&a), DRDC_ERR_STATE, "cannot run here");
     a.v = NULL;
     CHECK_ERR(drdc_attention16_run(&a), DRDC_ERR_INPUT, "NULL");

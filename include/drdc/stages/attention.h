@@ -42,21 +42,23 @@ drdc_status drdc_attention_run(const drdc_attention *a);
 int drdc_attention_use_fused(int on);
 int drdc_attention_fused_active(void);
 
-/* The same attention on bf16 operands with AMX tiles (the U-Net's heads under bf16 autocast): per
- * 16 query rows, the scores q k^T in float32 on the tiles, softmax in float32 (AVX-512), the weights
- * rounded to bf16 (as libtorch's bf16 softmax gives them) and multiplied with v on the tiles, the
- * output rounded once to bf16. Strides in bf16 values; no mask. A row whose scores hold a NaN comes
- * out NaN. */
+/* The same attention on bf16 operands with AMX tiles (the U-Net's and the base model's heads under
+ * bf16 autocast): per 16 query rows, the scores q k^T in float32 on the tiles, softmax in float32
+ * (AVX-512, the mask added), the weights rounded to bf16 (as libtorch's bf16 softmax gives them)
+ * and multiplied with v on the tiles, the output rounded once to bf16. Strides in bf16 values; keys
+ * and query rows padded to whole tiles inside. A row whose scores hold a NaN, or whose keys are all
+ * masked, comes out NaN. */
 typedef struct drdc_attention16 {
     const uint16_t *q, *k, *v;
     uint16_t *o;                       /* must not overlap q, k or v */
     drdc_attn_strides qs, ks, vs, os;
+    const float *mask;                 /* [L][S] added to the scores, or NULL */
     int64_t B, H, L, S, D;
     float scale;
 } drdc_attention16;
 
 /* Whether drdc_attention16_run takes these sizes: drdc_attention_fused_active() and
- * drdc_amx_active(), D 32 or 64, L a multiple of 16, S a multiple of 32 up to 8192. */
+ * drdc_amx_active(), D 32 or 64, S up to 8192. */
 int drdc_attention16_fits(int64_t L, int64_t S, int64_t D);
 
 /* Runs a (B * H tasks). DRDC_ERR_STATE where drdc_attention16_fits says 0; DRDC_ERR_INPUT for sizes

@@ -38,8 +38,11 @@ static inline int drdc_cpu_avx512(int bf16) {
     return !bf16 || (__builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512bf16"));
 }
 
-/* The first min(n, 16) lanes (n >= 1): a loop's last, partial vector. */
-static inline __mmask16 drdc_lanes16(int64_t n) { return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1u); }
+/* The first min(n, 16) lanes, none for n <= 0: a loop's last, partial vector (and the whole
+ * vectors past it, where a buffer is padded further). */
+static inline __mmask16 drdc_lanes16(int64_t n) {
+    return n >= 16 ? (__mmask16)0xffff : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1u);
+}
 
 /* exp(x) on 16 floats: Cephes' expf polynomial (about 1 ulp) with vscalefps for the 2^n. x is
  * clamped to [-87.3, 88.4]: below, the result is 2^-126 (callers that need 0 mask it); a NaN
