@@ -23,7 +23,8 @@
 #                                             # coefficients or the channels out of order, the odd
 #                                             # channels' statistics about the even ones' first
 #                                             # pixel, NaN turned into 0; a float32 input cast to
-#                                             # bf16 without autocast; the AMX convolutions
+#                                             # bf16 without autocast, packed with x_t and cond
+#                                             # mixed, or embedded with a wrong prepared frequency; the AMX convolutions
 #                                             # without their bias, with the taps transposed,
 #                                             # stride 2 read as 1, two accumulators stored in
 #                                             # one place, or never used; the bf16 AMX attention
@@ -112,6 +113,10 @@ kernels() {
     mutate attn16stage src/stages/attention.c '            q = qst, qrow = D;' '            qrow = D;' 'test_amx|test_base'
     mutate amxunused src/stages/unet.c 'if (cv->amx.w && dt_dtype_of(x) == DT_BF16' 'if (0 && cv->amx.w && dt_dtype_of(x) == DT_BF16' \
         test_unet
+    mutate packswap src/stages/unet.c 'o[0] = a[p], o[1] = a[P + p], o[2] = a[2 * P + p], o[3] = b[p],' \
+        'o[0] = b[p], o[1] = a[P + p], o[2] = a[2 * P + p], o[3] = a[p],' test_unet
+    mutate tembfreq src/stages/unet.c 'st = unet->temb_freqs ? timestep_freqs(unet->temb_freqs, half)' \
+        'st = unet->temb_freqs ? (timestep_freqs(unet->temb_freqs, half) || (unet->temb_freqs[0] = 0.5f, 0))' test_unet
     mutate castalways src/stages/unet.c 'dt_dtype_of(cv->run_w) == DT_BF16 && dt_cpu_autocast_enabled()' \
         'dt_dtype_of(cv->run_w) == DT_BF16' test_unet
     mutate nan0 src/stages/unet.c '    return v * r;' '    return v == v ? v * r : 0.0f;' test_unet

@@ -154,6 +154,7 @@ typedef struct drdc_unet {
     /* drdc_unet_prepare: every ResBlock's emb_layers.1 stacked (rows emb_row.. of each), so that a
      * pass projects the embedding once for all of them (owned, or NULL) */
     dt_tensor emb_all_w, emb_all_b;    /* [sum 2*out_ch, 4C], [sum 2*out_ch] */
+    float *temb_freqs;                 /* owned: prepare's copy of the timestep embedding's C/2 frequencies, or NULL */
 } drdc_unet;
 
 /* The U-Net's architecture rules (DRDC_ERR_CONFIG naming the keys): 1..DRDC_MAX_LIST levels
