@@ -24,7 +24,9 @@
 #                                             # channels' statistics about the even ones' first
 #                                             # pixel, NaN turned into 0; a float32 input cast to
 #                                             # bf16 without autocast, packed with x_t and cond
-#                                             # mixed, or embedded with a wrong prepared frequency; the AMX convolutions
+#                                             # mixed, or embedded with a wrong prepared frequency;
+#                                             # the decoder's split input read at the wrong
+#                                             # channels by the norm or the 1x1 convolution; the AMX convolutions
 #                                             # without their bias, with the taps transposed,
 #                                             # stride 2 read as 1, two accumulators stored in
 #                                             # one place, or never used; the bf16 AMX attention
@@ -117,6 +119,10 @@ kernels() {
         'o[0] = b[p], o[1] = a[P + p], o[2] = a[2 * P + p], o[3] = a[p],' test_unet
     mutate tembfreq src/stages/unet.c 'st = unet->temb_freqs ? timestep_freqs(unet->temb_freqs, half)' \
         'st = unet->temb_freqs ? (timestep_freqs(unet->temb_freqs, half) || (unet->temb_freqs[0] = 0.5f, 0))' test_unet
+    mutate splitnorm src/stages/unet.c 'return (const uint16_t *)j->xb + pix * (j->C - j->ca) + (c - j->ca);' \
+        'return (const uint16_t *)j->xb + pix * (j->C - j->ca);' test_unet
+    mutate splitconv src/stages/amx_conv.c 'return j->x2 + p * in2 + (c - j->in1);' 'return j->x2 + p * in2;' \
+        'test_amx|test_unet'
     mutate castalways src/stages/unet.c 'dt_dtype_of(cv->run_w) == DT_BF16 && dt_cpu_autocast_enabled()' \
         'dt_dtype_of(cv->run_w) == DT_BF16' test_unet
     mutate nan0 src/stages/unet.c '    return v * r;' '    return v == v ? v * r : 0.0f;' test_unet

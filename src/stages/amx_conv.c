@@ -55,7 +55,9 @@ int drdc_amx_conv_fits(const drdc_amx_weights *pw, int stride, int64_t h, int64_
 #if DRDC_AMX_BUILT
 typedef struct amx_job {
     const drdc_amx_weights *pw;
-    const uint16_t *x;    /* [n][h][w][in] */
+    const uint16_t *x;    /* [n][h][w][in] (1x1 with x2: the first in1 channels, [n][h*w][in1]) */
+    const uint16_t *x2;   /* 1x1: the other in - in1 channels, [n][h*w][in - in1], or NULL */
+    int64_t in1;          /* 1x1: x's channels (in without x2) */
     uint16_t *y;          /* [n][ho*wo][out] */
     int64_t h, w;         /* x's rows and columns */
     int64_t off;          /* 3x3: 1 when the zero border is virtual, 0 when x holds it (padded) */
@@ -71,8 +73,8 @@ static int tile_src(const amx_job *j, int64_t img, int64_t t, int dy, int dx, co
                     int *edge) {
     const int64_t in = j->pw->in;
     *edge = 0;
-    if (j->pw->k == 1) {   /* the pixels in a row of their own */
-        *row = j->x + (img * j->po + t * 16) * in, *xi0 = 0;
+    if (j->pw->k == 1) {   /* 1x1: the tile's first pixel (one_by_one gives each channel block's rows) */
+        *row = NULL, *xi0 = img * j->po + t * 16;
         return 1;
     }
     const int64_t yo = t * 16 / j->wo, xo = t * 16 % j->wo, yi = yo * j->stride + dy - j->off;
@@ -81,6 +83,19 @@ static int tile_src(const amx_job *j, int64_t img, int64_t t, int dy, int dx, co
     *xi0 = xo * j->stride + dx - j->off;
     *edge = *xi0 < 0 || *xi0 + 15 * j->stride >= j->w;
     return 1;
+}
+
+/* A 1x1 tile's rows for channel block kb: pixels p.. p + 15 of x (channels below in1) or of x2; *stride
+ * in bytes. */
+static const uint16_t *one_by_one(const amx_job *j, int64_t p, int64_t kb, int64_t *stride) {
+    const int64_t c = kb * 32;
+    if (c < j->in1) {
+        *stride = j->in1 * 2;
+        return j->x + p * j->in1 + c;
+    }
+    const int64_t in2 = j->pw->in - j->in1;
+    *stride = in2 * 2;
+    return j->x2 + p * in2 + (c - j->in1);
 }
 
 /* An edge tile's 16 pixels of input channels kb*32.. +31 into dst ([16][32]), zeros in the border. */
@@ -122,6 +137,19 @@ DRDC_TARGET_AMX static void amx_task(void *ctx, int64_t t0, int64_t t1) {
                 if (!v0 && !v1) continue;
                 for (int64_t kb = 0; kb < kb_n; kb++) {
                     const int64_t wo = (tap * kb_n + kb) * 512;
+                    if (pw->k == 1) {   /* x0 and x1: the tiles' first pixels */
+                        int64_t st0 = 0, st1 = 0;
+                        const uint16_t *p0 = one_by_one(j, x0, kb, &st0), *p1 = one_by_one(j, x1, kb, &st1);
+                        _tile_loadd(4, p0, st0);
+                        _tile_loadd(6, w0 + wo, 64);
+                        _tile_dpbf16ps(0, 4, 6);
+                        _tile_loadd(7, w1 + wo, 64);
+                        _tile_dpbf16ps(1, 4, 7);
+                        _tile_loadd(5, p1, st1);
+                        _tile_dpbf16ps(2, 5, 6);
+                        _tile_dpbf16ps(3, 5, 7);
+                        continue;
+                    }
                     if (v0) {
                         if (e0) {
                             stage_rows(staged[0], j, r0, x0, kb);
@@ -169,16 +197,33 @@ DRDC_TARGET_AMX static void amx_task(void *ctx, int64_t t0, int64_t t1) {
 }
 #endif
 
+static drdc_status run_conv(const drdc_amx_weights *pw, const uint16_t *x, const uint16_t *x2, int64_t in1,
+                            uint16_t *y, int64_t n, int64_t h, int64_t w, int stride);
+
 drdc_status drdc_amx_conv(const drdc_amx_weights *pw, const uint16_t *x, uint16_t *y, int64_t n, int64_t h, int64_t w,
                           int stride) {
+    return run_conv(pw, x, NULL, pw ? pw->in : 0, y, n, h, w, stride);
+}
+
+drdc_status drdc_amx_conv_1x1_split(const drdc_amx_weights *pw, const uint16_t *xa, int64_t in_a, const uint16_t *xb,
+                                    uint16_t *y, int64_t n, int64_t h, int64_t w) {
+    if (!pw || pw->k != 1 || !xb || in_a <= 0 || in_a % 32 || in_a >= pw->in)
+        return drdc_fail(DRDC_ERR_INPUT, "amx_conv: a split input needs a 1x1 convolution and a first part of a "
+                         "multiple of 32 channels below its %lld (got %lld)", (long long)(pw ? pw->in : 0),
+                         (long long)in_a);
+    return run_conv(pw, xa, xb, in_a, y, n, h, w, 1);
+}
+
+static drdc_status run_conv(const drdc_amx_weights *pw, const uint16_t *x, const uint16_t *x2, int64_t in1,
+                            uint16_t *y, int64_t n, int64_t h, int64_t w, int stride) {
     if (!drdc_amx_conv_fits(pw, stride, h, w) || !x || !y || n <= 0)
         return drdc_fail(DRDC_ERR_STATE, "amx_conv: a %dx%d stride-%d convolution of %lld x %lld pixels cannot run "
                          "here (see drdc_amx_conv_fits)", pw ? pw->k : 0, pw ? pw->k : 0, stride, (long long)h,
                          (long long)w);
 #if DRDC_AMX_BUILT
     const int64_t in = pw->in;
-    amx_job j = {.pw = pw, .x = x, .y = y, .h = h, .w = w, .off = 1, .wo = w / stride, .po = h / stride * (w / stride),
-                 .stride = stride};
+    amx_job j = {.pw = pw, .x = x, .x2 = x2, .in1 = in1, .y = y, .h = h, .w = w, .off = 1, .wo = w / stride,
+                 .po = h / stride * (w / stride), .stride = stride};
     uint16_t *padded = NULL;
     if (pw->k == 3 && stride == 1) {
         /* a copy with its zero border (at most 96 KiB an image, drdc_amx_conv_fits): at 16 and 32 px most

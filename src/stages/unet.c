@@ -774,6 +774,8 @@ typedef struct fwd_ctx {
 
 typedef struct gn_job {
     const void *x;
+    const void *xb;           /* NULL, or the input's channels from ca on (x then holds the first ca) */
+    int64_t ca;
     void *y;
     int bf16;                 /* x and y bf16 (uint16: a float32's high half), else float32 */
     int silu;                 /* y = SiLU(a x + b), else y = a x + b (the attention blocks' norm) */
@@ -959,6 +961,22 @@ GN_APPLY_AVX512(bf16, GN_TARGET_BF16, uint16_t, GN_LOAD16_BF16, GN_STORE16_BF16,
 #define GN_EVEN(v) _mm512_castsi512_ps(_mm512_slli_epi32((v), 16))
 #define GN_ODD(v) _mm512_castsi512_ps(_mm512_and_si512((v), _mm512_set1_epi32((int)0xffff0000u)))
 
+/* Pixel pix's (of all samples) channels c .. c + 31 (c a multiple of 32) of a bf16 input in one
+ * part or, with xb, in two (the U-Net decoder's concatenation, never written); *stride: the values
+ * from one pixel to the next. */
+static inline const uint16_t *pair_at(const gn_job *j, int64_t pix, int64_t c, int64_t *stride) {
+    if (!j->xb) {
+        *stride = j->C;
+        return (const uint16_t *)j->x + pix * j->C + c;
+    }
+    if (c < j->ca) {
+        *stride = j->ca;
+        return (const uint16_t *)j->x + pix * j->ca + c;
+    }
+    *stride = j->C - j->ca;
+    return (const uint16_t *)j->xb + pix * (j->C - j->ca) + (c - j->ca);
+}
+
 /* Statistics of a task's pixels in bf16 pairs: per block of 32 channels, the sums of (x - k) and
  * (x - k)^2 in registers over the pixels, k the first pixel; as gn_stats_bf16, in the same float32
  * arithmetic. (Four chains of sums a pixel keep both vector ports busy: unrolling gained nothing.) */
@@ -967,12 +985,15 @@ GN_TARGET_BF16 static void gn_stats_bf16_pairs(void *ctx, int64_t t0, int64_t t1
     const int64_t C = j->C;
     for (int64_t t = t0; t < t1; t++) {
         GN_TASK(uint16_t, j, t);
+        (void)x;   /* pair_at: the input may be in two parts */
         for (int64_t c = 0; c < C; c += 32) {
-            const __m512i k = _mm512_loadu_si512(x + c);
+            int64_t cs = 0;
+            const uint16_t *xc = pair_at(j, n * j->P + p0, c, &cs);
+            const __m512i k = _mm512_loadu_si512(xc);
             const __m512 ke = GN_EVEN(k), ko = GN_ODD(k);
             __m512 se = _mm512_setzero_ps(), so = se, qe = se, qo = se;
             for (int64_t p = 0; p < np; p++) {
-                const __m512i v = _mm512_loadu_si512(x + p * C + c);
+                const __m512i v = _mm512_loadu_si512(xc + p * cs);
                 const __m512 de = _mm512_sub_ps(GN_EVEN(v), ke), dO = _mm512_sub_ps(GN_ODD(v), ko);
                 se = _mm512_add_ps(se, de);
                 qe = _mm512_fmadd_ps(de, de, qe);
@@ -1003,9 +1024,11 @@ GN_TARGET_BF16 static void gn_apply_bf16_pairs(void *ctx, int64_t t0, int64_t t1
                                            21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);   /* even i, odd i, ... */
     for (int64_t t = t0; t < t1; t++) {
         GN_APPLY_TASK(uint16_t, j, t);
-        for (int64_t p = 0; p < np; p++, x += C, y += C)
+        (void)x;   /* pair_at: the input may be in two parts */
+        for (int64_t p = 0; p < np; p++, y += C)
             for (int64_t c = 0; c < C; c += 32) {
-                const __m512i v = _mm512_loadu_si512(x + c);
+                int64_t cs = 0;
+                const __m512i v = _mm512_loadu_si512(pair_at(j, n * j->P + p0 + p, c, &cs));
                 __m512 e = _mm512_fmadd_ps(_mm512_loadu_ps(a + c), GN_EVEN(v), _mm512_loadu_ps(b + c));
                 __m512 o = _mm512_fmadd_ps(_mm512_loadu_ps(a + c + 16), GN_ODD(v), _mm512_loadu_ps(b + c + 16));
                 if (j->silu) e = gn_silu16_bf16(e), o = gn_silu16_bf16(o);
@@ -1081,12 +1104,15 @@ static inline float round_bf16(float f) { return drdc_bf16_to_f32(drdc_f32_to_bf
  * x [N,C,H,W] channels-last on the CPU, float32 or bf16 (under autocast); y the same dtype and
  * layout; nm the norm's w and b; ss the ResBlock's scale and shift, or NULL (scale1 1, shift 0).
  * inplace = 1: y takes x's storage (the caller no longer reads x; see resblock_forward). */
-static drdc_status gn_fused(dt_tensor *out, dt_tensor x, const drdc_unet_norm *nm, const gn_scale_shift *ss, int silu,
-                            int inplace) {
-    int64_t s[4];
+static drdc_status gn_fused(dt_tensor *out, dt_tensor x, dt_tensor xb, const drdc_unet_norm *nm,
+                            const gn_scale_shift *ss, int silu, int inplace) {
+    int64_t s[4], sb[4] = {0, 0, 0, 0};
     drdc_status st = dt_shape(s, 4, x);
+    if (!st && xb) st = dt_shape(sb, 4, xb);
     if (st) return st;
-    const int64_t N = s[0], C = s[1], P = s[2] * s[3], G = GN_GROUPS, cg = C / G;
+    const int64_t N = s[0], C = s[1] + sb[1], P = s[2] * s[3], G = GN_GROUPS, cg = C / G;
+    if (xb && (inplace || !gn_pairs(dt_dtype_of(x) == DT_BF16, C) || s[1] % 32 || dt_dtype_of(xb) != dt_dtype_of(x)))
+        return drdc_fail(DRDC_ERR_STATE, "unet: a group norm of an input in two parts needs the bf16 pair kernels");
     const int64_t n_chunks = (P + GN_CHUNK - 1) / GN_CHUNK;
     dt_tensor y = NULL;
     float *wb = malloc(sizeof(float) * (size_t)(2 * C + 2 * N * C));
@@ -1103,9 +1129,15 @@ static drdc_status gn_fused(dt_tensor *out, dt_tensor x, const drdc_unet_norm *n
     const float *wh = aff, *bh = aff + C;
     void *xp = NULL, *yp = NULL;
     if (inplace) TRY(dt_detach(&y, x));                                   /* x's storage */
+    else if (xb) TRY(dt_empty(&y, (const int64_t[4]){N, C, s[2], s[3]}, 4, dt_dtype_of(x), dt_device_of(x), 1));
     else TRY(dt_empty_like(&y, x));                                       /* channels-last, x's dtype */
     TRY(dt_host_data(&xp, x));
     TRY(dt_host_data(&yp, y));
+    if (xb) {
+        void *xbp = NULL;
+        TRY(dt_host_data(&xbp, xb));
+        j.xb = xbp, j.ca = s[1];
+    }
     j.x = xp, j.y = yp, j.mean = stats, j.m2 = stats + N * n_chunks * C, j.a = a, j.b = bb;
     TRY(dt_parallel_for(0, N * n_chunks, 1, gn_stats_pass(j.bf16, C), &j));
     const int pairs = gn_pairs(j.bf16, C);
@@ -1334,12 +1366,15 @@ done:
 }
 
 /* GroupNorm32 (32 groups, eps 1e-5) followed by SiLU. [N,ch,H,W] -> [N,ch,H,W] */
-static drdc_status norm_silu(dt_tensor *out, const fwd_ctx *c, dt_tensor x, const drdc_unet_norm *nm, int inplace) {
+static drdc_status norm_silu(dt_tensor *out, const fwd_ctx *c, dt_tensor x, dt_tensor xb, const drdc_unet_norm *nm,
+                             int inplace) {
     dt_tensor n = NULL;
     drdc_status st = DRDC_OK;
     const int64_t t0 = prof_start();
-    if (gn_fusable(c, x)) {
-        TRY(gn_fused(out, x, nm, NULL, 1, inplace));
+    if (xb) {   /* x and xb side by side (split_input_ok) */
+        TRY(gn_fused(out, x, xb, nm, NULL, 1, 0));
+    } else if (gn_fusable(c, x)) {
+        TRY(gn_fused(out, x, NULL, nm, NULL, 1, inplace));
     } else {
         TRY(dt_group_norm(&n, x, GN_GROUPS, nm->w, nm->b, GN_EPS));      /* [N,ch,H,W] */
         TRY(dt_silu(out, n));                                            /* [N,ch,H,W] */
@@ -1458,12 +1493,38 @@ static drdc_status block_scale_shift(gn_scale_shift *ss, float **own, const fwd_
     return st;
 }
 
-/* ResBlock with scale-shift norm. x [N,in,H,W] -> [N,out,H,W]. x_spent: the caller no longer
- * reads x after the call, so that its storage may take the first norm's output (with a skip
- * convolution, run first) and the activations stay in cache: the fused norm writes its output in
- * place where it can (the second norm's input is the block's own), a U-Net call 6 % faster in bf16. */
+/* The skip convolution (1x1, AMX) of a ResBlock whose input is x and xb side by side (split_input_ok),
+ * timed for the profile as conv. */
+static drdc_status skip_conv_split(dt_tensor *out, const drdc_unet_conv *cv, dt_tensor x, dt_tensor xb) {
+    int64_t s[4];
+    dt_tensor y = NULL;
+    void *xp = NULL, *xbp = NULL, *yp = NULL;
+    drdc_status st = DRDC_OK;
+    const int64_t t0 = prof_start();
+    TRY(dt_shape(s, 4, x));
+    TRY(dt_empty(&y, (const int64_t[4]){s[0], cv->amx.out, s[2], s[3]}, 4, DT_BF16, dt_device_of(x), 1));
+    TRY(dt_host_data(&xp, x));
+    TRY(dt_host_data(&xbp, xb));
+    TRY(dt_host_data(&yp, y));
+    TRY(drdc_amx_conv_1x1_split(&cv->amx, xp, s[1], xbp, yp, s[0], s[2], s[3]));
+    if (t0) {
+        prof_end(DRDC_UNET_PROF_CONV, t0);
+        atomic_fetch_add_explicit(&g_prof_conv_flops, 2 * cv->amx.in * dt_numel(y), memory_order_relaxed);
+    }
+    *out = y;
+    y = NULL;
+done:
+    dt_free(y);
+    return st;
+}
+
+/* ResBlock with scale-shift norm. x [N,in,H,W] -> [N,out,H,W]; with xb, the input is x and xb side by
+ * side along the channels (the decoder's concatenation, never written: split_input_ok). x_spent: the
+ * caller no longer reads x after the call, so that its storage may take the first norm's output (with
+ * a skip convolution, run first) and the activations stay in cache: the fused norm writes its output
+ * in place where it can (the second norm's input is the block's own), a U-Net call 6 % faster in bf16. */
 static drdc_status resblock_forward(dt_tensor *out, const fwd_ctx *c, const drdc_unet_resblock *rb, dt_tensor x,
-                                   int x_spent) {
+                                   dt_tensor xb, int x_spent) {
     drdc_status st = dt_scope_begin();
     if (st) return st;
     dt_tensor result = NULL, h = NULL, h1 = NULL, e = NULL, scale = NULL, shift = NULL, scale1 = NULL;
@@ -1472,8 +1533,9 @@ static drdc_status resblock_forward(dt_tensor *out, const fwd_ctx *c, const drdc
     int64_t N = 0;
     const int64_t oc = rb->out_ch;
     TRY(dt_size(&N, x, 0));
-    if (rb->skip.w) TRY(conv(&skip, c, &rb->skip, x, 1, 1));             /* [N,out,H,W] 1x1 */
-    TRY(norm_silu(&h, c, x, &rb->in_norm, x_spent && rb->skip.w));      /* [N,in,H,W] */
+    if (xb) TRY(skip_conv_split(&skip, &rb->skip, x, xb));              /* [N,out,H,W] 1x1 */
+    else if (rb->skip.w) TRY(conv(&skip, c, &rb->skip, x, 1, 1));        /* [N,out,H,W] 1x1 */
+    TRY(norm_silu(&h, c, x, xb, &rb->in_norm, x_spent && rb->skip.w));  /* [N,in,H,W] */
     TRY(conv(&h1, c, &rb->in_conv, h, 3, 1));                            /* [N,out,H,W] */
     const int64_t col[4] = {N, oc, 1, 1};
     const int64_t t_norm = prof_start();
@@ -1481,7 +1543,7 @@ static drdc_status resblock_forward(dt_tensor *out, const fwd_ctx *c, const drdc
         gn_scale_shift ss;
         float *own = NULL;
         st = block_scale_shift(&ss, &own, c, rb, N);
-        if (!st) st = gn_fused(&ha, h1, &rb->out_norm, &ss, 1, 1);       /* [N,out,H,W] */
+        if (!st) st = gn_fused(&ha, h1, NULL, &rb->out_norm, &ss, 1, 1); /* [N,out,H,W] */
         free(own);
         if (st) goto done;
     } else {
@@ -1582,7 +1644,7 @@ static drdc_status attn_forward(dt_tensor *out, const fwd_ctx *c, const drdc_une
     const int64_t N = shape[0], C = shape[1], L = shape[2] * shape[3], heads = a->heads, ch = C / heads;
     const double scale = 1.0 / sqrt(sqrt((double)ch));
     const int64_t t_norm = prof_start();
-    if (gn_fusable(c, x)) TRY(gn_fused(&hn, x, &a->norm, NULL, 0, 0));   /* [N,C,H,W] */
+    if (gn_fusable(c, x)) TRY(gn_fused(&hn, x, NULL, &a->norm, NULL, 0, 0)); /* [N,C,H,W] */
     else TRY(dt_group_norm(&hn, x, GN_GROUPS, a->norm.w, a->norm.b, GN_EPS)); /* [N,C,H,W] */
     prof_end(DRDC_UNET_PROF_NORM, t_norm);
     TRY(conv(&qkv, c, &a->qkv, hn, 1, 1));                                /* [N,3C,H,W] */
@@ -1610,9 +1672,9 @@ done:
     return dt_scope_finish(st, result, out);
 }
 
-/* One TimestepEmbedSequential: [ResBlock] [AttentionBlock] [conv]; x_spent as resblock_forward. */
+/* One TimestepEmbedSequential: [ResBlock] [AttentionBlock] [conv]; xb and x_spent as resblock_forward. */
 static drdc_status block_forward(dt_tensor *out, const fwd_ctx *c, const drdc_unet_block *b, dt_tensor x,
-                                 int x_spent) {
+                                 dt_tensor xb, int x_spent) {
     drdc_status st = dt_scope_begin();
     if (st) return st;
     dt_tensor result = NULL, h = x, t = NULL, up = NULL;
@@ -1621,7 +1683,7 @@ static drdc_status block_forward(dt_tensor *out, const fwd_ctx *c, const drdc_un
         goto done;
     }
     if (b->has_res) {
-        TRY(resblock_forward(&t, c, &b->res, h, x_spent));                /* [N,out,H,W] */
+        TRY(resblock_forward(&t, c, &b->res, h, xb, x_spent));            /* [N,out,H,W] */
         h = t;
     }
     if (b->has_attn) {
@@ -1682,6 +1744,23 @@ done:
     dt_free(cc);
     dt_free(y);
     return st;
+}
+
+/* Whether decoder block b can take its input as h and skip side by side instead of their
+ * concatenation: CPU inference in bf16 with the C moves on, both channels-last with the same
+ * pixels, the first part a multiple of 32 channels, the norm's bf16 pair kernels and the block's
+ * skip convolution on AMX for this shape (its copies current). Both then read the two parts where
+ * they lie (gn_fused, drdc_amx_conv_1x1_split): the same values as with the concatenation, which
+ * is never written. */
+static int split_input_ok(const fwd_ctx *c, const drdc_unet_block *b, dt_tensor h, dt_tensor skip) {
+    int64_t sh[4], ss[4];
+    if (!b->has_res || !b->res.skip.amx.w || !cl_dense(c, h) || !cl_dense(c, skip) || dt_dtype_of(h) != DT_BF16 ||
+        dt_dtype_of(skip) != DT_BF16 || dt_shape(sh, 4, h) || dt_shape(ss, 4, skip))
+        return 0;
+    const drdc_unet_conv *cv = &b->res.skip;
+    return sh[0] == ss[0] && sh[2] == ss[2] && sh[3] == ss[3] && sh[1] % 32 == 0 && gn_pairs(1, sh[1] + ss[1]) &&
+           sh[1] + ss[1] <= GN_MAX_CHANNELS && cv->amx.in == sh[1] + ss[1] && cv->amx.k == 1 &&
+           copy_current(cv->w, cv->b, cv->w_ver, cv->b_ver) && drdc_amx_conv_fits(&cv->amx, 1, sh[2], sh[3]);
 }
 
 static drdc_status check_image(dt_tensor x, const char *what, int64_t N, const drdc_unet *u, int64_t *H, int64_t *W) {
@@ -1779,27 +1858,37 @@ drdc_status drdc_unet_forward(dt_tensor *eps, const drdc_unet *unet, dt_tensor x
     }
     h = x;
     for (int i = 0; i < nb; i++) {
-        TRY(block_forward(&hs[i], &c, &unet->in[i], h, 0));               /* [N,ch_i,H_i,W_i] */
+        TRY(block_forward(&hs[i], &c, &unet->in[i], h, NULL, 0));         /* [N,ch_i,H_i,W_i] */
         h = hs[i];
     }
-    TRY(resblock_forward(&m0, &c, &unet->mid_res0, h, 0));                /* [N,chL,H/2^(L-1),..] */
+    TRY(resblock_forward(&m0, &c, &unet->mid_res0, h, NULL, 0));          /* [N,chL,H/2^(L-1),..] */
     TRY(attn_forward(&m1, &c, &unet->mid_attn, m0));
     dt_free(m0);
-    TRY(resblock_forward(&h, &c, &unet->mid_res2, m1, 1));
+    TRY(resblock_forward(&h, &c, &unet->mid_res2, m1, NULL, 1));
     dt_free(m1);
     for (int i = 0; i < unet->n_out; i++) {
-        dt_tensor cat = NULL, next = NULL;
-        PROF(DRDC_UNET_PROF_MOVES, TRY(cat_channels(&cat, &c, h, hs[nb - 1 - i]))); /* [N,ch+ich,.,.] */
+        dt_tensor cat = NULL, next = NULL, skip_in = hs[nb - 1 - i];
+        if (split_input_ok(&c, &unet->out[i], h, skip_in)) {
+            st = block_forward(&next, &c, &unet->out[i], h, skip_in, 0);  /* [N,out_ch,.,.] */
+        } else {
+            PROF(DRDC_UNET_PROF_MOVES, TRY(cat_channels(&cat, &c, h, skip_in))); /* [N,ch+ich,.,.] */
+            dt_free(h);
+            h = NULL;
+            dt_free(skip_in);
+            hs[nb - 1 - i] = NULL;
+            st = block_forward(&next, &c, &unet->out[i], cat, NULL, 1);   /* [N,out_ch,.,.] */
+            dt_free(cat);
+        }
         dt_free(h);
         dt_free(hs[nb - 1 - i]);
         hs[nb - 1 - i] = NULL;
-        h = NULL;
-        st = block_forward(&next, &c, &unet->out[i], cat, 1);            /* [N,out_ch,.,.] */
-        dt_free(cat);
-        if (st) goto done;
+        if (st) {
+            h = next;   /* NULL: nothing made */
+            goto done;
+        }
         h = next;
     }
-    TRY(norm_silu(&hn, &c, h, &unet->out_norm, 1));                      /* [N,ch0,H,W], in place */
+    TRY(norm_silu(&hn, &c, h, NULL, &unet->out_norm, 1));                /* [N,ch0,H,W], in place */
     TRY(conv(&raw, &c, &unet->out_conv, hn, 3, 1));                      /* [N,3,H,W] eps */
     if (dt_dtype_of(raw) != DT_F32) TRY(dt_to_dtype(&raw, raw, DT_F32));  /* bf16 under autocast: eps is always f32 */
     if (c.channels_last)

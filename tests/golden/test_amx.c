@@ -135,6 +135,46 @@ static void test_matches_libtorch(void) {
     CHECK(dt_live_handles() == before);
 }
 
+/* A 1x1 convolution on its input in two parts (drdc_amx_conv_1x1_split: 32 + 64 channels, 32 x 32
+ * px, two images) equals the convolution of the concatenation to the bit; a split that is not a
+ * multiple of 32, or of a 3x3 convolution, is refused. */
+static void test_split_input_equals_concatenation(void) {
+    if (!drdc_amx_available()) {
+        test_skip_part("amx_conv split input: this CPU lacks AMX-BF16");
+        return;
+    }
+    const conv_case cc = {96, 64, 32, 32, 1, 1};
+    const int64_t sa[4] = {2, 32, 32, 32}, sb[4] = {2, 64, 32, 32};
+    drdc_amx_weights pw;
+    dt_tensor a = rand_bf16(sa, 4, 1.0, 41, 1), b = rand_bf16(sb, 4, 1.0, 42, 1), wt = NULL, bt = NULL, cat = NULL;
+    dt_tensor whole = NULL, split = NULL;
+    if (!make_weights(&pw, &wt, &bt, &cc, 43) || !a || !b) return;
+    const dt_tensor pair[2] = {a, b};
+    CHECK_OK(dt_cat(&cat, pair, 2, 1));
+    dt_tensor catcl = NULL;
+    CHECK_OK(dt_to_memory_format(&catcl, cat, 1));
+    whole = run_amx(&pw, catcl, &cc, 2);
+    void *pa = NULL, *pb = NULL, *ps = NULL;
+    CHECK_OK(dt_empty(&split, (const int64_t[4]){2, 64, 32, 32}, 4, DT_BF16, CPU, 1));
+    CHECK_OK(dt_host_data(&pa, a));
+    CHECK_OK(dt_host_data(&pb, b));
+    CHECK_OK(dt_host_data(&ps, split));
+    if (pa && pb && ps) CHECK_OK(drdc_amx_conv_1x1_split(&pw, pa, 32, pb, ps, 2, 32, 32));
+    float *w = whole ? test_host_copy(whole) : NULL, *sp = split ? test_host_copy(split) : NULL;
+    if (w && sp) {
+        int64_t differ = 0;
+        for (int64_t e = 0; e < 2 * 64 * 32 * 32; e++) differ += w[e] != sp[e];
+        printf("  1x1 on a split input (32 + 64 channels): %lld outputs differ from the concatenation's\n",
+               (long long)differ);
+        CHECK(differ == 0);
+    }
+    CHECK_ERR(drdc_amx_conv_1x1_split(&pw, pa, 48, pb, ps, 2, 32, 32), DRDC_ERR_INPUT, "multiple of 32");
+    free(w);
+    free(sp);
+    dt_free(a); dt_free(b); dt_free(wt); dt_free(bt); dt_free(cat); dt_free(catcl); dt_free(whole); dt_free(split);
+    drdc_amx_weights_free(&pw);
+}
+
 /* One NaN value in image 0 at pixel (5, 7): a 3x3 convolution's outputs at the 3x3 pixels around it
  * are NaN in every channel, every other output (and all of image 1) finite. */
 static void test_nan_reaches_exactly_its_outputs(void) {
@@ -337,6 +377,7 @@ static void test_attention_rules(void) {
 int main(void) {
     setvbuf(stdout, NULL, _IONBF, 0);
     RUN(test_matches_libtorch);
+    RUN(test_split_input_equals_concatenation);
     RUN(test_nan_reaches_exactly_its_outputs);
     RUN(test_rules);
     RUN(test_attention_matches_float32);

@@ -861,7 +861,8 @@ static void test_forward_rejects_bad_input(void) {
  * kernel (1x1, stride-2 and small 3x3 ones) and its attention heads the bf16 AMX attention: eps with
  * them and without (drdc_amx_use(0): oneDNN and the float32 fused attention) within 2 % of the
  * output's scale (measured 0.0078 of 0.8: one bf16 step; the convolutions alone gave the same to
- * the bit), and the convolution kernel really runs: zeroing the packed weights and bias of one 16 px
+ * the bit); the decoder blocks reading their two inputs side by side give the eps of their
+ * concatenation to the bit; and the convolution kernel really runs: zeroing the packed weights and bias of one 16 px
  * 3x3 convolution (the deepest decoder block's first) changes eps, which the params and the
  * libtorch copies do not see. Nothing leaks. */
 static void test_amx_kernels_in_the_unet(void) {
@@ -884,6 +885,14 @@ static void test_amx_kernels_in_the_unet(void) {
     CHECK_OK(drdc_unet_eps(&off, &u, x, t, c));
     CHECK(drdc_amx_use(1) == 0);
     expect_close("AMX convolutions and attention (bf16) against oneDNN's and the float32 kernel", on, off, 2e-2);
+    {   /* the decoder's inputs side by side (split_input_ok; C moves on) or concatenated (off): the same eps */
+        dt_tensor cat = NULL;
+        CHECK(drdc_unet_use_c_moves(0) == 1);
+        CHECK_OK(drdc_unet_eps(&cat, &u, x, t, c));
+        CHECK(drdc_unet_use_c_moves(1) == 0);
+        expect_close("decoder inputs side by side against their concatenation (bf16, AMX)", on, cat, 0.0);
+        dt_free(cat);
+    }
     if (pw->w) {
         memset(pw->w, 0, (size_t)(pw->out * pw->in * 9) * sizeof *pw->w);
         memset(pw->bias, 0, (size_t)pw->out * sizeof *pw->bias);

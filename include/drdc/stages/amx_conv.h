@@ -44,6 +44,13 @@ int drdc_amx_conv_fits(const drdc_amx_weights *pw, int stride, int64_t h, int64_
 drdc_status drdc_amx_conv(const drdc_amx_weights *pw, const uint16_t *x, uint16_t *y, int64_t n, int64_t h, int64_t w,
                           int stride);
 
+/* A 1x1 convolution on an input given in two parts along its channels (the U-Net decoder's
+ * concatenation, never written): xa [n][h][w][in_a], xb [n][h][w][in - in_a], in_a a multiple of 32;
+ * the same sums in the same order as drdc_amx_conv on the concatenation. DRDC_ERR_INPUT for another
+ * convolution or split, DRDC_ERR_STATE as drdc_amx_conv. */
+drdc_status drdc_amx_conv_1x1_split(const drdc_amx_weights *pw, const uint16_t *xa, int64_t in_a, const uint16_t *xb,
+                                    uint16_t *y, int64_t n, int64_t h, int64_t w);
+
 #ifdef __cplusplus
 }
 #endif
