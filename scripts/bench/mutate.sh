@@ -98,7 +98,7 @@ kernels() {
         'test_amx|test_unet'
     mutate amxtap src/stages/amx_conv.c 'const int dy = (int)(tap / pw->k), dx = (int)(tap % pw->k);' \
         'const int dy = (int)(tap % pw->k), dx = (int)(tap / pw->k);' 'test_amx|test_unet'
-    mutate amxstride src/stages/amx_conv.c 'xstride = j->stride * in * 2;' 'xstride = in * 2;' \
+    mutate amxstride src/stages/amx_conv.c '*stride = j->stride * j->pw->in * 2;' '*stride = j->pw->in * 2;' \
         'test_amx|test_unet'
     mutate amxpair src/stages/amx_conv.c '_tile_stored(1, acc[1], 64);' '_tile_stored(2, acc[1], 64);' \
         'test_amx|test_unet'

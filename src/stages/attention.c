@@ -160,12 +160,22 @@ DRDC_TARGET_AVX512 static void attn_task(void *ctx, int64_t t0, int64_t t1) {
 }
 #endif
 
+/* The checks both kernels make on their arguments: no NULL operand, every size at least 1. */
+static drdc_status check_args(const char *what, int operands, const int64_t sizes[5]) {
+    if (!operands) return drdc_fail(DRDC_ERR_INPUT, "%s: an operand is NULL", what);
+    for (int i = 0; i < 5; i++)
+        if (sizes[i] < 1)
+            return drdc_fail(DRDC_ERR_INPUT, "%s: sizes B %lld, H %lld, L %lld, S %lld, D %lld must be >= 1", what,
+                             (long long)sizes[0], (long long)sizes[1], (long long)sizes[2], (long long)sizes[3],
+                             (long long)sizes[4]);
+    return DRDC_OK;
+}
+
 drdc_status drdc_attention_run(const drdc_attention *a) {
-    if (!a || !a->q || !a->k || !a->v || !a->o)
-        return drdc_fail(DRDC_ERR_INPUT, "fused attention: an operand is NULL");
-    if (a->B < 1 || a->H < 1 || a->L < 1 || a->S < 1 || a->D < 1)
-        return drdc_fail(DRDC_ERR_INPUT, "fused attention: sizes B %lld, H %lld, L %lld, S %lld, D %lld must be >= 1",
-                         (long long)a->B, (long long)a->H, (long long)a->L, (long long)a->S, (long long)a->D);
+    if (!a) return drdc_fail(DRDC_ERR_INPUT, "fused attention: an operand is NULL");
+    drdc_status st = check_args("fused attention", a->q && a->k && a->v && a->o,
+                                (const int64_t[5]){a->B, a->H, a->L, a->S, a->D});
+    if (st) return st;
     if (!drdc_attention_fused_active())
         return drdc_fail(DRDC_ERR_STATE, "fused attention: needs AVX-512 (and the kernel switched on)");
 #if DRDC_SIMD_AVX512
@@ -173,7 +183,7 @@ drdc_status drdc_attention_run(const drdc_attention *a) {
     attn_job j = {a, Sp, malloc(sizeof(float) * (size_t)(a->B * a->H * ATTN_SCRATCH(a->D, a->S, Sp)))};
     if (!j.scratch)
         return drdc_fail(DRDC_ERR_NOMEM, "fused attention: out of memory for %lld heads' keys", (long long)(a->B * a->H));
-    drdc_status st = dt_parallel_for(0, a->B * a->H, 1, attn_task, &j);
+    st = dt_parallel_for(0, a->B * a->H, 1, attn_task, &j);
     free(j.scratch);
     if (!st) dt_flops_add(2 * 2 * a->B * a->H * a->L * a->S * a->D);   /* q k^T and the weights times v */
     return st;
@@ -295,11 +305,10 @@ DRDC_TARGET_AMX static void attn16_task(void *ctx, int64_t t0, int64_t t1) {
 #endif
 
 drdc_status drdc_attention16_run(const drdc_attention16 *a) {
-    if (!a || !a->q || !a->k || !a->v || !a->o)
-        return drdc_fail(DRDC_ERR_INPUT, "bf16 attention: an operand is NULL");
-    if (a->B < 1 || a->H < 1 || a->L < 1 || a->S < 1 || a->D < 1)
-        return drdc_fail(DRDC_ERR_INPUT, "bf16 attention: sizes B %lld, H %lld, L %lld, S %lld, D %lld must be >= 1",
-                         (long long)a->B, (long long)a->H, (long long)a->L, (long long)a->S, (long long)a->D);
+    if (!a) return drdc_fail(DRDC_ERR_INPUT, "bf16 attention: an operand is NULL");
+    drdc_status st = check_args("bf16 attention", a->q && a->k && a->v && a->o,
+                                (const int64_t[5]){a->B, a->H, a->L, a->S, a->D});
+    if (st) return st;
     if (!drdc_attention16_fits(a->L, a->S, a->D))
         return drdc_fail(DRDC_ERR_STATE, "bf16 attention: L %lld, S %lld, D %lld cannot run here (AMX, D 32 or 64, S up "
                          "to %d)", (long long)a->L, (long long)a->S, (long long)a->D, ATTN16_MAX_S);
@@ -308,7 +317,7 @@ drdc_status drdc_attention16_run(const drdc_attention16 *a) {
     attn16_job j = {a, aligned_alloc(64, (n + 63) / 64 * 64)};
     if (!j.scratch)
         return drdc_fail(DRDC_ERR_NOMEM, "bf16 attention: out of memory for %lld heads' keys", (long long)(a->B * a->H));
-    drdc_status st = dt_parallel_for(0, a->B * a->H, 1, attn16_task, &j);
+    st = dt_parallel_for(0, a->B * a->H, 1, attn16_task, &j);
     free(j.scratch);
     if (!st) dt_flops_add(2 * 2 * a->B * a->H * a->L * a->S * a->D);   /* q k^T and the weights times v */
     return st;

@@ -1101,9 +1101,10 @@ typedef struct gn_scale_shift {
 static inline float round_bf16(float f) { return drdc_bf16_to_f32(drdc_f32_to_bf16(f)); }
 
 /* y = SiLU(GroupNorm32(x) * w * scale1 + b * scale1 + shift) (silu = 1; without the SiLU for 0),
- * x [N,C,H,W] channels-last on the CPU, float32 or bf16 (under autocast); y the same dtype and
- * layout; nm the norm's w and b; ss the ResBlock's scale and shift, or NULL (scale1 1, shift 0).
- * inplace = 1: y takes x's storage (the caller no longer reads x; see resblock_forward). */
+ * x [N,C,H,W] channels-last on the CPU, float32 or bf16 (under autocast); with xb, the input is x
+ * and xb side by side along the channels (bf16 pair kernels only); y the same dtype and layout; nm
+ * the norm's w and b; ss the ResBlock's scale and shift, or NULL (scale1 1, shift 0). inplace = 1:
+ * y takes x's storage (the caller no longer reads x; see resblock_forward). */
 static drdc_status gn_fused(dt_tensor *out, dt_tensor x, dt_tensor xb, const drdc_unet_norm *nm,
                             const gn_scale_shift *ss, int silu, int inplace) {
     int64_t s[4], sb[4] = {0, 0, 0, 0};
@@ -1129,8 +1130,7 @@ static drdc_status gn_fused(dt_tensor *out, dt_tensor x, dt_tensor xb, const drd
     const float *wh = aff, *bh = aff + C;
     void *xp = NULL, *yp = NULL;
     if (inplace) TRY(dt_detach(&y, x));                                   /* x's storage */
-    else if (xb) TRY(dt_empty(&y, (const int64_t[4]){N, C, s[2], s[3]}, 4, dt_dtype_of(x), dt_device_of(x), 1));
-    else TRY(dt_empty_like(&y, x));                                       /* channels-last, x's dtype */
+    else TRY(dt_empty(&y, (const int64_t[4]){N, C, s[2], s[3]}, 4, dt_dtype_of(x), dt_device_of(x), 1)); /* channels-last */
     TRY(dt_host_data(&xp, x));
     TRY(dt_host_data(&yp, y));
     if (xb) {
@@ -1386,21 +1386,29 @@ done:
 }
 
 /* cv on x (bf16, channels-last, on the CPU, cv's copies current) by amx_conv.h where it takes this
- * shape (drdc_amx_conv_fits): *out [N,out,H/stride,W/stride] channels-last bf16, 1 in *done; else 0
+ * shape (drdc_amx_conv_fits); with xb (a 1x1 convolution only), on x and xb side by side along the
+ * channels (split_input_ok). *out [N,out,H/stride,W/stride] channels-last bf16, 1 in *done; else 0
  * in *done and nothing made. */
-static drdc_status amx_conv(dt_tensor *out, int *done, const drdc_unet_conv *cv, dt_tensor x, int stride) {
-    int64_t s[4];
+static drdc_status amx_conv(dt_tensor *out, int *done, const drdc_unet_conv *cv, dt_tensor x, dt_tensor xb,
+                            int stride) {
+    int64_t s[4], sb[4] = {0, 0, 0, 0};
     dt_tensor y = NULL;
-    void *xp = NULL, *yp = NULL;
+    void *xp = NULL, *xbp = NULL, *yp = NULL;
     drdc_status st = DRDC_OK;
     *done = 0;
     TRY(dt_shape(s, 4, x));
-    if (s[1] != cv->amx.in || !drdc_amx_conv_fits(&cv->amx, stride, s[2], s[3])) return DRDC_OK;
+    if (xb) TRY(dt_shape(sb, 4, xb));
+    if (s[1] + sb[1] != cv->amx.in || !drdc_amx_conv_fits(&cv->amx, stride, s[2], s[3])) return DRDC_OK;
     const int64_t ys[4] = {s[0], cv->amx.out, s[2] / stride, s[3] / stride};
     TRY(dt_empty(&y, ys, 4, DT_BF16, dt_device_of(x), 1));               /* channels-last */
     TRY(dt_host_data(&xp, x));
     TRY(dt_host_data(&yp, y));
-    TRY(drdc_amx_conv(&cv->amx, xp, yp, s[0], s[2], s[3], stride));
+    if (xb) {
+        TRY(dt_host_data(&xbp, xb));
+        TRY(drdc_amx_conv_1x1_split(&cv->amx, xp, s[1], xbp, yp, s[0], s[2], s[3]));
+    } else {
+        TRY(drdc_amx_conv(&cv->amx, xp, yp, s[0], s[2], s[3], stride));
+    }
     *out = y;
     *done = 1;
     return DRDC_OK;
@@ -1421,7 +1429,7 @@ static drdc_status conv_on(dt_tensor *out, const fwd_ctx *c, const drdc_unet_con
     if (c->channels_last && cv->run_w && dt_is_channels_last(x) && copy_current(cv->w, cv->b, cv->w_ver, cv->b_ver)) {
         if (cv->amx.w && dt_dtype_of(x) == DT_BF16 && dt_device_of(x).type == DT_CPU) {
             int done_amx = 0;
-            TRY(amx_conv(out, &done_amx, cv, x, stride));
+            TRY(amx_conv(out, &done_amx, cv, x, NULL, stride));
             if (done_amx) return DRDC_OK;
         }
         if (dt_dtype_of(x) == dt_dtype_of(cv->run_w))
@@ -1444,15 +1452,20 @@ done:
     return st;
 }
 
-/* conv_on, timed for the profile (with its FLOPs: 2 x in channels x k^2 per output value) */
+/* A convolution of cin input channels and k x k taps that made out, timed from t0 for the profile
+ * (with its FLOPs: 2 x cin x k^2 per output value); nothing when the profile is off (t0 0). */
+static void prof_conv(int64_t t0, int64_t cin, int k, dt_tensor out) {
+    if (!t0) return;
+    prof_end(DRDC_UNET_PROF_CONV, t0);
+    atomic_fetch_add_explicit(&g_prof_conv_flops, 2 * cin * k * k * dt_numel(out), memory_order_relaxed);
+}
+
+/* conv_on, timed for the profile */
 static drdc_status conv(dt_tensor *out, const fwd_ctx *c, const drdc_unet_conv *cv, dt_tensor x, int k, int stride) {
     const int64_t t0 = prof_start();
     const drdc_status st = conv_on(out, c, cv, x, k, stride);
     int64_t cin = 0;
-    if (!st && t0 && dt_size(&cin, x, 1) == DRDC_OK) {
-        prof_end(DRDC_UNET_PROF_CONV, t0);
-        atomic_fetch_add_explicit(&g_prof_conv_flops, 2 * cin * k * k * dt_numel(*out), memory_order_relaxed);
-    }
+    if (!st && dt_size(&cin, x, 1) == DRDC_OK) prof_conv(t0, cin, k, *out);
     return st;
 }
 
@@ -1496,25 +1509,11 @@ static drdc_status block_scale_shift(gn_scale_shift *ss, float **own, const fwd_
 /* The skip convolution (1x1, AMX) of a ResBlock whose input is x and xb side by side (split_input_ok),
  * timed for the profile as conv. */
 static drdc_status skip_conv_split(dt_tensor *out, const drdc_unet_conv *cv, dt_tensor x, dt_tensor xb) {
-    int64_t s[4];
-    dt_tensor y = NULL;
-    void *xp = NULL, *xbp = NULL, *yp = NULL;
-    drdc_status st = DRDC_OK;
     const int64_t t0 = prof_start();
-    TRY(dt_shape(s, 4, x));
-    TRY(dt_empty(&y, (const int64_t[4]){s[0], cv->amx.out, s[2], s[3]}, 4, DT_BF16, dt_device_of(x), 1));
-    TRY(dt_host_data(&xp, x));
-    TRY(dt_host_data(&xbp, xb));
-    TRY(dt_host_data(&yp, y));
-    TRY(drdc_amx_conv_1x1_split(&cv->amx, xp, s[1], xbp, yp, s[0], s[2], s[3]));
-    if (t0) {
-        prof_end(DRDC_UNET_PROF_CONV, t0);
-        atomic_fetch_add_explicit(&g_prof_conv_flops, 2 * cv->amx.in * dt_numel(y), memory_order_relaxed);
-    }
-    *out = y;
-    y = NULL;
-done:
-    dt_free(y);
+    int done = 0;
+    drdc_status st = amx_conv(out, &done, cv, x, xb, 1);
+    if (!st && !done) st = drdc_fail(DRDC_ERR_STATE, "unet: a skip convolution on a split input needs AMX");
+    if (!st) prof_conv(t0, cv->amx.in, 1, *out);
     return st;
 }
 
@@ -1867,26 +1866,22 @@ drdc_status drdc_unet_forward(dt_tensor *eps, const drdc_unet *unet, dt_tensor x
     TRY(resblock_forward(&h, &c, &unet->mid_res2, m1, NULL, 1));
     dt_free(m1);
     for (int i = 0; i < unet->n_out; i++) {
-        dt_tensor cat = NULL, next = NULL, skip_in = hs[nb - 1 - i];
-        if (split_input_ok(&c, &unet->out[i], h, skip_in)) {
-            st = block_forward(&next, &c, &unet->out[i], h, skip_in, 0);  /* [N,out_ch,.,.] */
-        } else {
-            PROF(DRDC_UNET_PROF_MOVES, TRY(cat_channels(&cat, &c, h, skip_in))); /* [N,ch+ich,.,.] */
+        dt_tensor cat = NULL, next = NULL, *skip_in = &hs[nb - 1 - i];
+        const int split = split_input_ok(&c, &unet->out[i], h, *skip_in);
+        if (!split) {   /* the concatenation, its parts freed before the block runs */
+            PROF(DRDC_UNET_PROF_MOVES, TRY(cat_channels(&cat, &c, h, *skip_in))); /* [N,ch+ich,.,.] */
             dt_free(h);
-            h = NULL;
-            dt_free(skip_in);
-            hs[nb - 1 - i] = NULL;
-            st = block_forward(&next, &c, &unet->out[i], cat, NULL, 1);   /* [N,out_ch,.,.] */
-            dt_free(cat);
+            dt_free(*skip_in);
+            h = *skip_in = NULL;
         }
+        st = split ? block_forward(&next, &c, &unet->out[i], h, *skip_in, 0)
+                   : block_forward(&next, &c, &unet->out[i], cat, NULL, 1);   /* [N,out_ch,.,.] */
+        dt_free(cat);
         dt_free(h);
-        dt_free(hs[nb - 1 - i]);
-        hs[nb - 1 - i] = NULL;
-        if (st) {
-            h = next;   /* NULL: nothing made */
-            goto done;
-        }
-        h = next;
+        dt_free(*skip_in);
+        *skip_in = NULL;
+        h = next;   /* NULL when the block failed */
+        if (st) goto done;
     }
     TRY(norm_silu(&hn, &c, h, NULL, &unet->out_norm, 1));                /* [N,ch0,H,W], in place */
     TRY(conv(&raw, &c, &unet->out_conv, hn, 3, 1));                      /* [N,3,H,W] eps */
