@@ -30,5 +30,7 @@ void drdc_print_version(FILE *f) {
             !drdc_dist_compiled() ? "no (built without c10d: one process only)"
             : drdc_dist_nccl_compiled() ? "c10d, Gloo (CPU) and NCCL (CUDA)" : "c10d, Gloo (CPU and CUDA tensors)");
     fprintf(f, "allocator: %s\n", drdc_allocator_name());
+    char cpu[256];
+    fprintf(f, "CPU: %s\n", drdc_cpu_model(cpu, sizeof cpu));
     fprintf(f, "CPU kernels: %s\n", drdc_model_cpu_kernels());
 }

@@ -677,7 +677,8 @@ drdc_status drdc_bench_run(const drdc_bench_options *opts, const drdc_config *co
            c.m.backbone_pretrained ? "pretrained" : "random weights", cfg.refiner.channels, c.steps, c.K, c.G,
            (long long)N, cfg.infer.batch_refiner ? "the batch's runs together" : "one image's runs",
            cfg.infer.precision);
-    printf("  CPU kernels: %s\n", drdc_model_cpu_kernels());
+    char cpu[256];
+    printf("  CPU: %s; kernels: %s\n", drdc_cpu_model(cpu, sizeof cpu), drdc_model_cpu_kernels());
     printf("  load average before: %.2f %.2f %.2f (%d cores online)\n", load0[0], load0[1], load0[2],
            drdc_cpu_count());
     if (O->weights_out) printf("  weights: %s\n", O->weights_out);
@@ -744,6 +745,7 @@ drdc_status drdc_bench_run(const drdc_bench_options *opts, const drdc_config *co
         cJSON_AddNumberToObject(root, "threads", dt_get_num_threads());
         cJSON_AddStringToObject(root, "omp_wait_policy", omp ? omp : "");
         cJSON_AddStringToObject(root, "allocator", drdc_allocator_name());
+        cJSON_AddStringToObject(root, "cpu", cpu);
         cJSON_AddStringToObject(root, "cpu_kernels", drdc_model_cpu_kernels());
         cJSON_AddStringToObject(root, "libtorch", dt_torch_version());
         cJSON_AddNumberToObject(root, "batch", c.B);

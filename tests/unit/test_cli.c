@@ -2,6 +2,7 @@
  * with a one-line reason, both through the parser and through the drdc binary. */
 #include "testlib.h"
 #include "drdc/core/cli.h"
+#include "drdc/core/sysinfo.h"
 #include "drdc/commands/commands.h"
 
 #include <stdlib.h>
@@ -110,6 +111,7 @@ static void test_binary_exit_codes(void) {
     CHECK(file_contains(out, "train") && file_contains(out, "synth"));
     CHECK(run_bin(out, "--version") == 0);
     CHECK(file_contains(out, "libtorch"));
+    CHECK(file_contains(out, "CPU: "));           /* the CPU's name, which every figure depends on */
     CHECK(file_contains(out, "CPU kernels: "));   /* which of drdc's own kernels run here (AMX, AVX-512) */
     CHECK(run_bin(out, "frobnicate") == 2);
     CHECK(file_contains(out, "unknown command 'frobnicate'"));
@@ -134,6 +136,21 @@ static void test_binary_exit_codes(void) {
     }
 }
 
+/* The CPU line of --version and the bench header: /proc/cpuinfo's name with its family and model. */
+static void test_cpu_model_parse(void) {
+    char out[96];
+    const char *amd = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+                      "model name\t: AMD EPYC  \nstepping\t: 1\nprocessor\t: 1\nmodel name\t: other\n";
+    CHECK(!strcmp(drdc_cpu_model_parse(amd, out, sizeof out), "AMD EPYC (family 25, model 17)"));
+    CHECK(!strcmp(drdc_cpu_model_parse("model name : Some CPU\n", out, sizeof out), "Some CPU"));
+    CHECK(!strcmp(drdc_cpu_model_parse("cpu family : 6\nmodel : 143\n", out, sizeof out), "unknown CPU"));
+    CHECK(!strcmp(drdc_cpu_model_parse("model name :   \n", out, sizeof out), "unknown CPU"));
+    CHECK(!strcmp(drdc_cpu_model_parse(NULL, out, sizeof out), "unknown CPU"));
+    char small[8];
+    CHECK(!strcmp(drdc_cpu_model_parse(amd, small, sizeof small), "AMD EPY"));   /* cut, still terminated */
+    CHECK(strlen(drdc_cpu_model(out, sizeof out)) > 0);
+}
+
 int main(void) {
     RUN(test_tables_are_well_formed);
     RUN(test_check_table_finds_duplicates);
@@ -141,5 +158,6 @@ int main(void) {
     RUN(test_parse_errors);
     RUN(test_help_flag);
     RUN(test_binary_exit_codes);
+    RUN(test_cpu_model_parse);
     return test_summary();
 }
