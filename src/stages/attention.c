@@ -57,31 +57,44 @@ DRDC_TARGET_AVX512 static inline int softmax_exp(float *row, int64_t S, int64_t 
 #endif
 
 #define ATTN_ROWS 4   /* query rows per pass: each K^T and V load serves this many rows */
-/* Floats of one task's scratch: K_h^T [D][S_pad], V_h [S][D], ATTN_ROWS rows of scores [S_pad]. */
-#define ATTN_SCRATCH(D, S, Sp) ((D) * (Sp) + (S) * (D) + ATTN_ROWS * (Sp))
+/* Floats of one task's scratch: K_h^T [D][S_pad], V_h [S][D], ATTN_ROWS rows of scores [S_pad],
+ * ATTN_ROWS query rows [D] (scaled). */
+#define ATTN_SCRATCH(D, S, Sp) ((D) * (Sp) + (S) * (D) + ATTN_ROWS * (Sp) + ATTN_ROWS * (D))
 
 typedef struct attn_job {
-    const drdc_attention *a;
+    const drdc_attention *a;  /* sizes, strides, mask, scale; its q, k, v, o unless the operands are bf16 */
+    const uint16_t *q16, *k16, *v16;   /* bf16 operands (drdc_attention_run_bf16), else NULL */
+    uint16_t *o16;
     int64_t S_pad;            /* S rounded up to 16 */
     float *scratch;           /* per task: ATTN_SCRATCH floats */
 } attn_job;
 
+/* Element i of operand p (float32) or p16 (bf16, widened exactly). */
+static inline float operand(const float *p, const uint16_t *p16, int64_t i) {
+    return p16 ? drdc_bf16_to_f32(p16[i]) : p[i];
+}
+
 #if DRDC_SIMD_AVX512
 
 /* Query rows i0 .. i0 + R - 1 (R <= ATTN_ROWS, a constant where inlined) of image b, head h:
- * kt = K_h^T [D][S_pad], vt = V_h [S][D] (packed), rows = R rows of S_pad scores. */
+ * kt = K_h^T [D][S_pad], vt = V_h [S][D] (packed), rows = R rows of S_pad scores, qst = R rows of D
+ * (the query rows staged here, times the scale). */
 DRDC_TARGET_AVX512 static inline __attribute__((always_inline)) void attn_rows(const attn_job *j, int64_t b,
                                                                                int64_t h, const float *kt,
                                                                                const float *vt, float *rows,
-                                                                               int64_t i0, const int R) {
+                                                                               float *qst, int64_t i0,
+                                                                               const int R) {
     const drdc_attention *a = j->a;
     const int64_t S = a->S, D = a->D, Sp = j->S_pad;
     const float *q[ATTN_ROWS];
-    float *o[ATTN_ROWS], inv[ATTN_ROWS];
+    int64_t o[ATTN_ROWS];   /* where each row's output starts, in elements of o or o16 */
+    float inv[ATTN_ROWS];
     int dead[ATTN_ROWS];
     for (int r = 0; r < R; r++) {
-        q[r] = a->q + b * a->qs.image + (i0 + r) * a->qs.row + h * a->qs.head;
-        o[r] = a->o + b * a->os.image + (i0 + r) * a->os.row + h * a->os.head;
+        const int64_t qi = b * a->qs.image + (i0 + r) * a->qs.row + h * a->qs.head;
+        for (int64_t d = 0; d < D; d++) qst[r * D + d] = operand(a->q, j->q16, qi + d) * a->scale;
+        q[r] = qst + r * D;
+        o[r] = b * a->os.image + (i0 + r) * a->os.row + h * a->os.head;
     }
     /* scores: 4 key vectors (64 keys) x R rows in registers, then single key vectors */
     int64_t j0 = 0;
@@ -94,7 +107,7 @@ DRDC_TARGET_AVX512 static inline __attribute__((always_inline)) void attn_rows(c
             const __m512 k0 = _mm512_loadu_ps(kd), k1 = _mm512_loadu_ps(kd + 16), k2 = _mm512_loadu_ps(kd + 32),
                          k3 = _mm512_loadu_ps(kd + 48);
             for (int r = 0; r < R; r++) {
-                const __m512 qd = _mm512_set1_ps(q[r][d] * a->scale);
+                const __m512 qd = _mm512_set1_ps(q[r][d]);
                 acc[r][0] = _mm512_fmadd_ps(qd, k0, acc[r][0]);
                 acc[r][1] = _mm512_fmadd_ps(qd, k1, acc[r][1]);
                 acc[r][2] = _mm512_fmadd_ps(qd, k2, acc[r][2]);
@@ -109,7 +122,7 @@ DRDC_TARGET_AVX512 static inline __attribute__((always_inline)) void attn_rows(c
         for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
         for (int64_t d = 0; d < D; d++) {
             const __m512 kv = _mm512_loadu_ps(kt + d * Sp + j0);
-            for (int r = 0; r < R; r++) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(q[r][d] * a->scale), kv, acc[r]);
+            for (int r = 0; r < R; r++) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(q[r][d]), kv, acc[r]);
         }
         for (int r = 0; r < R; r++) _mm512_storeu_ps(rows + r * Sp + j0, acc[r]);
     }
@@ -136,7 +149,8 @@ DRDC_TARGET_AVX512 static inline __attribute__((always_inline)) void attn_rows(c
         for (int r = 0; r < R; r++) {
             const __m512 y = dead[r] ? _mm512_set1_ps(NAN)
                                      : _mm512_mul_ps(_mm512_add_ps(a0[r], a1[r]), _mm512_set1_ps(inv[r]));
-            _mm512_mask_storeu_ps(o[r] + c, cm, y);
+            if (j->o16) drdc_store_bf16x16(j->o16 + o[r] + c, cm, y);
+            else _mm512_mask_storeu_ps(a->o + o[r] + c, cm, y);
         }
     }
 }
@@ -148,14 +162,18 @@ DRDC_TARGET_AVX512 static void attn_task(void *ctx, int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; t++) {
         const int64_t b = t / a->H, h = t % a->H;
         float *kt = j->scratch + t * ATTN_SCRATCH(D, S, Sp), *vt = kt + D * Sp, *rows = vt + S * D;
-        const float *kb = a->k + b * a->ks.image + h * a->ks.head, *vb = a->v + b * a->vs.image + h * a->vs.head;
+        float *qst = rows + ATTN_ROWS * Sp;
+        const int64_t kb = b * a->ks.image + h * a->ks.head, vb = b * a->vs.image + h * a->vs.head;
         for (int64_t s = 0; s < S; s++)   /* K_h^T, zero-padded to S_pad keys, and V_h, packed */
-            for (int64_t d = 0; d < D; d++) kt[d * Sp + s] = kb[s * a->ks.row + d], vt[s * D + d] = vb[s * a->vs.row + d];
+            for (int64_t d = 0; d < D; d++) {
+                kt[d * Sp + s] = operand(a->k, j->k16, kb + s * a->ks.row + d);
+                vt[s * D + d] = operand(a->v, j->v16, vb + s * a->vs.row + d);
+            }
         for (int64_t d = 0; d < D; d++)
             for (int64_t s = S; s < Sp; s++) kt[d * Sp + s] = 0.0f;
         int64_t i = 0;
-        for (; i + ATTN_ROWS <= L; i += ATTN_ROWS) attn_rows(j, b, h, kt, vt, rows, i, ATTN_ROWS);
-        for (; i < L; i++) attn_rows(j, b, h, kt, vt, rows, i, 1);
+        for (; i + ATTN_ROWS <= L; i += ATTN_ROWS) attn_rows(j, b, h, kt, vt, rows, qst, i, ATTN_ROWS);
+        for (; i < L; i++) attn_rows(j, b, h, kt, vt, rows, qst, i, 1);
     }
 }
 #endif
@@ -171,25 +189,43 @@ static drdc_status check_args(const char *what, int operands, const int64_t size
     return DRDC_OK;
 }
 
-drdc_status drdc_attention_run(const drdc_attention *a) {
-    if (!a) return drdc_fail(DRDC_ERR_INPUT, "fused attention: an operand is NULL");
-    drdc_status st = check_args("fused attention", a->q && a->k && a->v && a->o,
-                                (const int64_t[5]){a->B, a->H, a->L, a->S, a->D});
-    if (st) return st;
+/* The float32 kernel on job j (its operands checked by the caller). */
+static drdc_status run_float32(attn_job *j) {
+    const drdc_attention *a = j->a;
     if (!drdc_attention_fused_active())
         return drdc_fail(DRDC_ERR_STATE, "fused attention: needs AVX-512 (and the kernel switched on)");
 #if DRDC_SIMD_AVX512
-    const int64_t Sp = (a->S + 15) / 16 * 16;
-    attn_job j = {a, Sp, malloc(sizeof(float) * (size_t)(a->B * a->H * ATTN_SCRATCH(a->D, a->S, Sp)))};
-    if (!j.scratch)
+    j->S_pad = (a->S + 15) / 16 * 16;
+    j->scratch = malloc(sizeof(float) * (size_t)(a->B * a->H * ATTN_SCRATCH(a->D, a->S, j->S_pad)));
+    if (!j->scratch)
         return drdc_fail(DRDC_ERR_NOMEM, "fused attention: out of memory for %lld heads' keys", (long long)(a->B * a->H));
-    st = dt_parallel_for(0, a->B * a->H, 1, attn_task, &j);
-    free(j.scratch);
+    drdc_status st = dt_parallel_for(0, a->B * a->H, 1, attn_task, j);
+    free(j->scratch);
     if (!st) dt_flops_add(2 * 2 * a->B * a->H * a->L * a->S * a->D);   /* q k^T and the weights times v */
     return st;
 #else
     return DRDC_OK;   /* not reached: drdc_attention_fused_active() is 0 */
 #endif
+}
+
+drdc_status drdc_attention_run(const drdc_attention *a) {
+    if (!a) return drdc_fail(DRDC_ERR_INPUT, "fused attention: an operand is NULL");
+    drdc_status st = check_args("fused attention", a->q && a->k && a->v && a->o,
+                                (const int64_t[5]){a->B, a->H, a->L, a->S, a->D});
+    if (st) return st;
+    attn_job j = {.a = a};
+    return run_float32(&j);
+}
+
+drdc_status drdc_attention_run_bf16(const drdc_attention16 *a) {
+    if (!a) return drdc_fail(DRDC_ERR_INPUT, "fused attention (bf16 operands): an operand is NULL");
+    drdc_status st = check_args("fused attention (bf16 operands)", a->q && a->k && a->v && a->o,
+                                (const int64_t[5]){a->B, a->H, a->L, a->S, a->D});
+    if (st) return st;
+    const drdc_attention f = {.qs = a->qs, .ks = a->ks, .vs = a->vs, .os = a->os, .mask = a->mask, .B = a->B,
+                              .H = a->H, .L = a->L, .S = a->S, .D = a->D, .scale = a->scale};
+    attn_job j = {.a = &f, .q16 = a->q, .k16 = a->k, .v16 = a->v, .o16 = a->o};
+    return run_float32(&j);
 }
 
 /* ---- bf16 on AMX tiles ------------------------------------------------------------------------ */

@@ -329,7 +329,8 @@ static int attention_fusable(dt_tensor q, dt_tensor k, dt_tensor v, dt_tensor ma
 }
 
 /* out [B,L,E] = the heads' softmax(q k^T / sqrt(D) + mask) v, concatenated: float32, or bf16 where
- * q, k and v are bf16 (autocast) and the AMX kernel takes them (drdc_attention16_fits). */
+ * q, k and v are bf16 (autocast): on the AMX kernel where it takes them (drdc_attention16_fits),
+ * else the float32 kernel on the bf16 operands (drdc_attention_run_bf16). */
 static drdc_status fused_attention(dt_tensor *out, dt_tensor q, dt_tensor k, dt_tensor v, dt_tensor mask,
                                    int64_t heads) {
     int64_t qs[3], ks[3];
@@ -341,8 +342,8 @@ static drdc_status fused_attention(dt_tensor *out, dt_tensor q, dt_tensor k, dt_
     const int64_t B = qs[0], L = qs[1], E = qs[2], S = ks[1], D = E / heads;
     const drdc_attn_strides lq = {L * E, E, D}, sk = {S * E, E, D};
     const float scale = (float)(1.0 / sqrt((double)D));   /* on q, as nn.MultiheadAttention */
-    if (dt_dtype_of(q) == DT_BF16 && dt_dtype_of(k) == DT_BF16 && dt_dtype_of(v) == DT_BF16 &&
-        drdc_attention16_fits(L, S, D)) {   /* bf16 under autocast: on AMX tiles, out in bf16 */
+    if (dt_dtype_of(q) == DT_BF16 && dt_dtype_of(k) == DT_BF16 && dt_dtype_of(v) == DT_BF16) {
+        /* bf16 under autocast: out in bf16, no casts */
         dt_tensor q16 = NULL, k16 = NULL, v16 = NULL;
         void *qp, *kp, *vp, *mp = NULL, *op;
         TRY(dt_contiguous(&q16, q));
@@ -360,7 +361,7 @@ static drdc_status fused_attention(dt_tensor *out, dt_tensor q, dt_tensor k, dt_
         TRY(dt_host_data(&op, o));
         const drdc_attention16 a = {.q = qp, .k = kp, .v = vp, .o = op, .qs = lq, .ks = sk, .vs = sk, .os = lq,
                                     .mask = mp, .B = B, .H = heads, .L = L, .S = S, .D = D, .scale = scale};
-        TRY(drdc_attention16_run(&a));
+        TRY(drdc_attention16_fits(L, S, D) ? drdc_attention16_run(&a) : drdc_attention_run_bf16(&a));
         res = o;
         goto done;
     }

@@ -1594,10 +1594,10 @@ static drdc_status fused_heads(dt_tensor *out, int *done, const fwd_ctx *c, dt_t
     int64_t s[4];
     drdc_status st = dt_scope_begin();
     if (st) return st;
-    dt_tensor q32 = NULL, o = NULL, res = NULL;
+    dt_tensor res = NULL;
     TRY(dt_shape(s, 4, qkv));
     const int64_t N = s[0], C = s[1] / 3, L = s[2] * s[3], ch = C / heads;
-    if (dt == DT_BF16 && drdc_attention16_fits(L, L, ch)) {   /* bf16 on AMX tiles, no casts */
+    if (dt == DT_BF16) {   /* bf16: on AMX tiles where they take it, else the float32 kernel; no casts */
         void *qp = NULL, *op = NULL;
         TRY(dt_empty(&res, (const int64_t[4]){N, C, s[2], s[3]}, 4, DT_BF16, dt_device_of(qkv), 1)); /* channels-last */
         TRY(dt_host_data(&qp, qkv));
@@ -1607,24 +1607,20 @@ static drdc_status fused_heads(dt_tensor *out, int *done, const fwd_ctx *c, dt_t
         const drdc_attention16 a = {.q = base, .k = base + ch, .v = base + 2 * ch, .o = op, .qs = in, .ks = in,
                                     .vs = in, .os = os, .B = N, .H = heads, .L = L, .S = L, .D = ch,
                                     .scale = (float)(1.0 / sqrt((double)ch))};
-        TRY(drdc_attention16_run(&a));
+        TRY(drdc_attention16_fits(L, L, ch) ? drdc_attention16_run(&a) : drdc_attention_run_bf16(&a));
         *done = 1;
         goto done;
     }
-    TRY(dt_to_dtype(&q32, qkv, DT_F32));                                  /* channels-last kept */
-    if (!dt_is_channels_last(q32)) TRY(dt_to_memory_format(&q32, q32, 1));
-    TRY(dt_empty(&o, (const int64_t[4]){N, C, s[2], s[3]}, 4, DT_F32, dt_device_of(qkv), 1)); /* channels-last */
+    TRY(dt_empty(&res, (const int64_t[4]){N, C, s[2], s[3]}, 4, DT_F32, dt_device_of(qkv), 1)); /* channels-last */
     void *qp = NULL, *op = NULL;
-    TRY(dt_host_data(&qp, q32));
-    TRY(dt_host_data(&op, o));
+    TRY(dt_host_data(&qp, qkv));
+    TRY(dt_host_data(&op, res));
     const float *base = qp;
     const drdc_attn_strides in = {L * 3 * C, 3 * C, 3 * ch}, os = {L * C, C, ch};
     const drdc_attention a = {.q = base, .k = base + ch, .v = base + 2 * ch, .o = op, .qs = in, .ks = in,
                               .vs = in, .os = os, .mask = NULL, .B = N, .H = heads, .L = L, .S = L, .D = ch,
                               .scale = (float)(1.0 / sqrt((double)ch))};
     TRY(drdc_attention_run(&a));
-    if (dt == DT_F32) res = o;
-    else TRY(dt_to_dtype(&res, o, dt));
     *done = 1;
 done:
     return dt_scope_finish(st, res, out);

@@ -15,6 +15,10 @@
  * NaN and nothing else, a row with every key masked is NaN (as the float32 kernel and libtorch's
  * softmax); sizes outside its rules are refused.
  *
+ * attention.h's float32 kernel on bf16 operands (drdc_attention_run_bf16, for CPUs without AMX)
+ * against casting the operands to float32, the float32 kernel and casting its output to bf16: equal
+ * to the bit, with separate and interleaved operands, sizes off the vectors, the mask, a NaN key.
+ *
  * Parts that need AMX skip with a message on a CPU without it. */
 #include "testlib.h"
 
@@ -353,6 +357,65 @@ static void test_attention_matches_float32(void) {
     free(dead);
 }
 
+/* drdc_attention_run_bf16 against the casts around drdc_attention_run on the same values: q, k, v
+ * either separate [B][rows][H*D] arrays or one interleaved [B][rows][3*H*D] buffer (the U-Net's qkv
+ * layout, self-attention: L == S); returns the number of outputs that differ in any bit (-1 when memory ran out). */
+static int64_t compare_bf16_operands(const attn_case *c, uint64_t seed, int interleaved, int64_t nan_key,
+                                     const float *mask) {
+    const int64_t HD = c->H * c->D, w = interleaved ? 3 * HD : HD, nq = c->B * c->L * w, nk = c->B * c->S * w;
+    const int64_t no = c->B * c->L * HD;
+    uint16_t *q = rand_rows(nq, seed), *k = interleaved ? q : rand_rows(nk, seed + 1),
+             *v = interleaved ? q : rand_rows(nk, seed + 2), *o16 = malloc((size_t)no * sizeof *o16);
+    float *qf = NULL, *kf = NULL, *vf = NULL, *o32 = malloc((size_t)no * sizeof *o32);
+    int64_t differ = -1;
+    CHECK(!interleaved || c->L == c->S);   /* one buffer holds the rows of q, k and v */
+    if (!q || !k || !v || !o16 || !o32 || (interleaved && c->L != c->S)) goto out;
+    const int64_t ko = interleaved ? c->D : 0, vo = interleaved ? 2 * c->D : 0;   /* head h: q, k, v side by side */
+    const drdc_attn_strides qs = {c->L * w, w, interleaved ? 3 * c->D : c->D}, ks = {c->S * w, w, qs.head},
+                            os = {c->L * HD, HD, c->D};
+    if (nan_key >= 0) k[nan_key * w + ko + 3] = 0x7fc0;   /* key nan_key of image 0, head 0 */
+    qf = widen(q, nq), kf = interleaved ? qf : widen(k, nk), vf = interleaved ? qf : widen(v, nk);
+    const float scale = (float)(1.0 / sqrt((double)c->D));
+    const drdc_attention16 a16 = {.q = q, .k = k + ko, .v = v + vo, .o = o16, .qs = qs, .ks = ks, .vs = ks, .os = os,
+                                  .mask = mask, .B = c->B, .H = c->H, .L = c->L, .S = c->S, .D = c->D, .scale = scale};
+    const drdc_attention a32 = {.q = qf, .k = kf + ko, .v = vf + vo, .o = o32, .qs = qs, .ks = ks, .vs = ks, .os = os,
+                                .mask = mask, .B = c->B, .H = c->H, .L = c->L, .S = c->S, .D = c->D, .scale = scale};
+    CHECK_OK(drdc_attention_run_bf16(&a16));
+    CHECK_OK(drdc_attention_run(&a32));
+    int64_t nans = 0;
+    differ = 0;
+    for (int64_t e = 0; e < no; e++) {
+        differ += o16[e] != drdc_f32_to_bf16(o32[e]);
+        nans += isnan(drdc_bf16_to_f32(o16[e]));
+    }
+    /* a NaN key makes its head NaN in image 0 (every row reads it), nothing else */
+    CHECK(nans == (nan_key >= 0 ? c->L * c->D : 0));
+    printf("  float32 kernel on bf16 operands, B %lld H %lld L %lld S %lld D %lld%s%s%s: %lld of %lld outputs differ "
+           "from the casts around the float32 kernel, %lld NaN\n", (long long)c->B, (long long)c->H, (long long)c->L,
+           (long long)c->S, (long long)c->D, interleaved ? ", interleaved" : "", mask ? ", masked" : "",
+           nan_key >= 0 ? ", a NaN key" : "", (long long)differ, (long long)no, (long long)nans);
+out:
+    free(q); free(o16); free(o32); free(qf);
+    if (!interleaved) free(k), free(v), free(kf), free(vf);
+    return differ;
+}
+
+static void test_attention_bf16_operands_equal_casts(void) {
+    if (!drdc_attention_fused_active()) {
+        test_skip_part("float32 attention on bf16 operands: this CPU lacks AVX-512");
+        return;
+    }
+    const attn_case unet = {2, 2, 256, 256, 32}, off = {2, 3, 37, 50, 24}, self = {2, 3, 37, 37, 24},
+                    base = {2, 8, 196, 196, 32};
+    CHECK(compare_bf16_operands(&unet, 700, 1, -1, NULL) == 0);
+    CHECK(compare_bf16_operands(&off, 710, 0, -1, NULL) == 0);
+    CHECK(compare_bf16_operands(&off, 720, 0, 7, NULL) == 0);
+    CHECK(compare_bf16_operands(&self, 730, 1, 7, NULL) == 0);
+    float *mask = grid_mask(14, 3, -1);
+    if (mask) CHECK(compare_bf16_operands(&base, 740, 0, -1, mask) == 0);
+    free(mask);
+}
+
 static void test_attention_rules(void) {
     if (!drdc_amx_active() || !drdc_attention_fused_active()) {
         test_skip_part("bf16 AMX attention rules: this CPU lacks AMX-BF16 (or AVX-512)");
@@ -382,5 +445,6 @@ int main(void) {
     RUN(test_rules);
     RUN(test_attention_matches_float32);
     RUN(test_attention_rules);
+    RUN(test_attention_bf16_operands_equal_casts);
     return test_summary();
 }

@@ -65,6 +65,12 @@ int drdc_attention16_fits(int64_t L, int64_t S, int64_t D);
  * below 1 or NULL operands. */
 drdc_status drdc_attention16_run(const drdc_attention16 *a);
 
+/* The float32 kernel (drdc_attention_run) on bf16 operands, for a CPU without AMX: q, k and v
+ * widened exactly, float32 throughout, the output rounded once to bf16 (nearest even, NaN kept):
+ * the same values to the bit as casting q, k and v to float32, drdc_attention_run, and casting its
+ * output to bf16, without the casts' tensors. Strides in bf16 values. Errors as drdc_attention_run. */
+drdc_status drdc_attention_run_bf16(const drdc_attention16 *a);
+
 #ifdef __cplusplus
 }
 #endif

@@ -64,6 +64,14 @@ DRDC_TARGET_AVX512 static inline __m512 drdc_exp16(__m512 x) {
     y = _mm512_add_ps(_mm512_fmadd_ps(y, z, x), _mm512_set1_ps(1.0f));
     return _mm512_scalef_ps(y, fx);
 }
+/* drdc_f32_to_bf16 on the lanes of y that m selects, stored at p (AVX-512 F only: vpmovdw's store). */
+DRDC_TARGET_AVX512 static inline void drdc_store_bf16x16(uint16_t *p, __mmask16 m, __m512 y) {
+    const __m512i u = _mm512_castps_si512(y);
+    const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), odd), 16);
+    r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(y, y, _CMP_UNORD_Q), _mm512_set1_epi32(0x7fc0));
+    _mm512_mask_cvtepi32_storeu_epi16(p, m, r);
+}
 #else
 #define DRDC_SIMD_AVX512 0
 static inline int drdc_cpu_avx512(int bf16) {
