@@ -369,7 +369,7 @@ static drdc_status fused_attention(dt_tensor *out, dt_tensor q, dt_tensor k, dt_
     dt_tensor *f32[4] = {&q32, &k32, &v32, &m32};
     for (int i = 0; i < 4; i++) {
         if (!in[i]) continue;
-        TRY(dt_to_dtype(f32[i], in[i], DT_F32));   /* bf16 under autocast */
+        TRY(dt_to_dtype(f32[i], in[i], DT_F32));   /* a no-op for float32; the mask, or a bf16/float32 mix */
         TRY(dt_contiguous(f32[i], *f32[i]));
     }
     TRY(dt_empty_like(&o, q32));
